@@ -1,0 +1,1 @@
+"""glossator.agent — see shared DESIGN.md (filled in by later issues)."""

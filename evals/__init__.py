@@ -1,0 +1,1 @@
+"""glossator.evals — see shared DESIGN.md (filled in by later issues)."""

@@ -1,0 +1,1 @@
+"""Model + feature source -> per-token feature activations (see shared DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""glossator.sae — see shared DESIGN.md (filled in by later issues)."""
