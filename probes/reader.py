@@ -1,0 +1,89 @@
+"""Read hookpoint activations for texts, batched and length-sorted, windows reassembled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from probes.activations import TokenSpan
+from probes.hookpoints import parse_hookpoint, run_to_hookpoints
+from probes.model import SubjectModel
+from probes.tokenization import Overflow, TokenBatch, tokenize_batch
+
+
+@dataclass
+class HookActivations:
+    """One text's tokens and, per hookpoint, its activations [T, D] (float32, CPU)."""
+
+    text: str
+    tokens: list[TokenSpan]
+    acts_TD: dict[str, torch.Tensor]
+
+
+@dataclass
+class ActivationReader:
+    """Reads activations at hookpoints of a subject model.
+
+    Rows (windows) are sorted by length and cut into batches of `batch_size` so that
+    little compute goes into padding.
+    """
+
+    subject: SubjectModel
+    hookpoints: Sequence[str]
+    context_length: int = 1024
+    overflow: Overflow = "window"
+    window_overlap: int = 0
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        for name in self.hookpoints:  # fail on a bad name before any work
+            parse_hookpoint(self.subject.model, name)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
+        return tokenize_batch(
+            self.subject.tokenizer, texts, self.context_length, self.overflow, self.window_overlap
+        )
+
+    def batches(self, batch: TokenBatch) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        """Yield (row indices, {hookpoint: acts [rows, T, D]}) for length-sorted row groups."""
+        lengths = batch.attention_mask_BT.sum(dim=1)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        device = self.subject.device
+        for begin in range(0, len(order), self.batch_size):
+            rows = order[begin : begin + self.batch_size]
+            width = max(int(lengths[rows].max()), 1)
+            acts = run_to_hookpoints(
+                self.subject.model,
+                batch.input_ids_BT[rows, :width].to(device),
+                batch.attention_mask_BT[rows, :width].to(device),
+                self.hookpoints,
+            )
+            yield rows, acts
+
+    def read(self, texts: Sequence[str]) -> list[HookActivations]:
+        """Activations of every token of every text (special tokens and padding excluded)."""
+        batch = self.tokenize(texts)
+        d_model = self.subject.d_model
+        out = [
+            HookActivations(
+                text,
+                spans,
+                {name: torch.zeros(len(spans), d_model) for name in self.hookpoints},
+            )
+            for text, spans in zip(texts, batch.spans, strict=True)
+        ]
+        for rows, acts in self.batches(batch):
+            valid_RT = batch.valid_BT[rows, : next(iter(acts.values())).shape[1]]
+            for i, row in enumerate(rows.tolist()):
+                positions = valid_RT[i].nonzero().squeeze(1)
+                start = batch.row_token_start[row]
+                target = out[batch.row_text[row]]
+                for name, acts_BTD in acts.items():
+                    target.acts_TD[name][start : start + len(positions)] = (
+                        acts_BTD[i, positions.to(acts_BTD.device)].float().cpu()
+                    )
+        return out
