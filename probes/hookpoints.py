@@ -33,7 +33,9 @@ class Hookpoint:
 
     @property
     def name(self) -> str:
-        return f"layers.{self.layer}" if self.site == "resid" else f"layers.{self.layer}.{self.site}"
+        return (
+            f"layers.{self.layer}" if self.site == "resid" else f"layers.{self.layer}.{self.site}"
+        )
 
     @property
     def depth(self) -> tuple[int, int]:

@@ -95,15 +95,16 @@ def load_model(path: str | Path, device: str = "auto", dtype: str = "auto") -> S
         raise ModelLoadError(f"{path} has no config.json; it is not a HF model folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"could not load a causal LM from {path}: {err}") from err
     model.to(torch_device).eval()
     model.requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return SubjectModel(model, tokenizer, path.stem if path.is_file() else path.name,
-                        torch_device, torch_dtype)
+    return SubjectModel(
+        model, tokenizer, path.stem if path.is_file() else path.name, torch_device, torch_dtype
+    )
 
 
 def prepare_default_model(cache_dir: Path) -> Path:
@@ -116,7 +117,7 @@ def prepare_default_model(cache_dir: Path) -> Path:
     gguf = default_gguf_path()
     log.info("dequantizing %s into %s (once, ~30 s)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
+    model: Any = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )
     # The loaded weights are plain float tensors; drop the GGUF quantizer so that
@@ -138,3 +139,15 @@ def prepare_default_model(cache_dir: Path) -> Path:
 def load_default_model(cache_dir: Path, device: str = "auto", dtype: str = "auto") -> SubjectModel:
     """The embedded default subject model, preparing its cache on first use."""
     return load_model(prepare_default_model(cache_dir), device=device, dtype=dtype)
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """Just the tokenizer of a model folder or .gguf file (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    path = Path(path).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    if not (path / "config.json").is_file() and not (path / "tokenizer.json").is_file():
+        raise ModelLoadError(f"{path} holds no tokenizer (a HF model folder or .gguf file)")
+    return AutoTokenizer.from_pretrained(path)

@@ -92,7 +92,10 @@ def tokenize_batch(
         if len(ids) > room and overflow == "truncate":
             log.warning(
                 "text %d has %d tokens; truncated to %d (context_length=%d)",
-                text_idx, len(ids), room, context_length,
+                text_idx,
+                len(ids),
+                room,
+                context_length,
             )
             all_spans[-1] = all_spans[-1][:room]
             ids = ids[:room]

@@ -25,10 +25,10 @@ def test_loads_from_a_saved_folder(tiny_llama: Any) -> None:
 def test_missing_or_wrong_paths_say_what_to_fix(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(tmp_path / "nope")
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         load_model(tmp_path)
     (tmp_path / "weights.bin").write_bytes(b"x")
-    with pytest.raises(ModelLoadError, match="not .gguf"):
+    with pytest.raises(ModelLoadError, match=r"not \.gguf"):
         load_model(tmp_path / "weights.bin")
 
 

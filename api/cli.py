@@ -1,0 +1,201 @@
+"""The `glossator` command line. Every command that shows data also takes --json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from api import runtime
+from api.settings import SettingsError, get_settings
+
+app = typer.Typer(
+    help="Explain and test the features of sparse autoencoders.", no_args_is_help=True
+)
+console = Console()
+err_console = Console(stderr=True)
+
+MAX_TEXT_CHARS = 100_000
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead.")]
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from api.redis_server import RedisUnavailableError
+    from probes.corpus import CorpusFormatError
+    from probes.hookpoints import UnknownHookpointError
+    from probes.model import ModelLoadError
+    from probes.planted import PlantedSpecError
+
+    return (
+        SettingsError,
+        ModelLoadError,
+        UnknownHookpointError,
+        PlantedSpecError,
+        CorpusFormatError,
+        RedisUnavailableError,
+        ValueError,
+    )
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn errors the user can fix into a one-paragraph message and exit code 2."""
+    try:
+        yield
+    except _user_errors() as err:
+        err_console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(2) from err
+
+
+def _read_text(text: str) -> str:
+    if text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        raise ValueError("the text is empty; give some text, or '-' to read it from stdin")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"the text has {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}: "
+            "split it, or use a corpus for bulk work"
+        )
+    return text
+
+
+def _print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+
+
+def _shown(token: str) -> str:
+    return token.replace("\n", "\\n").replace("\t", "\\t")
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def prepare(as_json: JsonFlag = False) -> None:
+    """Prepare the embedded default: dequantized model cache and the default corpus."""
+    from probes.default_corpus import load_default_corpus
+
+    with user_errors():
+        settings = get_settings()
+        with console.status("preparing the subject model (first time: ~30 s)"):
+            model_path = runtime.subject_model_path(settings)
+        tokenizer = runtime.open_tokenizer(settings)
+        corpus = load_default_corpus(runtime.default_corpus_dir(settings), tokenizer=tokenizer)
+    summary = {
+        "data_dir": str(settings.data_dir),
+        "model": str(model_path),
+        "corpus": str(runtime.default_corpus_dir(settings)),
+        "corpus_train_texts": len(corpus.train),
+        "corpus_heldout_texts": len(corpus.heldout),
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    for key, value in summary.items():
+        console.print(f"[bold]{key}[/]: {value}")
+
+
+@app.command()
+def activations(
+    text: Annotated[str, typer.Argument(help="The text, or '-' to read stdin.")],
+    hookpoint: Annotated[str | None, typer.Option(help="e.g. layers.6, layers.6.mlp")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Per-token activations at a hookpoint of the subject model (their norms)."""
+    from probes.reader import ActivationReader
+
+    with user_errors():
+        settings = get_settings()
+        text = _read_text(text)
+        name = hookpoint or settings.hookpoint
+        subject = runtime.open_subject_model(settings)
+        reader = ActivationReader(
+            subject, [name], context_length=settings.context_length, overflow=settings.overflow
+        )
+        result = reader.read([text])[0]
+    norms = result.acts_TD[name].norm(dim=-1).tolist()
+    if as_json:
+        _print_json(
+            {
+                "model": subject.name,
+                "hookpoint": name,
+                "d_model": subject.d_model,
+                "tokens": [
+                    {"text": t.text, "start": t.start, "end": t.end, "norm": n}
+                    for t, n in zip(result.tokens, norms, strict=True)
+                ],
+            }
+        )
+        return
+    top = max(norms, default=1.0) or 1.0
+    table = Table(title=f"{subject.name} · {name} · activation norm per token")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("token")
+    table.add_column("chars", style="dim")
+    table.add_column("norm", justify="right")
+    table.add_column("")
+    for i, (token, norm) in enumerate(zip(result.tokens, norms, strict=True)):
+        bar = Text("█" * max(1, round(24 * norm / top)), style="cyan")
+        table.add_row(str(i), _shown(token.text), f"{token.start}-{token.end}", f"{norm:.2f}", bar)
+    console.print(table)
+
+
+@app.command()
+def planted(
+    text: Annotated[str, typer.Argument(help="The text, or '-' to read stdin.")],
+    spec: Annotated[
+        Path | None, typer.Option(help="Planted feature spec (JSONL); default: the shipped one.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Per-token activations of planted (ground-truth) features."""
+    from probes.planted import PlantedFeatures, default_spec_path, load_planted_spec
+
+    with user_errors():
+        settings = get_settings()
+        text = _read_text(text)
+        source = PlantedFeatures(
+            load_planted_spec(spec or default_spec_path()), runtime.open_tokenizer(settings)
+        )
+        result = source.activations([text])[0]
+    names = source.feature_names
+    rows = [
+        {
+            "text": token.text,
+            "start": token.start,
+            "end": token.end,
+            "activations": {names[f]: v for f, v in sorted(active.items())},
+        }
+        for token, active in zip(result.tokens, result.by_token(), strict=True)
+    ]
+    if as_json:
+        _print_json({"tokens": rows})
+        return
+    table = Table(title="planted feature activations per token")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("token")
+    table.add_column("chars", style="dim")
+    table.add_column("active features")
+    for i, (token, active) in enumerate(zip(result.tokens, result.by_token(), strict=True)):
+        shown = ", ".join(f"[green]{names[f]}[/]={v:g}" for f, v in sorted(active.items()))
+        table.add_row(str(i), _shown(token.text), f"{token.start}-{token.end}", shown)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,32 @@
+"""Turns settings into the objects lower packages take: model, tokenizer, corpus paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from api.settings import Settings
+from probes.model import SubjectModel, load_model, load_tokenizer, prepare_default_model
+
+
+def models_dir(settings: Settings) -> Path:
+    return settings.data_dir / "models"
+
+
+def default_corpus_dir(settings: Settings) -> Path:
+    return settings.data_dir / "corpora" / "default"
+
+
+def subject_model_path(settings: Settings) -> Path:
+    """The configured model, or the embedded default (prepared on first use)."""
+    if settings.model:
+        return Path(settings.model).expanduser()
+    return prepare_default_model(models_dir(settings))
+
+
+def open_subject_model(settings: Settings) -> SubjectModel:
+    return load_model(subject_model_path(settings), device=settings.device, dtype=settings.dtype)
+
+
+def open_tokenizer(settings: Settings) -> Any:
+    return load_tokenizer(subject_model_path(settings))

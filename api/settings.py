@@ -1,0 +1,133 @@
+"""glossator's settings: environment variables prefixed GLOSSATOR_, an optional .env file,
+and keyword overrides. Only `api/` reads these; lower packages take explicit arguments."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "GLOSSATOR_"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+MIN_CONTEXT_LENGTH = 8
+
+
+class SettingsError(ValueError):
+    """The settings (environment, .env file or overrides) hold an invalid value."""
+
+
+def default_data_dir() -> Path:
+    """`$XDG_DATA_HOME/glossator`, else `~/.local/share/glossator` (XDG base dir spec:
+    an unset, empty or relative XDG_DATA_HOME is ignored)."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "glossator"
+
+
+class Settings(BaseSettings):
+    """Every knob glossator reads from its environment, validated once at the edge."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",  # a shared .env may hold other tools' keys
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    redis_url: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    model: str | None = None
+    hookpoint: str = "layers.6"
+    context_length: int = 1024
+    overflow: Literal["window", "truncate"] = "window"
+    sae: str | None = None
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @field_validator(
+        "redis_url", "model", "sae", "llm_base_url", "llm_api_key", "llm_model", mode="before"
+    )
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # `GLOSSATOR_REDIS_URL=` (set but empty) means "not set".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"redis_url must start with redis://, rediss:// or unix://, got {value!r}"
+            )
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _DEVICE_RE.fullmatch(value):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+        return value
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {value!r}")
+        return value
+
+    @field_validator("hookpoint")
+    @classmethod
+    def _hookpoint(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("hookpoint must name a module, e.g. 'layers.6'")
+        return value.strip()
+
+    @field_validator("context_length")
+    @classmethod
+    def _context_length(cls, value: int) -> int:
+        if value < MIN_CONTEXT_LENGTH:
+            raise ValueError(
+                f"context_length must be at least {MIN_CONTEXT_LENGTH} tokens, got {value}"
+            )
+        return value
+
+
+def _explain(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {ENV_PREFIX}{field.upper()} ({field}): {message}")
+    return "Invalid glossator settings:\n" + "\n".join(lines)
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Read the settings; keyword overrides win over the environment and .env.
+
+    Raises SettingsError naming each bad variable (e.g. GLOSSATOR_DEVICE) and why.
+    """
+    unknown = sorted(set(overrides) - set(Settings.model_fields))
+    if unknown:
+        raise SettingsError(
+            f"Unknown setting(s) {', '.join(unknown)}; known: {', '.join(Settings.model_fields)}"
+        )
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(_explain(error)) from error
