@@ -22,7 +22,7 @@ app = typer.Typer(
     help="Explain and test the features of sparse autoencoders.", no_args_is_help=True
 )
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # paths in messages stay whole
 
 MAX_TEXT_CHARS = 100_000
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead.")]
@@ -83,6 +83,10 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # weight-loading bars of a 1 s load are noise on stderr
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 @app.command()

@@ -71,7 +71,8 @@ def parse_hookpoint(model: nn.Module, name: str) -> Hookpoint:
     if match is None or int(match.group(1)) >= n_layers:
         raise UnknownHookpointError(
             f"unknown hookpoint {name!r}; valid: layers.N, layers.N.attn, layers.N.mlp "
-            f"for N in 0..{n_layers - 1} (e.g. layers.6, layers.6.mlp, layers.6.attn)"
+            f"for N in 0..{n_layers - 1} (e.g. layers.{n_layers // 2}, "
+            f"layers.{n_layers // 2}.mlp, layers.{n_layers // 2}.attn)"
         )
     return Hookpoint(int(match.group(1)), match.group(2) or "resid")
 
