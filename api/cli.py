@@ -106,6 +106,7 @@ def prepare(as_json: JsonFlag = False) -> None:
         "corpus": str(runtime.default_corpus_dir(settings)),
         "corpus_train_texts": len(corpus.train),
         "corpus_heldout_texts": len(corpus.heldout),
+        "corpus_tokens": corpus.info.n_tokens,
     }
     if as_json:
         _print_json(summary)

@@ -20,7 +20,7 @@ from api import runtime
 from api.settings import get_settings
 from probes.default_corpus import load_default_corpus
 from probes.hookpoints import parse_hookpoint, run_to_hookpoints
-from probes.tokenization import tokenize_batch
+from probes.tokenization import special_prefix_ids, tokenize_batch
 
 
 def naive_read(
@@ -49,12 +49,17 @@ def main() -> None:
     if hookpoint.site != "resid":
         parser.error("the naive baseline reads hidden states: use a residual hookpoint, layers.N")
     corpus = load_default_corpus(runtime.default_corpus_dir(settings))
-    # Long texts cut to exactly `tokens` tokens per row, so no padding skews either path.
-    texts = [t for t in corpus.heldout if len(t) > 8 * args.tokens]
+    # Pack held-out then train texts into rows of exactly `tokens` tokens, so no padding
+    # skews either path (as activation stores for SAE training do).
     need = args.batches * args.batch_size
-    if len(texts) < need:
-        raise SystemExit(f"only {len(texts)} long held-out texts; lower --batches/--batch-size")
-    batch = tokenize_batch(subject.tokenizer, texts[:need], args.tokens + 1, overflow="truncate")
+    stream = "\n\n".join(corpus.heldout + corpus.train)[: need * args.tokens * 8]
+    prefix = len(special_prefix_ids(subject.tokenizer))
+    batch = tokenize_batch(subject.tokenizer, [stream], args.tokens + prefix, overflow="window")
+    full_rows = batch.attention_mask_BT.sum(dim=1) == args.tokens + prefix
+    if int(full_rows.sum()) < need:
+        raise SystemExit(f"corpus too small for {need} rows; lower --batches/--batch-size")
+    batch.input_ids_BT = batch.input_ids_BT[full_rows][:need]
+    batch.attention_mask_BT = batch.attention_mask_BT[full_rows][:need]
     ids, mask = batch.input_ids_BT.to(subject.device), batch.attention_mask_BT.to(subject.device)
 
     def timed(fn: Callable[[], object]) -> float:
