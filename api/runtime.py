@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from api.settings import Settings
-from probes.model import SubjectModel, load_model, load_tokenizer, prepare_default_model
+from probes.model import (
+    DEFAULT_PREFIX_TOKEN,
+    SubjectModel,
+    load_model,
+    load_tokenizer,
+    prepare_default_model,
+)
 
 
 def models_dir(settings: Settings) -> Path:
@@ -25,7 +31,11 @@ def subject_model_path(settings: Settings) -> Path:
 
 
 def open_subject_model(settings: Settings) -> SubjectModel:
-    return load_model(subject_model_path(settings), device=settings.device, dtype=settings.dtype)
+    """The configured model; the default gets DEFAULT_PREFIX_TOKEN unless one is set."""
+    prefix = settings.prefix_token
+    if prefix is None and not settings.model:
+        prefix = DEFAULT_PREFIX_TOKEN
+    return load_model(subject_model_path(settings), settings.device, settings.dtype, prefix)
 
 
 def open_tokenizer(settings: Settings) -> Any:

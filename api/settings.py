@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     hookpoint: str = "layers.6"
     context_length: int = 1024
     overflow: Literal["window", "truncate"] = "window"
+    # A token put before every text (e.g. a BOS) when the tokenizer adds none;
+    # unset: the tokenizer's own prefix (the default model gets <|endoftext|>).
+    prefix_token: str | None = None
     sae: str | None = None
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
@@ -59,7 +62,14 @@ class Settings(BaseSettings):
         return value.expanduser().absolute()
 
     @field_validator(
-        "redis_url", "model", "sae", "llm_base_url", "llm_api_key", "llm_model", mode="before"
+        "redis_url",
+        "model",
+        "prefix_token",
+        "sae",
+        "llm_base_url",
+        "llm_api_key",
+        "llm_model",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:

@@ -20,7 +20,7 @@ from api import runtime
 from api.settings import get_settings
 from probes.default_corpus import load_default_corpus
 from probes.hookpoints import parse_hookpoint, run_to_hookpoints
-from probes.tokenization import special_prefix_ids, tokenize_batch
+from probes.tokenization import tokenize_batch
 
 
 def naive_read(
@@ -53,8 +53,10 @@ def main() -> None:
     # skews either path (as activation stores for SAE training do).
     need = args.batches * args.batch_size
     stream = "\n\n".join(corpus.heldout + corpus.train)[: need * args.tokens * 8]
-    prefix = len(special_prefix_ids(subject.tokenizer))
-    batch = tokenize_batch(subject.tokenizer, [stream], args.tokens + prefix, overflow="window")
+    prefix = len(subject.prefix_ids)
+    batch = tokenize_batch(
+        subject.tokenizer, [stream], args.tokens + prefix, prefix_ids=subject.prefix_ids
+    )
     full_rows = batch.attention_mask_BT.sum(dim=1) == args.tokens + prefix
     if int(full_rows.sum()) < need:
         raise SystemExit(f"corpus too small for {need} rows; lower --batches/--batch-size")

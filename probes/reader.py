@@ -45,7 +45,12 @@ class ActivationReader:
 
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         return tokenize_batch(
-            self.subject.tokenizer, texts, self.context_length, self.overflow, self.window_overlap
+            self.subject.tokenizer,
+            texts,
+            self.context_length,
+            self.overflow,
+            self.window_overlap,
+            prefix_ids=self.subject.prefix_ids,
         )
 
     def batches(self, batch: TokenBatch) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:

@@ -65,14 +65,17 @@ def tokenize_batch(
     context_length: int,
     overflow: Overflow = "window",
     window_overlap: int = 0,
+    prefix_ids: Sequence[int] | None = None,
 ) -> TokenBatch:
     """Tokenize `texts` into padded rows of at most `context_length` tokens.
 
     overflow="window": a long text becomes several rows; each row after the first starts
     with `window_overlap` tokens of left context that are attention-only (not valid).
     overflow="truncate": tokens past the context are dropped, with a warning.
+    `prefix_ids` go before every row (never valid); None means the tokenizer's own
+    special prefix, e.g. [BOS].
     """
-    prefix = special_prefix_ids(tokenizer)
+    prefix = special_prefix_ids(tokenizer) if prefix_ids is None else list(prefix_ids)
     room = context_length - len(prefix)
     if room <= window_overlap:
         raise ValueError(

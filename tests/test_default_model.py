@@ -37,12 +37,21 @@ def test_reader_keeps_offsets_and_windows_agree(default_model: Any) -> None:
     for text, result in zip(TEXTS, whole, strict=True):
         assert "".join(t.text for t in result.tokens) == text
         assert torch.isfinite(result.acts_TD["layers.6"]).all()
-    # With windows of 8 tokens and 7 tokens of left context, every token after the
-    # first window still sees only up to 7 earlier tokens: the first window's
-    # activations equal the unwindowed ones exactly where the context is the same.
+    # Windows of 9 = 1 prefix token + 8 tokens, later ones 7 of them left context: the
+    # first window's activations equal the unwindowed ones (same context).
     windowed = ActivationReader(
-        default_model, ["layers.6"], context_length=8, window_overlap=7
+        default_model, ["layers.6"], context_length=9, window_overlap=7
     ).read(TEXTS[:1])[0]
     torch.testing.assert_close(
         windowed.acts_TD["layers.6"][:8], whole[0].acts_TD["layers.6"][:8], atol=1e-3, rtol=1e-3
     )
+
+
+def test_prefix_token_keeps_the_first_token_at_an_ordinary_scale(default_model: Any) -> None:
+    assert default_model.prefix_ids == [
+        default_model.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    ]
+    acts = ActivationReader(default_model, ["layers.6"]).read(TEXTS[:1])[0].acts_TD["layers.6"]
+    norms = acts.norm(dim=-1)
+    # Without the prefix the first token is the attention sink (~8x the median norm).
+    assert norms[0] < 2 * norms.median()

@@ -154,3 +154,16 @@ def test_truncate_mode_warns_and_keeps_the_start(
     assert "truncated" in caplog.text
     assert len(out.tokens) == 15  # 16 minus the BOS
     assert out.tokens[0].start == 0
+
+
+def test_prefix_token_goes_before_every_window_and_is_never_read(tiny_llama_dir: Path) -> None:
+    subject = load_model(tiny_llama_dir, prefix_token="</s>")
+    eos = subject.tokenizer.eos_token_id
+    assert subject.prefix_ids == [eos]
+    reader = ActivationReader(subject, ["layers.0"], context_length=8)
+    batch = reader.tokenize(["the quick brown fox jumps over the lazy dog"])
+    assert len(batch.row_text) > 1
+    assert batch.input_ids_BT[:, 0].eq(eos).all()
+    assert not batch.valid_BT[:, 0].any()
+    with pytest.raises(ModelLoadError, match="not in the model's vocabulary"):
+        load_model(tiny_llama_dir, prefix_token="<nope>")
