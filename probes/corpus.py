@@ -12,8 +12,9 @@ what the probes see is exactly what the user gave. Layouts accepted by `read_cor
 - a folder: searched recursively (sorted, hidden entries skipped) for all of the above;
   files with other suffixes are ignored (logged).
 
-Helpers shared with the default corpus (`probes.default_corpus`): `write_jsonl` (atomic),
-`normalize_text` (light, layout-keeping) and `count_tokens` (batched, with a progress bar).
+Helpers shared with the default corpus (`probes.default_corpus`, `probes.corpus_sources`):
+`write_jsonl` (atomic), `normalize_text` (light, layout-keeping) and `count_tokens`
+(batched, with a progress bar).
 """
 
 from __future__ import annotations

