@@ -40,3 +40,11 @@ def open_subject_model(settings: Settings) -> SubjectModel:
 
 def open_tokenizer(settings: Settings) -> Any:
     return load_tokenizer(subject_model_path(settings))
+
+
+# The default dictionary for the default model: TopK, 4096 features, on layers.6.
+DEFAULT_SAE_NAME = "SmolLM2-135M-Instruct.layers.6.topk-4096"
+
+
+def default_sae_dir(settings: Settings) -> Path:
+    return settings.data_dir / "saes" / DEFAULT_SAE_NAME

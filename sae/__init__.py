@@ -1,1 +1,12 @@
-"""glossator.sae — see shared DESIGN.md (filled in by later issues)."""
+"""Sparse dictionaries: architectures, on-disk formats, training, quality metrics.
+
+    from sae import load_sae
+    sae = load_sae("path/to/folder")
+    codes = sae.encode_sparse(acts_BTD)      # (values, indices)
+    recon = sae.decode(codes)
+"""
+
+from sae.base import SAEConfig, SAEError, SparseAutoencoder, SparseCodes
+from sae.registry import build_sae
+
+__all__ = ["SAEConfig", "SAEError", "SparseAutoencoder", "SparseCodes", "build_sae"]

@@ -1,0 +1,200 @@
+"""The base class of every sparse dictionary and its configuration.
+
+An SAE maps activations x [..., d_in] to feature activations f [..., d_sae] and back:
+
+    pre  = (x - b_dec if apply_b_dec_to_input else x) @ W_enc + b_enc
+    pre *= ||W_dec[i]||                       (only with rescale_acts_by_decoder_norm)
+    f    = activate(pre)                      (one rule per architecture)
+    x^   = (f / ||W_dec[i]|| if rescaled) @ W_dec + b_dec
+
+Weights follow SAELens' names and shapes: W_enc [d_in, d_sae], W_dec [d_sae, d_in],
+b_enc [d_sae], b_dec [d_in].
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class SAEError(ValueError):
+    """A dictionary file or configuration is unusable; the message says how to fix it."""
+
+
+class SparseCodes(NamedTuple):
+    """Feature activations of each input row as (values, indices), both [..., K].
+
+    K is fixed for TopK-style dictionaries and the row-wise maximum of active features
+    for the others; unused slots hold value 0 (they contribute nothing when decoded).
+    """
+
+    values: torch.Tensor
+    indices: torch.Tensor
+
+
+class SAEConfig(BaseModel):
+    """Everything needed to rebuild an SAE besides its tensors. Stored as JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: str
+    d_in: int = Field(gt=0)
+    d_sae: int = Field(gt=0)
+    k: int | None = Field(default=None, gt=0)  # topk, batchtopk, matryoshka
+    matryoshka_widths: list[int] | None = None  # nested prefix sizes; last == d_sae
+    apply_b_dec_to_input: bool = True
+    rescale_acts_by_decoder_norm: bool = False
+    hookpoint: str | None = None  # glossator's name, e.g. "layers.6"
+    model_name: str | None = None
+    dtype: str = "float32"
+    metadata: dict[str, Any] = Field(default_factory=dict)  # provenance, training stats
+
+
+class SparseAutoencoder(nn.Module, ABC):
+    """Shared parameters, encode/decode plumbing and sparse decoding.
+
+    Subclasses set `architecture`, implement `activate`, and may add tensors in
+    `__init__` (declared in `extra_tensors` so that formats know what to read).
+    """
+
+    architecture: ClassVar[str]
+    extra_tensors: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: SAEConfig) -> None:
+        super().__init__()
+        self.validate_config(cfg)
+        self.cfg = cfg
+        self.W_enc = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_sae))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+
+    @classmethod
+    def validate_config(cls, cfg: SAEConfig) -> None:
+        """Raise SAEError when `cfg` lacks what this architecture needs."""
+        if cfg.architecture != cls.architecture:
+            raise SAEError(f"config is for {cfg.architecture!r}, not {cls.architecture!r}")
+
+    # -- shapes and devices -------------------------------------------------------------
+
+    @property
+    def d_in(self) -> int:
+        return self.cfg.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.cfg.d_sae
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_enc.dtype
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every parameter and buffer by its on-disk name."""
+        return {**dict(self.named_parameters()), **dict(self.named_buffers())}
+
+    # -- encoding ------------------------------------------------------------------------
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.shape[-1] != self.d_in:
+            raise SAEError(
+                f"input width {x.shape[-1]} does not match the SAE's d_in={self.d_in}; "
+                "read activations from the hookpoint this SAE was trained on"
+            )
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder pre-activations [..., d_sae] (the input to `activate`)."""
+        self._check_input(x)
+        x = x.to(self.dtype)
+        if self.cfg.apply_b_dec_to_input:
+            x = x - self.b_dec
+        pre = x @ self.W_enc + self.b_enc
+        if self.cfg.rescale_acts_by_decoder_norm:
+            pre = pre * self.W_dec.norm(dim=-1)
+        return pre
+
+    @abstractmethod
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        """Dense feature activations from pre-activations (same shape)."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense feature activations [..., d_sae]."""
+        return self.activate(self.pre_acts(x))
+
+    def encode_sparse(self, x: torch.Tensor) -> SparseCodes:
+        """Feature activations as (values, indices) [..., K].
+
+        This generic path goes through the dense codes; TopK-style subclasses override
+        it so that no dense [tokens, d_sae] code tensor is ever built.
+        """
+        return dense_to_sparse(self.encode(x))
+
+    # -- decoding ------------------------------------------------------------------------
+
+    def decode(self, codes: torch.Tensor | SparseCodes) -> torch.Tensor:
+        """Reconstruction [..., d_in] from dense codes [..., d_sae] or SparseCodes."""
+        if isinstance(codes, SparseCodes):
+            return self._decode_sparse(codes)
+        if codes.shape[-1] != self.d_sae:
+            raise SAEError(f"codes have width {codes.shape[-1]}, the SAE has d_sae={self.d_sae}")
+        if self.cfg.rescale_acts_by_decoder_norm:
+            codes = codes / self.W_dec.norm(dim=-1)
+        return codes.to(self.dtype) @ self.W_dec + self.b_dec
+
+    def _decode_sparse(self, codes: SparseCodes) -> torch.Tensor:
+        values, indices = codes
+        if self.cfg.rescale_acts_by_decoder_norm:
+            values = values / self.W_dec.norm(dim=-1)[indices]
+        lead = values.shape[:-1]
+        k = values.shape[-1]
+        # Sum of the chosen decoder rows weighted by their activations, without ever
+        # forming the dense codes: one gather-and-add per row.
+        out = F.embedding_bag(
+            indices.reshape(-1, k),
+            self.W_dec,
+            per_sample_weights=values.reshape(-1, k).to(self.dtype),
+            mode="sum",
+        )
+        return out.reshape(*lead, self.d_in) + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of x."""
+        return self.decode(self.encode_sparse(x))
+
+    # -- training helpers ----------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_weights(self, seed: int = 0) -> None:
+        """Random unit-norm decoder rows, encoder = decoder transposed, zero biases.
+
+        Tied initialisation as in Gao et al. 2024 ("Scaling and evaluating sparse
+        autoencoders", sec. A.1) and Conerly et al. 2024.
+        """
+        generator = torch.Generator().manual_seed(seed)
+        w_dec = torch.randn(self.d_sae, self.d_in, generator=generator)
+        w_dec /= w_dec.norm(dim=-1, keepdim=True)
+        self.W_dec.copy_(w_dec)
+        self.W_enc.copy_(w_dec.T)
+        self.b_enc.zero_()
+        self.b_dec.zero_()
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Scale decoder rows to unit norm (the decoder-norm constraint)."""
+        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+
+def dense_to_sparse(codes: torch.Tensor) -> SparseCodes:
+    """(values, indices) holding every non-zero of dense codes [..., d_sae]."""
+    k = max(int((codes != 0).sum(dim=-1).max()) if codes.numel() else 0, 1)
+    values, indices = codes.abs().topk(k, dim=-1)
+    return SparseCodes(codes.gather(-1, indices), indices)
