@@ -144,11 +144,12 @@ class SparseAutoencoder(nn.Module, ABC):
         """Reconstruction [..., d_in] from dense codes [..., d_sae] or SparseCodes."""
         if isinstance(codes, SparseCodes):
             return self._decode_sparse(codes)
-        if codes.shape[-1] != self.d_sae:
-            raise SAEError(f"codes have width {codes.shape[-1]}, the SAE has d_sae={self.d_sae}")
+        dense: torch.Tensor = codes
+        if dense.shape[-1] != self.d_sae:
+            raise SAEError(f"codes have width {dense.shape[-1]}, the SAE has d_sae={self.d_sae}")
         if self.cfg.rescale_acts_by_decoder_norm:
-            codes = codes / self.W_dec.norm(dim=-1)
-        return codes.to(self.dtype) @ self.W_dec + self.b_dec
+            dense = dense / self.W_dec.norm(dim=-1)
+        return dense.to(self.dtype) @ self.W_dec + self.b_dec
 
     def _decode_sparse(self, codes: SparseCodes) -> torch.Tensor:
         values, indices = codes
@@ -181,7 +182,7 @@ class SparseAutoencoder(nn.Module, ABC):
         """
         generator = torch.Generator().manual_seed(seed)
         w_dec = torch.randn(self.d_sae, self.d_in, generator=generator)
-        w_dec /= w_dec.norm(dim=-1, keepdim=True)
+        w_dec = w_dec / w_dec.norm(dim=-1, keepdim=True)
         self.W_dec.copy_(w_dec)
         self.W_enc.copy_(w_dec.T)
         self.b_enc.zero_()
@@ -190,11 +191,11 @@ class SparseAutoencoder(nn.Module, ABC):
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Scale decoder rows to unit norm (the decoder-norm constraint)."""
-        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
 
 
 def dense_to_sparse(codes: torch.Tensor) -> SparseCodes:
     """(values, indices) holding every non-zero of dense codes [..., d_sae]."""
     k = max(int((codes != 0).sum(dim=-1).max()) if codes.numel() else 0, 1)
-    values, indices = codes.abs().topk(k, dim=-1)
+    _, indices = codes.abs().topk(k, dim=-1)
     return SparseCodes(codes.gather(-1, indices), indices)

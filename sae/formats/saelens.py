@@ -1,0 +1,457 @@
+"""SAELens folders (`cfg.json` + `sae_weights.safetensors`): glossator's native format.
+
+Reads SAELens >= 6 configs (`architecture`, `d_in`, `d_sae`, `metadata`, ...) and the flat
+pre-6.0 ones (`hook_point`, `activation_fn_str`, ...), converted the way SAELens'
+`handle_pre_6_0_config` does. Writes SAELens 6 configs. What our `SAEConfig` has no field
+for stays in `SAEConfig.metadata`, so that a load + save round trip keeps it:
+
+    metadata["hook_name"]  the TransformerLens hook name, e.g. "blocks.6.hook_resid_post"
+    metadata["saelens"]    {"metadata": SAELens metadata fields, "extra": other fields}
+
+and our own metadata travels in the SAELens metadata under "glossator".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from sae.base import SAEConfig, SAEError, SparseAutoencoder
+from sae.formats import (
+    as_int,
+    assemble,
+    check_d_in,
+    dtype_name,
+    make_config,
+    parse_dtype,
+    read_json,
+    read_safetensors,
+    require,
+)
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+SCALER_FILE = "activation_scaler.json"  # SAELens training checkpoints: {"scaling_factor": s}
+# The version marker we write: SAELens reads configs older than 6.0 as flat legacy ones.
+FORMAT_VERSION = "6.0.0"
+
+# SAELens architecture -> ours. SAELens saves trained BatchTopK/Matryoshka SAEs as
+# "jumprelu"; "batchtopk" and "matryoshka_batchtopk" are its training checkpoints.
+FROM_SAELENS = {
+    "standard": "standard",
+    "topk": "topk",
+    "jumprelu": "jumprelu",
+    "gated": "gated",
+    "batchtopk": "batchtopk",
+    "matryoshka_batchtopk": "matryoshka",
+}
+TO_SAELENS = {ours: theirs for theirs, ours in FROM_SAELENS.items()}
+TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")
+# Fields SAELens moves from a pre-6.0 flat config into `metadata` (its LLM_METADATA_KEYS).
+LEGACY_METADATA_KEYS = (
+    "model_name",
+    "hook_name",
+    "model_class_name",
+    "hook_head_index",
+    "model_from_pretrained_kwargs",
+    "prepend_bos",
+    "exclude_special_tokens",
+    "neuronpedia_id",
+    "context_size",
+    "seqpos_slice",
+    "dataset_path",
+    "sae_lens_version",
+    "sae_lens_training_version",
+)
+LEGACY_RENAMES = {
+    "hook_point": "hook_name",
+    "hook_point_head_index": "hook_head_index",
+    "activation_fn_str": "activation_fn",
+}
+# Modern fields read into SAEConfig (or checked and dropped); everything else is "extra".
+CONSUMED = {
+    "architecture",
+    "d_in",
+    "d_sae",
+    "dtype",
+    "device",
+    "apply_b_dec_to_input",
+    "normalize_activations",
+    "reshape_activations",
+    "rescale_acts_by_decoder_norm",
+    "finetuning_scaling_factor",
+    "metadata",
+    "meta",
+}
+
+# -- hook names ---------------------------------------------------------------------------
+
+_HOOK = re.compile(r"blocks\.(\d+)\.hook_(resid_post|resid_pre|mlp_out|attn_out)")
+_HOOKPOINT = re.compile(r"layers\.(\d+)(?:\.(mlp|attn))?")
+
+
+def hookpoint_from_hook_name(hook_name: str | None) -> str | None:
+    """Our hookpoint for a TransformerLens hook name, or None when we have no such point.
+
+    blocks.N.hook_resid_post -> layers.N, hook_mlp_out -> layers.N.mlp, hook_attn_out ->
+    layers.N.attn, blocks.N.hook_resid_pre -> layers.{N-1} (the embeddings for N = 0:
+    not a hookpoint of ours).
+    """
+    match = _HOOK.fullmatch(hook_name) if isinstance(hook_name, str) else None
+    if match is None:
+        return None
+    layer, site = int(match.group(1)), match.group(2)
+    if site == "resid_pre":
+        return f"layers.{layer - 1}" if layer > 0 else None
+    return f"layers.{layer}" + {"resid_post": "", "mlp_out": ".mlp", "attn_out": ".attn"}[site]
+
+
+def hook_name_from_hookpoint(hookpoint: str | None) -> str | None:
+    match = _HOOKPOINT.fullmatch(hookpoint or "")
+    if match is None:
+        return None
+    site = {None: "resid_post", "mlp": "mlp_out", "attn": "attn_out"}[match.group(2)]
+    return f"blocks.{match.group(1)}.hook_{site}"
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def load(
+    folder: Path,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    expected_d_in: int | None = None,
+) -> SparseAutoencoder:
+    cfg_path = folder / CFG_FILE
+    raw = read_json(cfg_path, "an SAELens folder needs cfg.json next to sae_weights.safetensors")
+    modern = _modernize(raw, cfg_path)
+    cfg, tensor_dtype = _parse(modern, cfg_path, dtype)
+    check_d_in(cfg.d_in, expected_d_in, cfg.hookpoint or cfg.metadata.get("hook_name"), cfg_path)
+    weights_path = folder / WEIGHTS_FILE
+    tensors = read_safetensors(weights_path, "re-save the SAE or download it again")
+    tensors = _our_tensors(tensors, cfg, raw, weights_path)
+    tensors = _fold_normalization(tensors, cfg, modern, folder)
+    return assemble(cfg, tensors, weights_path, device=device, dtype=tensor_dtype)
+
+
+def _is_modern(raw: dict[str, Any]) -> bool:
+    """SAELens' own test: a sae_lens_version >= 6 (top level or in metadata)."""
+    version = raw.get("sae_lens_version")
+    for key in ("metadata", "meta"):
+        if not version and isinstance(raw.get(key), dict):
+            version = raw[key].get("sae_lens_version")
+    major = re.match(r"\s*(\d+)", str(version or ""))
+    return major is not None and int(major.group(1)) >= 6
+
+
+def _modernize(raw: dict[str, Any], source: Path) -> dict[str, Any]:
+    """A SAELens 6 config dict; pre-6.0 flat configs are converted as SAELens does."""
+    if _is_modern(raw):
+        cfg = dict(raw)
+        meta = cfg.pop("metadata", None)
+        if meta is None:
+            meta = cfg.pop("meta", None)  # 6.0 release candidates
+        if meta is not None and not isinstance(meta, dict):
+            raise SAEError(f"{source}: 'metadata' must be a JSON object, found {meta!r}")
+        cfg["metadata"] = dict(meta or {})
+        return cfg
+    flat = {k: v for k, v in raw.items() if k not in LEGACY_RENAMES and k != "metadata"}
+    if isinstance(raw.get("metadata"), dict):  # metadata fields without a version: keep them
+        for key, value in raw["metadata"].items():
+            flat.setdefault(key, value)
+    for old, new in LEGACY_RENAMES.items():  # an explicit new name wins over the old one
+        if old in raw:
+            flat.setdefault(new, raw[old])
+    architecture = flat.pop("architecture", None) or "standard"
+    activation = flat.pop("activation_fn", None) or "relu"
+    kwargs = flat.pop("activation_fn_kwargs", None) or {}
+    if activation not in ("relu", "topk") or (
+        "topk" in (activation, architecture) and architecture not in ("standard", "topk")
+    ):
+        raise SAEError(
+            f"{source}: unsupported pre-6.0 SAELens activation {activation!r} for architecture "
+            f"{architecture!r}; supported: 'relu' (standard, gated, jumprelu) and 'topk'"
+        )
+    if "topk" in (activation, architecture):
+        architecture = "topk"
+        if "k" not in flat and isinstance(kwargs, dict) and "k" in kwargs:
+            flat["k"] = kwargs["k"]
+    norm = flat.get("normalize_activations")
+    if isinstance(norm, bool):
+        flat["normalize_activations"] = "expected_average_only_in" if norm else "none"
+    flat.setdefault("prepend_bos", True)  # SAELens' defaults for old configs
+    flat.setdefault("sae_lens_training_version", None)
+    flat.setdefault("neuronpedia_id", None)
+    meta = {k: flat.pop(k) for k in LEGACY_METADATA_KEYS if k in flat}
+    meta.setdefault("sae_lens_version", FORMAT_VERSION)  # SAELens stamps its own version
+    return {**flat, "architecture": architecture, "metadata": meta}
+
+
+def _parse(
+    modern: dict[str, Any], source: Path, dtype: str | torch.dtype | None
+) -> tuple[SAEConfig, torch.dtype]:
+    theirs = require(modern, "architecture", source)
+    if theirs not in FROM_SAELENS:
+        raise SAEError(
+            f"{source}: unknown SAELens architecture {theirs!r}; known: "
+            f"{', '.join(sorted(FROM_SAELENS))} (transcoders and other variants are not supported)"
+        )
+    architecture = FROM_SAELENS[theirs]
+    _refuse_unsupported(modern, source)
+    tensor_dtype = parse_dtype(
+        dtype if dtype is not None else modern.get("dtype") or "float32", source
+    )
+    sl_meta = dict(modern["metadata"])
+    glossator = sl_meta.pop("glossator", None)
+    if not isinstance(glossator, dict):
+        if glossator is not None:
+            sl_meta["glossator"] = glossator
+        glossator = {}
+    ours = dict(glossator)
+    model_name = sl_meta.pop("model_name", None)
+    hook_name = sl_meta.pop("hook_name", None)
+    if sl_meta.get("sae_lens_version") == FORMAT_VERSION:
+        del sl_meta["sae_lens_version"]  # our own marker (or SAELens' stamp on old configs)
+    hookpoint = (
+        ours.pop("hookpoint") if "hookpoint" in ours else hookpoint_from_hook_name(hook_name)
+    )
+    if hook_name is not None:
+        ours["hook_name"] = hook_name
+    fields: dict[str, Any] = {}
+    consumed = set(CONSUMED)
+    if architecture in TOPK_FAMILY:
+        consumed.add("k")
+        if modern.get("k") is None:
+            raise SAEError(f"{source}: a {theirs!r} SAE needs 'k' (active features per token)")
+        fields["k"] = as_int(modern["k"], "k", source)
+    if architecture == "matryoshka":
+        consumed.add("matryoshka_widths")
+        fields["matryoshka_widths"] = _matryoshka_widths(modern, source)
+    extra = {k: v for k, v in modern.items() if k not in consumed}
+    if sl_meta or extra:
+        ours["saelens"] = {"metadata": sl_meta, "extra": extra}
+    cfg = make_config(
+        source,
+        architecture=architecture,
+        d_in=as_int(require(modern, "d_in", source), "d_in", source),
+        d_sae=as_int(require(modern, "d_sae", source), "d_sae", source),
+        apply_b_dec_to_input=bool(modern.get("apply_b_dec_to_input", True)),
+        rescale_acts_by_decoder_norm=bool(modern.get("rescale_acts_by_decoder_norm", False)),
+        hookpoint=hookpoint,
+        model_name=model_name,
+        dtype=dtype_name(tensor_dtype),
+        metadata=ours,
+        **fields,
+    )
+    return cfg, tensor_dtype
+
+
+def _matryoshka_widths(modern: dict[str, Any], source: Path) -> list[int]:
+    widths = modern.get("matryoshka_widths") or []
+    if not isinstance(widths, list):
+        raise SAEError(f"{source}: matryoshka_widths must be a list, found {widths!r}")
+    widths = [as_int(w, "matryoshka_widths", source) for w in widths]
+    d_sae = as_int(require(modern, "d_sae", source), "d_sae", source)
+    if not widths or widths[-1] != d_sae:
+        widths.append(d_sae)  # as SAELens does: the last level is the whole dictionary
+    return widths
+
+
+def _refuse_unsupported(modern: dict[str, Any], source: Path) -> None:
+    reshape = modern.get("reshape_activations") or "none"
+    if reshape != "none":
+        raise SAEError(
+            f"{source}: reshape_activations={reshape!r} (per-head attention SAEs) is not "
+            "supported; use an SAE trained on a residual, MLP or attention output"
+        )
+    head = modern["metadata"].get("hook_head_index")
+    if head is not None:
+        raise SAEError(
+            f"{source}: hook_head_index={head} (an SAE on one attention head) is not supported"
+        )
+    norm = modern.get("normalize_activations") or "none"
+    if norm not in ("none", "expected_average_only_in"):
+        raise SAEError(
+            f"{source}: normalize_activations={norm!r} rescales each input at run time, which "
+            "glossator does not support; use an SAE saved with normalize_activations='none'"
+        )
+
+
+def _our_tensors(
+    tensors: dict[str, torch.Tensor], cfg: SAEConfig, raw: dict[str, Any], source: Path
+) -> dict[str, torch.Tensor]:
+    """SAELens tensor names -> ours: log_threshold, topk_threshold, scaling factors."""
+    tensors = dict(tensors)
+    if "log_threshold" in tensors and cfg.architecture == "jumprelu":
+        if "threshold" in tensors:
+            raise SAEError(f"{source} holds both 'threshold' and 'log_threshold'; keep one")
+        tensors["threshold"] = tensors.pop("log_threshold").double().exp()
+    if "topk_threshold" in tensors and cfg.architecture in ("batchtopk", "matryoshka"):
+        if "threshold" in tensors:
+            raise SAEError(f"{source} holds both 'threshold' and 'topk_threshold'; keep one")
+        tensors["threshold"] = tensors.pop("topk_threshold")
+    for name in ("scaling_factor", "finetuning_scaling_factor"):
+        if name in tensors:
+            _fold_finetuning_scale(
+                tensors, name, bool(raw.get("finetuning_scaling_factor")), cfg, source
+            )
+    return tensors
+
+
+def _fold_finetuning_scale(
+    tensors: dict[str, torch.Tensor], name: str, enabled: bool, cfg: SAEConfig, source: Path
+) -> None:
+    """Pre-6.0 SAEs decode (f * s) @ W_dec + b_dec: fold s into the rows of W_dec."""
+    scale = tensors.pop(name)
+    if not bool(torch.isfinite(scale).all()):
+        raise SAEError(f"{source}: tensor {name!r} holds NaN/Inf values; use another checkpoint")
+    if torch.allclose(scale.double(), torch.ones_like(scale, dtype=torch.float64)):
+        return
+    if not enabled:
+        raise SAEError(
+            f"{source} holds {name!r} but its cfg.json sets finetuning_scaling_factor false"
+        )
+    if cfg.rescale_acts_by_decoder_norm or scale.shape != (cfg.d_sae,) or "W_dec" not in tensors:
+        raise SAEError(f"{source}: cannot apply {name!r} of shape {list(scale.shape)} exactly")
+    w_dec = tensors["W_dec"]
+    tensors["W_dec"] = (w_dec.double() * scale.double()[:, None]).to(w_dec.dtype)
+
+
+def _fold_normalization(
+    tensors: dict[str, torch.Tensor], cfg: SAEConfig, modern: dict[str, Any], folder: Path
+) -> dict[str, torch.Tensor]:
+    """Fold expected_average_only_in's scaling factor s, as SAELens' trainer does at the end.
+
+    The SAE sees x * s and its output is divided by s; W_enc * s, W_dec / s and b_dec / s
+    compute the same thing on x itself.
+    """
+    if (modern.get("normalize_activations") or "none") == "none":
+        return tensors
+    scaler_path = folder / SCALER_FILE
+    how = (
+        "fold the norm scaling factor into the weights (SAELens: "
+        "sae.fold_activation_norm_scaling_factor(s)) and save with normalize_activations='none'"
+    )
+    if not scaler_path.is_file():
+        raise SAEError(
+            f"{folder / CFG_FILE}: normalize_activations='expected_average_only_in' needs the "
+            f"norm scaling factor, and {scaler_path} is absent; {how}"
+        )
+    factor = read_json(scaler_path, how).get("scaling_factor")
+    if isinstance(factor, bool) or not isinstance(factor, int | float) or not math.isfinite(factor):
+        raise SAEError(
+            f"{scaler_path}: scaling_factor must be a finite number, found {factor!r}; {how}"
+        )
+    if factor <= 0 or (cfg.rescale_acts_by_decoder_norm and factor != 1):
+        raise SAEError(f"{scaler_path}: cannot fold scaling_factor={factor} exactly; {how}")
+    tensors = dict(tensors)
+    for name, op in (("W_enc", factor), ("W_dec", 1 / factor), ("b_dec", 1 / factor)):
+        if name in tensors:
+            tensors[name] = (tensors[name].double() * op).to(tensors[name].dtype)
+    cfg.metadata["folded_norm_scaling_factor"] = float(factor)
+    return tensors
+
+
+# -- saving -------------------------------------------------------------------------------
+
+
+def write(sae: SparseAutoencoder, folder: Path) -> None:
+    """Write cfg.json and sae_weights.safetensors into the (new, empty) `folder`."""
+    cfg = sae.cfg
+    if cfg.architecture not in TO_SAELENS:
+        raise SAEError(
+            f"cannot save a {cfg.architecture!r} SAE in SAELens format; "
+            f"supported: {', '.join(sorted(TO_SAELENS))}"
+        )
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in sae.tensors().items()}
+    rescale = cfg.rescale_acts_by_decoder_norm
+    if rescale and cfg.architecture not in TOPK_FAMILY:
+        tensors = _fold_decoder_norm(tensors, cfg.architecture)  # SAELens has no such field
+        rescale = False
+    threshold = tensors.get("threshold")
+    if (
+        cfg.architecture in ("batchtopk", "matryoshka")
+        and threshold is not None
+        and threshold.dim() == 0
+    ):
+        tensors["topk_threshold"] = tensors.pop("threshold")  # SAELens' name for the scalar
+    out: dict[str, Any] = dict(
+        architecture=TO_SAELENS[cfg.architecture],
+        d_in=cfg.d_in,
+        d_sae=cfg.d_sae,
+        dtype=dtype_name(sae.dtype),
+        device="cpu",
+        apply_b_dec_to_input=cfg.apply_b_dec_to_input,
+        normalize_activations="none",
+        reshape_activations="none",
+        metadata=_metadata_out(cfg),
+    )
+    if cfg.architecture in TOPK_FAMILY:
+        out.update(k=cfg.k, rescale_acts_by_decoder_norm=rescale)
+    if cfg.architecture == "matryoshka":
+        out["matryoshka_widths"] = list(cfg.matryoshka_widths or [])
+    for key, value in cfg.metadata.get("saelens", {}).get("extra", {}).items():
+        out.setdefault(key, value)
+    try:
+        text = json.dumps(out, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as error:
+        raise SAEError(
+            f"cannot save: the SAE's config is not plain JSON ({error}); keep only strings, "
+            "numbers, booleans, lists and dicts in cfg.metadata"
+        ) from error
+    save_file(tensors, str(folder / WEIGHTS_FILE))
+    (folder / CFG_FILE).write_text(text, encoding="utf-8")
+
+
+def _metadata_out(cfg: SAEConfig) -> dict[str, Any]:
+    meta = dict(cfg.metadata)
+    preserved = meta.pop("saelens", {})
+    original = meta.pop("hook_name", None)
+    if original is not None and (
+        cfg.hookpoint is None or hookpoint_from_hook_name(original) == cfg.hookpoint
+    ):
+        hook_name = original
+    else:
+        hook_name = hook_name_from_hookpoint(cfg.hookpoint)
+    if hookpoint_from_hook_name(hook_name) != cfg.hookpoint:
+        meta["hookpoint"] = cfg.hookpoint  # not derivable from hook_name: keep it ourselves
+    out = dict(preserved.get("metadata", {}))
+    out.update(model_name=cfg.model_name, hook_name=hook_name)
+    out.setdefault("sae_lens_version", FORMAT_VERSION)
+    if meta:
+        out["glossator"] = meta
+    return out
+
+
+def _fold_decoder_norm(
+    tensors: dict[str, torch.Tensor], architecture: str
+) -> dict[str, torch.Tensor]:
+    """The same function without rescale_acts_by_decoder_norm, for SAELens' standard,
+    jumprelu and gated SAEs (which lack the field): with n = ||W_dec[i]||, the rescaled
+    pre-activations are those of W_enc * n, b_enc * n (gated: r_mag + log n, b_mag * n),
+    and f / n @ W_dec = f @ (W_dec / n). JumpReLU thresholds already apply to them."""
+    tensors = dict(tensors)
+    norms = tensors["W_dec"].double().norm(dim=-1)
+    if not bool((norms > 0).all()):
+        raise SAEError(
+            "cannot save: rescale_acts_by_decoder_norm is set and some decoder rows are zero"
+        )
+
+    def scaled(name: str, factor: torch.Tensor) -> None:
+        tensors[name] = (tensors[name].double() * factor).to(tensors[name].dtype)
+
+    scaled("W_dec", 1 / norms[:, None])
+    if architecture == "gated":
+        scaled("b_mag", norms)
+        tensors["r_mag"] = (tensors["r_mag"].double() + norms.log()).to(tensors["r_mag"].dtype)
+    else:
+        scaled("W_enc", norms[None, :])
+        scaled("b_enc", norms)
+    return tensors

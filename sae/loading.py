@@ -1,0 +1,137 @@
+"""`load_sae` (any supported format, detected from the files) and `save_sae` (SAELens).
+
+    sae = load_sae("path/to/folder", device="cuda", expected_d_in=576)
+    save_sae(sae, "path/to/new_folder")
+
+Formats, by the files in the folder:
+    SAELens             cfg.json + sae_weights.safetensors
+    sparsify            cfg.json + sae.safetensors (a training run holds one folder per
+                        hookpoint: pass the hookpoint's folder)
+    dictionary_learning ae.pt + config.json (or a path to an .pt checkpoint)
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from sae.base import SAEError, SparseAutoencoder
+from sae.formats import dictionary_learning, saelens, sparsify
+
+FORMATS = ("saelens", "sparsify", "dictionary_learning")
+# What save_sae may replace: an SAELens folder (sparsity.safetensors: its feature densities).
+_REPLACEABLE = {saelens.CFG_FILE, saelens.WEIGHTS_FILE, "sparsity.safetensors"}
+_FILE_NAMES = {
+    saelens.CFG_FILE,
+    saelens.WEIGHTS_FILE,
+    sparsify.WEIGHTS_FILE,
+    dictionary_learning.CONFIG_FILE,
+}
+_EXPECTED = (
+    "expected one of: cfg.json + sae_weights.safetensors (SAELens), cfg.json + "
+    "sae.safetensors (sparsify), ae.pt + config.json (dictionary_learning)"
+)
+
+
+def detect_format(path: str | Path) -> tuple[str, Path]:
+    """(format name, the folder or file to read) for an SAE at `path`."""
+    path = Path(path)
+    if not path.exists():
+        raise SAEError(f"{path} does not exist; give the folder that holds the SAE's files")
+    if path.is_file():
+        if path.suffix == ".pt":
+            return "dictionary_learning", path
+        if path.name in _FILE_NAMES:
+            return detect_format(path.parent)
+        raise SAEError(f"{path} is not an SAE file; give the SAE's folder ({_EXPECTED})")
+    found = _format_of(path)
+    if found is not None:
+        return found
+    if (path / saelens.CFG_FILE).is_file():
+        raise SAEError(
+            f"{path} has cfg.json but neither {saelens.WEIGHTS_FILE} (SAELens) nor "
+            f"{sparsify.WEIGHTS_FILE} (sparsify); the weights file is missing"
+        )
+    inner = sorted(p.name for p in path.iterdir() if p.is_dir() and _format_of(p) is not None)
+    if inner:
+        listing = ", ".join(inner)
+        raise SAEError(
+            f"{path} holds one SAE per hookpoint ({listing}); choose one and load its folder, "
+            f"e.g. load_sae({str(path / inner[0])!r})"
+        )
+    raise SAEError(f"no SAE found in {path}; {_EXPECTED}")
+
+
+def _format_of(folder: Path) -> tuple[str, Path] | None:
+    if (folder / saelens.WEIGHTS_FILE).is_file():
+        return "saelens", folder
+    if (folder / sparsify.WEIGHTS_FILE).is_file():
+        return "sparsify", folder
+    if (folder / dictionary_learning.AE_FILE).is_file():
+        return "dictionary_learning", folder / dictionary_learning.AE_FILE
+    return None
+
+
+def load_sae(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    expected_d_in: int | None = None,
+) -> SparseAutoencoder:
+    """The SAE stored at `path`, in eval mode, on `device`.
+
+    dtype: the file's dtype when None, else e.g. "bfloat16" or torch.float32.
+    expected_d_in: the model's width at the hookpoint the SAE will read; a different
+    d_in is refused before the weights are read.
+    Raises SAEError (saying what is wrong, in which file, and how to fix it) for anything
+    unusable; no partially loaded SAE is ever returned.
+    """
+    fmt, target = detect_format(path)
+    reader = {
+        "saelens": saelens.load,
+        "sparsify": sparsify.load,
+        "dictionary_learning": dictionary_learning.load,
+    }[fmt]
+    sae = reader(target, device, dtype, expected_d_in)
+    return sae.eval()
+
+
+def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
+    """Write `sae` as an SAELens folder at `path`, atomically; returns the folder.
+
+    The files are written into a temporary folder beside `path`, which then replaces
+    `path`. An existing SAE folder there is replaced whole; a file, or a folder holding
+    anything else, is refused.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SAEError(f"{path} is a file; save_sae writes a folder")
+    if path.is_dir():
+        others = sorted(p.name for p in path.iterdir() if p.name not in _REPLACEABLE)
+        if others:
+            raise SAEError(
+                f"{path} exists and holds other files ({', '.join(others[:5])}); save_sae "
+                "only replaces an SAE folder: choose a new folder"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        saelens.write(sae, tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            path.rename(old / path.name)
+            try:
+                tmp.rename(path)
+            except OSError:
+                (old / path.name).rename(path)  # put the previous SAE back
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
