@@ -44,12 +44,14 @@ class FeatureActivations:
     def dense(self, features: Sequence[int]) -> torch.Tensor:
         """Activations of the chosen features for every token: [T, len(features)]."""
         out_TF = torch.zeros(len(self.tokens), len(features), dtype=torch.float32)
-        column = {f: i for i, f in enumerate(features)}
+        columns: dict[int, list[int]] = {}
+        for i, f in enumerate(features):  # a feature may be asked for twice
+            columns.setdefault(f, []).append(i)
         for pos, feat, val in zip(
             self.token_pos_N.tolist(), self.feature_N.tolist(), self.value_N.tolist(), strict=True
         ):
-            if feat in column:
-                out_TF[pos, column[feat]] = val
+            for column in columns.get(feat, ()):
+                out_TF[pos, column] = val
         return out_TF
 
     def by_token(self) -> list[dict[int, float]]:
@@ -66,6 +68,6 @@ class FeatureSource(Protocol):
     """Anything that turns texts into per-token feature activations."""
 
     @property
-    def feature_names(self) -> list[str]: ...
+    def feature_names(self) -> Sequence[str]: ...
 
     def activations(self, texts: Sequence[str]) -> list[FeatureActivations]: ...
