@@ -95,7 +95,7 @@ def eval_command(
     model at its hookpoint: (CE zero-ablated - CE spliced) / (CE zero-ablated - CE clean).
     """
     from api import runtime
-    from api.cli import _print_json, console, user_errors
+    from api.cli_common import console, print_json, user_errors
     from api.settings import get_settings
     from probes.corpus import iter_corpus
     from probes.default_corpus import load_default_corpus
@@ -147,7 +147,7 @@ def eval_command(
         "n_texts": len(texts),
     }
     if as_json:
-        _print_json({**about, **{k: _json_number(v) for k, v in values.items()}})
+        print_json({**about, **{k: _json_number(v) for k, v in values.items()}})
         return
     console.print(
         f"[bold]{subject.name} · {name} · {model.cfg.architecture} SAE, {model.d_sae:,} features[/]"
