@@ -34,7 +34,8 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 
 @app.command()
 def prepare(as_json: JsonFlag = False) -> None:
-    """Prepare the embedded default: dequantized model cache and the default corpus."""
+    """Prepare the embedded default: model cache, default corpus, default SAE (~15 min once)."""
+    from api.default_sae import prepare_default_sae
     from probes.default_corpus import load_default_corpus
 
     with user_errors():
@@ -43,6 +44,8 @@ def prepare(as_json: JsonFlag = False) -> None:
             model_path = runtime.subject_model_path(settings)
         tokenizer = runtime.open_tokenizer(settings)
         corpus = load_default_corpus(runtime.default_corpus_dir(settings), tokenizer=tokenizer)
+        # The default SAE belongs to the default model; a configured model brings its own.
+        sae_dir = None if settings.model else prepare_default_sae(settings)
     summary = {
         "data_dir": str(settings.data_dir),
         "model": str(model_path),
@@ -50,6 +53,7 @@ def prepare(as_json: JsonFlag = False) -> None:
         "corpus_train_texts": len(corpus.train),
         "corpus_heldout_texts": len(corpus.heldout),
         "corpus_tokens": corpus.info.n_tokens,
+        "sae": str(sae_dir or settings.sae or "none: set GLOSSATOR_SAE for this model"),
     }
     if as_json:
         print_json(summary)

@@ -12,6 +12,7 @@ Formats, by the files in the folder:
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -120,6 +121,7 @@ def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         saelens.write(sae, tmp)
+        _default_permissions(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             path.rename(old / path.name)
@@ -135,3 +137,13 @@ def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _default_permissions(folder: Path) -> None:
+    """mkdtemp makes a 0700 folder and safetensors writes 0600 files; give the saved SAE
+    the permissions any other file would get under the user's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for file in folder.iterdir():
+        file.chmod(0o666 & ~umask)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -858,3 +860,14 @@ def test_expected_d_in_mismatch_is_refused_before_reading_weights(tmp_path: Path
     dl = write_dl(tmp_path / "dl", "AutoEncoder", {**linear_state(610), "bias": rand(D_IN, seed=9)})
     with pytest.raises(SAEError, match=r"hookpoint layers\.3 has width 576"):
         load_sae(dl, expected_d_in=576)
+
+
+def test_saved_sae_is_readable_by_others_under_the_umask(tmp_path: Path) -> None:
+    sae = build_sae(SAEConfig(architecture="topk", d_in=4, d_sae=8, k=2))
+    umask = os.umask(0o022)
+    try:
+        out = save_sae(sae, tmp_path / "sae")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()} == {0o644}
