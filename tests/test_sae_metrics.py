@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from sae.base import SAEConfig, SparseAutoencoder
 from sae.metrics import ReconstructionStats, quality_metrics
 from sae.registry import build_sae
+from tests.sae_helpers import identity_sae
 
 D_IN, D_SAE = 16, 64
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -23,17 +24,6 @@ def random_sae(arch: str, seed: int = 0, **cfg: Any) -> SparseAutoencoder:
     with torch.no_grad():
         sae.b_enc.copy_(0.3 * torch.randn(D_SAE, generator=gen))
         sae.b_dec.copy_(torch.randn(D_IN, generator=gen))
-    return sae
-
-
-def identity_sae(d_in: int = D_IN) -> SparseAutoencoder:
-    """ReLU SAE that reconstructs exactly: f = [relu(x), relu(-x)], x^ = f @ [I; -I]."""
-    cfg = SAEConfig(architecture="standard", d_in=d_in, d_sae=2 * d_in, apply_b_dec_to_input=False)
-    sae = build_sae(cfg)
-    eye = torch.eye(d_in)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))
-        sae.W_dec.copy_(torch.cat([eye, -eye], dim=0))
     return sae
 
 
@@ -88,7 +78,7 @@ def test_streamed_batches_equal_one_tensor() -> None:
 
 def test_perfect_reconstruction() -> None:
     x = activations(100, offset=3.0)
-    got = quality_metrics(identity_sae(), x)
+    got = quality_metrics(identity_sae(D_IN), x)
     assert got.explained_variance == 1.0
     assert got.mse == 0.0
     assert got.cosine == pytest.approx(1.0, abs=1e-12)

@@ -24,6 +24,7 @@ from probes.tokenization import tokenize_batch
 from sae.base import SAEConfig, SparseAutoencoder
 from sae.metrics import ReconstructionStats
 from sae.registry import build_sae
+from tests.sae_helpers import identity_sae
 
 D_MODEL, D_SAE = 32, 96
 HOOK = "layers.1"
@@ -52,17 +53,6 @@ def relu_sae(seed: int = 0) -> SparseAutoencoder:
     sae.init_weights(seed)
     with torch.no_grad():
         sae.b_enc.fill_(-1.0)
-    return sae
-
-
-def identity_sae(d_in: int = D_MODEL) -> SparseAutoencoder:
-    """ReLU SAE that reconstructs exactly: f = [relu(x), relu(-x)], x^ = f @ [I; -I]."""
-    cfg = SAEConfig(architecture="standard", d_in=d_in, d_sae=2 * d_in, apply_b_dec_to_input=False)
-    sae = build_sae(cfg)
-    eye = torch.eye(d_in)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))
-        sae.W_dec.copy_(torch.cat([eye, -eye], dim=0))
     return sae
 
 
@@ -191,7 +181,7 @@ def test_perfect_sae_recovers_all_of_the_loss(tiny_llama: SubjectModel, hookpoin
     stats = ReconstructionStats(D_MODEL, 2 * D_MODEL)
     losses = splice_losses(
         tiny_llama,
-        identity_sae(),
+        identity_sae(D_MODEL),
         hookpoint,
         TEXTS,
         context_length=12,
