@@ -1,0 +1,1 @@
+"""Dictionary-wide feature evidence: streaming accumulators over sparse activations."""

@@ -1,0 +1,308 @@
+"""Streaming, device-resident accumulators of feature evidence over sparse activations.
+
+Every accumulator consumes, batch after batch, the SAE's sparse activations as COO
+triples of equal length N: `context_N` (int64 global id of the context window the token
+belongs to), `feature_N` (int64 feature index in [0, n_features)) and `value_N` (the
+activation, > 0; entries <= 0 or NaN are ignored). Each (token, feature) pair appears at
+most once. All work is vectorised on the state's device (CPU or CUDA): no Python loop
+over features or tokens, and memory is O(n_features * k), never O(tokens * features).
+
+- `StreamingTopK`: per feature, the k contexts with the highest activation (a context's
+  activation is its max over its tokens), ties broken by lower context id.
+- `StreamingSample`: per feature, a uniform random sample without replacement of up to k
+  distinct activating contexts, independent of how the stream is split into batches.
+- `FeatureStats`: firing counts, density, sum/mean/max and a log-spaced histogram.
+
+Contexts: a context is normally wholly inside one batch. The two selections stay exact
+even when one is split across batches, because the candidates kept in the state are
+merged with the batch's and reduced to one max per (feature, context) before ranking.
+
+All three have `state_dict()` / `load_state_dict()` (saving mid-stream, loading and
+continuing gives exactly the same final result) and `.to(device)`.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import torch
+from torch import Tensor
+
+# splitmix64 finaliser constants (Steele, Lea & Flood 2014), as signed int64.
+_MIX_C1 = 0xBF58476D1CE4E5B9 - (1 << 64)
+_MIX_C2 = 0x94D049BB133111EB - (1 << 64)
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
+_MASK_63 = (1 << 63) - 1
+
+
+def _shr(x_N: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 values (torch's `>>` is arithmetic)."""
+    return (x_N >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix64(x_N: Tensor) -> Tensor:
+    """splitmix64's finaliser in wrapping int64 arithmetic: a bijective bit mixer."""
+    x_N = x_N ^ _shr(x_N, 30)
+    x_N = x_N * _MIX_C1
+    x_N = x_N ^ _shr(x_N, 27)
+    x_N = x_N * _MIX_C2
+    return x_N ^ _shr(x_N, 31)
+
+
+def pair_priority(seed: int, feature_N: Tensor, context_N: Tensor) -> Tensor:
+    """A pseudo-random int64 priority in [0, 2**63) per (seed, feature, context) pair."""
+    seed_mixed = int(_mix64(torch.tensor([seed & _MASK_63], dtype=torch.int64)).item())
+    h_N = _mix64(feature_N * _GOLDEN + seed_mixed)
+    return _mix64(h_N ^ context_N) & _MASK_63
+
+
+def _check_coo(context_N: Tensor, feature_N: Tensor, value_N: Tensor, n_features: int) -> None:
+    if not (context_N.shape == feature_N.shape == value_N.shape) or context_N.dim() != 1:
+        raise ValueError(
+            "context_N, feature_N and value_N must be 1-D tensors of the same length, got "
+            f"{tuple(context_N.shape)}, {tuple(feature_N.shape)}, {tuple(value_N.shape)}"
+        )
+    if feature_N.numel() and (int(feature_N.min()) < 0 or int(feature_N.max()) >= n_features):
+        raise ValueError(f"feature indices must lie in [0, {n_features})")
+
+
+def _to_state_device(t: Tensor, device: torch.device, name: str) -> Tensor:
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but the accumulator is on {device}; move one")
+    return t
+
+
+def _lexsort(keys: list[tuple[Tensor, bool]]) -> Tensor:
+    """Permutation sorting by several keys, the first most significant (key, descending)."""
+    order_N = torch.argsort(keys[-1][0], descending=keys[-1][1], stable=True)
+    for key_N, descending in reversed(keys[:-1]):
+        order_N = order_N[torch.argsort(key_N[order_N], descending=descending, stable=True)]
+    return order_N
+
+
+def _segment_rank(sorted_group_N: Tensor) -> Tensor:
+    """Position of each element within its run of equal values of a sorted tensor."""
+    start_N = torch.searchsorted(sorted_group_N, sorted_group_N)
+    return torch.arange(sorted_group_N.numel(), device=sorted_group_N.device) - start_N
+
+
+def _max_per_pair(feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> tuple[Tensor, ...]:
+    """One entry per (feature, context) pair with its max value, sorted by (feature, context)."""
+    order_N = _lexsort([(feature_N, False), (context_N, False), (value_N, True)])
+    feature_N, context_N, value_N = feature_N[order_N], context_N[order_N], value_N[order_N]
+    first_N = torch.ones_like(feature_N, dtype=torch.bool)
+    first_N[1:] = (feature_N[1:] != feature_N[:-1]) | (context_N[1:] != context_N[:-1])
+    return feature_N[first_N], context_N[first_N], value_N[first_N]
+
+
+class _PerFeatureSelection:
+    """Keeps, per feature, the k best (context, value) pairs under `_score` (higher first,
+    then lower context id first). Subclasses define the score."""
+
+    def __init__(self, n_features: int, k: int, device: torch.device | str = "cpu") -> None:
+        if n_features <= 0 or k <= 0:
+            raise ValueError(f"n_features and k must be positive, got {n_features} and {k}")
+        self.n_features = n_features
+        self.k = k
+        self.values_FK = torch.zeros(n_features, k, dtype=torch.float32, device=device)
+        self.contexts_FK = torch.full((n_features, k), -1, dtype=torch.int64, device=device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.values_FK.device
+
+    def _score(self, feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, context_N: Tensor, feature_N: Tensor, value_N: Tensor) -> None:
+        """Fold one batch of COO activations into the state."""
+        _check_coo(context_N, feature_N, value_N, self.n_features)
+        for name, t in (("context_N", context_N), ("feature_N", feature_N), ("value_N", value_N)):
+            _to_state_device(t, self.device, name)
+        context_N, feature_N = context_N.to(torch.int64), feature_N.to(torch.int64)
+        value_N = value_N.to(torch.float32)
+        fires_N = value_N > 0
+        context_N, feature_N, value_N = context_N[fires_N], feature_N[fires_N], value_N[fires_N]
+        if feature_N.numel() == 0:
+            return
+        touched_M = torch.unique(feature_N)
+        kept_MK = self.contexts_FK[touched_M]
+        valid_MK = kept_MK >= 0
+        feature_N = torch.cat([touched_M[:, None].expand_as(kept_MK)[valid_MK], feature_N])
+        context_N = torch.cat([kept_MK[valid_MK], context_N])
+        value_N = torch.cat([self.values_FK[touched_M][valid_MK], value_N])
+        feature_N, context_N, value_N = _max_per_pair(feature_N, context_N, value_N)
+        # Already ordered by (feature, context): two stable sorts give (feature, score desc,
+        # context asc), the deterministic ranking order.
+        order_N = _lexsort([(feature_N, False), (self._score(feature_N, context_N, value_N), True)])
+        feature_N, context_N, value_N = feature_N[order_N], context_N[order_N], value_N[order_N]
+        rank_N = _segment_rank(feature_N)
+        keep_N = rank_N < self.k
+        self.values_FK[touched_M] = 0.0
+        self.contexts_FK[touched_M] = -1
+        self.values_FK[feature_N[keep_N], rank_N[keep_N]] = value_N[keep_N]
+        self.contexts_FK[feature_N[keep_N], rank_N[keep_N]] = context_N[keep_N]
+
+    def _config(self) -> dict[str, int]:
+        return {"n_features": self.n_features, "k": self.k}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        config = {name: torch.tensor(v, dtype=torch.int64) for name, v in self._config().items()}
+        return {
+            **config,
+            "values_FK": self.values_FK.clone(),
+            "contexts_FK": self.contexts_FK.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        _check_config(type(self).__name__, self._config(), state)
+        self.values_FK = state["values_FK"].to(self.device, torch.float32).clone()
+        self.contexts_FK = state["contexts_FK"].to(self.device, torch.int64).clone()
+
+    def to(self, device: torch.device | str) -> Self:
+        self.values_FK = self.values_FK.to(device)
+        self.contexts_FK = self.contexts_FK.to(device)
+        return self
+
+
+def _check_config(owner: str, config: dict[str, int], state: dict[str, Tensor]) -> None:
+    for name, expected in config.items():
+        if name not in state:
+            raise KeyError(f"{owner} state has no '{name}'; was it saved by {owner}?")
+        if int(state[name].item()) != expected:
+            raise ValueError(
+                f"{owner} state has {name}={int(state[name].item())}, this one has {expected}"
+            )
+
+
+class StreamingTopK(_PerFeatureSelection):
+    """Per feature, the k contexts with the highest (max-over-tokens) activation.
+
+    `values_FK` is descending per row (0.0 padding), `contexts_FK` holds their context ids
+    (-1 padding where a feature fired in fewer than k contexts). Equal values: lower
+    context id first.
+    """
+
+    def _score(self, feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> Tensor:
+        return value_N
+
+
+class StreamingSample(_PerFeatureSelection):
+    """Per feature, a uniform random sample without replacement of up to k distinct
+    activating contexts, with their (max-over-tokens) activation.
+
+    Each (feature, context) pair gets a priority from `pair_priority(seed, ...)` and the
+    k smallest are kept, so the sample does not depend on batch order or size. Rows are
+    in priority order (a random order), padded with context -1 and value 0.0.
+    """
+
+    def __init__(
+        self, n_features: int, k: int, seed: int, device: torch.device | str = "cpu"
+    ) -> None:
+        super().__init__(n_features, k, device)
+        self.seed = seed
+
+    def _score(self, feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> Tensor:
+        return -pair_priority(self.seed, feature_N, context_N)
+
+    def _config(self) -> dict[str, int]:
+        return {**super()._config(), "seed": self.seed}
+
+
+class FeatureStats:
+    """Firing counts, sum/max of activations and a log-spaced histogram per feature.
+
+    Bin i covers [edges[i], edges[i+1]) of `bin_edges` (n_bins+1 log-spaced values from lo
+    to hi); values below edges[1] fall in bin 0, values at or above edges[n_bins-1] in the
+    last bin. The caller passes the number of tokens of each batch (firing or not).
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_bins: int,
+        lo: float,
+        hi: float,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if n_features <= 0 or n_bins <= 0 or not 0 < lo < hi:
+            raise ValueError(f"need n_features, n_bins > 0 and 0 < lo < hi, got {lo=}, {hi=}")
+        self.n_features, self.n_bins, self.lo, self.hi = n_features, n_bins, lo, hi
+        self.count_F = torch.zeros(n_features, dtype=torch.int64, device=device)
+        self.sum_F = torch.zeros(n_features, dtype=torch.float64, device=device)
+        self.max_F = torch.zeros(n_features, dtype=torch.float32, device=device)
+        self.hist_FB = torch.zeros(n_features, n_bins, dtype=torch.int64, device=device)
+        self.tokens_seen = torch.zeros((), dtype=torch.int64, device=device)
+        self._inner_edges = self.bin_edges[1:-1].contiguous()
+
+    @property
+    def device(self) -> torch.device:
+        return self.count_F.device
+
+    @property
+    def bin_edges(self) -> Tensor:
+        return torch.logspace(
+            torch.log10(torch.tensor(self.lo, dtype=torch.float64)).item(),
+            torch.log10(torch.tensor(self.hi, dtype=torch.float64)).item(),
+            self.n_bins + 1,
+            dtype=torch.float64,
+            device=self.device,
+        )
+
+    def update(self, feature_N: Tensor, value_N: Tensor, n_tokens: int) -> None:
+        """Fold one batch of `n_tokens` tokens, with its COO activations, into the state."""
+        _check_coo(feature_N, feature_N, value_N, self.n_features)
+        _to_state_device(feature_N, self.device, "feature_N")
+        _to_state_device(value_N, self.device, "value_N")
+        self.tokens_seen += n_tokens
+        fires_N = value_N > 0
+        feature_N = feature_N[fires_N].to(torch.int64)
+        value_N = value_N[fires_N].to(torch.float32)
+        self.count_F.scatter_add_(0, feature_N, torch.ones_like(feature_N))
+        self.sum_F.scatter_add_(0, feature_N, value_N.to(torch.float64))
+        self.max_F.scatter_reduce_(0, feature_N, value_N, reduce="amax")
+        bin_N = torch.searchsorted(self._inner_edges, value_N.to(torch.float64), right=True)
+        flat_N = feature_N * self.n_bins + bin_N
+        self.hist_FB.view(-1).scatter_add_(0, flat_N, torch.ones_like(flat_N))
+
+    @property
+    def density_F(self) -> Tensor:
+        """Fraction of tokens seen on which each feature fired."""
+        return self.count_F.to(torch.float64) / self.tokens_seen.clamp(min=1)
+
+    @property
+    def mean_F(self) -> Tensor:
+        """Mean activation over the tokens where the feature fired (NaN if it never did)."""
+        return self.sum_F / self.count_F.to(torch.float64)
+
+    def _config(self) -> dict[str, int]:
+        return {"n_features": self.n_features, "n_bins": self.n_bins}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        config = {name: torch.tensor(v, dtype=torch.int64) for name, v in self._config().items()}
+        bounds = torch.tensor([self.lo, self.hi], dtype=torch.float64)
+        buffers = {
+            "count_F": self.count_F,
+            "sum_F": self.sum_F,
+            "max_F": self.max_F,
+            "hist_FB": self.hist_FB,
+            "tokens_seen": self.tokens_seen,
+        }
+        return {**config, "bounds": bounds, **{n: t.clone() for n, t in buffers.items()}}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        _check_config("FeatureStats", self._config(), state)
+        if state["bounds"].tolist() != [self.lo, self.hi]:
+            raise ValueError(f"FeatureStats state has bounds {state['bounds'].tolist()}")
+        self.count_F = state["count_F"].to(self.device).clone()
+        self.sum_F = state["sum_F"].to(self.device).clone()
+        self.max_F = state["max_F"].to(self.device).clone()
+        self.hist_FB = state["hist_FB"].to(self.device).clone()
+        self.tokens_seen = state["tokens_seen"].to(self.device).clone()
+
+    def to(self, device: torch.device | str) -> Self:
+        self.count_F, self.sum_F = self.count_F.to(device), self.sum_F.to(device)
+        self.max_F, self.hist_FB = self.max_F.to(device), self.hist_FB.to(device)
+        self.tokens_seen = self.tokens_seen.to(device)
+        self._inner_edges = self._inner_edges.to(device)
+        return self
