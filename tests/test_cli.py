@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from probes.model import load_model
 from probes.reader import ActivationReader
-
-GLOSSATOR = str(Path(sys.executable).with_name("glossator"))
-
-
-def run_cli(
-    *args: str, env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [GLOSSATOR, *args],
-        env={**os.environ, **env},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+from tests.cli_helpers import run_cli
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ spliced forward and CE-loss recovered (probes/splice.py), and their CLI commands
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +21,11 @@ from probes.tokenization import tokenize_batch
 from sae.base import SAEConfig, SparseAutoencoder
 from sae.metrics import ReconstructionStats
 from sae.registry import build_sae
+from tests.cli_helpers import run_cli
 from tests.sae_helpers import identity_sae
 
 D_MODEL, D_SAE = 32, 96
 HOOK = "layers.1"
-GLOSSATOR = str(Path(sys.executable).with_name("glossator"))
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "red green blue",
@@ -228,17 +225,6 @@ def test_clean_ce_equals_per_text_cross_entropy(tiny_llama: SubjectModel) -> Non
 
 
 # -- the CLI ----------------------------------------------------------------------------
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [GLOSSATOR, *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 @pytest.fixture

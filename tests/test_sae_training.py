@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,9 +29,9 @@ from sae.training import (
 from sae.training.checkpoint import list_checkpoints
 from sae.training.losses import nmse, training_step
 from sae.training.trainer import sae_config
+from tests.cli_helpers import run_cli
 from tests.conftest import TINY_TRAINING_TEXTS
 
-GLOSSATOR = str(Path(sys.executable).with_name("glossator"))
 D_IN, N_DIRS = 64, 48
 
 
@@ -340,15 +337,14 @@ def test_cli_sae_train_writes_a_loadable_sae(tiny_llama_dir: Path, tmp_path: Pat
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "sae"
     env = {
-        **os.environ,
         "GLOSSATOR_MODEL": str(tiny_llama_dir),
         "GLOSSATOR_DATA_DIR": str(tmp_path / "data"),
         "GLOSSATOR_DEVICE": "cpu",
     }
-    args = [GLOSSATOR, "sae", "train", "--hookpoint", "layers.2", "--width", "64", "--k", "4"]
+    args = ["sae", "train", "--hookpoint", "layers.2", "--width", "64", "--k", "4"]
     args += ["--tokens", "3000", "--batch-size", "256", "--corpus", str(corpus)]
     args += ["--out", str(out), "--cache-tokens", "1500", "--json"]
-    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, check=False)
+    result = run_cli(*args, env=env)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["training"]["tokens"] == 3072 and summary["width"] == 64
@@ -362,7 +358,7 @@ def test_cli_sae_train_writes_a_loadable_sae(tiny_llama_dir: Path, tmp_path: Pat
     assert sae.cfg.model_name == tiny_llama_dir.name
     assert sae.cfg.metadata["heldout"]["n_tokens"] > 0
     assert sorted(p.name for p in out.iterdir()) == ["cfg.json", "sae_weights.safetensors"]
-    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, check=False)
+    again = run_cli(*args, env=env)
     assert again.returncode == 2 and "already holds a trained SAE" in again.stderr
 
 
