@@ -263,3 +263,55 @@ def test_load_rejects_other_config_and_bad_input() -> None:
         acc.update(torch.tensor([0]), torch.tensor([N_FEATURES]), torch.tensor([1.0]))
     with pytest.raises(ValueError, match="same length"):
         acc.update(torch.tensor([0, 1]), torch.tensor([0]), torch.tensor([1.0]))
+
+
+def make_positioned_batches(seed: int, width: int) -> tuple[list[Batch], list[Tensor]]:
+    """Like make_batches, plus each entry's token position inside its context."""
+    batches = make_batches(seed, tokens_per_context=width)
+    gen = torch.Generator().manual_seed(seed + 1)
+    positioned: list[Batch] = []
+    positions: list[Tensor] = []
+    for context_N, feature_N, value_N in batches:
+        # a random position per entry, unique per (context, feature): one slot per token
+        pos_N = torch.zeros_like(context_N)
+        for key in set(zip(context_N.tolist(), feature_N.tolist(), strict=True)):
+            rows = ((context_N == key[0]) & (feature_N == key[1])).nonzero().squeeze(1)
+            pos_N[rows] = torch.randperm(width, generator=gen)[: len(rows)]
+        positioned.append((context_N, feature_N, value_N))
+        positions.append(pos_N)
+    return positioned, positions
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_kept_windows_equal_brute_force(device: str) -> None:
+    width = 6
+    batches, positions = make_positioned_batches(seed=8, width=width)
+    top = StreamingTopK(N_FEATURES, 4, device=device, width=width)
+    sample = StreamingSample(N_FEATURES, 4, seed=5, device=device, width=width)
+    windows: dict[tuple[int, int], Tensor] = defaultdict(lambda: torch.zeros(width))
+    for (context_N, feature_N, value_N), pos_N in zip(batches, positions, strict=True):
+        for acc in (top, sample):
+            acc.update(
+                context_N.to(device), feature_N.to(device), value_N.to(device), pos_N.to(device)
+            )
+        for c, f, v, p in zip(*(t.tolist() for t in (context_N, feature_N, value_N, pos_N))):
+            windows[(f, c)][p] = v
+    for acc in (top, sample):
+        contexts_FK, acts_FKW = acc.contexts_FK.cpu(), acc.acts_FKW.cpu().float()
+        n_checked = 0
+        for f in range(N_FEATURES):
+            for j, c in enumerate(contexts_FK[f].tolist()):
+                expected = windows[(f, c)] if c >= 0 else torch.zeros(width)
+                assert torch.equal(acts_FKW[f, j], expected), (f, j, c)
+                assert c < 0 or acts_FKW[f, j].max().item() == acc.values_FK[f, j].item()
+                n_checked += c >= 0
+        assert n_checked > N_FEATURES  # most rows hold several contexts
+
+
+def test_windows_need_positions_in_range() -> None:
+    acc = StreamingTopK(N_FEATURES, 2, width=4)
+    one = torch.tensor([1])
+    with pytest.raises(ValueError, match="pass pos_N"):
+        acc.update(one, one, torch.tensor([1.0]))
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        acc.update(one, one, torch.tensor([1.0]), torch.tensor([4]))

@@ -97,15 +97,27 @@ def _max_per_pair(feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> tupl
 
 class _PerFeatureSelection:
     """Keeps, per feature, the k best (context, value) pairs under `_score` (higher first,
-    then lower context id first). Subclasses define the score."""
+    then lower context id first). Subclasses define the score.
 
-    def __init__(self, n_features: int, k: int, device: torch.device | str = "cpu") -> None:
-        if n_features <= 0 or k <= 0:
-            raise ValueError(f"n_features and k must be positive, got {n_features} and {k}")
+    With `width` W > 0 it also keeps, per kept pair, the feature's activation at each of
+    the W token positions of that context (`acts_FKW`, float16; `pos_N` gives each entry's
+    position in its context). Then a context must lie wholly inside one batch.
+    """
+
+    def __init__(
+        self, n_features: int, k: int, device: torch.device | str = "cpu", width: int = 0
+    ) -> None:
+        if n_features <= 0 or k <= 0 or width < 0:
+            raise ValueError(
+                f"n_features and k must be positive and width >= 0, got {n_features}, {k}, "
+                f"{width}"
+            )
         self.n_features = n_features
         self.k = k
+        self.width = width
         self.values_FK = torch.zeros(n_features, k, dtype=torch.float32, device=device)
         self.contexts_FK = torch.full((n_features, k), -1, dtype=torch.int64, device=device)
+        self.acts_FKW = torch.zeros(n_features, k, width, dtype=torch.float16, device=device)
 
     @property
     def device(self) -> torch.device:
@@ -114,37 +126,100 @@ class _PerFeatureSelection:
     def _score(self, feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def update(self, context_N: Tensor, feature_N: Tensor, value_N: Tensor) -> None:
+    def _floor_F(self) -> Tensor:
+        """Per feature, the score of its k-th kept pair (the lowest a newcomer must reach),
+        or the score type's minimum while the row is not full."""
+        last_F = self.contexts_FK[:, -1]
+        features_F = torch.arange(self.n_features, device=self.device)
+        score_F = self._score(features_F, last_F.clamp(min=0), self.values_FK[:, -1])
+        lowest = (
+            torch.finfo(score_F.dtype).min
+            if score_F.is_floating_point()
+            else torch.iinfo(score_F.dtype).min
+        )
+        return torch.where(last_F >= 0, score_F, torch.full_like(score_F, lowest))
+
+    def update(
+        self,
+        context_N: Tensor,
+        feature_N: Tensor,
+        value_N: Tensor,
+        pos_N: Tensor | None = None,
+    ) -> None:
         """Fold one batch of COO activations into the state."""
         _check_coo(context_N, feature_N, value_N, self.n_features)
-        for name, t in (("context_N", context_N), ("feature_N", feature_N), ("value_N", value_N)):
+        named = [("context_N", context_N), ("feature_N", feature_N), ("value_N", value_N)]
+        if self.width:
+            pos_N = _check_positions(pos_N, context_N, self.width)
+            named.append(("pos_N", pos_N))
+        for name, t in named:
             _to_state_device(t, self.device, name)
         context_N, feature_N = context_N.to(torch.int64), feature_N.to(torch.int64)
         value_N = value_N.to(torch.float32)
         fires_N = value_N > 0
         context_N, feature_N, value_N = context_N[fires_N], feature_N[fires_N], value_N[fires_N]
-        if feature_N.numel() == 0:
+        if pos_N is not None:
+            pos_N = pos_N[fires_N].to(torch.int64)
+        # The k-th best score of a feature only rises, so an entry below it can never
+        # enter: ranking only the rest is exact and keeps the sorts small.
+        entering_N = self._score(feature_N, context_N, value_N) >= self._floor_F()[feature_N]
+        new_f, new_c, new_v = feature_N[entering_N], context_N[entering_N], value_N[entering_N]
+        if new_f.numel() == 0:
             return
-        touched_M = torch.unique(feature_N)
+        touched_M = torch.unique(new_f)
         kept_MK = self.contexts_FK[touched_M]
         valid_MK = kept_MK >= 0
-        feature_N = torch.cat([touched_M[:, None].expand_as(kept_MK)[valid_MK], feature_N])
-        context_N = torch.cat([kept_MK[valid_MK], context_N])
-        value_N = torch.cat([self.values_FK[touched_M][valid_MK], value_N])
-        feature_N, context_N, value_N = _max_per_pair(feature_N, context_N, value_N)
+        old_f = touched_M[:, None].expand_as(kept_MK)[valid_MK]
+        old_c = kept_MK[valid_MK]
+        all_f, all_c, all_v = _max_per_pair(
+            torch.cat([old_f, new_f]),
+            torch.cat([old_c, new_c]),
+            torch.cat([self.values_FK[touched_M][valid_MK], new_v]),
+        )
         # Already ordered by (feature, context): two stable sorts give (feature, score desc,
         # context asc), the deterministic ranking order.
-        order_N = _lexsort([(feature_N, False), (self._score(feature_N, context_N, value_N), True)])
-        feature_N, context_N, value_N = feature_N[order_N], context_N[order_N], value_N[order_N]
-        rank_N = _segment_rank(feature_N)
+        order_N = _lexsort([(all_f, False), (self._score(all_f, all_c, all_v), True)])
+        all_f, all_c, all_v = all_f[order_N], all_c[order_N], all_v[order_N]
+        rank_N = _segment_rank(all_f)
         keep_N = rank_N < self.k
+        kept_f, kept_r, kept_c = all_f[keep_N], rank_N[keep_N], all_c[keep_N]
+        if self.width:
+            assert pos_N is not None
+            acts_NW = self._windows(
+                (kept_f, kept_c),
+                (old_f, old_c, self.acts_FKW[touched_M][valid_MK]),
+                (feature_N, context_N, value_N, pos_N),
+            )
+            self.acts_FKW[touched_M] = 0.0
+            self.acts_FKW[kept_f, kept_r] = acts_NW
         self.values_FK[touched_M] = 0.0
         self.contexts_FK[touched_M] = -1
-        self.values_FK[feature_N[keep_N], rank_N[keep_N]] = value_N[keep_N]
-        self.contexts_FK[feature_N[keep_N], rank_N[keep_N]] = context_N[keep_N]
+        self.values_FK[kept_f, kept_r] = all_v[keep_N]
+        self.contexts_FK[kept_f, kept_r] = kept_c
+
+    def _windows(
+        self,
+        kept: tuple[Tensor, Tensor],
+        old: tuple[Tensor, Tensor, Tensor],
+        batch: tuple[Tensor, Tensor, Tensor, Tensor],
+    ) -> Tensor:
+        """Per-token activations [n_kept, W] of each kept (feature, context) pair: its old
+        row if it was kept before, merged (elementwise max) with the batch's entries."""
+        kept_key_N = _pair_key(*kept)
+        sorted_key_N, perm_N = torch.sort(kept_key_N)
+        out_NW = torch.zeros(len(kept_key_N), self.width, dtype=torch.float16, device=self.device)
+        old_f, old_c, old_acts_OW = old
+        row_O, hit_O = _lookup(sorted_key_N, _pair_key(old_f, old_c))
+        out_NW[perm_N[row_O[hit_O]]] = old_acts_OW[hit_O]
+        feature_N, context_N, value_N, pos_N = batch
+        row_B, hit_B = _lookup(sorted_key_N, _pair_key(feature_N, context_N))
+        flat_B = perm_N[row_B[hit_B]] * self.width + pos_N[hit_B]
+        half_B = value_N[hit_B].clamp(max=_FLOAT16_MAX).to(torch.float16)
+        out_NW.view(-1).scatter_reduce_(0, flat_B, half_B, reduce="amax")
+        return out_NW
 
     def _config(self) -> dict[str, int]:
-        return {"n_features": self.n_features, "k": self.k}
+        return {"n_features": self.n_features, "k": self.k, "width": self.width}
 
     def state_dict(self) -> dict[str, Tensor]:
         config = {name: torch.tensor(v, dtype=torch.int64) for name, v in self._config().items()}
@@ -152,17 +227,49 @@ class _PerFeatureSelection:
             **config,
             "values_FK": self.values_FK.clone(),
             "contexts_FK": self.contexts_FK.clone(),
+            "acts_FKW": self.acts_FKW.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         _check_config(type(self).__name__, self._config(), state)
         self.values_FK = state["values_FK"].to(self.device, torch.float32).clone()
         self.contexts_FK = state["contexts_FK"].to(self.device, torch.int64).clone()
+        self.acts_FKW = state["acts_FKW"].to(self.device, torch.float16).clone()
 
     def to(self, device: torch.device | str) -> Self:
         self.values_FK = self.values_FK.to(device)
         self.contexts_FK = self.contexts_FK.to(device)
+        self.acts_FKW = self.acts_FKW.to(device)
         return self
+
+
+_CONTEXT_BITS = 40  # (feature, context) pairs pack into one int64 while contexts < 2**40
+_FLOAT16_MAX = 65504.0
+
+
+def _pair_key(feature_N: Tensor, context_N: Tensor) -> Tensor:
+    return (feature_N << _CONTEXT_BITS) | context_N
+
+
+def _lookup(sorted_keys_M: Tensor, keys_N: Tensor) -> tuple[Tensor, Tensor]:
+    """(index into sorted_keys_M, whether it is there) for each key."""
+    if sorted_keys_M.numel() == 0:
+        zeros_N = torch.zeros_like(keys_N)
+        return zeros_N, zeros_N.to(torch.bool)
+    index_N = torch.searchsorted(sorted_keys_M, keys_N).clamp(max=sorted_keys_M.numel() - 1)
+    return index_N, sorted_keys_M[index_N] == keys_N
+
+
+def _check_positions(pos_N: Tensor | None, context_N: Tensor, width: int) -> Tensor:
+    if pos_N is None:
+        raise ValueError(f"this selection keeps per-token activations (width={width}); pass pos_N")
+    if pos_N.shape != context_N.shape:
+        raise ValueError(f"pos_N has shape {tuple(pos_N.shape)}, not {tuple(context_N.shape)}")
+    if pos_N.numel() and (int(pos_N.min()) < 0 or int(pos_N.max()) >= width):
+        raise ValueError(f"token positions must lie in [0, {width}), the context width")
+    if context_N.numel() and int(context_N.max()) >= 1 << _CONTEXT_BITS:
+        raise ValueError(f"context ids must be below 2**{_CONTEXT_BITS}")
+    return pos_N
 
 
 def _check_config(owner: str, config: dict[str, int], state: dict[str, Tensor]) -> None:
@@ -197,9 +304,14 @@ class StreamingSample(_PerFeatureSelection):
     """
 
     def __init__(
-        self, n_features: int, k: int, seed: int, device: torch.device | str = "cpu"
+        self,
+        n_features: int,
+        k: int,
+        seed: int,
+        device: torch.device | str = "cpu",
+        width: int = 0,
     ) -> None:
-        super().__init__(n_features, k, device)
+        super().__init__(n_features, k, device, width)
         self.seed = seed
 
     def _score(self, feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> Tensor:
