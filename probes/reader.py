@@ -26,8 +26,10 @@ class HookActivations:
 class ActivationReader:
     """Reads activations at hookpoints of a subject model.
 
-    Rows (windows) are sorted by length and cut into batches of `batch_size` so that
-    little compute goes into padding.
+    Rows (windows) are sorted by length and cut into batches of at most `batch_size`
+    rows and, when `max_batch_tokens` is set, at most that many padded tokens, so that
+    little compute goes into padding and long rows come in smaller batches (on 2 CPU
+    cores, 32 rows of 256 tokens read ~30% slower per token than 8 rows).
     """
 
     subject: SubjectModel
@@ -36,12 +38,15 @@ class ActivationReader:
     overflow: Overflow = "window"
     window_overlap: int = 0
     batch_size: int = 32
+    max_batch_tokens: int | None = None
 
     def __post_init__(self) -> None:
         for name in self.hookpoints:  # fail on a bad name before any work
             parse_hookpoint(self.subject.model, name)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
 
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         return tokenize_batch(
@@ -58,8 +63,7 @@ class ActivationReader:
         lengths = batch.attention_mask_BT.sum(dim=1)
         order = torch.argsort(lengths, descending=True, stable=True)
         device = self.subject.device
-        for begin in range(0, len(order), self.batch_size):
-            rows = order[begin : begin + self.batch_size]
+        for rows in self._row_groups(lengths[order].tolist(), order):
             width = max(int(lengths[rows].max()), 1)
             acts = run_to_hookpoints(
                 self.subject.model,
@@ -68,6 +72,18 @@ class ActivationReader:
                 self.hookpoints,
             )
             yield rows, acts
+
+    def _row_groups(self, sorted_lengths: list[int], order: torch.Tensor) -> list[torch.Tensor]:
+        """Consecutive runs of the length-sorted rows within both batch limits."""
+        budget = self.max_batch_tokens
+        groups, begin = [], 0
+        while begin < len(sorted_lengths):
+            widest = max(sorted_lengths[begin], 1)  # descending: the first row is widest
+            rows = self.batch_size if budget is None else max(1, budget // widest)
+            end = min(begin + min(rows, self.batch_size), len(sorted_lengths))
+            groups.append(order[begin:end])
+            begin = end
+        return groups
 
     def read(self, texts: Sequence[str]) -> list[HookActivations]:
         """Activations of every token of every text (special tokens and padding excluded)."""

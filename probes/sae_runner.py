@@ -198,20 +198,27 @@ class SAEFeatureSource:
 
     def _encode(self, x_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(token index into x, feature, value) of every non-zero code of x; CPU tensors."""
-        step = max(1, CHUNK_ELEMENTS // self.sae.d_sae)
-        tokens, features, values = [], [], []
-        for begin in range(0, x_ND.shape[0], step):
-            values_NK, indices_NK = self.sae.encode_sparse(
-                x_ND[begin : begin + step].to(self.sae.device)
-            )
-            nonzero = values_NK != 0
-            token_N, slot_N = nonzero.nonzero(as_tuple=True)
-            tokens.append(token_N.cpu() + begin)
-            features.append(indices_NK[token_N, slot_N].long().cpu())
-            values.append(values_NK[token_N, slot_N].float().cpu())
-        if not tokens:
-            return _empty(torch.long), _empty(torch.long), _empty(torch.float32)
-        return torch.cat(tokens), torch.cat(features), torch.cat(values)
+        token_N, feature_N, value_N = encode_entries(self.sae, x_ND)
+        return token_N.cpu(), feature_N.cpu(), value_N.float().cpu()
+
+
+def encode_entries(
+    sae: SparseAutoencoder, x_ND: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(token index into x, feature, value) of every non-zero code of x, int64/int64/the
+    SAE's dtype on the SAE's device; encoded a bounded chunk of tokens at a time."""
+    step = max(1, CHUNK_ELEMENTS // sae.d_sae)
+    tokens, features, values = [], [], []
+    for begin in range(0, x_ND.shape[0], step):
+        values_NK, indices_NK = sae.encode_sparse(x_ND[begin : begin + step].to(sae.device))
+        token_N, slot_N = (values_NK != 0).nonzero(as_tuple=True)
+        tokens.append(token_N + begin)
+        features.append(indices_NK[token_N, slot_N].long())
+        values.append(values_NK[token_N, slot_N])
+    if not tokens:
+        empty = torch.zeros(0, dtype=torch.long, device=sae.device)
+        return empty, empty, torch.zeros(0, dtype=sae.dtype, device=sae.device)
+    return torch.cat(tokens), torch.cat(features), torch.cat(values)
 
 
 def _empty(dtype: torch.dtype) -> torch.Tensor:

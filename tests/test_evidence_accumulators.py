@@ -98,8 +98,9 @@ def test_topk_equals_brute_force(device: str, k: int) -> None:
     acc = StreamingTopK(N_FEATURES, k).to(device)
     run(acc, batches, device)
     values_FK, contexts_FK = brute_topk(batches, k)
-    assert torch.equal(acc.contexts_FK.cpu(), contexts_FK)
-    assert torch.equal(acc.values_FK.cpu(), values_FK)
+    got_values_FK, got_contexts_FK, _ = acc.ordered()
+    assert torch.equal(got_contexts_FK.cpu(), contexts_FK)
+    assert torch.equal(got_values_FK.cpu(), values_FK)
 
 
 def test_topk_exact_when_contexts_split_across_batches() -> None:
@@ -110,8 +111,9 @@ def test_topk_exact_when_contexts_split_across_batches() -> None:
     acc = StreamingTopK(N_FEATURES, 6)
     run(acc, split)
     values_FK, contexts_FK = brute_topk(batches, 6)
-    assert torch.equal(acc.contexts_FK, contexts_FK)
-    assert torch.equal(acc.values_FK, values_FK)
+    got_values_FK, got_contexts_FK, _ = acc.ordered()
+    assert torch.equal(got_contexts_FK, contexts_FK)
+    assert torch.equal(got_values_FK, values_FK)
 
 
 def test_sample_matches_priority_order_and_values() -> None:
@@ -128,8 +130,9 @@ def test_sample_matches_priority_order_and_values() -> None:
     ranked = {f: sorted(row, key=lambda cv: (priority(f, cv[0]), cv[0]))
               for f, row in per_feature.items()}  # fmt: skip
     values_FK, contexts_FK = expected_rows(ranked, 8)
-    assert torch.equal(acc.contexts_FK, contexts_FK)
-    assert torch.equal(acc.values_FK, values_FK)
+    got_values_FK, got_contexts_FK, _ = acc.ordered()
+    assert torch.equal(got_contexts_FK, contexts_FK)
+    assert torch.equal(got_values_FK, values_FK)
 
 
 def test_sample_independent_of_batch_split() -> None:
@@ -138,11 +141,10 @@ def test_sample_independent_of_batch_split() -> None:
     run(one, [merge(batches)])
     many = StreamingSample(N_FEATURES, 6, seed=9)
     run(many, list(reversed(batches)))
-    assert torch.equal(one.contexts_FK, many.contexts_FK)
-    assert torch.equal(one.values_FK, many.values_FK)
+    assert all(torch.equal(a, b) for a, b in zip(one.ordered(), many.ordered(), strict=True))
     other_seed = StreamingSample(N_FEATURES, 6, seed=10)
     run(other_seed, batches)
-    assert not torch.equal(one.contexts_FK, other_seed.contexts_FK)
+    assert not torch.equal(one.ordered()[1], other_seed.ordered()[1])
 
 
 def test_sample_is_roughly_uniform_over_seeds() -> None:
@@ -156,7 +158,7 @@ def test_sample_is_roughly_uniform_over_seeds() -> None:
     for seed in range(n_seeds):
         acc = StreamingSample(N_FEATURES, k, seed=seed)
         acc.update(*merged)
-        for f, row in enumerate(acc.contexts_FK.tolist()):
+        for f, row in enumerate(acc.ordered()[1].tolist()):
             chosen = [c for c in row if c >= 0]
             assert len(chosen) == min(k, len(activating[f]))
             assert set(chosen) <= activating[f]

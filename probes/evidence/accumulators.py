@@ -86,22 +86,15 @@ def _segment_rank(sorted_group_N: Tensor) -> Tensor:
     return torch.arange(sorted_group_N.numel(), device=sorted_group_N.device) - start_N
 
 
-def _max_per_pair(feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> tuple[Tensor, ...]:
-    """One entry per (feature, context) pair with its max value, sorted by (feature, context)."""
-    order_N = _lexsort([(feature_N, False), (context_N, False), (value_N, True)])
-    feature_N, context_N, value_N = feature_N[order_N], context_N[order_N], value_N[order_N]
-    first_N = torch.ones_like(feature_N, dtype=torch.bool)
-    first_N[1:] = (feature_N[1:] != feature_N[:-1]) | (context_N[1:] != context_N[:-1])
-    return feature_N[first_N], context_N[first_N], value_N[first_N]
-
-
 class _PerFeatureSelection:
     """Keeps, per feature, the k best (context, value) pairs under `_score` (higher first,
     then lower context id first). Subclasses define the score.
 
-    With `width` W > 0 it also keeps, per kept pair, the feature's activation at each of
-    the W token positions of that context (`acts_FKW`, float16; `pos_N` gives each entry's
-    position in its context). Then a context must lie wholly inside one batch.
+    The k slots of a feature are unordered (a newcomer takes the slot of the pair it
+    evicts, so kept data never moves); `ordered()` gives rows in ranking order. With
+    `width` W > 0 it also keeps, per kept pair, the feature's activation at each of the W
+    token positions of that context (`acts_FKW`, float16; `pos_N` gives each entry's
+    position in its context); then a context must lie wholly inside one batch.
     """
 
     def __init__(
@@ -109,8 +102,7 @@ class _PerFeatureSelection:
     ) -> None:
         if n_features <= 0 or k <= 0 or width < 0:
             raise ValueError(
-                f"n_features and k must be positive and width >= 0, got {n_features}, {k}, "
-                f"{width}"
+                f"n_features and k must be positive and width >= 0, got {n_features}, {k}, {width}"
             )
         self.n_features = n_features
         self.k = k
@@ -118,6 +110,7 @@ class _PerFeatureSelection:
         self.values_FK = torch.zeros(n_features, k, dtype=torch.float32, device=device)
         self.contexts_FK = torch.full((n_features, k), -1, dtype=torch.int64, device=device)
         self.acts_FKW = torch.zeros(n_features, k, width, dtype=torch.float16, device=device)
+        self.floor_F = self._floors(torch.arange(n_features, device=device))
 
     @property
     def device(self) -> torch.device:
@@ -126,18 +119,17 @@ class _PerFeatureSelection:
     def _score(self, feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def _floor_F(self) -> Tensor:
-        """Per feature, the score of its k-th kept pair (the lowest a newcomer must reach),
-        or the score type's minimum while the row is not full."""
-        last_F = self.contexts_FK[:, -1]
-        features_F = torch.arange(self.n_features, device=self.device)
-        score_F = self._score(features_F, last_F.clamp(min=0), self.values_FK[:, -1])
-        lowest = (
-            torch.finfo(score_F.dtype).min
-            if score_F.is_floating_point()
-            else torch.iinfo(score_F.dtype).min
+    def _floors(self, rows_M: Tensor) -> Tensor:
+        """Per row, the lowest score a newcomer must reach: the worst kept score when the
+        row is full, else the score type's minimum."""
+        contexts_MK = self.contexts_FK[rows_M]
+        scores_MK = self._score(
+            rows_M[:, None].expand_as(contexts_MK), contexts_MK.clamp(min=0), self.values_FK[rows_M]
         )
-        return torch.where(last_F >= 0, score_F, torch.full_like(score_F, lowest))
+        worst_M = scores_MK.min(dim=1).values
+        info = torch.finfo if worst_M.is_floating_point() else torch.iinfo
+        lowest_M = torch.full_like(worst_M, info(worst_M.dtype).min)  # type: ignore[operator]
+        return torch.where((contexts_MK >= 0).all(dim=1), worst_M, lowest_M)
 
     def update(
         self,
@@ -154,69 +146,124 @@ class _PerFeatureSelection:
             named.append(("pos_N", pos_N))
         for name, t in named:
             _to_state_device(t, self.device, name)
-        context_N, feature_N = context_N.to(torch.int64), feature_N.to(torch.int64)
-        value_N = value_N.to(torch.float32)
         fires_N = value_N > 0
-        context_N, feature_N, value_N = context_N[fires_N], feature_N[fires_N], value_N[fires_N]
-        if pos_N is not None:
-            pos_N = pos_N[fires_N].to(torch.int64)
-        # The k-th best score of a feature only rises, so an entry below it can never
+        context_N, feature_N = context_N[fires_N].long(), feature_N[fires_N].long()
+        value_N = value_N[fires_N].float()
+        pos_N = pos_N[fires_N].long() if pos_N is not None else None
+        # The worst kept score of a feature only rises, so an entry below it can never
         # enter: ranking only the rest is exact and keeps the sorts small.
-        entering_N = self._score(feature_N, context_N, value_N) >= self._floor_F()[feature_N]
-        new_f, new_c, new_v = feature_N[entering_N], context_N[entering_N], value_N[entering_N]
-        if new_f.numel() == 0:
+        entering_N = self._score(feature_N, context_N, value_N) >= self.floor_F[feature_N]
+        if not bool(entering_N.any()):
             return
-        touched_M = torch.unique(new_f)
-        kept_MK = self.contexts_FK[touched_M]
-        valid_MK = kept_MK >= 0
-        old_f = touched_M[:, None].expand_as(kept_MK)[valid_MK]
-        old_c = kept_MK[valid_MK]
-        all_f, all_c, all_v = _max_per_pair(
-            torch.cat([old_f, new_f]),
-            torch.cat([old_c, new_c]),
-            torch.cat([self.values_FK[touched_M][valid_MK], new_v]),
+        key_P, inverse_N = torch.unique(
+            pair_key(feature_N[entering_N], context_N[entering_N]), return_inverse=True
         )
-        # Already ordered by (feature, context): two stable sorts give (feature, score desc,
-        # context asc), the deterministic ranking order.
-        order_N = _lexsort([(all_f, False), (self._score(all_f, all_c, all_v), True)])
-        all_f, all_c, all_v = all_f[order_N], all_c[order_N], all_v[order_N]
-        rank_N = _segment_rank(all_f)
-        keep_N = rank_N < self.k
-        kept_f, kept_r, kept_c = all_f[keep_N], rank_N[keep_N], all_c[keep_N]
+        value_P = torch.zeros(key_P.numel(), dtype=torch.float32, device=self.device)
+        value_P.scatter_reduce_(0, inverse_N, value_N[entering_N], reduce="amax")
+        feature_P, context_P = key_P >> CONTEXT_BITS, key_P & _CONTEXT_MASK
+        touched_M = torch.unique(feature_P)
+        slot_MK = touched_M[:, None] * self.k + torch.arange(self.k, device=self.device)
+        flat_values, flat_contexts = self.values_FK.view(-1), self.contexts_FK.view(-1)
+        # A pair already kept (its context split across batches) merges into its slot.
+        old_context_MK = self.contexts_FK[touched_M]
+        old_key_MK = pair_key(touched_M[:, None].expand_as(old_context_MK), old_context_MK)
+        kept_key_S, kept_order_S = torch.sort(old_key_MK.view(-1))
+        where_P, known_P = _lookup(kept_key_S, key_P)
+        known_slot = slot_MK.view(-1)[kept_order_S[where_P[known_P]]]
+        flat_values[known_slot] = torch.maximum(flat_values[known_slot], value_P[known_P])
+        # Rank the kept pairs and the new ones together; the k best of each feature stay.
+        new_P = ~known_P
+        old_slot_S = slot_MK.view(-1)[old_context_MK.view(-1) >= 0]
+        slot_U = torch.cat([old_slot_S, torch.full_like(key_P[new_P], -1)])
+        feature_U = torch.cat([old_slot_S // self.k, feature_P[new_P]])
+        context_U = torch.cat([flat_contexts[old_slot_S], context_P[new_P]])
+        value_U = torch.cat([flat_values[old_slot_S], value_P[new_P]])
+        order_U = _lexsort(
+            [
+                (feature_U, False),
+                (self._score(feature_U, context_U, value_U), True),
+                (context_U, False),
+            ]
+        )
+        keep_U = torch.empty_like(order_U, dtype=torch.bool)
+        keep_U[order_U] = _segment_rank(feature_U[order_U]) < self.k
+        # Newcomers that made it take the free slots (empty or evicted) of their feature,
+        # both taken in ascending order.
+        free_MK = torch.ones_like(old_context_MK, dtype=torch.bool)
+        free_MK.view(-1)[torch.searchsorted(slot_MK.view(-1), slot_U[keep_U & (slot_U >= 0)])] = (
+            False
+        )
+        free_slot_S = slot_MK[free_MK]
+        free_rank_MK = free_MK.cumsum(dim=1) - 1
+        slot_table_MK = torch.full_like(slot_MK, -1)
+        free_row_S = free_MK.nonzero(as_tuple=True)[0]
+        slot_table_MK[free_row_S, free_rank_MK[free_MK]] = free_slot_S
+        joining_U = keep_U & (slot_U < 0)
+        join_feature_J = feature_U[joining_U]
+        join_order_J = torch.argsort(join_feature_J, stable=True)
+        sorted_feature_J = join_feature_J[join_order_J]
+        slot_J = torch.empty_like(join_feature_J)
+        slot_J[join_order_J] = slot_table_MK[
+            torch.searchsorted(touched_M, sorted_feature_J), _segment_rank(sorted_feature_J)
+        ]
+        flat_values[free_slot_S] = 0.0
+        flat_contexts[free_slot_S] = -1
+        flat_values[slot_J] = value_U[joining_U]
+        flat_contexts[slot_J] = context_U[joining_U]
         if self.width:
             assert pos_N is not None
-            acts_NW = self._windows(
-                (kept_f, kept_c),
-                (old_f, old_c, self.acts_FKW[touched_M][valid_MK]),
-                (feature_N, context_N, value_N, pos_N),
-            )
-            self.acts_FKW[touched_M] = 0.0
-            self.acts_FKW[kept_f, kept_r] = acts_NW
-        self.values_FK[touched_M] = 0.0
-        self.contexts_FK[touched_M] = -1
-        self.values_FK[kept_f, kept_r] = all_v[keep_N]
-        self.contexts_FK[kept_f, kept_r] = kept_c
+            self._write_windows(slot_J, free_slot_S, feature_N, context_N, value_N, pos_N)
+        self.floor_F[touched_M] = self._floors(touched_M)
 
-    def _windows(
+    def _write_windows(
         self,
-        kept: tuple[Tensor, Tensor],
-        old: tuple[Tensor, Tensor, Tensor],
-        batch: tuple[Tensor, Tensor, Tensor, Tensor],
-    ) -> Tensor:
-        """Per-token activations [n_kept, W] of each kept (feature, context) pair: its old
-        row if it was kept before, merged (elementwise max) with the batch's entries."""
-        kept_key_N = _pair_key(*kept)
-        sorted_key_N, perm_N = torch.sort(kept_key_N)
-        out_NW = torch.zeros(len(kept_key_N), self.width, dtype=torch.float16, device=self.device)
-        old_f, old_c, old_acts_OW = old
-        row_O, hit_O = _lookup(sorted_key_N, _pair_key(old_f, old_c))
-        out_NW[perm_N[row_O[hit_O]]] = old_acts_OW[hit_O]
-        feature_N, context_N, value_N, pos_N = batch
-        row_B, hit_B = _lookup(sorted_key_N, _pair_key(feature_N, context_N))
-        flat_B = perm_N[row_B[hit_B]] * self.width + pos_N[hit_B]
-        half_B = value_N[hit_B].clamp(max=_FLOAT16_MAX).to(torch.float16)
-        out_NW.view(-1).scatter_reduce_(0, flat_B, half_B, reduce="amax")
-        return out_NW
+        slot_J: Tensor,
+        freed_S: Tensor,
+        feature_N: Tensor,
+        context_N: Tensor,
+        value_N: Tensor,
+        pos_N: Tensor,
+    ) -> None:
+        """Zero the freed slots' windows, then write the batch's entries of every kept
+        pair of the joining features into its slot."""
+        flat_acts_SW = self.acts_FKW.view(-1, self.width)
+        flat_acts_SW[freed_S] = 0.0
+        touched_F = torch.zeros(self.n_features, dtype=torch.bool, device=self.device)
+        touched_F[slot_J // self.k] = True
+        mine_N = touched_F[feature_N]
+        feature_N, context_N = feature_N[mine_N], context_N[mine_N]
+        rows_M = torch.unique(feature_N)
+        slot_MK = rows_M[:, None] * self.k + torch.arange(self.k, device=self.device)
+        key_MK = pair_key(rows_M[:, None].expand_as(slot_MK), self.contexts_FK[rows_M])
+        key_S, order_S = torch.sort(key_MK.view(-1))
+        where_N, hit_N = _lookup(key_S, pair_key(feature_N, context_N))
+        slot_N = slot_MK.view(-1)[order_S[where_N[hit_N]]]
+        half_N = value_N[mine_N][hit_N].clamp(max=_FLOAT16_MAX).half()
+        # One value per (slot, token): a context lies inside one batch, so plain writes.
+        flat_acts_SW.view(-1)[slot_N * self.width + pos_N[mine_N][hit_N]] = half_N
+
+    def ordered(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(values_FK, contexts_FK, acts_FKW) with each row in ranking order (best first;
+        empty slots, context -1 and value 0, last)."""
+        feature_S = torch.arange(self.n_features, device=self.device).repeat_interleave(self.k)
+        context_S, value_S = self.contexts_FK.view(-1), self.values_FK.view(-1)
+        score_S = self._score(feature_S, context_S.clamp(min=0), value_S)
+        order_S = _lexsort(
+            [
+                (feature_S, False),
+                ((context_S < 0).to(torch.int8), False),
+                (score_S, True),
+                (context_S, False),
+            ]
+        )
+        shape = (self.n_features, self.k)
+        return (
+            value_S[order_S].view(shape),
+            context_S[order_S].view(shape),
+            self.acts_FKW.view(-1, self.width)[order_S].view(*shape, self.width)
+            if self.width
+            else self.acts_FKW,
+        )
 
     def _config(self) -> dict[str, int]:
         return {"n_features": self.n_features, "k": self.k, "width": self.width}
@@ -235,20 +282,72 @@ class _PerFeatureSelection:
         self.values_FK = state["values_FK"].to(self.device, torch.float32).clone()
         self.contexts_FK = state["contexts_FK"].to(self.device, torch.int64).clone()
         self.acts_FKW = state["acts_FKW"].to(self.device, torch.float16).clone()
+        self.floor_F = self._floors(torch.arange(self.n_features, device=self.device))
 
     def to(self, device: torch.device | str) -> Self:
         self.values_FK = self.values_FK.to(device)
         self.contexts_FK = self.contexts_FK.to(device)
         self.acts_FKW = self.acts_FKW.to(device)
+        self.floor_F = self.floor_F.to(device)
         return self
 
 
-_CONTEXT_BITS = 40  # (feature, context) pairs pack into one int64 while contexts < 2**40
+def _check_config(owner: str, config: dict[str, int], state: dict[str, Tensor]) -> None:
+    for name, expected in config.items():
+        if name not in state:
+            raise KeyError(f"{owner} state has no '{name}'; was it saved by {owner}?")
+        if int(state[name].item()) != expected:
+            raise ValueError(
+                f"{owner} state has {name}={int(state[name].item())}, this one has {expected}"
+            )
+
+
+class StreamingTopK(_PerFeatureSelection):
+    """Per feature, the k contexts with the highest (max-over-tokens) activation.
+
+    `ordered()` rows are descending (0.0 padding) with their context ids (-1 padding
+    where a feature fired in fewer than k contexts). Equal values: lower context id first.
+    """
+
+    def _score(self, feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> Tensor:
+        return value_N
+
+
+class StreamingSample(_PerFeatureSelection):
+    """Per feature, a uniform random sample without replacement of up to k distinct
+    activating contexts, with their (max-over-tokens) activation.
+
+    Each (feature, context) pair gets a priority from `pair_priority(seed, ...)` and the
+    k smallest are kept, so the sample does not depend on batch order or size.
+    `ordered()` rows are in priority order (a random order), padded with context -1 and
+    value 0.0.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        k: int,
+        seed: int,
+        device: torch.device | str = "cpu",
+        width: int = 0,
+    ) -> None:
+        self.seed = seed
+        super().__init__(n_features, k, device, width)
+
+    def _score(self, feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> Tensor:
+        return -pair_priority(self.seed, feature_N, context_N)
+
+    def _config(self) -> dict[str, int]:
+        return {**super()._config(), "seed": self.seed}
+
+
+CONTEXT_BITS = 40  # (feature, context) pairs pack into one int64 while contexts < 2**40
+_CONTEXT_MASK = (1 << CONTEXT_BITS) - 1
 _FLOAT16_MAX = 65504.0
 
 
-def _pair_key(feature_N: Tensor, context_N: Tensor) -> Tensor:
-    return (feature_N << _CONTEXT_BITS) | context_N
+def pair_key(feature_N: Tensor, context_N: Tensor) -> Tensor:
+    return (feature_N << CONTEXT_BITS) | context_N
 
 
 def _lookup(sorted_keys_M: Tensor, keys_N: Tensor) -> tuple[Tensor, Tensor]:
@@ -267,58 +366,9 @@ def _check_positions(pos_N: Tensor | None, context_N: Tensor, width: int) -> Ten
         raise ValueError(f"pos_N has shape {tuple(pos_N.shape)}, not {tuple(context_N.shape)}")
     if pos_N.numel() and (int(pos_N.min()) < 0 or int(pos_N.max()) >= width):
         raise ValueError(f"token positions must lie in [0, {width}), the context width")
-    if context_N.numel() and int(context_N.max()) >= 1 << _CONTEXT_BITS:
-        raise ValueError(f"context ids must be below 2**{_CONTEXT_BITS}")
+    if context_N.numel() and int(context_N.max()) >= 1 << CONTEXT_BITS:
+        raise ValueError(f"context ids must be below 2**{CONTEXT_BITS}")
     return pos_N
-
-
-def _check_config(owner: str, config: dict[str, int], state: dict[str, Tensor]) -> None:
-    for name, expected in config.items():
-        if name not in state:
-            raise KeyError(f"{owner} state has no '{name}'; was it saved by {owner}?")
-        if int(state[name].item()) != expected:
-            raise ValueError(
-                f"{owner} state has {name}={int(state[name].item())}, this one has {expected}"
-            )
-
-
-class StreamingTopK(_PerFeatureSelection):
-    """Per feature, the k contexts with the highest (max-over-tokens) activation.
-
-    `values_FK` is descending per row (0.0 padding), `contexts_FK` holds their context ids
-    (-1 padding where a feature fired in fewer than k contexts). Equal values: lower
-    context id first.
-    """
-
-    def _score(self, feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> Tensor:
-        return value_N
-
-
-class StreamingSample(_PerFeatureSelection):
-    """Per feature, a uniform random sample without replacement of up to k distinct
-    activating contexts, with their (max-over-tokens) activation.
-
-    Each (feature, context) pair gets a priority from `pair_priority(seed, ...)` and the
-    k smallest are kept, so the sample does not depend on batch order or size. Rows are
-    in priority order (a random order), padded with context -1 and value 0.0.
-    """
-
-    def __init__(
-        self,
-        n_features: int,
-        k: int,
-        seed: int,
-        device: torch.device | str = "cpu",
-        width: int = 0,
-    ) -> None:
-        super().__init__(n_features, k, device, width)
-        self.seed = seed
-
-    def _score(self, feature_N: Tensor, context_N: Tensor, value_N: Tensor) -> Tensor:
-        return -pair_priority(self.seed, feature_N, context_N)
-
-    def _config(self) -> dict[str, int]:
-        return {**super()._config(), "seed": self.seed}
 
 
 class FeatureStats:

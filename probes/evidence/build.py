@@ -1,0 +1,445 @@
+"""The dictionary-wide evidence pass: one read of a corpus, every feature at once.
+
+Texts are read in fixed chunks (in corpus order) and cut into contexts (`sources`). Each
+text goes to the *explain* or the *score* split by a seeded hash of its text, so every
+context of a text (and every copy of it) lands on the same side. Per batch, on the
+device: the top-k explain contexts, a uniform explain sample and a uniform score sample
+(both with per-token activations), firing statistics, and a pool of random contexts
+per split for non-activating examples. Explainers only ever see the explain side.
+
+Files in the output folder (safetensors, memory-mappable, plus a JSON manifest):
+`contexts.safetensors` (token ids of every context), `features.safetensors` (per
+feature rows), `pool.safetensors`, `manifest.json`. While running, `checkpoint/` holds
+the accumulator state and context shards; a run interrupted at any point resumes from
+its last checkpoint and ends with exactly the files of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from probes.evidence.accumulators import FeatureStats, StreamingSample, StreamingTopK
+from probes.evidence.output_side import LogitLens
+from probes.evidence.pool import ContextPool
+from probes.evidence.sources import ChunkReader, ContextChunk, EntryBatch, merge_batches, n_chunks
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+EXPLAIN, SCORE = 0, 1
+SPLITS = ("explain", "score")
+
+
+class EvidenceError(ValueError):
+    """The evidence pass cannot run or its files cannot be used; the message says why."""
+
+
+class EvidenceConfig(BaseModel):
+    """Everything that changes the evidence; part of its cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Bills et al. (2023) showed explainers 64-token excerpts.
+    context_width: int = Field(default=64, ge=1, le=4096)
+    top_k: int = Field(default=50, ge=1)
+    # 10 quantiles x 5 (explain) and x 10 (score), as in delphi / Bills et al.
+    n_quantiles: int = Field(default=10, ge=1)
+    explain_sample: int = Field(default=50, ge=1)
+    score_sample: int = Field(default=100, ge=1)
+    score_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    pool_size: int = Field(default=500, ge=1)  # per split
+    hist_bins: int = Field(default=64, ge=1)
+    hist_lo: float = Field(default=1e-3, gt=0.0)
+    hist_hi: float = Field(default=1e4, gt=0.0)
+    logit_lens_n: int = Field(default=20, ge=1)
+    similar_n: int = Field(default=10, ge=1)
+    seed: int = 0
+    max_tokens: int | None = Field(default=None, ge=1)
+    texts_per_chunk: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _bins_ordered(self) -> EvidenceConfig:
+        if self.hist_lo >= self.hist_hi:
+            raise ValueError(f"hist_lo={self.hist_lo} must be below hist_hi={self.hist_hi}")
+        return self
+
+
+class EvidenceManifest(BaseModel):
+    """What a finished evidence folder holds (`manifest.json`)."""
+
+    version: int = MANIFEST_VERSION
+    evidence_id: str
+    source: dict[str, str]
+    corpus_hash: str
+    config: EvidenceConfig
+    n_features: int
+    n_texts: int
+    n_contexts: int
+    n_tokens: int
+    n_contexts_per_split: list[int]
+    has_output_side: bool
+    seconds: float
+
+
+@dataclass
+class OutputSide:
+    """Decoder-side evidence: logit lens and decoder-cosine neighbours (model + SAE only)."""
+
+    lens: LogitLens
+    similar_ids_FN: Tensor
+    similar_cos_FN: Tensor
+
+
+def corpus_hash(texts: Sequence[str]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def evidence_id(source: dict[str, str], corpus: str, config: EvidenceConfig) -> str:
+    """The cache key: same source, corpus and config give the same id."""
+    blob = json.dumps(
+        {"source": source, "corpus": corpus, "config": config.model_dump(), "v": MANIFEST_VERSION},
+        sort_keys=True,
+    )
+    return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
+def text_splits(texts: Sequence[str], score_fraction: float, seed: int) -> Tensor:
+    """Per text, SCORE when a seeded hash of its text falls below score_fraction."""
+    out = torch.empty(len(texts), dtype=torch.uint8)
+    for i, text in enumerate(texts):
+        digest = hashlib.blake2b(f"{seed}:{text}".encode("utf-8", "surrogatepass"), digest_size=8)
+        out[i] = SCORE if int.from_bytes(digest.digest(), "little") / 2**64 < score_fraction else 0
+    return out
+
+
+class _Accumulators:
+    def __init__(self, n_features: int, config: EvidenceConfig, device: torch.device) -> None:
+        width, seed = config.context_width, config.seed
+        self.top = StreamingTopK(n_features, config.top_k, device, width)
+        self.explain = StreamingSample(n_features, config.explain_sample, seed, device, width)
+        self.score = StreamingSample(n_features, config.score_sample, seed + 1, device, width)
+        self.stats = FeatureStats(
+            n_features, config.hist_bins, config.hist_lo, config.hist_hi, device
+        )
+        self.pool = ContextPool(config.pool_size, seed + 2, device=device)
+
+    def parts(self) -> dict[str, StreamingTopK | StreamingSample | FeatureStats | ContextPool]:
+        return {
+            "top": self.top,
+            "explain": self.explain,
+            "score": self.score,
+            "stats": self.stats,
+            "pool": self.pool,
+        }
+
+    def update(self, batch: EntryBatch, split_C: Tensor, first_id: int) -> None:
+        """Fold a batch in; `split_C` gives the split of contexts first_id, first_id+1..."""
+        split_N = split_C[batch.context_N - first_id]
+        for split, selections in ((EXPLAIN, (self.top, self.explain)), (SCORE, (self.score,))):
+            on_N = split_N == split
+            coo = (batch.context_N[on_N], batch.feature_N[on_N], batch.value_N[on_N])
+            for selection in selections:
+                selection.update(*coo, batch.pos_N[on_N])
+        self.stats.update(batch.feature_N, batch.value_N, batch.n_tokens)
+        fires_N = batch.value_N > 0
+        self.pool.update(
+            batch.contexts_C,
+            split_C[batch.contexts_C - first_id],
+            batch.context_N[fires_N],
+            batch.feature_N[fires_N],
+        )
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {
+            f"{name}.{key}": value.cpu()
+            for name, part in self.parts().items()
+            for key, value in part.state_dict().items()
+        }
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        for name, part in self.parts().items():
+            prefix = f"{name}."
+            part.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+
+
+@dataclass
+class _Progress:
+    next_chunk: int = 0
+    n_contexts: int = 0
+    n_tokens: int = 0
+    n_shards: int = 0
+
+
+def build_evidence(
+    reader: ChunkReader,
+    texts: Sequence[str],
+    out_dir: Path,
+    source: dict[str, str],
+    config: EvidenceConfig | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    output_side: Callable[[EvidenceConfig], OutputSide | None] | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
+    checkpoint_seconds: float = 60.0,
+) -> EvidenceManifest:
+    """Run (or resume, or reuse) the evidence pass of `reader` over `texts` into `out_dir`.
+
+    `source` names what is read (model, SAE, hookpoint, ...: strings) for the cache key.
+    `on_chunk(tokens_read, tokens_this_chunk)` is called after every chunk. A finished
+    folder with the same key is returned as is; a checkpoint with the same key resumes.
+    """
+    config = config or EvidenceConfig()
+    if not texts:
+        raise EvidenceError("the corpus has no texts; give at least one")
+    corpus = corpus_hash(texts)
+    key = evidence_id(source, corpus, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finished = read_manifest(out_dir)
+    if finished is not None:
+        if finished.evidence_id != key:
+            raise EvidenceError(
+                f"{out_dir} holds evidence {finished.evidence_id}, not {key} (another corpus, "
+                "source or config); use another folder or delete it"
+            )
+        return finished
+    started = time.monotonic()
+    run = _Run(reader, texts, out_dir, key, config, torch.device(device))
+    run.resume()
+    run.read(on_chunk, checkpoint_seconds)
+    manifest = EvidenceManifest(
+        evidence_id=key,
+        source=source,
+        corpus_hash=corpus,
+        config=config,
+        n_features=reader.n_features,
+        n_texts=len(texts),
+        n_contexts=run.progress.n_contexts,
+        n_tokens=run.progress.n_tokens,
+        n_contexts_per_split=[0, 0],
+        has_output_side=False,
+        seconds=0.0,
+    )
+    extra = output_side(config) if output_side is not None else None
+    run.finish(manifest, extra, time.monotonic() - started)
+    return manifest
+
+
+def read_manifest(out_dir: Path) -> EvidenceManifest | None:
+    path = out_dir / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        manifest = EvidenceManifest.model_validate_json(path.read_text())
+    except ValueError as error:
+        raise EvidenceError(f"{path} is not an evidence manifest ({error}); delete it") from error
+    if manifest.version != MANIFEST_VERSION:
+        raise EvidenceError(f"{path} has version {manifest.version}; rebuild the evidence")
+    return manifest
+
+
+class _Run:
+    """One (possibly resumed) pass: accumulators, context shards and checkpoints."""
+
+    def __init__(
+        self,
+        reader: ChunkReader,
+        texts: Sequence[str],
+        out_dir: Path,
+        key: str,
+        config: EvidenceConfig,
+        device: torch.device,
+    ) -> None:
+        self.reader, self.texts, self.out_dir, self.key = reader, texts, out_dir, key
+        self.config, self.device = config, device
+        self.accumulators = _Accumulators(reader.n_features, config, device)
+        self.progress = _Progress()
+        self.pending: list[tuple[ContextChunk, Tensor]] = []
+        self.checkpoint_dir = out_dir / "checkpoint"
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    def resume(self) -> None:
+        state_path = self.checkpoint_dir / "state.safetensors"
+        if not state_path.exists():
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+            return
+        state = load_file(state_path)
+        meta = json.loads(bytes(state.pop("meta").tolist()).decode())
+        if meta["evidence_id"] != self.key:
+            raise EvidenceError(
+                f"{self.checkpoint_dir} belongs to evidence {meta['evidence_id']}, not "
+                f"{self.key}; delete it to start over"
+            )
+        self.accumulators.load_state_dict(state)
+        self.progress = _Progress(**meta["progress"])
+        for stale in self.checkpoint_dir.glob("contexts-*.safetensors"):
+            if int(stale.stem.split("-")[1]) >= self.progress.n_shards:
+                stale.unlink()  # written after the last saved state
+        log.info("resuming evidence %s at chunk %d", self.key, self.progress.next_chunk)
+
+    def checkpoint(self) -> None:
+        self.checkpoint_dir.mkdir(exist_ok=True)
+        if self.pending:
+            shard = self.checkpoint_dir / f"contexts-{self.progress.n_shards:05d}.safetensors"
+            _atomic_save(_concat_contexts(self.pending), shard)
+            self.pending = []
+            self.progress.n_shards += 1
+        meta = json.dumps({"evidence_id": self.key, "progress": vars(self.progress)})
+        state = self.accumulators.state_dict()
+        state["meta"] = torch.tensor(list(meta.encode()), dtype=torch.uint8)
+        _atomic_save(state, self.checkpoint_dir / "state.safetensors")
+
+    # -- the pass --------------------------------------------------------------------
+
+    def read(self, on_chunk: Callable[[int, int], None] | None, every: float) -> None:
+        config, width = self.config, self.config.context_width
+        last_save = time.monotonic()
+        chunk_texts = config.texts_per_chunk
+        for chunk in range(self.progress.next_chunk, n_chunks(len(self.texts), chunk_texts)):
+            if config.max_tokens is not None and self.progress.n_tokens >= config.max_tokens:
+                break
+            first_text = chunk * chunk_texts
+            texts = self.texts[first_text : first_text + chunk_texts]
+            contexts, batches = self.reader.read(texts, first_text, self.progress.n_contexts, width)
+            split_T = text_splits(texts, config.score_fraction, config.seed)
+            split_C = split_T[contexts.text - first_text]
+            split_on_device = split_C.to(self.device)
+            # One update per chunk: the per-update cost of the selections is mostly per
+            # feature, so fewer, larger updates are cheaper.
+            batch = merge_batches(list(batches))
+            self.accumulators.update(batch, split_on_device, contexts.first_id)
+            tokens = batch.n_tokens
+            self.pending.append((contexts, split_C))
+            self.progress.next_chunk = chunk + 1
+            self.progress.n_contexts += contexts.n_contexts
+            self.progress.n_tokens += tokens
+            if time.monotonic() - last_save >= every:
+                self.checkpoint()
+                last_save = time.monotonic()
+            if on_chunk is not None:
+                on_chunk(self.progress.n_tokens, tokens)
+
+    # -- the files -------------------------------------------------------------------
+
+    def finish(self, manifest: EvidenceManifest, extra: OutputSide | None, seconds: float) -> None:
+        shards = [
+            load_file(self.checkpoint_dir / f"contexts-{i:05d}.safetensors")
+            for i in range(self.progress.n_shards)
+        ]
+        if self.pending:
+            shards.append(_concat_contexts(self.pending))
+        contexts = _concat_shards(shards) if shards else _empty_contexts()
+        split_C = contexts["split"]
+        manifest.n_contexts_per_split = [int((split_C == s).sum()) for s in range(len(SPLITS))]
+        manifest.has_output_side = extra is not None
+        manifest.seconds = round(seconds, 3)
+        acc = self.accumulators
+        features = {
+            **{f"top.{k}": v for k, v in _selection(acc.top).items()},
+            **{f"explain.{k}": v for k, v in _selection(acc.explain).items()},
+            **{f"score.{k}": v for k, v in _selection(acc.score).items()},
+            "stats.count": acc.stats.count_F.cpu(),
+            "stats.sum": acc.stats.sum_F.cpu(),
+            "stats.max": acc.stats.max_F.cpu(),
+            "stats.hist": acc.stats.hist_FB.cpu(),
+            "stats.hist_edges": acc.stats.bin_edges.cpu(),
+            "stats.tokens": acc.stats.tokens_seen.reshape(1).cpu(),
+        }
+        if extra is not None:
+            lens = extra.lens.cpu()
+            features |= {
+                "lens.promoted_ids": lens.promoted_ids_FN,
+                "lens.promoted_values": lens.promoted_values_FN,
+                "lens.suppressed_ids": lens.suppressed_ids_FN,
+                "lens.suppressed_values": lens.suppressed_values_FN,
+                "similar.ids": extra.similar_ids_FN.cpu(),
+                "similar.cos": extra.similar_cos_FN.cpu(),
+            }
+        pool_feature, pool_context = acc.pool.entries()
+        pool_files = {
+            "members": acc.pool.sample.ordered()[1].cpu(),
+            "context": pool_context.cpu(),
+            "feature": pool_feature.cpu(),
+        }
+        _atomic_save(contexts, self.out_dir / "contexts.safetensors")
+        _atomic_save(
+            {k: v.contiguous() for k, v in features.items()}, self.out_dir / "features.safetensors"
+        )
+        _atomic_save(pool_files, self.out_dir / "pool.safetensors")
+        tmp = self.out_dir / "manifest.json.tmp"
+        tmp.write_text(manifest.model_dump_json(indent=2))
+        os.replace(tmp, self.out_dir / "manifest.json")  # last: its presence means complete
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+
+
+def _selection(part: StreamingTopK | StreamingSample) -> dict[str, Tensor]:
+    values_FK, contexts_FK, acts_FKW = part.ordered()
+    return {"values": values_FK.cpu(), "contexts": contexts_FK.cpu(), "acts": acts_FKW.cpu()}
+
+
+def _concat_contexts(chunks: list[tuple[ContextChunk, Tensor]]) -> dict[str, Tensor]:
+    """Context chunks (consecutive ids) as one shard: ids start at `first`."""
+    token_parts, size_parts = [], []
+    for contexts, _ in chunks:
+        token_parts.append(contexts.token_ids)
+        size_parts.append(contexts.offsets[1:] - contexts.offsets[:-1])
+    return {
+        "first": torch.tensor([chunks[0][0].first_id], dtype=torch.int64),
+        "token_ids": torch.cat(token_parts),
+        "size": torch.cat(size_parts),
+        "text": torch.cat([c.text for c, _ in chunks]),
+        "start": torch.cat([c.start for c, _ in chunks]),
+        "split": torch.cat([s for _, s in chunks]),
+    }
+
+
+def _concat_shards(shards: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    expected = 0
+    for shard in shards:
+        if int(shard["first"]) != expected:
+            raise EvidenceError("the checkpoint's context shards are out of order; delete it")
+        expected += shard["size"].numel()
+    size = torch.cat([s["size"] for s in shards])
+    return {
+        "token_ids": torch.cat([s["token_ids"] for s in shards]),
+        "offsets": torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(size, 0)]),
+        "text": torch.cat([s["text"] for s in shards]),
+        "start": torch.cat([s["start"] for s in shards]),
+        "split": torch.cat([s["split"] for s in shards]),
+    }
+
+
+def _empty_contexts() -> dict[str, Tensor]:
+    return {
+        "token_ids": torch.zeros(0, dtype=torch.int32),
+        "offsets": torch.zeros(1, dtype=torch.int64),
+        "text": torch.zeros(0, dtype=torch.int64),
+        "start": torch.zeros(0, dtype=torch.int64),
+        "split": torch.zeros(0, dtype=torch.uint8),
+    }
+
+
+def _atomic_save(tensors: dict[str, Tensor], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
