@@ -62,7 +62,7 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def corpus_texts(settings: Settings, corpus: Path | None) -> list[str]:
+def corpus_texts(settings: Settings, corpus: Path | None, tokenizer: Any = None) -> list[str]:
     """The texts of `corpus` (any layout `read_corpus` takes), else of the default corpus
     (train and held-out), in a seeded shuffled order."""
     from probes.corpus import read_corpus
@@ -71,7 +71,7 @@ def corpus_texts(settings: Settings, corpus: Path | None) -> list[str]:
     if corpus is not None:
         texts = read_corpus(corpus)
     else:
-        tokenizer = runtime.open_tokenizer(settings)
+        tokenizer = tokenizer or runtime.open_tokenizer(settings)
         loaded = load_default_corpus(runtime.default_corpus_dir(settings), tokenizer)
         texts = loaded.train + loaded.heldout
     if not texts:
@@ -130,7 +130,7 @@ def sae_job(
 
     return EvidenceJob(
         reader=SAEChunkReader(reader, sae),
-        texts=corpus_texts(settings, corpus),
+        texts=corpus_texts(settings, corpus, subject.tokenizer),
         source=source,
         device=str(sae.device),
         output_side=output_side if sae.d_sae > 1 else None,
@@ -143,7 +143,7 @@ def planted_job(settings: Settings, corpus: Path | None, spec: Path | None) -> E
     from probes.evidence.sources import SourceChunkReader
     from probes.planted import PlantedFeatures, default_spec_path, load_planted_spec
 
-    spec_path = spec or default_spec_path()
+    spec_path = (spec or default_spec_path()).expanduser().resolve()
     tokenizer = runtime.open_tokenizer(settings)
     planted = PlantedFeatures(load_planted_spec(spec_path), tokenizer)
     source = {
@@ -154,7 +154,7 @@ def planted_job(settings: Settings, corpus: Path | None, spec: Path | None) -> E
     }
     return EvidenceJob(
         reader=SourceChunkReader(planted, tokenizer),
-        texts=corpus_texts(settings, corpus),
+        texts=corpus_texts(settings, corpus, tokenizer),
         source=source,
         device="cpu",
         output_side=None,
@@ -165,7 +165,7 @@ def planted_job(settings: Settings, corpus: Path | None, spec: Path | None) -> E
 def source_slug(source: dict[str, str]) -> str:
     """What a build is of, without the corpus and config: the key of `latest.json`."""
     if source["kind"] == PLANTED:
-        return f"planted:{source['spec_path']}"
+        return f"planted:{source['spec_path']}@{source['tokenizer']}"
     return f"sae:{source['sae_path']}@{source['hookpoint']}"
 
 
@@ -174,12 +174,14 @@ def run_job(
     job: EvidenceJob,
     config: EvidenceConfig,
     on_chunk: Callable[[int, int], None] | None = None,
-) -> tuple[EvidenceManifest, Path]:
-    """Build (or reuse) the job's evidence and record it as the latest for its source."""
-    from probes.evidence.build import corpus_hash, evidence_id
+) -> tuple[EvidenceManifest, Path, bool]:
+    """Build (or reuse) the job's evidence and record it as the latest for its source.
+    Returns the manifest, the folder, and whether a finished build was reused."""
+    from probes.evidence.build import corpus_hash, evidence_id, read_manifest
 
     key = evidence_id(job.source, corpus_hash(job.texts), config)
     folder = evidence_root(settings) / key
+    reused = read_manifest(folder) is not None
     manifest = build_evidence(
         job.reader,
         job.texts,
@@ -191,7 +193,7 @@ def run_job(
         on_chunk=on_chunk,
     )
     _record_latest(settings, source_slug(job.source), key)
-    return manifest, folder
+    return manifest, folder, reused
 
 
 def _record_latest(settings: Settings, slug: str, key: str) -> None:
@@ -212,7 +214,9 @@ def latest_folder(
     if use_planted:
         from probes.planted import default_spec_path
 
-        slug = f"planted:{planted or default_spec_path()}"
+        spec = (planted or default_spec_path()).expanduser().resolve()
+        tokenizer = runtime.subject_model_path(settings)
+        slug = f"planted:{spec}@{tokenizer}"
         how = "glossator evidence build --planted"
     else:
         sae_dir = runtime.sae_path(settings)

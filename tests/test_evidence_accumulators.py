@@ -296,7 +296,9 @@ def test_kept_windows_equal_brute_force(device: str) -> None:
             acc.update(
                 context_N.to(device), feature_N.to(device), value_N.to(device), pos_N.to(device)
             )
-        for c, f, v, p in zip(*(t.tolist() for t in (context_N, feature_N, value_N, pos_N))):
+        for c, f, v, p in zip(
+            *(t.tolist() for t in (context_N, feature_N, value_N, pos_N)), strict=True
+        ):
             windows[(f, c)][p] = v
     for acc in (top, sample):
         contexts_FK, acts_FKW = acc.contexts_FK.cpu(), acc.acts_FKW.cpu().float()

@@ -128,7 +128,7 @@ class _PerFeatureSelection:
         )
         worst_M = scores_MK.min(dim=1).values
         info = torch.finfo if worst_M.is_floating_point() else torch.iinfo
-        lowest_M = torch.full_like(worst_M, info(worst_M.dtype).min)  # type: ignore[operator]
+        lowest_M = torch.full_like(worst_M, info(worst_M.dtype).min)
         return torch.where((contexts_MK >= 0).all(dim=1), worst_M, lowest_M)
 
     def update(

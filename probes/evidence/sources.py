@@ -198,10 +198,12 @@ class SourceChunkReader:
             n_tokens=sum(len(t) for t in ids),
         )
         moved = EntryBatch(
-            *(t.to(self.device) for t in (batch.context_N, batch.pos_N, batch.feature_N)),
-            batch.value_N.to(self.device),
-            batch.contexts_C.to(self.device),
-            batch.n_tokens,
+            context_N=batch.context_N.to(self.device),
+            pos_N=batch.pos_N.to(self.device),
+            feature_N=batch.feature_N.to(self.device),
+            value_N=batch.value_N.to(self.device),
+            contexts_C=batch.contexts_C.to(self.device),
+            n_tokens=batch.n_tokens,
         )
         return contexts, iter([moved])
 
@@ -214,12 +216,13 @@ def merge_batches(batches: list[EntryBatch]) -> EntryBatch:
         empty = torch.zeros(0, dtype=torch.int64)
         return EntryBatch(empty, empty, empty, empty.float(), empty, 0)
     return EntryBatch(
-        *(torch.cat([getattr(b, name) for b in batches]) for name in _ENTRY_FIELDS),
+        context_N=torch.cat([b.context_N for b in batches]),
+        pos_N=torch.cat([b.pos_N for b in batches]),
+        feature_N=torch.cat([b.feature_N for b in batches]),
+        value_N=torch.cat([b.value_N for b in batches]),
+        contexts_C=torch.cat([b.contexts_C for b in batches]),
         n_tokens=sum(b.n_tokens for b in batches),
     )
-
-
-_ENTRY_FIELDS = ("context_N", "pos_N", "feature_N", "value_N", "contexts_C")
 
 
 def n_chunks(n_texts: int, texts_per_chunk: int) -> int:

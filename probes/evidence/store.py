@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
@@ -41,10 +41,12 @@ class Example(BaseModel):
     acts: list[float]
     max_act: float
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def text(self) -> str:
         return "".join(self.tokens)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def peak(self) -> int:
         """Index of the most active token (the first one on ties)."""
