@@ -233,18 +233,18 @@ def feature_command(
     """One feature's evidence: statistics, histogram, top contexts, quantile samples,
     non-activating examples, logit lens and similar features."""
     from api.cli_feature_view import print_feature
+    from api.evidence import evidence_folder, open_store
     from probes.evidence.build import EvidenceError, read_manifest
-    from probes.evidence.store import EvidenceStore
 
     with user_errors():
         settings = get_settings()
-        folder = _evidence_folder(settings, evidence_id, _resolved(spec), planted or bool(spec))
+        folder = evidence_folder(settings, evidence_id, _resolved(spec), planted or bool(spec))
         manifest = read_manifest(folder)
         if manifest is None:
             raise EvidenceError(f"no finished evidence in {folder}; run `glossator evidence build`")
         specs = _planted_specs(manifest.source)
         index = _feature_index(feature, specs)
-        store = EvidenceStore(folder, _tokenizer(settings, manifest.source))
+        store = open_store(settings, folder)
         found = store.feature(index, top=top, per_quantile=per_quantile)
     named = specs[index] if specs is not None else None
     if as_json:
@@ -252,23 +252,6 @@ def feature_command(
         print_json({**found.model_dump(), **extra})
         return
     print_feature(found, named, manifest)
-
-
-def _evidence_folder(
-    settings: Settings, evidence_id: str | None, spec: Path | None, use_planted: bool
-) -> Path:
-    from api.evidence import evidence_root, latest_folder
-    from probes.evidence.build import EvidenceError
-
-    if evidence_id is None:
-        return latest_folder(settings, spec, use_planted)
-    root = evidence_root(settings)
-    folder = root / evidence_id
-    if Path(evidence_id).name != evidence_id or not (folder / "manifest.json").is_file():
-        known = sorted(p.parent.name for p in root.glob("*/manifest.json"))
-        listing = ", ".join(known) if known else "none yet: run `glossator evidence build`"
-        raise EvidenceError(f"no finished evidence {evidence_id!r} in {root}; known: {listing}")
-    return folder
 
 
 def _planted_specs(source: dict[str, str]) -> list[PlantedFeatureSpec] | None:
@@ -301,14 +284,3 @@ def _feature_index(feature: str, specs: list[PlantedFeatureSpec] | None) -> int:
             f"or one of: {', '.join(names)}"
         )
     return names.index(text)
-
-
-def _tokenizer(settings: Settings, source: dict[str, str]) -> Any:
-    """The tokenizer the evidence was built with, else the configured model's."""
-    from api import runtime
-    from probes.model import load_tokenizer
-
-    recorded = source.get("model_path") or source.get("tokenizer")
-    if recorded and Path(recorded).exists():
-        return load_tokenizer(recorded)
-    return runtime.open_tokenizer(settings)

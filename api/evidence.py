@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from api import runtime
 from api.settings import Settings
@@ -29,6 +29,9 @@ from probes.evidence.build import (
     build_evidence,
 )
 from probes.evidence.sources import ChunkReader
+
+if TYPE_CHECKING:
+    from probes.evidence.store import EvidenceStore
 
 PLANTED = "planted"
 _ORDER_SEED = 0  # corpus order for the pass: a --max-tokens prefix mixes all sources
@@ -78,6 +81,12 @@ def corpus_texts(settings: Settings, corpus: Path | None, tokenizer: Any = None)
         raise EvidenceError(f"the corpus {corpus} has no texts")
     random.Random(_ORDER_SEED).shuffle(texts)
     return texts
+
+
+def texts_per_chunk(device: str) -> int:
+    """Texts per accumulator update and checkpoint unit: ~14k default-corpus tokens on a
+    CPU; on a GPU far more, so the per-update cost stays small next to the forwards."""
+    return 4096 if device.startswith("cuda") else 256
 
 
 def default_batching(device: str) -> tuple[int, int]:
@@ -191,6 +200,7 @@ def run_job(
         device=job.device,
         output_side=job.output_side,
         on_chunk=on_chunk,
+        texts_per_chunk=texts_per_chunk(job.device),
     )
     _record_latest(settings, source_slug(job.source), key)
     return manifest, folder, reused
@@ -230,3 +240,34 @@ def latest_folder(
     if slug not in latest:
         raise EvidenceError(f"no evidence built for this source yet; run `{how}` first")
     return evidence_root(settings) / latest[slug]
+
+
+def evidence_folder(
+    settings: Settings, evidence_id: str | None, spec: Path | None, use_planted: bool
+) -> Path:
+    """The folder of `evidence_id`, else the latest build of the configured SAE (or of
+    the planted spec)."""
+    if evidence_id is None:
+        return latest_folder(settings, spec, use_planted)
+    root = evidence_root(settings)
+    folder = root / evidence_id
+    if Path(evidence_id).name != evidence_id or not (folder / "manifest.json").is_file():
+        known = sorted(p.parent.name for p in root.glob("*/manifest.json"))
+        listing = ", ".join(known) if known else "none yet: run `glossator evidence build`"
+        raise EvidenceError(f"no finished evidence {evidence_id!r} in {root}; known: {listing}")
+    return folder
+
+
+def open_store(settings: Settings, folder: Path) -> EvidenceStore:
+    """A finished evidence folder, decoded with the tokenizer it was built with (else the
+    configured model's): what the agent and scorers read evidence from."""
+    from probes.evidence.build import read_manifest
+    from probes.evidence.store import EvidenceStore
+    from probes.model import load_tokenizer
+
+    manifest = read_manifest(folder)
+    source = manifest.source if manifest is not None else {}
+    recorded = source.get("model_path") or source.get("tokenizer")
+    if recorded and Path(recorded).exists():
+        return EvidenceStore(folder, load_tokenizer(recorded))
+    return EvidenceStore(folder, runtime.open_tokenizer(settings))

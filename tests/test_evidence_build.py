@@ -39,7 +39,6 @@ CONFIG = EvidenceConfig(
     score_sample=9,
     score_fraction=0.3,
     pool_size=40,
-    texts_per_chunk=16,
     seed=11,
 )
 WORDS = [
@@ -124,6 +123,11 @@ class Recording:
             yield batch
 
 
+def build(*args: Any, **kwargs: Any) -> Any:
+    """build_evidence in chunks of 16 texts, so small corpora still span several chunks."""
+    return build_evidence(*args, **{"texts_per_chunk": 16, **kwargs})
+
+
 def sae_reader(subject: SubjectModel, sae: SparseAutoencoder) -> SAEChunkReader:
     reader = ActivationReader(subject, ["layers.1"], context_length=64, batch_size=5)
     return SAEChunkReader(reader, sae)
@@ -136,7 +140,7 @@ def tiny_build(
     texts = make_texts(120)
     recording = Recording(sae_reader(tiny_llama, topk_sae(tiny_llama.d_model)))
     folder = tmp_path_factory.mktemp("evidence")
-    build_evidence(recording, texts, folder, {"kind": "test"}, CONFIG)
+    build(recording, texts, folder, {"kind": "test"}, CONFIG)
     return EvidenceStore(folder, tiny_llama.tokenizer), recording, texts
 
 
@@ -273,7 +277,7 @@ def test_output_side_and_unknown_feature(tiny_llama: Any, tmp_path: Path) -> Non
     config = CONFIG.model_copy(update={"logit_lens_n": 4, "similar_n": 3})
     texts = make_texts(20)
     reader = sae_reader(tiny_llama, sae)
-    build_evidence(reader, texts, tmp_path, {}, config, output_side=output_side)
+    build(reader, texts, tmp_path, {}, config, output_side=output_side)
     store = EvidenceStore(tmp_path, tiny_llama.tokenizer)
     evidence = store.feature(2)
     expected = model_logit_lens(sae.W_dec.detach()[2:3], tiny_llama.model, n=4)
@@ -296,7 +300,7 @@ def test_resume_after_interruption_gives_identical_files(tiny_llama: Any, tmp_pa
     texts = make_texts(90, seed=2)
     sae = topk_sae(tiny_llama.d_model)
     straight = tmp_path / "straight"
-    build_evidence(sae_reader(tiny_llama, sae), texts, straight, {}, CONFIG)
+    build(sae_reader(tiny_llama, sae), texts, straight, {}, CONFIG)
 
     def stop_after_three(tokens: int, chunk_tokens: int) -> None:
         stop_after_three.calls += 1  # type: ignore[attr-defined]
@@ -306,7 +310,7 @@ def test_resume_after_interruption_gives_identical_files(tiny_llama: Any, tmp_pa
     stop_after_three.calls = 0  # type: ignore[attr-defined]
     resumed = tmp_path / "resumed"
     with pytest.raises(Interrupt):
-        build_evidence(
+        build(
             sae_reader(tiny_llama, sae),
             texts,
             resumed,
@@ -318,24 +322,27 @@ def test_resume_after_interruption_gives_identical_files(tiny_llama: Any, tmp_pa
     assert (resumed / "checkpoint" / "state.safetensors").exists()
     assert not (resumed / "manifest.json").exists()
     recording = Recording(sae_reader(tiny_llama, sae))
-    build_evidence(recording, texts, resumed, {}, CONFIG)
+    build(recording, texts, resumed, {}, CONFIG, texts_per_chunk=50)  # the checkpoint's wins
     assert recording.reads == 6 - 3  # 90 texts / 16 per chunk: only the rest was read
     assert not (resumed / "checkpoint").exists()
+    other_chunks = tmp_path / "other-chunks"  # batching does not change the result either
+    build(sae_reader(tiny_llama, sae), texts, other_chunks, {}, CONFIG, texts_per_chunk=7)
     for name in ("features.safetensors", "contexts.safetensors", "pool.safetensors"):
         assert (straight / name).read_bytes() == (resumed / name).read_bytes(), name
+        assert (straight / name).read_bytes() == (other_chunks / name).read_bytes(), name
 
 
 def test_finished_evidence_is_reused_and_guarded(tiny_llama: Any, tmp_path: Path) -> None:
     texts = make_texts(20)
     sae = topk_sae(tiny_llama.d_model)
-    first = build_evidence(sae_reader(tiny_llama, sae), texts, tmp_path, {"sae": "a"}, CONFIG)
+    first = build(sae_reader(tiny_llama, sae), texts, tmp_path, {"sae": "a"}, CONFIG)
     recording = Recording(sae_reader(tiny_llama, sae))
-    again = build_evidence(recording, texts, tmp_path, {"sae": "a"}, CONFIG)
+    again = build(recording, texts, tmp_path, {"sae": "a"}, CONFIG)
     assert again == first and recording.reads == 0
     with pytest.raises(EvidenceError, match="another corpus, source or config"):
-        build_evidence(recording, texts, tmp_path, {"sae": "b"}, CONFIG)
+        build(recording, texts, tmp_path, {"sae": "b"}, CONFIG)
     with pytest.raises(EvidenceError, match="no texts"):
-        build_evidence(recording, [], tmp_path / "empty", {}, CONFIG)
+        build(recording, [], tmp_path / "empty", {}, CONFIG)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(EvidenceError, match="not an evidence manifest"):
         EvidenceStore(tmp_path, tiny_llama.tokenizer)
@@ -371,7 +378,7 @@ def planted_build(
     texts = [" ".join(rng.choice(phrases) for _ in range(rng.randint(1, 6))) for _ in range(150)]
     folder = tmp_path_factory.mktemp("planted-evidence")
     config = CONFIG.model_copy(update={"context_width": 16})
-    build_evidence(SourceChunkReader(planted, smollm2_tokenizer), texts, folder, {}, config)
+    build(SourceChunkReader(planted, smollm2_tokenizer), texts, folder, {}, config)
     return EvidenceStore(folder, smollm2_tokenizer), planted, texts
 
 

@@ -68,7 +68,6 @@ class EvidenceConfig(BaseModel):
     similar_n: int = Field(default=10, ge=1)
     seed: int = 0
     max_tokens: int | None = Field(default=None, ge=1)
-    texts_per_chunk: int = Field(default=256, ge=1)
 
     @model_validator(mode="after")
     def _bins_ordered(self) -> EvidenceConfig:
@@ -91,7 +90,8 @@ class EvidenceManifest(BaseModel):
     n_tokens: int
     n_contexts_per_split: list[int]
     has_output_side: bool
-    seconds: float
+    seconds: float  # the whole build: pass, output side and files
+    pass_seconds: float  # the pass over the corpus alone (this run's part if resumed)
 
 
 @dataclass
@@ -184,6 +184,7 @@ class _Accumulators:
 
 @dataclass
 class _Progress:
+    texts_per_chunk: int
     next_chunk: int = 0
     n_contexts: int = 0
     n_tokens: int = 0
@@ -201,13 +202,18 @@ def build_evidence(
     output_side: Callable[[EvidenceConfig], OutputSide | None] | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
     checkpoint_seconds: float = 60.0,
+    texts_per_chunk: int = 256,
 ) -> EvidenceManifest:
     """Run (or resume, or reuse) the evidence pass of `reader` over `texts` into `out_dir`.
 
     `source` names what is read (model, SAE, hookpoint, ...: strings) for the cache key.
-    `on_chunk(tokens_read, tokens_this_chunk)` is called after every chunk. A finished
-    folder with the same key is returned as is; a checkpoint with the same key resumes.
+    `on_chunk(tokens_read, tokens_this_chunk)` is called after every chunk of
+    `texts_per_chunk` texts (the unit of checkpoints and of accumulator updates: larger on
+    a GPU; it does not change the result). A finished folder with the same key is
+    returned as is; a checkpoint with the same key resumes (in its own chunk size).
     """
+    if texts_per_chunk < 1:
+        raise EvidenceError(f"texts_per_chunk must be >= 1, got {texts_per_chunk}")
     config = config or EvidenceConfig()
     if not texts:
         raise EvidenceError("the corpus has no texts; give at least one")
@@ -223,9 +229,10 @@ def build_evidence(
             )
         return finished
     started = time.monotonic()
-    run = _Run(reader, texts, out_dir, key, config, torch.device(device))
+    run = _Run(reader, texts, out_dir, key, config, torch.device(device), texts_per_chunk)
     run.resume()
     run.read(on_chunk, checkpoint_seconds)
+    pass_seconds = time.monotonic() - started
     manifest = EvidenceManifest(
         evidence_id=key,
         source=source,
@@ -238,6 +245,7 @@ def build_evidence(
         n_contexts_per_split=[0, 0],
         has_output_side=False,
         seconds=0.0,
+        pass_seconds=round(pass_seconds, 3),
     )
     extra = output_side(config) if output_side is not None else None
     run.finish(manifest, extra, time.monotonic() - started)
@@ -268,11 +276,12 @@ class _Run:
         key: str,
         config: EvidenceConfig,
         device: torch.device,
+        texts_per_chunk: int,
     ) -> None:
         self.reader, self.texts, self.out_dir, self.key = reader, texts, out_dir, key
         self.config, self.device = config, device
         self.accumulators = _Accumulators(reader.n_features, config, device)
-        self.progress = _Progress()
+        self.progress = _Progress(texts_per_chunk)
         self.pending: list[tuple[ContextChunk, Tensor]] = []
         self.checkpoint_dir = out_dir / "checkpoint"
 
@@ -314,7 +323,7 @@ class _Run:
     def read(self, on_chunk: Callable[[int, int], None] | None, every: float) -> None:
         config, width = self.config, self.config.context_width
         last_save = time.monotonic()
-        chunk_texts = config.texts_per_chunk
+        chunk_texts = self.progress.texts_per_chunk
         for chunk in range(self.progress.next_chunk, n_chunks(len(self.texts), chunk_texts)):
             if config.max_tokens is not None and self.progress.n_tokens >= config.max_tokens:
                 break
