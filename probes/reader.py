@@ -48,7 +48,7 @@ class ActivationReader:
         if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
 
-    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
+    def tokenize(self, texts: Sequence[str], with_spans: bool = True) -> TokenBatch:
         return tokenize_batch(
             self.subject.tokenizer,
             texts,
@@ -56,6 +56,7 @@ class ActivationReader:
             self.overflow,
             self.window_overlap,
             prefix_ids=self.subject.prefix_ids,
+            with_spans=with_spans,
         )
 
     def batches(self, batch: TokenBatch) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:

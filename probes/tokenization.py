@@ -66,6 +66,7 @@ def tokenize_batch(
     overflow: Overflow = "window",
     window_overlap: int = 0,
     prefix_ids: Sequence[int] | None = None,
+    with_spans: bool = True,
 ) -> TokenBatch:
     """Tokenize `texts` into padded rows of at most `context_length` tokens.
 
@@ -73,7 +74,8 @@ def tokenize_batch(
     with `window_overlap` tokens of left context that are attention-only (not valid).
     overflow="truncate": tokens past the context are dropped, with a warning.
     `prefix_ids` go before every row (never valid); None means the tokenizer's own
-    special prefix, e.g. [BOS].
+    special prefix, e.g. [BOS]. with_spans=False leaves `spans` empty (faster when only
+    token ids are needed). All texts go to the tokenizer in one call (parallel in Rust).
     """
     prefix = special_prefix_ids(tokenizer) if prefix_ids is None else list(prefix_ids)
     room = context_length - len(prefix)
@@ -88,10 +90,15 @@ def tokenize_batch(
 
     rows: list[tuple[list[int], int, int, int]] = []  # ids, n_context, text index, start
     all_spans: list[list[TokenSpan]] = []
+    encoded: Any = (
+        tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=with_spans)
+        if texts
+        else {"input_ids": [], "offset_mapping": []}
+    )
     for text_idx, text in enumerate(texts):
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids: list[int] = list(enc["input_ids"])
-        all_spans.append([TokenSpan(text[s:e], s, e) for s, e in enc["offset_mapping"]])
+        ids: list[int] = list(encoded["input_ids"][text_idx])
+        offsets = encoded["offset_mapping"][text_idx] if with_spans else []
+        all_spans.append([TokenSpan(text[s:e], s, e) for s, e in offsets])
         if len(ids) > room and overflow == "truncate":
             log.warning(
                 "text %d has %d tokens; truncated to %d (context_length=%d)",

@@ -22,7 +22,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
 EXPLAIN, SCORE = 0, 1
+_ChunkRead = tuple[Sequence[str], int, ContextChunk, Iterator[EntryBatch]]
 SPLITS = ("explain", "score")
 
 
@@ -189,6 +191,7 @@ class _Progress:
     n_contexts: int = 0
     n_tokens: int = 0
     n_shards: int = 0
+    last_chunk_tokens: int = 0
 
 
 def build_evidence(
@@ -320,33 +323,63 @@ class _Run:
 
     # -- the pass --------------------------------------------------------------------
 
-    def read(self, on_chunk: Callable[[int, int], None] | None, every: float) -> None:
-        config, width = self.config, self.config.context_width
-        last_save = time.monotonic()
+    def _start_chunk(self, chunk: int, first_context: int) -> _ChunkRead:
         chunk_texts = self.progress.texts_per_chunk
-        for chunk in range(self.progress.next_chunk, n_chunks(len(self.texts), chunk_texts)):
-            if config.max_tokens is not None and self.progress.n_tokens >= config.max_tokens:
-                break
-            first_text = chunk * chunk_texts
-            texts = self.texts[first_text : first_text + chunk_texts]
-            contexts, batches = self.reader.read(texts, first_text, self.progress.n_contexts, width)
-            split_T = text_splits(texts, config.score_fraction, config.seed)
-            split_C = split_T[contexts.text - first_text]
-            split_on_device = split_C.to(self.device)
-            # One update per chunk: the per-update cost of the selections is mostly per
-            # feature, so fewer, larger updates are cheaper.
-            batch = merge_batches(list(batches))
-            self.accumulators.update(batch, split_on_device, contexts.first_id)
-            tokens = batch.n_tokens
-            self.pending.append((contexts, split_C))
-            self.progress.next_chunk = chunk + 1
-            self.progress.n_contexts += contexts.n_contexts
-            self.progress.n_tokens += tokens
-            if time.monotonic() - last_save >= every:
-                self.checkpoint()
-                last_save = time.monotonic()
-            if on_chunk is not None:
-                on_chunk(self.progress.n_tokens, tokens)
+        first_text = chunk * chunk_texts
+        texts = self.texts[first_text : first_text + chunk_texts]
+        contexts, batches = self.reader.read(
+            texts, first_text, first_context, self.config.context_width
+        )
+        return texts, first_text, contexts, batches
+
+    def read(self, on_chunk: Callable[[int, int], None] | None, every: float) -> None:
+        config = self.config
+        last_save = time.monotonic()
+        last = n_chunks(len(self.texts), self.progress.texts_per_chunk)
+        # The next chunk is tokenized (and cut into contexts) in a thread while this one
+        # runs through the model: on a GPU, tokenizing is otherwise the bottleneck.
+        with ThreadPoolExecutor(max_workers=1) as prefetch:
+            ahead: Future[_ChunkRead] | None = None
+            for chunk in range(self.progress.next_chunk, last):
+                if config.max_tokens is not None and self.progress.n_tokens >= config.max_tokens:
+                    break
+                if ahead is None:
+                    ahead = prefetch.submit(self._start_chunk, chunk, self.progress.n_contexts)
+                texts, first_text, contexts, batches = ahead.result()
+                ahead = None
+                will_read = self.progress.n_tokens + int(contexts.offsets[-1])
+                if chunk + 1 < last and (
+                    config.max_tokens is None or will_read < config.max_tokens
+                ):
+                    first_next = self.progress.n_contexts + contexts.n_contexts
+                    ahead = prefetch.submit(self._start_chunk, chunk + 1, first_next)
+                self._fold(texts, first_text, contexts, batches)
+                self.progress.next_chunk = chunk + 1
+                if time.monotonic() - last_save >= every:
+                    self.checkpoint()
+                    last_save = time.monotonic()
+                if on_chunk is not None:
+                    on_chunk(self.progress.n_tokens, self.progress.last_chunk_tokens)
+
+    def _fold(
+        self,
+        texts: Sequence[str],
+        first_text: int,
+        contexts: ContextChunk,
+        batches: Iterator[EntryBatch],
+    ) -> None:
+        """Run one chunk through the accumulators and queue its contexts for the files."""
+        config = self.config
+        split_T = text_splits(texts, config.score_fraction, config.seed)
+        split_C = split_T[contexts.text - first_text]
+        # One update per chunk: the per-update cost of the selections is mostly per
+        # feature, so fewer, larger updates are cheaper.
+        batch = merge_batches(list(batches))
+        self.accumulators.update(batch, split_C.to(self.device), contexts.first_id)
+        self.pending.append((contexts, split_C))
+        self.progress.n_contexts += contexts.n_contexts
+        self.progress.n_tokens += batch.n_tokens
+        self.progress.last_chunk_tokens = batch.n_tokens
 
     # -- the files -------------------------------------------------------------------
 

@@ -116,7 +116,7 @@ class SAEChunkReader:
     def read(
         self, texts: Sequence[str], first_text: int, first_context: int, width: int
     ) -> tuple[ContextChunk, Iterator[EntryBatch]]:
-        batch = self.reader.tokenize(texts)
+        batch = self.reader.tokenize(texts, with_spans=False)
         valid_BT = batch.valid_BT
         first_R, row_C, start_C, size_C = _cut_contexts(valid_BT.sum(1).tolist(), width)
         row_start = torch.tensor(batch.row_token_start, dtype=torch.int64)
