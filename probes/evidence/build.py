@@ -435,8 +435,21 @@ class _Run:
 
 
 def _selection(part: StreamingTopK | StreamingSample) -> dict[str, Tensor]:
+    """Rows in ranking order; per-token windows stored sparsely, since a feature fires on
+    few tokens of a context: slot s = f * k + j holds `pos[offsets[s]:offsets[s + 1]]`
+    (token positions) with `acts[...]` (float16); `peak` is each slot's most active
+    position."""
     values_FK, contexts_FK, acts_FKW = part.ordered()
-    return {"values": values_FK.cpu(), "contexts": contexts_FK.cpu(), "acts": acts_FKW.cpu()}
+    slot_S, pos_S = (acts_FKW.view(-1, part.width) != 0).nonzero(as_tuple=True)
+    counts = torch.bincount(slot_S, minlength=values_FK.numel())
+    return {
+        "values": values_FK.cpu(),
+        "contexts": contexts_FK.cpu(),
+        "offsets": torch.cat([counts.new_zeros(1), counts.cumsum(0)]).cpu(),
+        "pos": pos_S.to(torch.int16).cpu(),
+        "acts": acts_FKW.view(-1, part.width)[slot_S, pos_S].cpu(),
+        "peak": acts_FKW.float().argmax(dim=2).to(torch.int16).cpu(),
+    }
 
 
 def _concat_contexts(chunks: list[tuple[ContextChunk, Tensor]]) -> dict[str, Tensor]:

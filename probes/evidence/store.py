@@ -200,12 +200,26 @@ class EvidenceStore:
     def _examples(self, selection: str, feature: int) -> list[Example]:
         contexts = self._row(f"{selection}.contexts", feature).tolist()
         values = self._row(f"{selection}.values", feature).tolist()
-        acts = self._row(f"{selection}.acts", feature).float()
+        acts = self._windows(selection, feature, len(contexts))
         return [
             self._example(c, acts[j].tolist(), v)
             for j, (c, v) in enumerate(zip(contexts, values, strict=True))
             if c >= 0
         ]
+
+    def _windows(self, selection: str, feature: int, k: int) -> Tensor:
+        """The per-token activations [k, width] of the feature's k slots, from the
+        sparse (offsets, pos, acts) storage."""
+        bounds = self._features.get_slice(f"{selection}.offsets")[
+            feature * k : (feature + 1) * k + 1
+        ]
+        lo, hi = int(bounds[0]), int(bounds[-1])
+        pos = self._features.get_slice(f"{selection}.pos")[lo:hi].long()
+        values = self._features.get_slice(f"{selection}.acts")[lo:hi].float()
+        slot = torch.repeat_interleave(torch.arange(k), bounds[1:] - bounds[:-1])
+        out = torch.zeros(k, self.manifest.config.context_width)
+        out[slot, pos] = values
+        return out
 
     def _example(self, context: int, acts: list[float], max_act: float) -> Example:
         begin, end = int(self._offsets[context]), int(self._offsets[context + 1])

@@ -50,7 +50,7 @@ def summary_key(evidence_id: str) -> str:
 def summaries(store: EvidenceStore) -> Iterator[FeatureSummary]:
     """Every feature's summary, computed from whole tensors (not feature by feature)."""
     contexts_FK = store.tensor("top.contexts")
-    peak_FK = store.tensor("top.acts").float().argmax(dim=2)
+    peak_FK = store.tensor("top.peak").long()
     offsets_C, token_ids = store.tensor("contexts.offsets"), store.tensor("contexts.token_ids")
     has_FK = contexts_FK >= 0
     peak_ids_FK = torch.full_like(contexts_FK, -1)
