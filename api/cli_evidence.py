@@ -66,6 +66,10 @@ def build_command(
     batch_tokens: Annotated[
         int | None, typer.Option(min=1, help="Padded tokens per forward pass (default: by device).")
     ] = None,
+    checkpoint_every: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds between checkpoints; an interrupted build resumes."),
+    ] = 60.0,
     no_redis: Annotated[
         bool, typer.Option("--no-redis", help="Do not publish the feature summaries to Redis.")
     ] = False,
@@ -89,7 +93,7 @@ def build_command(
             job = evidence.planted_job(settings, corpus, _resolved(spec))
         else:
             job = evidence.sae_job(settings, corpus, hookpoint, batch_size, batch_tokens)
-        manifest, folder, reused = _run_with_progress(settings, job, config)
+        manifest, folder, reused = _run_with_progress(settings, job, config, checkpoint_every)
         store = EvidenceStore(folder, job.tokenizer)
         published = None
         if not no_redis:
@@ -141,7 +145,7 @@ def _estimate_tokens(job: EvidenceJob, max_tokens: int | None) -> int | None:
 
 
 def _run_with_progress(
-    settings: Settings, job: EvidenceJob, config: EvidenceConfig
+    settings: Settings, job: EvidenceJob, config: EvidenceConfig, checkpoint_every: float
 ) -> tuple[EvidenceManifest, Path, bool]:
     """Run the job with a progress bar on stderr; True when finished evidence was reused."""
     from api.evidence import run_job
@@ -171,7 +175,7 @@ def _run_with_progress(
         progress.update(task, completed=tokens_read, rate=f"{rate:,.0f} tok/s")
 
     with progress:
-        manifest, folder, reused = run_job(settings, job, config, on_chunk)
+        manifest, folder, reused = run_job(settings, job, config, on_chunk, checkpoint_every)
         progress.update(task, total=manifest.n_tokens, completed=manifest.n_tokens)
     return manifest, folder, reused
 

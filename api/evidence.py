@@ -183,6 +183,7 @@ def run_job(
     job: EvidenceJob,
     config: EvidenceConfig,
     on_chunk: Callable[[int, int], None] | None = None,
+    checkpoint_seconds: float = 60.0,
 ) -> tuple[EvidenceManifest, Path, bool]:
     """Build (or reuse) the job's evidence and record it as the latest for its source.
     Returns the manifest, the folder, and whether a finished build was reused."""
@@ -201,6 +202,7 @@ def run_job(
         output_side=job.output_side,
         on_chunk=on_chunk,
         texts_per_chunk=texts_per_chunk(job.device),
+        checkpoint_seconds=checkpoint_seconds,
     )
     _record_latest(settings, source_slug(job.source), key)
     return manifest, folder, reused

@@ -4,6 +4,10 @@ features read with SmolLM2's real tokenizer, and a tiny real model with an ident
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,7 @@ from api.redis_server import EmbeddedRedis
 from probes.evidence.summary import LATEST_KEY, FeatureSummary, summary_key
 from probes.planted import default_spec_path, load_planted_spec
 from sae.loading import save_sae
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import GLOSSATOR, run_cli
 from tests.sae_helpers import identity_sae
 
 LOVE_FORMS = ("love", "loves", "loved", "loving", "lover", "lovers")
@@ -168,3 +172,38 @@ def test_sae_evidence_has_the_decoder_side(tiny_llama_dir: Path, tmp_path: Path)
     assert feature["evidence_id"] == doc["evidence_id"] and "name" not in feature
     assert feature["promoted"] and feature["suppressed"]
     assert feature["similar"] and all(0 < n["feature"] < 64 for n in feature["similar"])
+
+
+def test_build_killed_mid_pass_resumes_to_the_same_files(
+    planted_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGKILL after the first checkpoint; the rerun finishes from it, identically."""
+    texts = [f"{_PARTS[i % 10]} and {_PARTS[(7 * i) % 10]}, take {i}." for i in range(6000)]
+    big = _write_corpus(tmp_path / "big.jsonl", texts)
+    args = ["evidence", "build", "--planted", "--corpus", str(big), "--no-redis", "--json"]
+    killed_env = {**planted_env, "GLOSSATOR_DATA_DIR": str(tmp_path / "killed")}
+    proc = subprocess.Popen(
+        [GLOSSATOR, *args, "--checkpoint-every", "0"],
+        env={**os.environ, **killed_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    evidence_dir = tmp_path / "killed" / "evidence"
+    deadline = time.monotonic() + 120
+    while not list(evidence_dir.glob("*/checkpoint/state.safetensors")):
+        assert proc.poll() is None, "the build ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list(evidence_dir.glob("*/manifest.json")), "killed too late to test resume"
+    resumed = run_cli(*args, env=killed_env)
+    assert resumed.returncode == 0, resumed.stderr
+    straight_env = {**planted_env, "GLOSSATOR_DATA_DIR": str(tmp_path / "straight")}
+    straight = run_cli(*args, env=straight_env)
+    assert straight.returncode == 0, straight.stderr
+    key = json.loads(straight.stdout)["evidence_id"]
+    assert json.loads(resumed.stdout)["evidence_id"] == key
+    for name in ("features.safetensors", "contexts.safetensors", "pool.safetensors"):
+        got = (evidence_dir / key / name).read_bytes()
+        assert got == (tmp_path / "straight" / "evidence" / key / name).read_bytes(), name
