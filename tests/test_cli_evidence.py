@@ -207,3 +207,25 @@ def test_build_killed_mid_pass_resumes_to_the_same_files(
     for name in ("features.safetensors", "contexts.safetensors", "pool.safetensors"):
         got = (evidence_dir / key / name).read_bytes()
         assert got == (tmp_path / "straight" / "evidence" / key / name).read_bytes(), name
+
+
+def test_dead_redis_fails_clearly_and_keeps_the_evidence(
+    planted_env: dict[str, str], corpus: Path, planted_build: dict[str, Any]
+) -> None:
+    env = {**planted_env, "GLOSSATOR_REDIS_URL": "redis://127.0.0.1:1"}  # nothing listens
+    result = run_cli("evidence", "build", "--planted", "--corpus", str(corpus), env=env)
+    assert result.returncode == 2
+    assert "redis" in result.stderr.lower() and "Traceback" not in result.stderr
+    folder = Path(planted_build["folder"])
+    assert (folder / "manifest.json").exists()  # the evidence on disk is untouched
+    again = run_cli(
+        "evidence",
+        "build",
+        "--planted",
+        "--corpus",
+        str(corpus),
+        "--no-redis",
+        "--json",
+        env=planted_env,
+    )
+    assert again.returncode == 0 and json.loads(again.stdout)["reused"] is True
