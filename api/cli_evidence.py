@@ -22,7 +22,7 @@ from api.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from api.evidence import EvidenceJob
-    from probes.evidence.build import EvidenceConfig, EvidenceManifest
+    from probes.evidence.config import EvidenceConfig, EvidenceManifest
     from probes.evidence.store import EvidenceStore
     from probes.planted import PlantedFeatureSpec
 
@@ -77,7 +77,7 @@ def build_command(
 ) -> None:
     """Read a corpus once and keep every feature's evidence (reused when already built)."""
     from api import evidence
-    from probes.evidence.build import EvidenceConfig
+    from probes.evidence.config import EvidenceConfig
     from probes.evidence.store import EvidenceStore
 
     with user_errors():
@@ -199,7 +199,7 @@ def _build_summary(
     reused: bool,
     published: int | None,
 ) -> dict[str, Any]:
-    from probes.evidence.build import SPLITS
+    from probes.evidence.config import SPLITS
 
     alive = int((store.tensor("stats.count") > 0).sum())
     return {
@@ -238,7 +238,7 @@ def feature_command(
     non-activating examples, logit lens and similar features."""
     from api.cli_feature_view import print_feature
     from api.evidence import evidence_folder, open_store
-    from probes.evidence.build import EvidenceError, read_manifest
+    from probes.evidence.config import EvidenceError, read_manifest
 
     with user_errors():
         settings = get_settings()

@@ -10,7 +10,7 @@ from rich.text import Text
 from api.cli_common import console, shown_token
 
 if TYPE_CHECKING:
-    from probes.evidence.build import EvidenceManifest
+    from probes.evidence.config import EvidenceManifest
     from probes.evidence.store import Example, FeatureEvidence, FeatureStatistics
     from probes.planted import PlantedFeatureSpec
 

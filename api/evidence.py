@@ -21,13 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from api import runtime
 from api.settings import Settings
-from probes.evidence.build import (
-    EvidenceConfig,
-    EvidenceError,
-    EvidenceManifest,
-    OutputSide,
-    build_evidence,
-)
+from probes.evidence.build import build_evidence
+from probes.evidence.config import EvidenceConfig, EvidenceError, EvidenceManifest, OutputSide
 from probes.evidence.sources import ChunkReader
 
 if TYPE_CHECKING:
@@ -187,7 +182,7 @@ def run_job(
 ) -> tuple[EvidenceManifest, Path, bool]:
     """Build (or reuse) the job's evidence and record it as the latest for its source.
     Returns the manifest, the folder, and whether a finished build was reused."""
-    from probes.evidence.build import corpus_hash, evidence_id, read_manifest
+    from probes.evidence.config import corpus_hash, evidence_id, read_manifest
 
     key = evidence_id(job.source, corpus_hash(job.texts), config)
     folder = evidence_root(settings) / key
@@ -263,7 +258,7 @@ def evidence_folder(
 def open_store(settings: Settings, folder: Path) -> EvidenceStore:
     """A finished evidence folder, decoded with the tokenizer it was built with (else the
     configured model's): what the agent and scorers read evidence from."""
-    from probes.evidence.build import read_manifest
+    from probes.evidence.config import read_manifest
     from probes.evidence.store import EvidenceStore
     from probes.model import load_tokenizer
 

@@ -32,7 +32,8 @@ import torch
 from api import runtime
 from api.evidence import corpus_texts, default_batching, texts_per_chunk
 from api.settings import get_settings
-from probes.evidence.build import EvidenceConfig, EvidenceManifest, build_evidence
+from probes.evidence.build import build_evidence
+from probes.evidence.config import EvidenceConfig, EvidenceManifest
 from probes.evidence.sources import EntryBatch, SAEChunkReader
 from probes.reader import ActivationReader
 from sae import SAEConfig, SparseAutoencoder, build_sae

@@ -10,12 +10,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from probes.evidence.accumulators import (
-    FeatureStats,
-    StreamingSample,
-    StreamingTopK,
-    pair_priority,
-)
+from probes.evidence.accumulators import StreamingSample, StreamingTopK, pair_priority
+from probes.evidence.stats import FeatureStats
 
 N_FEATURES = 50
 Batch = tuple[Tensor, Tensor, Tensor]

@@ -14,14 +14,8 @@ import pytest
 import torch
 
 from probes.evidence.accumulators import pair_priority
-from probes.evidence.build import (
-    EXPLAIN,
-    SCORE,
-    EvidenceConfig,
-    EvidenceError,
-    build_evidence,
-    text_splits,
-)
+from probes.evidence.build import build_evidence, text_splits
+from probes.evidence.config import EXPLAIN, SCORE, EvidenceConfig, EvidenceError
 from probes.evidence.sources import ContextChunk, EntryBatch, SAEChunkReader, SourceChunkReader
 from probes.evidence.store import EvidenceStore, Example, FeatureNotInEvidenceError
 from probes.model import SubjectModel
@@ -265,7 +259,7 @@ def test_non_activating_contexts_never_fire(tiny_build: Any) -> None:
 
 
 def test_output_side_and_unknown_feature(tiny_llama: Any, tmp_path: Path) -> None:
-    from probes.evidence.build import OutputSide
+    from probes.evidence.config import OutputSide
     from probes.evidence.output_side import model_logit_lens, similar_features
 
     sae = topk_sae(tiny_llama.d_model)

@@ -11,7 +11,7 @@ over features or tokens, and memory is O(n_features * k), never O(tokens * featu
   activation is its max over its tokens), ties broken by lower context id.
 - `StreamingSample`: per feature, a uniform random sample without replacement of up to k
   distinct activating contexts, independent of how the stream is split into batches.
-- `FeatureStats`: firing counts, density, sum/mean/max and a log-spaced histogram.
+(`FeatureStats`, in `stats`, keeps firing counts, density, sum/mean/max and a histogram.)
 
 Contexts: a context is normally wholly inside one batch. The two selections stay exact
 even when one is split across batches, because the candidates kept in the state are
@@ -56,7 +56,7 @@ def pair_priority(seed: int, feature_N: Tensor, context_N: Tensor) -> Tensor:
     return _mix64(h_N ^ context_N) & _MASK_63
 
 
-def _check_coo(context_N: Tensor, feature_N: Tensor, value_N: Tensor, n_features: int) -> None:
+def check_coo(context_N: Tensor, feature_N: Tensor, value_N: Tensor, n_features: int) -> None:
     if not (context_N.shape == feature_N.shape == value_N.shape) or context_N.dim() != 1:
         raise ValueError(
             "context_N, feature_N and value_N must be 1-D tensors of the same length, got "
@@ -66,7 +66,7 @@ def _check_coo(context_N: Tensor, feature_N: Tensor, value_N: Tensor, n_features
         raise ValueError(f"feature indices must lie in [0, {n_features})")
 
 
-def _to_state_device(t: Tensor, device: torch.device, name: str) -> Tensor:
+def check_device(t: Tensor, device: torch.device, name: str) -> Tensor:
     if t.device != device:
         raise ValueError(f"{name} is on {t.device} but the accumulator is on {device}; move one")
     return t
@@ -139,13 +139,13 @@ class _PerFeatureSelection:
         pos_N: Tensor | None = None,
     ) -> None:
         """Fold one batch of COO activations into the state."""
-        _check_coo(context_N, feature_N, value_N, self.n_features)
+        check_coo(context_N, feature_N, value_N, self.n_features)
         named = [("context_N", context_N), ("feature_N", feature_N), ("value_N", value_N)]
         if self.width:
             pos_N = _check_positions(pos_N, context_N, self.width)
             named.append(("pos_N", pos_N))
         for name, t in named:
-            _to_state_device(t, self.device, name)
+            check_device(t, self.device, name)
         fires_N = value_N > 0
         context_N, feature_N = context_N[fires_N].long(), feature_N[fires_N].long()
         value_N = value_N[fires_N].float()
@@ -278,7 +278,7 @@ class _PerFeatureSelection:
         }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        _check_config(type(self).__name__, self._config(), state)
+        check_config(type(self).__name__, self._config(), state)
         self.values_FK = state["values_FK"].to(self.device, torch.float32).clone()
         self.contexts_FK = state["contexts_FK"].to(self.device, torch.int64).clone()
         self.acts_FKW = state["acts_FKW"].to(self.device, torch.float16).clone()
@@ -292,7 +292,7 @@ class _PerFeatureSelection:
         return self
 
 
-def _check_config(owner: str, config: dict[str, int], state: dict[str, Tensor]) -> None:
+def check_config(owner: str, config: dict[str, int], state: dict[str, Tensor]) -> None:
     for name, expected in config.items():
         if name not in state:
             raise KeyError(f"{owner} state has no '{name}'; was it saved by {owner}?")
@@ -369,102 +369,3 @@ def _check_positions(pos_N: Tensor | None, context_N: Tensor, width: int) -> Ten
     if context_N.numel() and int(context_N.max()) >= 1 << CONTEXT_BITS:
         raise ValueError(f"context ids must be below 2**{CONTEXT_BITS}")
     return pos_N
-
-
-class FeatureStats:
-    """Firing counts, sum/max of activations and a log-spaced histogram per feature.
-
-    Bin i covers [edges[i], edges[i+1]) of `bin_edges` (n_bins+1 log-spaced values from lo
-    to hi); values below edges[1] fall in bin 0, values at or above edges[n_bins-1] in the
-    last bin. The caller passes the number of tokens of each batch (firing or not).
-    """
-
-    def __init__(
-        self,
-        n_features: int,
-        n_bins: int,
-        lo: float,
-        hi: float,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        if n_features <= 0 or n_bins <= 0 or not 0 < lo < hi:
-            raise ValueError(f"need n_features, n_bins > 0 and 0 < lo < hi, got {lo=}, {hi=}")
-        self.n_features, self.n_bins, self.lo, self.hi = n_features, n_bins, lo, hi
-        self.count_F = torch.zeros(n_features, dtype=torch.int64, device=device)
-        self.sum_F = torch.zeros(n_features, dtype=torch.float64, device=device)
-        self.max_F = torch.zeros(n_features, dtype=torch.float32, device=device)
-        self.hist_FB = torch.zeros(n_features, n_bins, dtype=torch.int64, device=device)
-        self.tokens_seen = torch.zeros((), dtype=torch.int64, device=device)
-        self._inner_edges = self.bin_edges[1:-1].contiguous()
-
-    @property
-    def device(self) -> torch.device:
-        return self.count_F.device
-
-    @property
-    def bin_edges(self) -> Tensor:
-        return torch.logspace(
-            torch.log10(torch.tensor(self.lo, dtype=torch.float64)).item(),
-            torch.log10(torch.tensor(self.hi, dtype=torch.float64)).item(),
-            self.n_bins + 1,
-            dtype=torch.float64,
-            device=self.device,
-        )
-
-    def update(self, feature_N: Tensor, value_N: Tensor, n_tokens: int) -> None:
-        """Fold one batch of `n_tokens` tokens, with its COO activations, into the state."""
-        _check_coo(feature_N, feature_N, value_N, self.n_features)
-        _to_state_device(feature_N, self.device, "feature_N")
-        _to_state_device(value_N, self.device, "value_N")
-        self.tokens_seen += n_tokens
-        fires_N = value_N > 0
-        feature_N = feature_N[fires_N].to(torch.int64)
-        value_N = value_N[fires_N].to(torch.float32)
-        self.count_F.scatter_add_(0, feature_N, torch.ones_like(feature_N))
-        self.sum_F.scatter_add_(0, feature_N, value_N.to(torch.float64))
-        self.max_F.scatter_reduce_(0, feature_N, value_N, reduce="amax")
-        bin_N = torch.searchsorted(self._inner_edges, value_N.to(torch.float64), right=True)
-        flat_N = feature_N * self.n_bins + bin_N
-        self.hist_FB.view(-1).scatter_add_(0, flat_N, torch.ones_like(flat_N))
-
-    @property
-    def density_F(self) -> Tensor:
-        """Fraction of tokens seen on which each feature fired."""
-        return self.count_F.to(torch.float64) / self.tokens_seen.clamp(min=1)
-
-    @property
-    def mean_F(self) -> Tensor:
-        """Mean activation over the tokens where the feature fired (NaN if it never did)."""
-        return self.sum_F / self.count_F.to(torch.float64)
-
-    def _config(self) -> dict[str, int]:
-        return {"n_features": self.n_features, "n_bins": self.n_bins}
-
-    def state_dict(self) -> dict[str, Tensor]:
-        config = {name: torch.tensor(v, dtype=torch.int64) for name, v in self._config().items()}
-        bounds = torch.tensor([self.lo, self.hi], dtype=torch.float64)
-        buffers = {
-            "count_F": self.count_F,
-            "sum_F": self.sum_F,
-            "max_F": self.max_F,
-            "hist_FB": self.hist_FB,
-            "tokens_seen": self.tokens_seen,
-        }
-        return {**config, "bounds": bounds, **{n: t.clone() for n, t in buffers.items()}}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        _check_config("FeatureStats", self._config(), state)
-        if state["bounds"].tolist() != [self.lo, self.hi]:
-            raise ValueError(f"FeatureStats state has bounds {state['bounds'].tolist()}")
-        self.count_F = state["count_F"].to(self.device).clone()
-        self.sum_F = state["sum_F"].to(self.device).clone()
-        self.max_F = state["max_F"].to(self.device).clone()
-        self.hist_FB = state["hist_FB"].to(self.device).clone()
-        self.tokens_seen = state["tokens_seen"].to(self.device).clone()
-
-    def to(self, device: torch.device | str) -> Self:
-        self.count_F, self.sum_F = self.count_F.to(device), self.sum_F.to(device)
-        self.max_F, self.hist_FB = self.max_F.to(device), self.hist_FB.to(device)
-        self.tokens_seen = self.tokens_seen.to(device)
-        self._inner_edges = self._inner_edges.to(device)
-        return self

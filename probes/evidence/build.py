@@ -28,99 +28,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
-from probes.evidence.accumulators import FeatureStats, StreamingSample, StreamingTopK
-from probes.evidence.output_side import LogitLens
+from probes.evidence.accumulators import StreamingSample, StreamingTopK
+from probes.evidence.config import (
+    EXPLAIN,
+    SCORE,
+    SPLITS,
+    EvidenceConfig,
+    EvidenceError,
+    EvidenceManifest,
+    OutputSide,
+    corpus_hash,
+    evidence_id,
+    read_manifest,
+)
+from probes.evidence.files import (
+    atomic_save,
+    concat_contexts,
+    concat_shards,
+    empty_contexts,
+    selection_tensors,
+)
 from probes.evidence.pool import ContextPool
 from probes.evidence.sources import ChunkReader, ContextChunk, EntryBatch, merge_batches, n_chunks
+from probes.evidence.stats import FeatureStats
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
-EXPLAIN, SCORE = 0, 1
 _ChunkRead = tuple[Sequence[str], int, ContextChunk, Iterator[EntryBatch]]
-SPLITS = ("explain", "score")
-
-
-class EvidenceError(ValueError):
-    """The evidence pass cannot run or its files cannot be used; the message says why."""
-
-
-class EvidenceConfig(BaseModel):
-    """Everything that changes the evidence; part of its cache key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Bills et al. (2023) showed explainers 64-token excerpts.
-    context_width: int = Field(default=64, ge=1, le=4096)
-    top_k: int = Field(default=50, ge=1)
-    # 10 quantiles x 5 (explain) and x 10 (score), as in delphi / Bills et al.
-    n_quantiles: int = Field(default=10, ge=1)
-    explain_sample: int = Field(default=50, ge=1)
-    score_sample: int = Field(default=100, ge=1)
-    score_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
-    pool_size: int = Field(default=500, ge=1)  # per split
-    hist_bins: int = Field(default=64, ge=1)
-    hist_lo: float = Field(default=1e-3, gt=0.0)
-    hist_hi: float = Field(default=1e4, gt=0.0)
-    logit_lens_n: int = Field(default=20, ge=1)
-    similar_n: int = Field(default=10, ge=1)
-    seed: int = 0
-    max_tokens: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _bins_ordered(self) -> EvidenceConfig:
-        if self.hist_lo >= self.hist_hi:
-            raise ValueError(f"hist_lo={self.hist_lo} must be below hist_hi={self.hist_hi}")
-        return self
-
-
-class EvidenceManifest(BaseModel):
-    """What a finished evidence folder holds (`manifest.json`)."""
-
-    version: int = MANIFEST_VERSION
-    evidence_id: str
-    source: dict[str, str]
-    corpus_hash: str
-    config: EvidenceConfig
-    n_features: int
-    n_texts: int
-    n_contexts: int
-    n_tokens: int
-    n_contexts_per_split: list[int]
-    has_output_side: bool
-    seconds: float  # the whole build: pass, output side and files
-    pass_seconds: float  # the pass over the corpus alone (this run's part if resumed)
-
-
-@dataclass
-class OutputSide:
-    """Decoder-side evidence: logit lens and decoder-cosine neighbours (model + SAE only)."""
-
-    lens: LogitLens
-    similar_ids_FN: Tensor
-    similar_cos_FN: Tensor
-
-
-def corpus_hash(texts: Sequence[str]) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for text in texts:
-        data = text.encode("utf-8", "surrogatepass")
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-    return digest.hexdigest()
-
-
-def evidence_id(source: dict[str, str], corpus: str, config: EvidenceConfig) -> str:
-    """The cache key: same source, corpus and config give the same id."""
-    blob = json.dumps(
-        {"source": source, "corpus": corpus, "config": config.model_dump(), "v": MANIFEST_VERSION},
-        sort_keys=True,
-    )
-    return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
 def text_splits(texts: Sequence[str], score_fraction: float, seed: int) -> Tensor:
@@ -255,19 +192,6 @@ def build_evidence(
     return manifest
 
 
-def read_manifest(out_dir: Path) -> EvidenceManifest | None:
-    path = out_dir / "manifest.json"
-    if not path.exists():
-        return None
-    try:
-        manifest = EvidenceManifest.model_validate_json(path.read_text())
-    except ValueError as error:
-        raise EvidenceError(f"{path} is not an evidence manifest ({error}); delete it") from error
-    if manifest.version != MANIFEST_VERSION:
-        raise EvidenceError(f"{path} has version {manifest.version}; rebuild the evidence")
-    return manifest
-
-
 class _Run:
     """One (possibly resumed) pass: accumulators, context shards and checkpoints."""
 
@@ -313,13 +237,13 @@ class _Run:
         self.checkpoint_dir.mkdir(exist_ok=True)
         if self.pending:
             shard = self.checkpoint_dir / f"contexts-{self.progress.n_shards:05d}.safetensors"
-            _atomic_save(_concat_contexts(self.pending), shard)
+            atomic_save(concat_contexts(self.pending), shard)
             self.pending = []
             self.progress.n_shards += 1
         meta = json.dumps({"evidence_id": self.key, "progress": vars(self.progress)})
         state = self.accumulators.state_dict()
         state["meta"] = torch.tensor(list(meta.encode()), dtype=torch.uint8)
-        _atomic_save(state, self.checkpoint_dir / "state.safetensors")
+        atomic_save(state, self.checkpoint_dir / "state.safetensors")
 
     # -- the pass --------------------------------------------------------------------
 
@@ -389,17 +313,17 @@ class _Run:
             for i in range(self.progress.n_shards)
         ]
         if self.pending:
-            shards.append(_concat_contexts(self.pending))
-        contexts = _concat_shards(shards) if shards else _empty_contexts()
+            shards.append(concat_contexts(self.pending))
+        contexts = concat_shards(shards) if shards else empty_contexts()
         split_C = contexts["split"]
         manifest.n_contexts_per_split = [int((split_C == s).sum()) for s in range(len(SPLITS))]
         manifest.has_output_side = extra is not None
         manifest.seconds = round(seconds, 3)
         acc = self.accumulators
         features = {
-            **{f"top.{k}": v for k, v in _selection(acc.top).items()},
-            **{f"explain.{k}": v for k, v in _selection(acc.explain).items()},
-            **{f"score.{k}": v for k, v in _selection(acc.score).items()},
+            **{f"top.{k}": v for k, v in selection_tensors(acc.top).items()},
+            **{f"explain.{k}": v for k, v in selection_tensors(acc.explain).items()},
+            **{f"score.{k}": v for k, v in selection_tensors(acc.score).items()},
             "stats.count": acc.stats.count_F.cpu(),
             "stats.sum": acc.stats.sum_F.cpu(),
             "stats.max": acc.stats.max_F.cpu(),
@@ -423,78 +347,12 @@ class _Run:
             "context": pool_context.cpu(),
             "feature": pool_feature.cpu(),
         }
-        _atomic_save(contexts, self.out_dir / "contexts.safetensors")
-        _atomic_save(
+        atomic_save(contexts, self.out_dir / "contexts.safetensors")
+        atomic_save(
             {k: v.contiguous() for k, v in features.items()}, self.out_dir / "features.safetensors"
         )
-        _atomic_save(pool_files, self.out_dir / "pool.safetensors")
+        atomic_save(pool_files, self.out_dir / "pool.safetensors")
         tmp = self.out_dir / "manifest.json.tmp"
         tmp.write_text(manifest.model_dump_json(indent=2))
         os.replace(tmp, self.out_dir / "manifest.json")  # last: its presence means complete
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-
-
-def _selection(part: StreamingTopK | StreamingSample) -> dict[str, Tensor]:
-    """Rows in ranking order; per-token windows stored sparsely, since a feature fires on
-    few tokens of a context: slot s = f * k + j holds `pos[offsets[s]:offsets[s + 1]]`
-    (token positions) with `acts[...]` (float16); `peak` is each slot's most active
-    position."""
-    values_FK, contexts_FK, acts_FKW = part.ordered()
-    slot_S, pos_S = (acts_FKW.view(-1, part.width) != 0).nonzero(as_tuple=True)
-    counts = torch.bincount(slot_S, minlength=values_FK.numel())
-    return {
-        "values": values_FK.cpu(),
-        "contexts": contexts_FK.cpu(),
-        "offsets": torch.cat([counts.new_zeros(1), counts.cumsum(0)]).cpu(),
-        "pos": pos_S.to(torch.int16).cpu(),
-        "acts": acts_FKW.view(-1, part.width)[slot_S, pos_S].cpu(),
-        "peak": acts_FKW.float().argmax(dim=2).to(torch.int16).cpu(),
-    }
-
-
-def _concat_contexts(chunks: list[tuple[ContextChunk, Tensor]]) -> dict[str, Tensor]:
-    """Context chunks (consecutive ids) as one shard: ids start at `first`."""
-    token_parts, size_parts = [], []
-    for contexts, _ in chunks:
-        token_parts.append(contexts.token_ids)
-        size_parts.append(contexts.offsets[1:] - contexts.offsets[:-1])
-    return {
-        "first": torch.tensor([chunks[0][0].first_id], dtype=torch.int64),
-        "token_ids": torch.cat(token_parts),
-        "size": torch.cat(size_parts),
-        "text": torch.cat([c.text for c, _ in chunks]),
-        "start": torch.cat([c.start for c, _ in chunks]),
-        "split": torch.cat([s for _, s in chunks]),
-    }
-
-
-def _concat_shards(shards: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    expected = 0
-    for shard in shards:
-        if int(shard["first"]) != expected:
-            raise EvidenceError("the checkpoint's context shards are out of order; delete it")
-        expected += shard["size"].numel()
-    size = torch.cat([s["size"] for s in shards])
-    return {
-        "token_ids": torch.cat([s["token_ids"] for s in shards]),
-        "offsets": torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(size, 0)]),
-        "text": torch.cat([s["text"] for s in shards]),
-        "start": torch.cat([s["start"] for s in shards]),
-        "split": torch.cat([s["split"] for s in shards]),
-    }
-
-
-def _empty_contexts() -> dict[str, Tensor]:
-    return {
-        "token_ids": torch.zeros(0, dtype=torch.int32),
-        "offsets": torch.zeros(1, dtype=torch.int64),
-        "text": torch.zeros(0, dtype=torch.int64),
-        "start": torch.zeros(0, dtype=torch.int64),
-        "split": torch.zeros(0, dtype=torch.uint8),
-    }
-
-
-def _atomic_save(tensors: dict[str, Tensor], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)

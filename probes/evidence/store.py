@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from probes.evidence.accumulators import pair_priority
-from probes.evidence.build import EXPLAIN, SCORE, EvidenceError, EvidenceManifest, read_manifest
+from probes.evidence.config import EXPLAIN, SCORE, EvidenceError, EvidenceManifest, read_manifest
 
 # Seeds of the per-feature random order of non-activating pool contexts: config.seed + this.
 _NON_ACTIVATING_SEED = 3

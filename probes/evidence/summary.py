@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ValidationError
 
-from probes.evidence.build import EvidenceError
+from probes.evidence.config import EvidenceError
 from probes.evidence.store import EvidenceStore
 
 SUMMARY_VERSION = 1

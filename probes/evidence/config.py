@@ -1,0 +1,110 @@
+"""What an evidence build is: its settings (part of its cache key), its manifest, the
+two corpus splits, and the cache key itself."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor
+
+from probes.evidence.output_side import LogitLens
+
+MANIFEST_VERSION = 1
+EXPLAIN, SCORE = 0, 1
+SPLITS = ("explain", "score")
+
+
+class EvidenceError(ValueError):
+    """The evidence pass cannot run or its files cannot be used; the message says why."""
+
+
+class EvidenceConfig(BaseModel):
+    """Everything that changes the evidence; part of its cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Bills et al. (2023) showed explainers 64-token excerpts.
+    context_width: int = Field(default=64, ge=1, le=4096)
+    top_k: int = Field(default=50, ge=1)
+    # 10 quantiles x 5 (explain) and x 10 (score), as in delphi / Bills et al.
+    n_quantiles: int = Field(default=10, ge=1)
+    explain_sample: int = Field(default=50, ge=1)
+    score_sample: int = Field(default=100, ge=1)
+    score_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    pool_size: int = Field(default=500, ge=1)  # per split
+    hist_bins: int = Field(default=64, ge=1)
+    hist_lo: float = Field(default=1e-3, gt=0.0)
+    hist_hi: float = Field(default=1e4, gt=0.0)
+    logit_lens_n: int = Field(default=20, ge=1)
+    similar_n: int = Field(default=10, ge=1)
+    seed: int = 0
+    max_tokens: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _bins_ordered(self) -> EvidenceConfig:
+        if self.hist_lo >= self.hist_hi:
+            raise ValueError(f"hist_lo={self.hist_lo} must be below hist_hi={self.hist_hi}")
+        return self
+
+
+class EvidenceManifest(BaseModel):
+    """What a finished evidence folder holds (`manifest.json`)."""
+
+    version: int = MANIFEST_VERSION
+    evidence_id: str
+    source: dict[str, str]
+    corpus_hash: str
+    config: EvidenceConfig
+    n_features: int
+    n_texts: int
+    n_contexts: int
+    n_tokens: int
+    n_contexts_per_split: list[int]
+    has_output_side: bool
+    seconds: float  # the whole build: pass, output side and files
+    pass_seconds: float  # the pass over the corpus alone (this run's part if resumed)
+
+
+@dataclass
+class OutputSide:
+    """Decoder-side evidence: logit lens and decoder-cosine neighbours (model + SAE only)."""
+
+    lens: LogitLens
+    similar_ids_FN: Tensor
+    similar_cos_FN: Tensor
+
+
+def corpus_hash(texts: Sequence[str]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def evidence_id(source: dict[str, str], corpus: str, config: EvidenceConfig) -> str:
+    """The cache key: same source, corpus and config give the same id."""
+    blob = json.dumps(
+        {"source": source, "corpus": corpus, "config": config.model_dump(), "v": MANIFEST_VERSION},
+        sort_keys=True,
+    )
+    return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
+def read_manifest(out_dir: Path) -> EvidenceManifest | None:
+    path = out_dir / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        manifest = EvidenceManifest.model_validate_json(path.read_text())
+    except ValueError as error:
+        raise EvidenceError(f"{path} is not an evidence manifest ({error}); delete it") from error
+    if manifest.version != MANIFEST_VERSION:
+        raise EvidenceError(f"{path} has version {manifest.version}; rebuild the evidence")
+    return manifest
