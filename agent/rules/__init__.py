@@ -1,0 +1,1 @@
+"""The `rules` reasoner: executable predicates synthesised from evidence, no LLM."""

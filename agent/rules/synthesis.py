@@ -1,0 +1,293 @@
+"""Synthesise a predicate from labelled tokens: the `rules` reasoner's hypotheses.
+
+Candidates come from the evidence itself (the tokens where the feature fires, their
+neighbours, the lines they sit on) and from a small library of token classes. Each is
+scored by token-level agreement with the labels; the best is then grown greedily by
+"or" (to cover what it misses) and "and" (to drop what it wrongly includes) while the
+F1 keeps rising. Everything is evaluated once per candidate into flat boolean arrays,
+so combining is cheap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.rules.predicates import (
+    AfterLinePrefix,
+    AllOf,
+    AnyOf,
+    InsideQuotes,
+    Neighbour,
+    Preceded,
+    Predicate,
+    TokenIn,
+    TokenRegex,
+    TokenView,
+    WordIn,
+    WordRegex,
+    normal,
+)
+
+# Token classes worth trying on any feature: (pattern, plain-English meaning).
+TOKEN_CLASSES = (
+    (r"\d+", "numbers written with digits"),
+    (r"[A-Z]{2,}", "words written in capital letters"),
+    (r"[A-Z][a-z]+", "capitalised words"),
+    (r"[a-z]+", "lowercase words"),
+    (r"[a-z]+ing", "lowercase words ending in -ing"),
+    (r"[^\w\s]+", "punctuation"),
+    (r"\?+", "question marks"),
+    (r"[()]+", "parentheses"),
+    (r"[\"“”]+", "double quotation marks"),
+    (r"_+\w*", "names with leading underscores"),
+)
+# Word classes (whole words, which may span several tokens).
+WORD_CLASSES = (
+    (r"\d+", "numbers written with digits"),
+    (r"[A-Z]{2,}", "words written entirely in capital letters"),
+    (r"[A-Z][a-z]+", "capitalised words"),
+    (r"[a-z]+ing", "lowercase words ending in -ing"),
+    (r"__\w+__", 'names with double underscores on both sides, such as "__init__"'),
+    (r"[a-z]+", "lowercase words"),
+)
+MIN_PRECISION = 0.5  # a word joins a token set only if the feature fires on most of it
+MIN_GAIN = 0.005  # F1 a combination must add to be kept
+BEAM = 6  # singles the greedy growth starts from
+SIZE_PENALTY = 0.002  # per unit of `Predicate.size()`: prefer the simpler of near-equals
+
+
+@dataclass(frozen=True)
+class Labeled:
+    """A text's tokens and, per token, whether the feature fired there."""
+
+    view: TokenView
+    labels: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class Agreement:
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        total = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / total if total else 1.0
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    predicate: Predicate
+    agreement: Agreement  # on the data it was synthesised from
+
+
+def agreement(predicted: np.ndarray, labels: np.ndarray) -> Agreement:
+    return Agreement(
+        tp=int((predicted & labels).sum()),
+        fp=int((predicted & ~labels).sum()),
+        fn=int((~predicted & labels).sum()),
+    )
+
+
+def evaluate(predicate: Predicate, data: Sequence[Labeled]) -> np.ndarray:
+    """The predicate's verdict on every token of `data`, flattened."""
+    parts = [predicate.evaluate(item.view) for item in data]
+    return np.fromiter((v for part in parts for v in part), dtype=bool)
+
+
+def synthesize(data: Sequence[Labeled], max_steps: int = 3) -> Synthesis:
+    """The best predicate found for `data` (which must hold at least one firing token)."""
+    labels = np.fromiter((v for item in data for v in item.labels), dtype=bool)
+    if not labels.any():
+        raise ValueError("no token fires in the data: there is nothing to explain")
+    pool = [(c, evaluate(c, data)) for c in candidates(data)]
+
+    def value(predicate: Predicate, predicted: np.ndarray) -> float:
+        return agreement(predicted, labels).f1 - SIZE_PENALTY * predicate.size()
+
+    # Grow from each of the few best singles: the single best is often a word list that
+    # fits the evidence by rote, while a class plus a context rule generalises.
+    seeds = sorted(pool, key=lambda pair: value(*pair), reverse=True)[:BEAM]
+    grown = [_grow(seed, pool, value, max_steps) for seed in seeds]
+    best, best_values = max(grown, key=lambda pair: value(*pair))
+    return Synthesis(best, agreement(best_values, labels))
+
+
+Scored = tuple[Predicate, np.ndarray]
+
+
+def _grow(
+    seed: Scored, pool: list[Scored], value: Callable[[Predicate, np.ndarray], float], steps: int
+) -> Scored:
+    best, best_values = seed
+    for _ in range(steps):
+        combos = (
+            (combine(best, other), join(best_values, other_values))
+            for other, other_values in pool
+            if other != best
+            for combine, join in ((_any, np.logical_or), (_all, np.logical_and))
+        )
+        top, top_values = max(combos, key=lambda pair: value(*pair))
+        if value(top, top_values) < value(best, best_values) + MIN_GAIN:
+            break
+        best, best_values = top, top_values
+    return best, best_values
+
+
+def _any(a: Predicate, b: Predicate) -> Predicate:
+    return AnyOf(parts=(*_flat(a, AnyOf), *_flat(b, AnyOf)))
+
+
+def _all(a: Predicate, b: Predicate) -> Predicate:
+    return AllOf(parts=(*_flat(a, AllOf), *_flat(b, AllOf)))
+
+
+def _flat(p: Predicate, kind: type[AnyOf] | type[AllOf]) -> tuple[Predicate, ...]:
+    return p.parts if isinstance(p, kind) else (p,)
+
+
+# -- candidates ------------------------------------------------------------------------
+
+
+def candidates(data: Sequence[Labeled]) -> list[Predicate]:
+    found: list[Predicate] = [TokenRegex(pattern=p, meaning=m) for p, m in TOKEN_CLASSES]
+    found.extend(WordRegex(pattern=p, meaning=m) for p, m in WORD_CLASSES)
+    for case_sensitive in (False, True):
+        tokens = _word_set(data, lambda view, i: view.tokens[i], case_sensitive)
+        if tokens:
+            found.append(TokenIn(words=tokens, case_sensitive=case_sensitive))
+        words = _word_set(data, lambda view, i: view.word(i), case_sensitive)
+        if words:
+            found.append(WordIn(words=words, case_sensitive=case_sensitive))
+    found.extend(Preceded(pattern=p) for p in _preceding_patterns(data))
+    for offset in (-1, 1):
+        words = _word_set(data, _neighbour_of(offset), case_sensitive=False)
+        if words:
+            found.append(Neighbour(offset=offset, inner=TokenIn(words=words)))
+        for pattern, meaning in TOKEN_CLASSES[:4]:
+            found.append(
+                Neighbour(offset=offset, inner=TokenRegex(pattern=pattern, meaning=meaning))
+            )
+    found.extend(
+        TokenRegex(pattern=f"[A-Za-z]*{s}", meaning=f'words ending in "{s}"')
+        for s in _suffixes(data)
+    )
+    found.append(InsideQuotes())
+    found.extend(
+        AfterLinePrefix(prefix=p, until=until) for p in _line_prefixes(data) for until in ("", ",")
+    )
+    return found
+
+
+def _neighbour_of(offset: int) -> Callable[[TokenView, int], str | None]:
+    def pick(view: TokenView, i: int) -> str | None:
+        j = i + offset
+        return view.tokens[j] if 0 <= j < len(view.tokens) else None
+
+    return pick
+
+
+def _word_set(
+    data: Sequence[Labeled],
+    token_at: Callable[[TokenView, int], str | None],
+    case_sensitive: bool,
+) -> tuple[str, ...]:
+    """Words (normalised tokens at each position, as `token_at` picks them) grown greedily,
+    most firing first, while the token-level F1 of "the word is one of these" rises."""
+    fired: Counter[str] = Counter()
+    seen: Counter[str] = Counter()
+    for item in data:
+        for i, label in enumerate(item.labels):
+            token = token_at(item.view, i)
+            if token is None or not token.strip():
+                continue
+            word = normal(token, case_sensitive)
+            seen[word] += 1
+            fired[word] += label
+    positives = sum(sum(item.labels) for item in data)
+    chosen: list[str] = []
+    tp = fp = 0
+    best_f1 = 0.0
+    for word, hits in fired.most_common():
+        if hits == 0 or hits / seen[word] < MIN_PRECISION:
+            continue
+        f1 = 2 * (tp + hits) / (2 * (tp + hits) + fp + seen[word] - hits + positives - tp - hits)
+        if f1 <= best_f1:
+            continue
+        chosen.append(word)
+        tp, fp, best_f1 = tp + hits, fp + seen[word] - hits, f1
+    return tuple(chosen)
+
+
+def _active_tokens(data: Sequence[Labeled]) -> Iterable[tuple[TokenView, int]]:
+    for item in data:
+        for i, label in enumerate(item.labels):
+            if label:
+                yield item.view, i
+
+
+def _suffixes(data: Sequence[Labeled]) -> list[str]:
+    """Word endings shared by at least 30% of the firing word tokens."""
+    words = [normal(v.tokens[i]) for v, i in _active_tokens(data)]
+    words = [w for w in words if w.isalpha() and len(w) > 3]
+    counts = Counter(w[-n:] for w in words for n in (2, 3, 4))
+    return [s for s, c in counts.most_common(3) if words and c >= 0.3 * len(words)]
+
+
+def _line_prefixes(data: Sequence[Labeled]) -> list[str]:
+    """Non-word starts of the lines the feature fires on (e.g. "--"), if most share one."""
+    starts: Counter[str] = Counter()
+    total = 0
+    for view, i in _active_tokens(data):
+        text, at = view.text, view.starts[i]
+        line = text[text.rfind("\n", 0, at) + 1 :].lstrip()
+        prefix = line[: len(line) - len(line.lstrip("-*#>=~+:|"))]
+        total += 1
+        if prefix:
+            starts[prefix[:3]] += 1
+    return [p for p, c in starts.most_common(2) if c >= 0.5 * total]
+
+
+def _preceding_patterns(data: Sequence[Labeled]) -> list[str]:
+    """What comes right before the firing words: the commonest previous word with its
+    separator (e.g. "of "), and the commonest two-character shape (e.g. "[a-z] ")."""
+    literal: Counter[str] = Counter()
+    shape: Counter[str] = Counter()
+    total = 0
+    for view, i in _active_tokens(data):
+        span = view.words[i]
+        if span is None or (i > 0 and view.words[i - 1] == span):
+            continue  # count each firing word once, at its first token
+        before = view.text[: span[0]]
+        total += 1
+        previous = re.search(r"(\w+)(\W{1,2})$", before)
+        if previous:
+            literal[re.escape(previous.group(1)) + re.escape(previous.group(2))] += 1
+        shape["".join(_char_class(c) for c in before[-2:])] += 1
+    wanted = 0.3 * total
+    picks = [p for counter in (literal, shape) for p, c in counter.most_common(1) if c >= wanted]
+    return [rf"\b{p}" if p[:1].isalnum() else p for p in picks if p]
+
+
+def _char_class(c: str) -> str:
+    if c.islower():
+        return "[a-z]"
+    if c.isupper():
+        return "[A-Z]"
+    if c.isdigit():
+        return r"\d"
+    return re.escape(c)

@@ -1,0 +1,129 @@
+"""The rules reasoner's predicates and their synthesis from evidence: each predicate on
+hand-made token views, and synthesis recovering the shipped planted features from real
+evidence (the default corpus read with SmolLM2's tokenizer), scored on the held-out
+split that synthesis never saw."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.rules.predicates import (
+    AfterLinePrefix,
+    AllOf,
+    AnyOf,
+    InsideQuotes,
+    Neighbour,
+    Preceded,
+    PredicateHolder,
+    TokenIn,
+    TokenRegex,
+    TokenView,
+    WordIn,
+    WordRegex,
+)
+from agent.rules.synthesis import Labeled, agreement, evaluate, synthesize
+from probes.default_corpus import build_default_corpus, load_default_corpus
+from probes.evidence.build import build_evidence
+from probes.evidence.sources import SourceChunkReader
+from probes.evidence.store import EvidenceStore, Example
+from probes.planted import PlantedFeatures, default_spec_path
+
+VIEW = TokenView.of(
+    [
+        *("He", " said", ' "', "hel", "lo", " there", '."', " --", " UN", "IX", " of", " Tw"),
+        *("ain", ",", " 1900", "\n", "--", " Al", " Bob", ",", " Esq"),
+    ]
+)
+
+
+def fired(predicate: Any) -> list[str]:
+    return [t for t, on in zip(VIEW.tokens, predicate.evaluate(VIEW), strict=True) if on]
+
+
+def test_token_predicates() -> None:
+    assert fired(TokenIn(words=("said", "al"))) == [" said", " Al"]
+    assert fired(TokenIn(words=("al",), case_sensitive=True)) == []
+    assert fired(TokenRegex(pattern=r"\d+")) == [" 1900"]
+    assert fired(Neighbour(offset=-1, inner=TokenIn(words=("said",)))) == [' "']
+    assert fired(Neighbour(offset=1, inner=TokenIn(words=("said",)))) == ["He"]
+
+
+def test_word_predicates_span_tokens() -> None:
+    assert fired(WordIn(words=("hello", "twain"))) == ["hel", "lo", " Tw", "ain"]
+    assert fired(WordRegex(pattern=r"[A-Z]{2,}")) == [" UN", "IX"]
+    assert fired(Preceded(pattern=r"\bof ")) == [" Tw", "ain"]
+
+
+def test_span_predicates() -> None:
+    assert fired(InsideQuotes()) == ["hel", "lo", " there", '."']
+    assert fired(AfterLinePrefix(prefix="--")) == [" Al", " Bob", ",", " Esq"]
+    assert fired(AfterLinePrefix(prefix="--", until=",")) == [" Al", " Bob"]
+
+
+def test_combinations_describe_and_round_trip() -> None:
+    caps_after_lower = AllOf(
+        parts=(
+            WordRegex(pattern=r"[A-Z][a-z]+", meaning="capitalised words"),
+            Preceded(pattern="[a-z] ", meaning="after a lowercase letter and a space"),
+        )
+    )
+    either = AnyOf(parts=(caps_after_lower, TokenRegex(pattern=r"\d+", meaning="numbers")))
+    assert fired(either) == [" Tw", "ain", " 1900", " Bob"]  # "Al Bob": after "l "
+    assert "capitalised words" in either.describe() and "numbers" in either.describe()
+    again = PredicateHolder.model_validate_json(PredicateHolder(predicate=either).model_dump_json())
+    assert again.predicate == either and fired(again.predicate) == fired(either)
+
+
+def test_synthesis_refuses_data_without_firing() -> None:
+    with pytest.raises(ValueError, match="nothing to explain"):
+        synthesize([Labeled(VIEW, (False,) * len(VIEW.tokens))])
+
+
+# -- planted features on real evidence -------------------------------------------------
+
+
+def labeled(examples: list[Example]) -> list[Labeled]:
+    return [Labeled(TokenView.of(e.tokens), tuple(a > 0 for a in e.acts)) for e in examples]
+
+
+@pytest.fixture(scope="module")
+def planted_evidence(
+    tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any
+) -> tuple[EvidenceStore, PlantedFeatures]:
+    corpus_dir = tmp_path_factory.mktemp("default-corpus")
+    build_default_corpus(corpus_dir, progress=False)
+    corpus = load_default_corpus(corpus_dir, progress=False)
+    texts = corpus.train + corpus.heldout
+    random.Random(0).shuffle(texts)
+    planted = PlantedFeatures.from_file(default_spec_path(), smollm2_tokenizer)
+    folder = tmp_path_factory.mktemp("planted-evidence")
+    reader = SourceChunkReader(planted, smollm2_tokenizer)
+    build_evidence(reader, texts[:12_000], folder, {"kind": "planted"})
+    return EvidenceStore(folder, smollm2_tokenizer), planted
+
+
+def test_synthesis_recovers_planted_rules_on_held_out_text(
+    planted_evidence: tuple[EvidenceStore, PlantedFeatures],
+) -> None:
+    store, planted = planted_evidence
+    held_out_f1: dict[str, float] = {}
+    predicates = {}
+    for f, name in enumerate(planted.feature_names):
+        shown = store.feature(f, non_activating=50)
+        seen = shown.top + [e for b in shown.quantiles for e in b.examples] + shown.non_activating
+        found = synthesize(labeled(seen))
+        scoring = store.scoring_examples(f)
+        held = labeled([e for b in scoring.quantiles for e in b.examples] + scoring.non_activating)
+        truth = np.fromiter((v for item in held for v in item.labels), dtype=bool)
+        held_out_f1[name] = agreement(evaluate(found.predicate, held), truth).f1
+        predicates[name] = found.predicate
+    single_rule = [n for n in held_out_f1 if "-or-" not in n]
+    good = [n for n in single_rule if held_out_f1[n] >= 0.9]
+    assert len(good) >= 0.8 * len(single_rule), held_out_f1
+    # Rules that no word list can express are found as the rule itself.
+    assert isinstance(predicates["digits"], TokenRegex | WordRegex)
+    assert "after" in predicates["word-after-of"].describe()
