@@ -5,12 +5,14 @@ split that synthesis never saw."""
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
 import numpy as np
 import pytest
 
+from agent.rules.hypotheses import evidence_data, from_dict, hypotheses_from_evidence
 from agent.rules.predicates import (
     AfterLinePrefix,
     AllOf,
@@ -127,3 +129,24 @@ def test_synthesis_recovers_planted_rules_on_held_out_text(
     # Rules that no word list can express are found as the rule itself.
     assert isinstance(predicates["digits"], TokenRegex | WordRegex)
     assert "after" in predicates["word-after-of"].describe()
+
+
+def test_hypotheses_are_rivals_with_a_negative_control(
+    planted_evidence: tuple[EvidenceStore, PlantedFeatures],
+) -> None:
+    store, planted = planted_evidence
+    evidence = store.feature(planted.feature_index("digits"), non_activating=50)
+    hypotheses = hypotheses_from_evidence(evidence)
+    assert len(hypotheses) == 4 and [h.id for h in hypotheses] == ["H1", "H2", "H3", "H4"]
+    rivals, control = hypotheses[:3], hypotheses[3]
+    assert len({json.dumps(h.predicate, sort_keys=True) for h in rivals}) == 3
+    assert control.negative_control and not any(h.negative_control for h in rivals)
+    data = evidence_data(evidence)
+    truth = np.fromiter((v for item in data for v in item.labels), dtype=bool)
+
+    def f1(h: Any) -> float:
+        assert h.predicate is not None
+        return agreement(evaluate(from_dict(h.predicate), data), truth).f1
+
+    assert f1(rivals[0]) >= f1(rivals[1]) >= f1(rivals[2])
+    assert f1(rivals[0]) > 0.95 and f1(control) < 0.2

@@ -261,6 +261,20 @@ def _overlapping(view: TokenView, spans: list[tuple[int, int]]) -> list[bool]:
     return out
 
 
+class Not(_Predicate):
+    kind: Literal["not"] = "not"
+    inner: Predicate
+
+    def evaluate(self, view: TokenView) -> list[bool]:
+        return [not v for v in self.inner.evaluate(view)]
+
+    def describe(self) -> str:
+        return f"tokens other than {self.inner.describe()}"
+
+    def size(self) -> int:
+        return 1 + self.inner.size()
+
+
 class AnyOf(_Predicate):
     kind: Literal["any"] = "any"
     parts: tuple[Predicate, ...] = Field(min_length=2)
@@ -298,6 +312,7 @@ Predicate = Annotated[
     | WordRegex
     | Preceded
     | Neighbour
+    | Not
     | InsideQuotes
     | AfterLinePrefix
     | AnyOf
@@ -305,7 +320,7 @@ Predicate = Annotated[
     Field(discriminator="kind"),
 ]
 
-for _model in (Neighbour, AnyOf, AllOf):
+for _model in (Neighbour, Not, AnyOf, AllOf):
     _model.model_rebuild()
 
 

@@ -111,6 +111,11 @@ def evaluate(predicate: Predicate, data: Sequence[Labeled]) -> np.ndarray:
 
 def synthesize(data: Sequence[Labeled], max_steps: int = 3) -> Synthesis:
     """The best predicate found for `data` (which must hold at least one firing token)."""
+    return synthesize_many(data, 1, max_steps)[0]
+
+
+def synthesize_many(data: Sequence[Labeled], n: int, max_steps: int = 3) -> list[Synthesis]:
+    """Up to n distinct predicates for `data`, best first: rival hypotheses."""
     labels = np.fromiter((v for item in data for v in item.labels), dtype=bool)
     if not labels.any():
         raise ValueError("no token fires in the data: there is nothing to explain")
@@ -119,12 +124,19 @@ def synthesize(data: Sequence[Labeled], max_steps: int = 3) -> Synthesis:
     def value(predicate: Predicate, predicted: np.ndarray) -> float:
         return agreement(predicted, labels).f1 - SIZE_PENALTY * predicate.size()
 
-    # Grow from each of the few best singles: the single best is often a word list that
+    # Grow from each of the best singles: the single best is often a word list that
     # fits the evidence by rote, while a class plus a context rule generalises.
-    seeds = sorted(pool, key=lambda pair: value(*pair), reverse=True)[:BEAM]
-    grown = [_grow(seed, pool, value, max_steps) for seed in seeds]
-    best, best_values = max(grown, key=lambda pair: value(*pair))
-    return Synthesis(best, agreement(best_values, labels))
+    seeds = sorted(pool, key=lambda pair: value(*pair), reverse=True)[: max(BEAM, n)]
+    grown = sorted(
+        (_grow(seed, pool, value, max_steps) for seed in seeds),
+        key=lambda pair: value(*pair),
+        reverse=True,
+    )
+    out: list[Synthesis] = []
+    for predicate, predicted in grown:
+        if all(predicate != s.predicate for s in out):
+            out.append(Synthesis(predicate, agreement(predicted, labels)))
+    return out[:n]
 
 
 Scored = tuple[Predicate, np.ndarray]

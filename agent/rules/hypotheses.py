@@ -1,0 +1,59 @@
+"""The rules backend's hypotheses: rival predicates synthesised from a feature's evidence,
+plus a negative control, each as a `Hypothesis` carrying its executable predicate."""
+
+from __future__ import annotations
+
+from agent.rules.predicates import AllOf, Neighbour, Not, Predicate, PredicateHolder, TokenView
+from agent.rules.synthesis import Labeled, synthesize_many
+from agent.state import Hypothesis
+from probes.evidence.store import Example, FeatureEvidence
+
+
+def labeled(examples: list[Example]) -> list[Labeled]:
+    """Examples as token views with, per token, whether the feature fired."""
+    return [Labeled(TokenView.of(e.tokens), tuple(a > 0 for a in e.acts)) for e in examples]
+
+
+def evidence_data(evidence: FeatureEvidence) -> list[Labeled]:
+    """Everything the explainer may see: top contexts, quantile samples, and contexts
+    where the feature never fires."""
+    quantiles = [e for b in evidence.quantiles for e in b.examples]
+    return labeled(evidence.top + quantiles + evidence.non_activating)
+
+
+def as_dict(predicate: Predicate) -> dict[str, object]:
+    return dict(PredicateHolder(predicate=predicate).model_dump()["predicate"])
+
+
+def from_dict(data: dict[str, object]) -> Predicate:
+    return PredicateHolder.model_validate({"predicate": data}).predicate
+
+
+def hypotheses_from_evidence(evidence: FeatureEvidence, n: int = 3) -> list[Hypothesis]:
+    """Up to n rival hypotheses (best first) and a negative control: "it fires on the
+    tokens just before" what the best one names (and not on those), which a feature
+    that responds to the tokens themselves refutes."""
+    found = synthesize_many(evidence_data(evidence), n)
+    out = [
+        Hypothesis(
+            id=f"H{i + 1}",
+            statement=f"Fires on {s.predicate.describe()}.",
+            fires_on=s.predicate.describe(),
+            not_on="any other token",
+            predicate=as_dict(s.predicate),
+        )
+        for i, s in enumerate(found)
+    ]
+    best = found[0].predicate
+    control = AllOf(parts=(Neighbour(offset=1, inner=best), Not(inner=best)))
+    out.append(
+        Hypothesis(
+            id=f"H{len(out) + 1}",
+            statement=f"Fires on the tokens right before {best.describe()}, not on them.",
+            fires_on=f"the tokens right before {best.describe()}",
+            not_on=best.describe(),
+            negative_control=True,
+            predicate=as_dict(control),
+        )
+    )
+    return out

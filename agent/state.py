@@ -1,0 +1,133 @@
+"""The agent's typed state: hypotheses, experiments, budget and cost, and the explanation.
+
+One run explains one feature. Hypotheses say what should and should not activate the
+feature; experiments are test texts with an expected outcome; each probe run's result
+is recorded on its experiment, and verdicts cite the experiments that decided them.
+Everything is a pydantic model, so the LangGraph checkpointer can store it and the
+explanation store can keep it as versioned JSON.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+STATE_VERSION = 1
+
+
+class Status(StrEnum):
+    OPEN = "open"
+    CONFIRMED = "confirmed"
+    REFUTED = "refuted"
+    REFINED = "refined"  # reworded; the new wording is open again
+
+
+class Expect(StrEnum):
+    HIGH = "high"  # the feature should fire (max activation >= the run's threshold)
+    LOW = "low"  # it should stay below the threshold
+
+
+class Hypothesis(BaseModel):
+    id: str  # "H1", "H2", ...
+    statement: str  # what the feature responds to, in one sentence
+    fires_on: str  # what should activate it
+    not_on: str  # what should not
+    side: Literal["input", "output"] = "input"
+    negative_control: bool = False  # expected to be refuted; if it holds, the others fail
+    status: Status = Status.OPEN
+    decided_by: list[str] = Field(default_factory=list)  # experiment ids
+    earlier: list[str] = Field(default_factory=list)  # previous statements, when refined
+    predicate: dict[str, Any] | None = None  # the rules backend's executable form
+
+
+class Outcome(BaseModel):
+    """A probe run of one experiment's text."""
+
+    max_act: float
+    peak_token: str | None  # None when nothing fires
+    peak_index: int | None
+    tokens: list[str]
+    acts: list[float]
+    fired: bool  # max_act >= the run's threshold
+
+
+class Experiment(BaseModel):
+    id: str  # "E1", "E2", ...
+    hypothesis: str  # the id of the hypothesis it tests
+    text: str = Field(min_length=1, max_length=400)
+    expect: Expect
+    expected_peak: str | None = None  # the token the peak should be on, when HIGH
+    outcome: Outcome | None = None
+
+    @property
+    def agrees(self) -> bool | None:
+        """Whether the outcome matched the expectation (None before it ran)."""
+        if self.outcome is None:
+            return None
+        return self.outcome.fired == (self.expect is Expect.HIGH)
+
+
+class Budget(BaseModel):
+    max_rounds: int = Field(default=6, ge=1)
+    max_llm_tokens: int = Field(default=60_000, ge=0)
+    max_probe_texts: int = Field(default=60, ge=1)
+
+
+class Cost(BaseModel):
+    llm_calls: int = 0
+    llm_tokens: int = 0
+    probe_texts: int = 0
+    seconds: float = 0.0
+
+
+class Explanation(BaseModel):
+    version: int = STATE_VERSION
+    feature: int
+    text: str  # one sentence
+    labels: list[str]  # several when the feature is polysemantic
+    evidence: list[str]  # the experiment ids that support it
+    confidence: float = Field(ge=0.0, le=1.0)
+    cost: Cost
+    stopped_by: str  # "decided", or "budget: rounds" / "budget: llm tokens" / ...
+    predicate: dict[str, Any] | None = None
+
+
+class AgentState(BaseModel):
+    """The graph's state. `threshold` is SAGE's tau: half the mean of the top-10
+    exemplars' max activation."""
+
+    version: int = STATE_VERSION
+    feature: int
+    threshold: float = 0.0
+    round: int = 0
+    hypotheses: list[Hypothesis] = Field(default_factory=list)
+    experiments: list[Experiment] = Field(default_factory=list)
+    budget: Budget = Field(default_factory=Budget)
+    cost: Cost = Field(default_factory=Cost)
+    explanation: Explanation | None = None
+    next_step: Literal["design", "hypothesize", "conclude"] | None = None
+    stop_reason: str | None = None
+
+    def hypothesis(self, hypothesis_id: str) -> Hypothesis:
+        for h in self.hypotheses:
+            if h.id == hypothesis_id:
+                return h
+        raise KeyError(f"no hypothesis {hypothesis_id}")
+
+    def open_hypotheses(self) -> list[Hypothesis]:
+        return [h for h in self.hypotheses if h.status in (Status.OPEN, Status.REFINED)]
+
+    def tests_of(self, hypothesis_id: str) -> list[Experiment]:
+        return [e for e in self.experiments if e.hypothesis == hypothesis_id]
+
+    def budget_exhausted(self) -> str | None:
+        """Which budget ran out, if any."""
+        if self.round >= self.budget.max_rounds:
+            return "budget: rounds"
+        if self.cost.llm_tokens >= self.budget.max_llm_tokens > 0:
+            return "budget: llm tokens"
+        if self.cost.probe_texts >= self.budget.max_probe_texts:
+            return "budget: probe texts"
+        return None
