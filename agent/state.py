@@ -70,7 +70,7 @@ class Experiment(BaseModel):
 
 
 class Budget(BaseModel):
-    max_rounds: int = Field(default=6, ge=1)
+    max_rounds: int = Field(default=10, ge=1)
     max_llm_tokens: int = Field(default=60_000, ge=0)
     max_probe_texts: int = Field(default=60, ge=1)
 
@@ -107,8 +107,10 @@ class AgentState(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     cost: Cost = Field(default_factory=Cost)
     explanation: Explanation | None = None
-    next_step: Literal["design", "hypothesize", "conclude"] | None = None
+    next_step: Literal["design", "conclude"] | None = None
     stop_reason: str | None = None
+    started_at: float = 0.0  # wall clock (time.time()) when the run began; survives resume
+    testing: str | None = None  # the hypothesis the current round tests
 
     def hypothesis(self, hypothesis_id: str) -> Hypothesis:
         for h in self.hypotheses:

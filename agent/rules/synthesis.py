@@ -133,8 +133,8 @@ def synthesize_many(data: Sequence[Labeled], n: int, max_steps: int = 3) -> list
         reverse=True,
     )
     out: list[Synthesis] = []
-    for predicate, predicted in grown:
-        if all(predicate != s.predicate for s in out):
+    for predicate, predicted in grown:  # distinct in what they say, not only in form
+        if all(predicate.describe() != s.predicate.describe() for s in out):
             out.append(Synthesis(predicate, agreement(predicted, labels)))
     return out[:n]
 

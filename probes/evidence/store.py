@@ -173,6 +173,16 @@ class EvidenceStore:
     def context_split(self, context: int) -> int:
         return int(self._split[context])
 
+    def contexts_in_split(self, split: int) -> Tensor:
+        """Ids of every context of `split` (EXPLAIN or SCORE)."""
+        return (self._split == split).nonzero().squeeze(1)
+
+    def context_tokens(self, context: int) -> list[str]:
+        begin, end = int(self._offsets[context]), int(self._offsets[context + 1])
+        return [
+            self.token_string(i) for i in self._contexts.get_slice("token_ids")[begin:end].tolist()
+        ]
+
     def context_text(self, context: int) -> str:
         begin, end = int(self._offsets[context]), int(self._offsets[context + 1])
         ids = self._contexts.get_slice("token_ids")[begin:end].tolist()

@@ -1,0 +1,64 @@
+"""The one interface every reasoner backend speaks (openai, local, rules).
+
+The graph's nodes own the bookkeeping (ids, statuses, budgets, cost); a reasoner only
+thinks: it proposes hypotheses, writes experiments for one, judges one from its
+experiments, and writes the conclusion.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from agent.state import AgentState, Expect, Hypothesis, Status
+from probes.evidence.store import FeatureEvidence
+
+
+class NewHypothesis(BaseModel):
+    statement: str
+    fires_on: str
+    not_on: str
+    side: str = "input"
+    negative_control: bool = False
+    predicate: dict[str, Any] | None = None
+
+
+class NewExperiment(BaseModel):
+    text: str = Field(min_length=1, max_length=400)
+    expect: Expect
+    expected_peak: str | None = None
+
+
+class Verdict(BaseModel):
+    status: Status
+    reason: str
+    cites: list[str]  # experiment ids that decided it
+    refined_statement: str | None = None  # with status REFINED
+    refined_predicate: dict[str, Any] | None = None
+
+
+class Conclusion(BaseModel):
+    text: str
+    labels: list[str]
+    evidence: list[str]
+    confidence: float = Field(ge=0.0, le=1.0)
+    predicate: dict[str, Any] | None = None
+
+
+class Reasoner(Protocol):
+    name: str
+
+    async def hypothesize(
+        self, state: AgentState, evidence: FeatureEvidence
+    ) -> list[NewHypothesis]: ...
+
+    async def design(
+        self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
+    ) -> list[NewExperiment]: ...
+
+    async def analyze(
+        self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
+    ) -> Verdict: ...
+
+    async def conclude(self, state: AgentState, evidence: FeatureEvidence) -> Conclusion: ...

@@ -1,0 +1,231 @@
+"""The `rules` reasoner: no LLM. Hypotheses are executable predicates synthesised from
+the evidence; experiments are short texts retrieved from the explain side of the corpus
+(where the predicate fires, and where it does not) plus minimal pairs made by
+substituting the word it fires on; verdicts come from measured token-level agreement.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
+from agent.rules.hypotheses import as_dict, evidence_data, from_dict, hypotheses_from_evidence
+from agent.rules.predicates import AnyOf, Predicate, TokenView
+from agent.rules.synthesis import Labeled, agreement, evaluate, synthesize
+from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
+from probes.evidence.store import FeatureEvidence
+
+MAX_TEST_CHARS = 200
+AGREE_F1 = 0.5  # a HIGH test agrees when the predicted and actual firing tokens overlap this well
+DECIDE = 2  # consistent tests needed to confirm or refute (as in SAGE)
+MOSTLY = 0.75  # share of agreeing tests that confirms despite a miss
+
+
+@dataclass
+class RulesReasoner:
+    """`pool`: short texts (as tokens) from the explain side of the corpus, never from
+    the scoring split; experiments are drawn from it."""
+
+    pool: Sequence[TokenView]
+    seed: int = 0
+    name: str = "rules"
+    _vocabulary: list[str] = field(default_factory=list, init=False, repr=False)
+    _by_shape: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        words = {t for view in self.pool for t in view.tokens if t.strip().isalnum()}
+        self._vocabulary = sorted(words)
+        for word in self._vocabulary:
+            self._by_shape.setdefault(_shape(word), []).append(word)
+
+    async def hypothesize(
+        self, state: AgentState, evidence: FeatureEvidence
+    ) -> list[NewHypothesis]:
+        return [
+            NewHypothesis(
+                statement=h.statement,
+                fires_on=h.fires_on,
+                not_on=h.not_on,
+                negative_control=h.negative_control,
+                predicate=h.predicate,
+            )
+            for h in hypotheses_from_evidence(evidence)
+        ]
+
+    async def design(
+        self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
+    ) -> list[NewExperiment]:
+        """Two texts where the predicate fires (HIGH, peak on its first firing token) and
+        two where it does not (LOW): a minimal pair and a retrieved text."""
+        predicate = _predicate(hypothesis)
+        used = {e.text for e in state.experiments}
+        rng = random.Random(f"{self.seed}:{state.feature}:{state.round}:{hypothesis.id}")
+        order = list(range(len(self.pool)))
+        rng.shuffle(order)
+        highs: list[NewExperiment] = []
+        lows: list[NewExperiment] = []
+        retrieved_low = False
+        for i in order:
+            if len(highs) >= 2 and len(lows) >= 2:
+                break
+            view = self.pool[i]
+            if view.text in used:
+                continue
+            fires = predicate.evaluate(view)
+            if any(fires) and len(highs) < 2:
+                peak = view.tokens[fires.index(True)]
+                highs.append(NewExperiment(text=view.text, expect=Expect.HIGH, expected_peak=peak))
+                pair = self._substitute(view, fires, predicate, rng)
+                if pair is not None and pair not in used and len(lows) < 2:
+                    lows.append(NewExperiment(text=pair, expect=Expect.LOW))
+            elif not any(fires) and not retrieved_low and len(lows) < 2:
+                lows.append(NewExperiment(text=view.text, expect=Expect.LOW))
+                retrieved_low = True
+        return highs + lows[:2]
+
+    def _substitute(
+        self, view: TokenView, fires: list[bool], predicate: Predicate, rng: random.Random
+    ) -> str | None:
+        """The text with each firing token replaced by a vocabulary token of the same
+        shape (case, length class) on which the predicate does not fire: a near miss
+        that tells a word list from the class it was drawn from. None when no
+        replacement works."""
+        for _ in range(20):
+            tokens = list(view.tokens)
+            for i, on in enumerate(fires):
+                if on:
+                    tokens[i] = self._same_shape(tokens[i], rng)
+            swapped = TokenView.of(tokens)
+            if not any(predicate.evaluate(swapped)) and len(swapped.text) <= MAX_TEST_CHARS:
+                return swapped.text
+        return None
+
+    def _same_shape(self, token: str, rng: random.Random) -> str:
+        shape = _shape(token)
+        options = self._by_shape.get(shape) or self._vocabulary
+        return rng.choice(options)
+
+    async def analyze(
+        self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
+    ) -> Verdict:
+        predicate = _predicate(hypothesis)
+        tests = [e for e in state.tests_of(hypothesis.id) if e.outcome is not None]
+        agree = [e.id for e in tests if _agrees(predicate, e, state.threshold)]
+        disagree = [e.id for e in tests if e.id not in agree]
+        if len(disagree) >= DECIDE and len(disagree) > (1 - MOSTLY) * len(tests):
+            refined = self._refine(state, hypothesis, evidence)
+            if refined is not None and not hypothesis.negative_control:
+                return Verdict(
+                    status=Status.REFINED,
+                    reason=f"{len(disagree)} tests disagreed; re-synthesised with them",
+                    cites=disagree,
+                    refined_statement=f"Fires on {refined.describe()}.",
+                    refined_predicate=as_dict(refined),
+                )
+            return Verdict(
+                status=Status.REFUTED,
+                reason=f"{len(disagree)} of {len(tests)} tests disagreed",
+                cites=disagree,
+            )
+        kinds = {e.expect for e in tests if e.id in agree}
+        clean = len(agree) >= DECIDE and not disagree and kinds == {Expect.HIGH, Expect.LOW}
+        # A hypothesis right on nearly every test holds; one miss in many is noise or a
+        # corner the explanation may leave out.
+        mostly = len(agree) >= 2 * DECIDE and len(agree) >= MOSTLY * len(tests)
+        if clean or mostly:
+            return Verdict(
+                status=Status.CONFIRMED,
+                reason=f"{len(agree)} of {len(tests)} tests agreed",
+                cites=agree,
+            )
+        return Verdict(
+            status=Status.OPEN, reason=f"{len(agree)} of {len(tests)} agreed so far", cites=[]
+        )
+
+    def _refine(
+        self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
+    ) -> Predicate | None:
+        data = evidence_data(evidence) + experiment_data(state.experiments, state.threshold)
+        if not any(any(item.labels) for item in data):
+            return None
+        found = synthesize(data).predicate
+        # A refinement that says what another hypothesis already says adds nothing:
+        # that one carries on, this one is refuted.
+        said = {from_dict(h.predicate).describe() for h in state.hypotheses if h.predicate}
+        return None if found.describe() in said else found
+
+    async def conclude(self, state: AgentState, evidence: FeatureEvidence) -> Conclusion:
+        rivals = [h for h in state.hypotheses if not h.negative_control and h.predicate]
+        confirmed = [h for h in rivals if h.status is Status.CONFIRMED]
+        pool = confirmed or [h for h in rivals if h.status is not Status.REFUTED] or rivals
+        data = evidence_data(evidence) + experiment_data(state.experiments, state.threshold)
+        truth = [v for item in data for v in item.labels]
+
+        def fit(h: Hypothesis) -> float:
+            predicted = evaluate(_predicate(h), data)
+            return agreement(predicted, _array(truth)).f1
+
+        best = max(pool, key=fit)
+        predicate = _predicate(best)
+        parts = predicate.parts if isinstance(predicate, AnyOf) else (predicate,)
+        support = [e.id for e in state.tests_of(best.id) if _agrees(predicate, e, state.threshold)]
+        return Conclusion(
+            text=f"Fires on {predicate.describe()}.",
+            labels=[p.describe() for p in parts],
+            evidence=support,
+            confidence=round(fit(best) * (1.0 if best in confirmed else 0.6), 3),
+            predicate=best.predicate,
+        )
+
+
+def experiment_data(experiments: Sequence[Experiment], threshold: float) -> list[Labeled]:
+    """Probe runs as labelled tokens: fired where the activation reaches `threshold`."""
+    return [
+        Labeled(TokenView.of(e.outcome.tokens), tuple(a >= threshold > 0 for a in e.outcome.acts))
+        for e in experiments
+        if e.outcome is not None
+    ]
+
+
+def _agrees(predicate: Predicate, experiment: Experiment, threshold: float) -> bool:
+    """Token-level: a HIGH test agrees when the predicted firing tokens match the actual
+    ones (F1 >= AGREE_F1); a LOW test when the feature stays below the threshold."""
+    outcome = experiment.outcome
+    if outcome is None:
+        return False
+    actual = [a >= threshold for a in outcome.acts]
+    if experiment.expect is Expect.LOW:
+        return not any(actual)
+    predicted = predicate.evaluate(TokenView.of(outcome.tokens))
+    return agreement(_array(predicted), _array(actual)).f1 >= AGREE_F1
+
+
+def _array(values: Sequence[bool]) -> np.ndarray:
+    return np.asarray(values, dtype=bool)
+
+
+def _shape(token: str) -> str:
+    """A token's look: leading space, then its case or digit class."""
+    body = token.strip()
+    kind = (
+        "digits"
+        if body.isdigit()
+        else "upper"
+        if body.isupper()
+        else "title"
+        if body.istitle()
+        else "lower"
+        if body.islower()
+        else "other"
+    )
+    return ("_" if token.startswith(" ") else "") + kind
+
+
+def _predicate(hypothesis: Hypothesis) -> Predicate:
+    if hypothesis.predicate is None:
+        raise ValueError(f"hypothesis {hypothesis.id} has no predicate for the rules reasoner")
+    return from_dict(hypothesis.predicate)
