@@ -6,7 +6,6 @@ split that synthesis never saw."""
 from __future__ import annotations
 
 import json
-import random
 from typing import Any
 
 import numpy as np
@@ -28,11 +27,8 @@ from agent.rules.predicates import (
     WordRegex,
 )
 from agent.rules.synthesis import Labeled, agreement, evaluate, synthesize
-from probes.default_corpus import build_default_corpus, load_default_corpus
-from probes.evidence.build import build_evidence
-from probes.evidence.sources import SourceChunkReader
 from probes.evidence.store import EvidenceStore, Example
-from probes.planted import PlantedFeatures, default_spec_path
+from probes.planted import PlantedFeatures
 
 VIEW = TokenView.of(
     [
@@ -90,22 +86,6 @@ def test_synthesis_refuses_data_without_firing() -> None:
 
 def labeled(examples: list[Example]) -> list[Labeled]:
     return [Labeled(TokenView.of(e.tokens), tuple(a > 0 for a in e.acts)) for e in examples]
-
-
-@pytest.fixture(scope="module")
-def planted_evidence(
-    tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any
-) -> tuple[EvidenceStore, PlantedFeatures]:
-    corpus_dir = tmp_path_factory.mktemp("default-corpus")
-    build_default_corpus(corpus_dir, progress=False)
-    corpus = load_default_corpus(corpus_dir, progress=False)
-    texts = corpus.train + corpus.heldout
-    random.Random(0).shuffle(texts)
-    planted = PlantedFeatures.from_file(default_spec_path(), smollm2_tokenizer)
-    folder = tmp_path_factory.mktemp("planted-evidence")
-    reader = SourceChunkReader(planted, smollm2_tokenizer)
-    build_evidence(reader, texts[:12_000], folder, {"kind": "planted"})
-    return EvidenceStore(folder, smollm2_tokenizer), planted
 
 
 def test_synthesis_recovers_planted_rules_on_held_out_text(
