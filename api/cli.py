@@ -176,6 +176,11 @@ from api.cli_sae_eval import eval_command  # noqa: E402
 sae_app.command("eval")(eval_command)
 app.add_typer(sae_app, name="sae")
 
+from api.cli_explain import explain_command, explanation_command  # noqa: E402
+
+app.command("explain")(explain_command)
+app.command("explanation")(explanation_command)
+
 from api.cli_evidence import evidence_app, feature_command  # noqa: E402
 
 app.add_typer(evidence_app, name="evidence")

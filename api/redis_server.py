@@ -326,6 +326,13 @@ def embedded_server(data_dir: Path) -> EmbeddedRedis:
     return server
 
 
+def redis_url(settings: Settings) -> str:
+    """The URL of the configured server, else of the embedded one (started if needed)."""
+    if settings.redis_url is not None:
+        return settings.redis_url
+    return embedded_server(settings.data_dir).url
+
+
 def connect(settings: Settings, *, decode_responses: bool = False) -> redis.Redis:
     """A Redis client: the server at `settings.redis_url`, else the embedded one for
     `settings.data_dir` (started if none is running). Raises RedisUnavailableError."""

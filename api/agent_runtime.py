@@ -1,0 +1,58 @@
+"""Settings -> an agent run's dependencies: the evidence of the configured SAE (or of
+planted features), the probe source, the reasoner, and what the explanations are of."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.deps import AgentDeps
+from agent.explanations import Subject
+from agent.probe import ProbeRunner
+from agent.rules.pool import retrieval_pool
+from agent.rules.reasoner import RulesReasoner
+from api import runtime
+from api.evidence import evidence_folder, fingerprint, open_store
+from api.settings import Settings
+
+
+@dataclass
+class AgentSetup:
+    deps: AgentDeps
+    subject: Subject
+    feature_names: list[str] | None  # planted ids; None for SAE features (named by index)
+
+
+def agent_setup(settings: Settings, planted: bool, spec: Path | None = None) -> AgentSetup:
+    """The latest evidence of the configured source, with its probe source and the
+    offline rules reasoner (the LLM backends plug in here when configured)."""
+    store = open_store(settings, evidence_folder(settings, None, spec, planted))
+    if planted:
+        from probes.planted import PlantedFeatures, default_spec_path
+
+        spec_path = (spec or default_spec_path()).expanduser().resolve()
+        source = PlantedFeatures.from_file(spec_path, store.tokenizer)
+        subject = Subject(
+            model=store.manifest.source.get("tokenizer", "planted"),
+            sae=f"planted:{fingerprint(spec_path)}",
+            hookpoint="planted",
+        )
+        names: list[str] | None = list(source.feature_names)
+        probe = ProbeRunner(source)
+    else:
+        from probes.sae_runner import SAEFeatureSource
+
+        subject_model = runtime.open_subject_model(settings)
+        sae = runtime.open_sae(settings, subject_model)
+        hookpoint = store.manifest.source.get("hookpoint") or runtime.sae_hookpoint(settings, sae)
+        probe = ProbeRunner(
+            SAEFeatureSource(subject_model, sae, hookpoint, context_length=settings.context_length)
+        )
+        subject = Subject(
+            model=subject_model.name,
+            sae=store.manifest.source.get("sae_hash", str(runtime.sae_path(settings))),
+            hookpoint=hookpoint,
+        )
+        names = None
+    reasoner = RulesReasoner(retrieval_pool(store))
+    return AgentSetup(AgentDeps(reasoner, probe, store), subject, names)

@@ -1,0 +1,157 @@
+"""`glossator explain N` (run the agent on one feature, live) and `glossator explanation N`
+(the stored one)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.text import Text
+
+from api.cli_common import JsonFlag, console, print_json, user_errors
+from api.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from agent.state import AgentState
+    from api.agent_runtime import AgentSetup
+
+PlantedFlag = Annotated[bool, typer.Option("--planted", help="Planted (ground-truth) features.")]
+SpecOption = Annotated[
+    Path | None, typer.Option(exists=True, dir_okay=False, help="Planted spec; implies --planted.")
+]
+
+
+def explain_command(
+    feature: Annotated[str, typer.Argument(help="Feature index (planted: also its id).")],
+    planted: PlantedFlag = False,
+    spec: SpecOption = None,
+    max_rounds: Annotated[int, typer.Option(min=1, help="Rounds of experiments at most.")] = 10,
+    max_probes: Annotated[int, typer.Option(min=1, help="Probe texts at most.")] = 60,
+    new: Annotated[
+        bool, typer.Option("--new", help="Start a new run instead of resuming this one.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Explain one feature: hypotheses, experiments and verdicts, shown live. A run that
+    was interrupted resumes where it stopped."""
+    from agent.explanations import ExplanationRecord, ExplanationStore
+    from agent.state import AgentState, Budget
+    from api.agent_runtime import agent_setup
+    from api.redis_server import connect
+
+    with user_errors():
+        settings = get_settings()
+        setup = agent_setup(settings, planted or spec is not None, spec)
+        index = feature_index(feature, setup.feature_names)
+        setup.deps.store.feature(index)  # an unknown index fails here, with the range
+        budget = Budget(max_rounds=max_rounds, max_probe_texts=max_probes)
+        key = hashlib.blake2b(budget.model_dump_json().encode(), digest_size=4).hexdigest()
+        thread = f"explain:{setup.subject.key}:{index}:{key}"
+        if new:
+            thread += f":{uuid.uuid4().hex[:8]}"
+        start = AgentState(feature=index, budget=budget)
+        name = feature if setup.feature_names is None else setup.feature_names[index]
+        final = asyncio.run(_run(settings, setup, start, thread, name, live=not as_json))
+        if final.explanation is None:
+            raise ValueError(f"the run {thread} ended without an explanation")
+        outcome = ExplanationStore(connect(settings), setup.subject).record(
+            ExplanationRecord(
+                explanation=final.explanation,
+                run_id=thread,
+                explainer=setup.deps.reasoner.name,
+                config=budget.model_dump(),
+            )
+        )
+    if as_json:
+        print_json({**final.model_dump(mode="json"), "thread": thread, "stored": outcome.reason})
+        return
+    console.print(Text(f"\nrun {thread} · {outcome.reason}", style="dim"))
+
+
+async def _run(
+    settings: Settings,
+    setup: AgentSetup,
+    start: AgentState,
+    thread: str,
+    name: str,
+    live: bool,
+) -> AgentState:
+    from rich.live import Live
+
+    from agent.checkpointer import DURABILITY, async_redis_checkpointer
+    from agent.graph import build_graph
+    from agent.state import AgentState
+    from api.cli_agent_view import render_run
+    from api.redis_server import redis_url
+
+    async with async_redis_checkpointer(redis_url(settings)) as saver:
+        graph = build_graph(setup.deps).compile(checkpointer=saver)
+        config: Any = {"configurable": {"thread_id": thread}, "recursion_limit": 500}
+        saved = await graph.aget_state(config)
+        state = AgentState.model_validate(saved.values) if saved.values else start
+        if saved.values and not saved.next:
+            return state  # this run already finished
+        given = None if saved.values else start  # None resumes from the checkpoint
+        with Live(render_run(state, name), console=console, transient=False) as view:
+            if not live:
+                view.stop()
+            async for values in graph.astream(
+                given, config, stream_mode="values", durability=DURABILITY
+            ):
+                state = AgentState.model_validate(values)
+                if live:
+                    view.update(render_run(state, name))
+        await setup.deps.probe.close()
+        return state
+
+
+def explanation_command(
+    feature: Annotated[str, typer.Argument(help="Feature index (planted: also its id).")],
+    planted: PlantedFlag = False,
+    spec: SpecOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The stored explanation of a feature (the best run so far) and its run history."""
+    from agent.explanations import ExplanationStore
+    from api.agent_runtime import agent_setup
+    from api.redis_server import connect
+
+    with user_errors():
+        settings = get_settings()
+        setup = agent_setup(settings, planted or spec is not None, spec)
+        index = feature_index(feature, setup.feature_names)
+        store = ExplanationStore(connect(settings), setup.subject)
+        current = store.current(index)
+        if current is None:
+            raise ValueError(
+                f"feature {feature} has no explanation yet; run `glossator explain {feature}`"
+            )
+        runs = len(store.history(index))
+    if as_json:
+        print_json({**current.model_dump(mode="json"), "runs": runs})
+        return
+    ex = current.explanation
+    console.print(Text.assemble((f"feature {feature}: ", "bold"), ex.text))
+    console.print(Text(f"labels: {'; '.join(ex.labels)}"))
+    console.print(
+        f"confidence {ex.confidence:.2f} · {ex.stopped_by} · evidence {', '.join(ex.evidence)}"
+    )
+    console.print(
+        f"cost: {ex.cost.llm_calls} LLM calls, {ex.cost.llm_tokens} tokens, "
+        f"{ex.cost.probe_texts} probe texts, {ex.cost.seconds:.1f} s · "
+        f"{current.explainer} · run {current.run_id} · {runs} run(s) stored"
+    )
+
+
+def feature_index(feature: str, names: list[str] | None) -> int:
+    text = feature.strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    if names is None or text not in names:
+        known = f"; planted ids: {', '.join(names)}" if names else " (ids need --planted)"
+        raise ValueError(f"{feature!r} is not a feature index{known}")
+    return names.index(text)
