@@ -96,14 +96,14 @@ async def _run(
         if saved.values and not saved.next:
             return state  # this run already finished
         given = None if saved.values else start  # None resumes from the checkpoint
-        with Live(render_run(state, name), console=console, transient=False) as view:
-            if not live:
-                view.stop()
-            async for values in graph.astream(
-                given, config, stream_mode="values", durability=DURABILITY
-            ):
+        stream = graph.astream(given, config, stream_mode="values", durability=DURABILITY)
+        if not live:  # --json: nothing but the final document on stdout
+            async for values in stream:
                 state = AgentState.model_validate(values)
-                if live:
+        else:
+            with Live(render_run(state, name), console=console) as view:
+                async for values in stream:
+                    state = AgentState.model_validate(values)
                     view.update(render_run(state, name))
         await setup.deps.probe.close()
         return state

@@ -1,0 +1,77 @@
+"""`glossator explain` and `glossator explanation` as real subprocesses: planted features
+with SmolLM2's tokenizer, the evidence built by the CLI, state and explanations in the
+real Redis of the test session."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from api.redis_server import EmbeddedRedis
+from tests.cli_helpers import run_cli
+
+PHRASES = [
+    "I love my old dog",
+    "they loved the quiet garden",
+    "we are loving the new house",
+    "the red computer hums softly",
+    "two cats sat on a warm mat",
+    "nothing happens on a Monday morning",
+    "the river runs slowly to the hills",
+    "what time is it now",
+    "she lives in a small town by the sea",
+    "the train was late again today",
+]
+
+
+@pytest.fixture(scope="module")
+def env(
+    tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any, redis_server: EmbeddedRedis
+) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("explain-cli")
+    smollm2_tokenizer.save_pretrained(root / "tokenizer")
+    rng = random.Random(3)
+    texts = [
+        "\n".join(". ".join(rng.sample(PHRASES, 3)) for _ in range(rng.randint(1, 3)))
+        for _ in range(400)
+    ]
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    variables = {
+        "GLOSSATOR_MODEL": str(root / "tokenizer"),
+        "GLOSSATOR_DATA_DIR": str(root / "data"),
+        "GLOSSATOR_DEVICE": "cpu",
+        "GLOSSATOR_REDIS_URL": redis_server.url,
+    }
+    built = run_cli("evidence", "build", "--planted", "--corpus", str(corpus), env=variables)
+    assert built.returncode == 0, built.stderr
+    return variables
+
+
+def test_explain_then_show_the_stored_explanation(env: dict[str, str]) -> None:
+    result = run_cli("explain", "word-love", "--planted", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    explanation = run["explanation"]
+    assert "love" in explanation["text"] and explanation["stopped_by"] == "decided"
+    assert any(h["negative_control"] and h["status"] == "refuted" for h in run["hypotheses"])
+    assert all(e["outcome"] is not None for e in run["experiments"])
+    again = run_cli("explain", "word-love", "--planted", "--json", env=env)  # same thread
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["explanation"] == explanation  # finished: not rerun
+    shown = run_cli("explanation", "word-love", "--planted", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert explanation["text"] in shown.stdout and "1 run(s) stored" in shown.stdout
+    table = run_cli("explain", "word-love", "--planted", "--new", env={**env, "COLUMNS": "150"})
+    assert table.returncode == 0, table.stderr
+    assert "hypotheses" in table.stdout and "confirmed" in table.stdout
+
+
+def test_explain_refuses_unknown_features(env: dict[str, str]) -> None:
+    unknown = run_cli("explain", "99", "--planted", env=env)
+    assert unknown.returncode == 2 and "valid indices 0..24" in unknown.stderr
+    missing = run_cli("explanation", "word-computer", "--planted", env=env)
+    assert missing.returncode == 2 and "glossator explain" in missing.stderr
