@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +17,7 @@ from api.cli_common import JsonFlag, console, print_json, user_errors
 from api.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from agent.state import AgentState
+    from agent.state import AgentState, Budget
     from api.agent_runtime import AgentSetup
 
 PlantedFlag = Annotated[bool, typer.Option("--planted", help="Planted (ground-truth) features.")]
@@ -26,7 +27,14 @@ SpecOption = Annotated[
 
 
 def explain_command(
-    feature: Annotated[str, typer.Argument(help="Feature index (planted: also its id).")],
+    feature: Annotated[
+        str | None, typer.Argument(help="Feature index (planted: also its id).")
+    ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(help='Many at once: "0:200", "3,7,9" or "sample:8" (firing ones).'),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Runs at once with --features.")] = 8,
     planted: PlantedFlag = False,
     spec: SpecOption = None,
     max_rounds: Annotated[int, typer.Option(min=1, help="Rounds of experiments at most.")] = 10,
@@ -36,77 +44,107 @@ def explain_command(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Explain one feature: hypotheses, experiments and verdicts, shown live. A run that
-    was interrupted resumes where it stopped."""
-    from agent.explanations import ExplanationRecord, ExplanationStore
+    """Explain a feature (hypotheses, experiments and verdicts, shown live), or many with
+    --features. A run that was interrupted resumes where it stopped."""
     from agent.state import AgentState, Budget
     from api.agent_runtime import agent_setup
-    from api.redis_server import connect
+    from api.cli_explain_many import parse_features, print_table, run_many
 
     with user_errors():
+        if (feature is None) == (features is None):
+            raise ValueError("give one feature, or --features for many (not both)")
         settings = get_settings()
         setup = agent_setup(settings, planted or spec is not None, spec)
-        index = feature_index(feature, setup.feature_names)
-        setup.deps.store.feature(index)  # an unknown index fails here, with the range
         budget = Budget(max_rounds=max_rounds, max_probe_texts=max_probes)
         key = hashlib.blake2b(budget.model_dump_json().encode(), digest_size=4).hexdigest()
-        thread = f"explain:{setup.subject.key}:{index}:{key}"
-        if new:
-            thread += f":{uuid.uuid4().hex[:8]}"
-        start = AgentState(feature=index, budget=budget)
+        suffix = f":{uuid.uuid4().hex[:8]}" if new else ""
+
+        def thread_of(index: int) -> str:
+            return f"explain:{setup.subject.key}:{index}:{key}{suffix}"
+
+        store = setup.deps.store
+        alive = (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
+        if features is not None:
+            chosen = parse_features(features, alive, store.n_features)
+            states = run_many(settings, setup, chosen, budget, concurrency, thread_of)
+            for state in states:
+                store_run(settings, setup, state, thread_of(state.feature), budget)
+            print_table(states, setup.feature_names, as_json)
+            return
+        assert feature is not None
+        index = feature_index(feature, setup.feature_names)
+        if store.feature(index).stats.fired_tokens == 0:  # also checks the index
+            raise ValueError(f"feature {feature} never fired in the evidence: nothing to explain")
         name = feature if setup.feature_names is None else setup.feature_names[index]
-        final = asyncio.run(_run(settings, setup, start, thread, name, live=not as_json))
-        if final.explanation is None:
-            raise ValueError(f"the run {thread} ended without an explanation")
-        outcome = ExplanationStore(connect(settings), setup.subject).record(
-            ExplanationRecord(
-                explanation=final.explanation,
-                run_id=thread,
-                explainer=setup.deps.reasoner.name,
-                config=budget.model_dump(),
-            )
-        )
+        start = AgentState(feature=index, budget=budget)
+        final = asyncio.run(_run(settings, setup, start, thread_of(index), name, not as_json))
+        reason = store_run(settings, setup, final, thread_of(index), budget)
     if as_json:
-        print_json({**final.model_dump(mode="json"), "thread": thread, "stored": outcome.reason})
+        doc = {**final.model_dump(mode="json"), "thread": thread_of(index), "stored": reason}
+        print_json(doc)
         return
-    console.print(Text(f"\nrun {thread} · {outcome.reason}", style="dim"))
+    console.print(Text(f"\nrun {thread_of(index)} · {reason}", style="dim"))
+
+
+def store_run(
+    settings: Settings, setup: AgentSetup, state: AgentState, thread: str, budget: Budget
+) -> str:
+    """Record the run's explanation; returns what the store decided."""
+    from agent.explanations import ExplanationRecord, ExplanationStore
+    from api.redis_server import connect
+
+    if state.explanation is None:
+        raise ValueError(f"the run {thread} ended without an explanation")
+    outcome = ExplanationStore(connect(settings), setup.subject).record(
+        ExplanationRecord(
+            explanation=state.explanation,
+            run_id=thread,
+            explainer=setup.deps.reasoner.name,
+            config=budget.model_dump(),
+        )
+    )
+    return outcome.reason
+
+
+async def drive(
+    graph: Any, start: AgentState, thread: str, on_state: Callable[[AgentState], None] | None
+) -> AgentState:
+    """Run (or resume, or return the finished state of) one thread of the graph."""
+    from agent.checkpointer import DURABILITY
+    from agent.state import AgentState
+
+    config: Any = {"configurable": {"thread_id": thread}, "recursion_limit": 500}
+    saved = await graph.aget_state(config)
+    state = AgentState.model_validate(saved.values) if saved.values else start
+    if saved.values and not saved.next:
+        return state  # this run already finished
+    given = None if saved.values else start  # None resumes from the checkpoint
+    async for values in graph.astream(given, config, stream_mode="values", durability=DURABILITY):
+        state = AgentState.model_validate(values)
+        if on_state is not None:
+            on_state(state)
+    return state
 
 
 async def _run(
-    settings: Settings,
-    setup: AgentSetup,
-    start: AgentState,
-    thread: str,
-    name: str,
-    live: bool,
+    settings: Settings, setup: AgentSetup, start: AgentState, thread: str, name: str, live: bool
 ) -> AgentState:
     from rich.live import Live
 
-    from agent.checkpointer import DURABILITY, async_redis_checkpointer
+    from agent.checkpointer import async_redis_checkpointer
     from agent.graph import build_graph
-    from agent.state import AgentState
     from api.cli_agent_view import render_run
     from api.redis_server import redis_url
 
     async with async_redis_checkpointer(redis_url(settings)) as saver:
         graph = build_graph(setup.deps).compile(checkpointer=saver)
-        config: Any = {"configurable": {"thread_id": thread}, "recursion_limit": 500}
-        saved = await graph.aget_state(config)
-        state = AgentState.model_validate(saved.values) if saved.values else start
-        if saved.values and not saved.next:
-            return state  # this run already finished
-        given = None if saved.values else start  # None resumes from the checkpoint
-        stream = graph.astream(given, config, stream_mode="values", durability=DURABILITY)
-        if not live:  # --json: nothing but the final document on stdout
-            async for values in stream:
-                state = AgentState.model_validate(values)
-        else:
-            with Live(render_run(state, name), console=console) as view:
-                async for values in stream:
-                    state = AgentState.model_validate(values)
-                    view.update(render_run(state, name))
-        await setup.deps.probe.close()
-        return state
+        try:
+            if not live:  # --json: nothing but the final document on stdout
+                return await drive(graph, start, thread, on_state=None)
+            with Live(render_run(start, name), console=console) as view:
+                return await drive(graph, start, thread, lambda s: view.update(render_run(s, name)))
+        finally:
+            await setup.deps.probe.close()
 
 
 def explanation_command(
