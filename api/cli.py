@@ -13,7 +13,7 @@ from rich.text import Text
 from api import runtime
 from api.cli_common import JsonFlag, console, print_json, read_text, shown_token, user_errors
 from api.cli_features import sae_activations
-from api.settings import get_settings
+from api.settings import Settings, get_settings
 
 app = typer.Typer(
     help="Explain and test the features of sparse autoencoders.", no_args_is_help=True
@@ -46,6 +46,7 @@ def prepare(as_json: JsonFlag = False) -> None:
         corpus = load_default_corpus(runtime.default_corpus_dir(settings), tokenizer=tokenizer)
         # The default SAE belongs to the default model; a configured model brings its own.
         sae_dir = None if settings.model else prepare_default_sae(settings)
+        evidence_id = _prepare_evidence(settings) if sae_dir else None
     summary = {
         "data_dir": str(settings.data_dir),
         "model": str(model_path),
@@ -54,12 +55,30 @@ def prepare(as_json: JsonFlag = False) -> None:
         "corpus_heldout_texts": len(corpus.heldout),
         "corpus_tokens": corpus.info.n_tokens,
         "sae": str(sae_dir or settings.sae or "none: set GLOSSATOR_SAE for this model"),
+        "evidence": evidence_id or "none: run `glossator evidence build`",
     }
     if as_json:
         print_json(summary)
         return
     for key, value in summary.items():
         console.print(f"[bold]{key}[/]: {value}")
+
+
+PREPARE_EVIDENCE_TOKENS = 100_000  # ~2 min on 2 CPU cores; `evidence build` reads more
+
+
+def _prepare_evidence(settings: Settings) -> str:
+    """Evidence of the default SAE over the first 100k tokens of the default corpus."""
+    from api.evidence import run_job, sae_job
+    from probes.evidence.config import EvidenceConfig
+
+    with console.status("building feature evidence (first time: ~2 min)"):
+        manifest, _, _ = run_job(
+            settings,
+            sae_job(settings, None, None),
+            EvidenceConfig(max_tokens=PREPARE_EVIDENCE_TOKENS),
+        )
+    return manifest.evidence_id
 
 
 @app.command()

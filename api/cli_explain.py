@@ -59,10 +59,12 @@ def explain_command(
         key = hashlib.blake2b(budget.model_dump_json().encode(), digest_size=4).hexdigest()
         suffix = f":{uuid.uuid4().hex[:8]}" if new else ""
 
-        def thread_of(index: int) -> str:
-            return f"explain:{setup.subject.key}:{index}:{key}{suffix}"
-
         store = setup.deps.store
+        evidence = store.manifest.evidence_id  # a run depends on the evidence it read
+
+        def thread_of(index: int) -> str:
+            return f"explain:{setup.subject.key}:{evidence}:{index}:{key}{suffix}"
+
         alive = (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
         if features is not None:
             chosen = parse_features(features, alive, store.n_features)
