@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def parse_features(spec: str, alive: list[int], n_features: int) -> list[int]:
     """ "0:200" (a range), "3,7,9" (a list) or "sample:8" (a seeded sample of the features
-    that fire in the evidence). Features that never fired are left out of ranges."""
+    that fire in the evidence). Features that never fired in the evidence are left out."""
     spec = spec.strip()
     if spec.startswith("sample:"):
         count = int(spec.removeprefix("sample:"))
@@ -35,7 +35,12 @@ def parse_features(spec: str, alive: list[int], n_features: int) -> list[int]:
     bad = [f for f in picked if not 0 <= f < n_features]
     if bad:
         raise ValueError(f"unknown feature {bad[0]}: valid indices are 0..{n_features - 1}")
-    return picked
+    firing = set(alive)
+    silent = [f for f in picked if f not in firing]
+    if silent:  # nothing to explain: say so rather than fail the whole batch
+        shown = ", ".join(map(str, silent[:10]))
+        err_console.print(f"skipped (never fired in the evidence): {shown}")
+    return [f for f in picked if f in firing]
 
 
 def run_many(

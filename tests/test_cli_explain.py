@@ -75,3 +75,12 @@ def test_explain_refuses_unknown_features(env: dict[str, str]) -> None:
     assert unknown.returncode == 2 and "valid indices 0..24" in unknown.stderr
     missing = run_cli("explanation", "word-computer", "--planted", env=env)
     assert missing.returncode == 2 and "glossator explain" in missing.stderr
+
+
+def test_explain_many_prints_a_table_and_skips_silent_features(env: dict[str, str]) -> None:
+    # In this corpus "colour-words" (2: red) fires and "dunder-names" (16) never does.
+    result = run_cli("explain", "--features", "2,16", "--planted", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["explanations"]
+    assert [r["feature"] for r in rows] == ["colour-words"]
+    assert "red" in rows[0]["explanation"] and "skipped" in result.stderr
