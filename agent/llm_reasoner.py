@@ -1,0 +1,292 @@
+"""The `openai` reasoner: an LLM behind any OpenAI-compatible server thinks each step.
+
+Every call sends a small prompt and validates the reply against a small pydantic schema
+(the client re-asks on invalid output). All corpus and experiment text goes through
+`delimit()` as data, and the system prompt says such text is never instructions.
+SAGE's rule is enforced in code after the model answers: confirming or refuting takes
+at least two consistent tests among the cited ones, and every cited id must be one of
+the hypothesis's experiments; otherwise the verdict is downgraded to open.
+
+Token accounting: each run's calls are added to an `LLMUsage` per feature;
+`usage_for(feature)` returns it (the nodes do not yet add LLM cost to `state.cost`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, Field, model_validator
+
+from agent.llm import DATA_NOTE, LLMClient, LLMUsage, Message, delimit
+from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
+from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
+from probes.evidence.store import Example, FeatureEvidence
+
+MAX_TEST_CHARS = 200
+DECIDE = 2  # consistent tests needed to confirm or refute (as in SAGE)
+N_TOP, N_PER_QUANTILE, N_QUANTILES, N_QUIET, N_LENS = 8, 1, 4, 4, 10
+WINDOW_BEFORE, WINDOW_AFTER = 24, 8  # tokens shown around an example's peak
+
+T = TypeVar("T", bound=BaseModel)
+T_ = TypeVar("T_")
+
+SYSTEM = (
+    "You are an interpretability researcher explaining one feature of a sparse "
+    "autoencoder trained on a language model, by forming hypotheses and testing them "
+    "with short experiments. In examples, a token wrapped as ⟦token⟧(2.5) is where the "
+    f"feature fired, with its activation. {DATA_NOTE}"
+)
+
+
+class _HypothesisOut(BaseModel):
+    statement: str = Field(min_length=1)
+    fires_on: str
+    not_on: str
+    side: Literal["input", "output"] = "input"
+    negative_control: bool = False
+
+
+class _Hypotheses(BaseModel):
+    hypotheses: list[_HypothesisOut] = Field(min_length=3)
+
+    @model_validator(mode="after")
+    def _one_control_distinct(self) -> _Hypotheses:
+        if sum(h.negative_control for h in self.hypotheses) != 1:
+            raise ValueError("exactly one hypothesis must have negative_control: true")
+        if len({h.statement.strip().lower() for h in self.hypotheses}) < len(self.hypotheses):
+            raise ValueError("hypotheses must be distinct")
+        return self
+
+
+class _ExperimentOut(BaseModel):
+    text: str = Field(min_length=1, max_length=MAX_TEST_CHARS)
+    expect: Literal["high", "low"]
+    expected_peak: str | None = None
+
+
+class _Experiments(BaseModel):
+    experiments: list[_ExperimentOut] = Field(min_length=2, max_length=6)
+
+    @model_validator(mode="after")
+    def _both_kinds(self) -> _Experiments:
+        if {e.expect for e in self.experiments} != {"high", "low"}:
+            raise ValueError("include at least one 'high' and one 'low' experiment")
+        return self
+
+
+class _VerdictOut(BaseModel):
+    status: Literal["confirmed", "refuted", "refined", "open"]
+    reason: str
+    cites: list[str] = Field(default_factory=list)
+    refined_statement: str | None = None
+
+
+class _ConclusionOut(BaseModel):
+    explanation: str = Field(min_length=1)
+    labels: list[str] = Field(min_length=1)
+    evidence: list[str] = Field(default_factory=list)
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class LLMReasoner:
+    """The Reasoner protocol over an `LLMClient` (shared by concurrent runs)."""
+
+    def __init__(self, client: LLMClient, name: str = "openai") -> None:
+        self.client = client
+        self.name = name
+        self._usage: dict[int, LLMUsage] = {}
+
+    def usage_for(self, feature: int) -> LLMUsage:
+        """What this reasoner's calls for `feature` have spent so far (a live object)."""
+        return self._usage.setdefault(feature, LLMUsage())
+
+    async def hypothesize(
+        self, state: AgentState, evidence: FeatureEvidence
+    ) -> list[NewHypothesis]:
+        ask = (
+            f"{render_evidence(evidence)}\n\nPropose at least 3 distinct hypotheses about "
+            "what this feature responds to. Each says what should activate it (fires_on) "
+            "and what should not (not_on), and its side: 'input' (what the feature reads in "
+            "the text) or 'output' (what it makes the model predict next: see the logit "
+            "lens). Exactly one is a negative control (negative_control: true): a plausible "
+            "but likely wrong reading that the experiments should refute. Reply as "
+            '{"hypotheses": [{"statement", "fires_on", "not_on", "side", '
+            '"negative_control"}, ...]}.'
+        )
+        out = await self._ask(state, ask, _Hypotheses, "hypothesize")
+        return [NewHypothesis(**h.model_dump()) for h in out.hypotheses]
+
+    async def design(
+        self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
+    ) -> list[NewExperiment]:
+        earlier = render_experiments(state.tests_of(hypothesis.id), state.threshold)
+        ask = (
+            f"Hypothesis {hypothesis.id}:\n{render_hypothesis(hypothesis)}\n\n"
+            f"Its experiments so far:\n{earlier or '(none)'}\n\n"
+            f"Write 2 to 6 new short test texts (at most {MAX_TEST_CHARS} characters each) "
+            "that would tell whether the hypothesis holds: expect 'high' where it says the "
+            "feature fires (expected_peak: the token it should peak on), 'low' where it "
+            "says it does not; at least one of each. Reply as "
+            '{"experiments": [{"text", "expect", "expected_peak"}, ...]}.'
+        )
+        out = await self._ask(state, ask, _Experiments, "design")
+        return [
+            NewExperiment(text=e.text, expect=Expect(e.expect), expected_peak=e.expected_peak)
+            for e in out.experiments
+        ]
+
+    async def analyze(
+        self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
+    ) -> Verdict:
+        tests = [e for e in state.tests_of(hypothesis.id) if e.outcome is not None]
+        ask = (
+            f"Hypothesis {hypothesis.id}:\n{render_hypothesis(hypothesis)}\n\n"
+            f"Its experiments (fired means max activation >= {state.threshold:.2f}):\n"
+            f"{render_experiments(tests, state.threshold) or '(none)'}\n\n"
+            "Give a verdict: 'confirmed' or 'refuted' (each needs at least 2 consistent "
+            "experiments), 'refined' (with refined_statement: a better wording to test "
+            "next) or 'open' (not enough evidence yet). Cite the ids of the experiments "
+            'that decided it. Reply as {"status", "reason", "cites", "refined_statement"}.'
+        )
+        out = await self._ask(state, ask, _VerdictOut, "analyze")
+        return checked_verdict(out, tests)
+
+    async def conclude(self, state: AgentState, evidence: FeatureEvidence) -> Conclusion:
+        summary = "\n".join(
+            f"{h.id} [{h.status.value}]{' (negative control)' if h.negative_control else ''}: "
+            f"{h.statement} (decided by {', '.join(h.decided_by) or 'nothing yet'})"
+            for h in state.hypotheses
+        )
+        ask = (
+            f"{render_evidence(evidence)}\n\nHypotheses and their verdicts:\n{summary}\n"
+            f"The testing stopped: {state.stop_reason or 'decided'}.\n\n"
+            "Conclude: a one-sentence explanation of what the feature responds to; labels "
+            "(short names; several when it responds to unrelated things); the ids of the "
+            "experiments that support it; your confidence from 0 to 1. Reply as "
+            '{"explanation", "labels", "evidence", "confidence"}.'
+        )
+        out = await self._ask(state, ask, _ConclusionOut, "conclude")
+        known = {e.id for e in state.experiments}
+        return Conclusion(
+            text=out.explanation,
+            labels=out.labels,
+            evidence=[i for i in dict.fromkeys(out.evidence) if i in known],
+            confidence=out.confidence,
+        )
+
+    async def _ask(self, state: AgentState, ask: str, schema: type[T], purpose: str) -> T:
+        messages: list[Message] = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"Feature {state.feature}.\n\n{ask}"},
+        ]
+        usage = self.usage_for(state.feature)
+        return await self.client.complete_json(messages, schema, purpose=purpose, usage=usage)
+
+
+def checked_verdict(out: _VerdictOut, tests: Sequence[Experiment]) -> Verdict:
+    """The model's verdict, held to SAGE's rule: an unknown cited id, or fewer than
+    DECIDE cited tests consistent with a confirmation (all agree with the hypothesis) or
+    a refutation (all disagree), makes it open. A refinement needs its new wording."""
+    by_id = {e.id: e for e in tests}
+    cites = list(dict.fromkeys(out.cites))
+    unknown = [c for c in cites if c not in by_id]
+    status, reason = Status(out.status), out.reason
+    if unknown:
+        status, reason = Status.OPEN, f"cited unknown experiments {unknown}; {reason}"
+    elif status in (Status.CONFIRMED, Status.REFUTED):
+        want = status is Status.CONFIRMED
+        consistent = [c for c in cites if by_id[c].agrees is want]
+        if len(consistent) < DECIDE or len(consistent) < len(cites):
+            reason = f"{status.value} needs {DECIDE} consistent cited tests; {reason}"
+            status = Status.OPEN
+    elif status is Status.REFINED and not (out.refined_statement or "").strip():
+        status, reason = Status.OPEN, f"refined without a new statement; {reason}"
+    return Verdict(
+        status=status,
+        reason=reason,
+        cites=[] if status is Status.OPEN else cites,
+        refined_statement=out.refined_statement if status is Status.REFINED else None,
+    )
+
+
+def render_hypothesis(h: Hypothesis) -> str:
+    control = " (negative control)" if h.negative_control else ""
+    return f"{h.statement}{control}\nfires on: {h.fires_on}\nnot on: {h.not_on}\nside: {h.side}"
+
+
+def render_experiments(experiments: Sequence[Experiment], threshold: float) -> str:
+    parts = []
+    for e in experiments:
+        head = f"{e.id}: expect {e.expect.value}, expected peak {e.expected_peak!r}"
+        if e.outcome is None:
+            parts.append(f"{head} (not run yet)\n{delimit(e.id, e.text)}")
+            continue
+        o = e.outcome
+        fired = "fired" if o.fired else "did not fire"
+        marked = _marked(o.tokens, o.acts, threshold) if o.tokens else e.text
+        peak = f" on {o.peak_token!r}" if o.peak_token is not None else ""
+        parts.append(
+            f"{head}; result: max {o.max_act:.2f}{peak}, {fired}, "
+            f"{'agrees' if e.agrees else 'disagrees'}\n{delimit(e.id, marked)}"
+        )
+    return "\n".join(parts)
+
+
+def render_evidence(evidence: FeatureEvidence) -> str:
+    """The evidence, compactly: top contexts, quantile samples and non-activating
+    contexts (each a delimited block), the logit lens and similar features."""
+    s = evidence.stats
+    lines = [f"Fires on {s.density:.4%} of tokens; max activation {s.max_act:.2f}.", ""]
+    lines.append("Top activating contexts:")
+    lines += [_example(f"top_{i + 1}", e) for i, e in enumerate(evidence.top[:N_TOP])]
+    bins = _spread(evidence.quantiles, N_QUANTILES)
+    if bins:
+        lines.append("Samples from activation quantiles (weakest first):")
+    for b in bins:
+        for j, e in enumerate(b.examples[:N_PER_QUANTILE]):
+            lines.append(_example(f"quantile_{b.index}_{j + 1}", e))
+    if evidence.non_activating:
+        lines.append("Contexts where it does not fire:")
+    for i, e in enumerate(evidence.non_activating[:N_QUIET]):
+        lines.append(delimit(f"quiet_{i + 1}", _window(e.tokens, 0, WINDOW_BEFORE + WINDOW_AFTER)))
+    for side in ("promoted", "suppressed"):
+        tokens = getattr(evidence, side)
+        if tokens:
+            listed = ", ".join(repr(t.token) for t in tokens[:N_LENS])
+            lines.append(f"Logit lens, tokens it {side}:\n{delimit(side, listed)}")
+    if evidence.similar:
+        near = ", ".join(f"{n.feature} ({n.cosine:.2f})" for n in evidence.similar[:5])
+        lines.append(f"Most similar features (decoder cosine): {near}")
+    return "\n".join(lines)
+
+
+def _spread(bins: Sequence[T_], n: int) -> list[T_]:
+    """Up to `n` items spread evenly from first to last."""
+    if len(bins) <= n:
+        return list(bins)
+    picks = sorted({round(i * (len(bins) - 1) / (n - 1)) for i in range(n)})
+    return [bins[i] for i in picks]
+
+
+def _example(label: str, e: Example) -> str:
+    threshold = 0.5 * e.max_act if e.max_act > 0 else float("inf")
+    return f"{label} (max {e.max_act:.2f}):\n{delimit(label, _marked(e.tokens, e.acts, threshold))}"
+
+
+def _marked(tokens: Sequence[str], acts: Sequence[float], threshold: float) -> str:
+    """Tokens around the peak, with each token at or above `threshold` (and the peak)
+    wrapped as ⟦token⟧(act)."""
+    peak = max(range(len(acts)), key=lambda i: (acts[i], -i)) if acts else 0
+    marked = [
+        f"⟦{t}⟧({a:.1f})" if a > 0 and (i == peak or a >= threshold) else t
+        for i, (t, a) in enumerate(zip(tokens, acts, strict=False))
+    ]
+    marked += list(tokens[len(marked) :])
+    return _window(marked, max(0, peak - WINDOW_BEFORE), peak + WINDOW_AFTER + 1)
+
+
+def _window(tokens: Sequence[str], start: int, end: int) -> str:
+    head = "…" if start > 0 else ""
+    tail = "…" if end < len(tokens) else ""
+    return head + "".join(tokens[start:end]) + tail
