@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from agent.probe import ProbeRunner
 from agent.reasoner import Reasoner
+from agent.state import AgentState, Cost
 from probes.evidence.store import EvidenceStore, FeatureEvidence
 
 
@@ -15,6 +16,16 @@ class AgentDeps:
     reasoner: Reasoner
     probe: ProbeRunner
     store: EvidenceStore
+
+    def llm_cost(self, state: AgentState) -> Cost:
+        """The run's cost with the reasoner's LLM usage so far (reasoners that call an
+        LLM keep it per feature in `usage_for`; the rules reasoner has none)."""
+        usage_for = getattr(self.reasoner, "usage_for", None)
+        if usage_for is None:
+            return state.cost
+        usage = usage_for(state.feature)
+        tokens = usage.input_tokens + usage.output_tokens
+        return state.cost.model_copy(update={"llm_calls": usage.calls, "llm_tokens": tokens})
 
     def evidence(self, feature: int) -> FeatureEvidence:
         """The explainer's view of the feature (explain split only)."""

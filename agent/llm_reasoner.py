@@ -8,7 +8,7 @@ at least two consistent tests among the cited ones, and every cited id must be o
 the hypothesis's experiments; otherwise the verdict is downgraded to open.
 
 Token accounting: each run's calls are added to an `LLMUsage` per feature;
-`usage_for(feature)` returns it (the nodes do not yet add LLM cost to `state.cost`).
+`usage_for(feature)` returns it; the nodes copy it into `state.cost` (AgentDeps.llm_cost).
 """
 
 from __future__ import annotations

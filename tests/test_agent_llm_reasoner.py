@@ -184,6 +184,8 @@ def test_llm_reasoner_explains_word_love_over_http(
     assert "<<<E1\n" in analyze and "fired" in analyze and "did not fire" in analyze
     usage = reasoner.usage_for(state.feature)
     assert usage.calls == len(SCRIPT) and usage.input_tokens > 0
+    assert state.cost.llm_calls == len(SCRIPT)  # the nodes account LLM cost in the state
+    assert state.cost.llm_tokens == usage.input_tokens + usage.output_tokens > 0
 
 
 def test_injection_in_evidence_stays_data(

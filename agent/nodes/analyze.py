@@ -21,4 +21,4 @@ async def analyze(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
             "predicate": verdict.refined_predicate,
         }
     hypotheses = [h.model_copy(update=update) if h.id == target.id else h for h in state.hypotheses]
-    return {"hypotheses": hypotheses}
+    return {"hypotheses": hypotheses, "cost": deps.llm_cost(state)}

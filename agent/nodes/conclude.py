@@ -12,7 +12,7 @@ from agent.state import AgentState, Explanation
 async def conclude(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
     conclusion = await deps.reasoner.conclude(state, deps.evidence(state.feature))
     seconds = round(time.time() - state.started_at, 3) if state.started_at else 0.0
-    cost = state.cost.model_copy(update={"seconds": seconds})
+    cost = deps.llm_cost(state).model_copy(update={"seconds": seconds})
     stopped_by = state.stop_reason or "decided"
     return {
         "cost": cost,

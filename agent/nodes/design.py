@@ -21,4 +21,5 @@ async def design(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
         "experiments": [*state.experiments, *new],
         "round": state.round + 1,
         "testing": target.id,
+        "cost": deps.llm_cost(state),
     }

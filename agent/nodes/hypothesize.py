@@ -12,4 +12,4 @@ async def hypothesize(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
     proposed = await deps.reasoner.hypothesize(state, deps.evidence(state.feature))
     start = len(state.hypotheses)
     new = [Hypothesis(id=f"H{start + i + 1}", **p.model_dump()) for i, p in enumerate(proposed)]
-    return {"hypotheses": [*state.hypotheses, *new]}
+    return {"hypotheses": [*state.hypotheses, *new], "cost": deps.llm_cost(state)}
