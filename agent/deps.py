@@ -17,6 +17,13 @@ class AgentDeps:
     probe: ProbeRunner
     store: EvidenceStore
 
+    async def aclose(self) -> None:
+        """Stop the probe runner and close the reasoner's connections, if it has any."""
+        await self.probe.close()
+        close = getattr(self.reasoner, "aclose", None)
+        if close is not None:
+            await close()
+
     def llm_cost(self, state: AgentState) -> Cost:
         """The run's cost with the reasoner's LLM usage so far (reasoners that call an
         LLM keep it per feature in `usage_for`; the rules reasoner has none)."""

@@ -101,6 +101,9 @@ class LLMReasoner:
         """What this reasoner's calls for `feature` have spent so far (a live object)."""
         return self._usage.setdefault(feature, LLMUsage())
 
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
     async def hypothesize(
         self, state: AgentState, evidence: FeatureEvidence
     ) -> list[NewHypothesis]:

@@ -6,14 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from agent.deps import AgentDeps
 from agent.explanations import Subject
 from agent.probe import ProbeRunner
+from agent.reasoner import Reasoner
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
 from api import runtime
 from api.evidence import evidence_folder, fingerprint, open_store
-from api.settings import Settings
+from api.settings import Settings, SettingsError
+from probes.evidence.store import EvidenceStore
 
 
 @dataclass
@@ -25,7 +29,7 @@ class AgentSetup:
 
 def agent_setup(settings: Settings, planted: bool, spec: Path | None = None) -> AgentSetup:
     """The latest evidence of the configured source, with its probe source and the
-    offline rules reasoner (the LLM backends plug in here when configured)."""
+    reasoner the settings choose (`make_reasoner`)."""
     store = open_store(settings, evidence_folder(settings, None, spec, planted))
     if planted:
         from probes.planted import PlantedFeatures, default_spec_path
@@ -54,5 +58,24 @@ def agent_setup(settings: Settings, planted: bool, spec: Path | None = None) -> 
             hookpoint=hookpoint,
         )
         names = None
-    reasoner = RulesReasoner(retrieval_pool(store))
-    return AgentSetup(AgentDeps(reasoner, probe, store), subject, names)
+    return AgentSetup(AgentDeps(make_reasoner(settings, store), probe, store), subject, names)
+
+
+def make_reasoner(settings: Settings, store: EvidenceStore) -> Reasoner:
+    """The LLM reasoner when an OpenAI-compatible server is configured
+    (GLOSSATOR_LLM_BASE_URL and GLOSSATOR_LLM_MODEL), else the offline rules reasoner.
+    LLM replies are cached in Redis, so a rerun of the same request costs nothing."""
+    if not settings.llm_base_url:
+        return RulesReasoner(retrieval_pool(store))
+    if not settings.llm_model:
+        raise SettingsError(
+            "GLOSSATOR_LLM_BASE_URL is set but GLOSSATOR_LLM_MODEL is not: name the model "
+            "the server should run"
+        )
+    from agent.llm import LLMClient, LLMConfig
+    from agent.llm_reasoner import LLMReasoner
+    from api.redis_server import connect
+
+    key = settings.llm_api_key or SecretStr("unused")
+    config = LLMConfig(base_url=settings.llm_base_url, api_key=key, model=settings.llm_model)
+    return LLMReasoner(LLMClient(config, cache=connect(settings)))

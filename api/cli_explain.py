@@ -146,7 +146,7 @@ async def _run(
             with Live(render_run(start, name), console=console) as view:
                 return await drive(graph, start, thread, lambda s: view.update(render_run(s, name)))
         finally:
-            await setup.deps.probe.close()
+            await setup.deps.aclose()
 
 
 def explanation_command(

@@ -82,7 +82,7 @@ def run_many(
             try:
                 return list(await asyncio.gather(*(one(f) for f in features)))
             finally:
-                await setup.deps.probe.close()
+                await setup.deps.aclose()
 
     with progress:
         return asyncio.run(main())
