@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -86,31 +86,29 @@ class _Predicate(BaseModel):
         return 1
 
 
-class TokenIn(_Predicate):
-    kind: Literal["token_in"] = "token_in"
+class _Listed(_Predicate):
+    """A set of words (tokens or whole words, as the subclass reads them)."""
+
     words: tuple[str, ...] = Field(min_length=1)
     case_sensitive: bool = False
-
-    def evaluate(self, view: TokenView) -> list[bool]:
-        words = set(self.words)
-        return [normal(t, self.case_sensitive) in words for t in view.tokens]
+    _noun: ClassVar[str]
 
     def describe(self) -> str:
         shown = ", ".join(f'"{w}"' for w in self.words[:12])
         more = f" and {len(self.words) - 12} more" if len(self.words) > 12 else ""
         case = " (exact case)" if self.case_sensitive else ""
-        return f"the token{'s' if len(self.words) > 1 else ''} {shown}{more}{case}"
+        return f"the {self._noun}{'s' if len(self.words) > 1 else ''} {shown}{more}{case}"
 
     def size(self) -> int:
         return 1 + len(self.words) // 4
 
 
-class TokenRegex(_Predicate):
-    """The token (without surrounding whitespace) matches `pattern` entirely."""
+class _Pattern(_Predicate):
+    """A regex, with its plain-English reading when known."""
 
-    kind: Literal["token_regex"] = "token_regex"
     pattern: str
-    meaning: str = ""  # plain-English reading of the pattern, when known
+    meaning: str = ""
+    _unnamed: ClassVar[str]  # how describe() reads the bare pattern
 
     @field_validator("pattern")
     @classmethod
@@ -118,71 +116,60 @@ class TokenRegex(_Predicate):
         re.compile(pattern)
         return pattern
 
+    def describe(self) -> str:
+        return self.meaning or f"{self._unnamed} /{self.pattern}/"
+
+
+class TokenIn(_Listed):
+    kind: Literal["token_in"] = "token_in"
+    _noun: ClassVar[str] = "token"
+
+    def evaluate(self, view: TokenView) -> list[bool]:
+        words = set(self.words)
+        return [normal(t, self.case_sensitive) in words for t in view.tokens]
+
+
+class TokenRegex(_Pattern):
+    """The token (without surrounding whitespace) matches `pattern` entirely."""
+
+    kind: Literal["token_regex"] = "token_regex"
+    _unnamed: ClassVar[str] = "tokens matching"
+
     def evaluate(self, view: TokenView) -> list[bool]:
         compiled = re.compile(self.pattern)
         return [bool(t.strip()) and compiled.fullmatch(t.strip()) is not None for t in view.tokens]
 
-    def describe(self) -> str:
-        return self.meaning or f"tokens matching /{self.pattern}/"
 
-
-class WordIn(_Predicate):
+class WordIn(_Listed):
     """The word the token belongs to (all its tokens) is one of `words`."""
 
     kind: Literal["word_in"] = "word_in"
-    words: tuple[str, ...] = Field(min_length=1)
-    case_sensitive: bool = False
+    _noun: ClassVar[str] = "word"
 
     def evaluate(self, view: TokenView) -> list[bool]:
         words = set(self.words)
         found = (view.word(i) for i in range(len(view.tokens)))
         return [w is not None and normal(w, self.case_sensitive) in words for w in found]
 
-    def describe(self) -> str:
-        shown = ", ".join(f'"{w}"' for w in self.words[:12])
-        more = f" and {len(self.words) - 12} more" if len(self.words) > 12 else ""
-        case = " (exact case)" if self.case_sensitive else ""
-        return f"the word{'s' if len(self.words) > 1 else ''} {shown}{more}{case}"
 
-    def size(self) -> int:
-        return 1 + len(self.words) // 4
-
-
-class WordRegex(_Predicate):
+class WordRegex(_Pattern):
     """The word the token belongs to matches `pattern` entirely."""
 
     kind: Literal["word_regex"] = "word_regex"
-    pattern: str
-    meaning: str = ""
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, pattern: str) -> str:
-        re.compile(pattern)
-        return pattern
+    _unnamed: ClassVar[str] = "words matching"
 
     def evaluate(self, view: TokenView) -> list[bool]:
         compiled = re.compile(self.pattern)
         found = (view.word(i) for i in range(len(view.tokens)))
         return [w is not None and compiled.fullmatch(w) is not None for w in found]
 
-    def describe(self) -> str:
-        return self.meaning or f"words matching /{self.pattern}/"
 
-
-class Preceded(_Predicate):
+class Preceded(_Pattern):
     """The text right before the token's word ends with a match of `pattern` (e.g. "of "
     for the word after "of")."""
 
     kind: Literal["preceded"] = "preceded"
-    pattern: str
-    meaning: str = ""
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, pattern: str) -> str:
-        re.compile(pattern)
-        return pattern
+    _unnamed: ClassVar[str] = "words right after"
 
     def evaluate(self, view: TokenView) -> list[bool]:
         compiled = re.compile(f"(?:{self.pattern})$")
@@ -190,9 +177,6 @@ class Preceded(_Predicate):
             span is not None and compiled.search(view.text, 0, span[0]) is not None
             for span in view.words
         ]
-
-    def describe(self) -> str:
-        return self.meaning or f"words right after /{self.pattern}/"
 
 
 class Neighbour(_Predicate):
