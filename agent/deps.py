@@ -3,7 +3,7 @@ and the feature's evidence. Not part of the checkpointed state."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.probe import ProbeRunner
 from agent.reasoner import Reasoner
@@ -16,6 +16,7 @@ class AgentDeps:
     reasoner: Reasoner
     probe: ProbeRunner
     store: EvidenceStore
+    _evidence: dict[int, FeatureEvidence] = field(default_factory=dict, init=False, repr=False)
 
     async def aclose(self) -> None:
         """Stop the probe runner and close the reasoner's connections, if it has any."""
@@ -35,5 +36,9 @@ class AgentDeps:
         return state.cost.model_copy(update={"llm_calls": usage.calls, "llm_tokens": tokens})
 
     def evidence(self, feature: int) -> FeatureEvidence:
-        """The explainer's view of the feature (explain split only)."""
-        return self.store.feature(feature, non_activating=50)
+        """The explainer's view of the feature (explain split only). Read once per
+        feature: every node of every round asks for it, and it never changes."""
+        found = self._evidence.get(feature)
+        if found is None:
+            found = self._evidence[feature] = self.store.feature(feature, non_activating=50)
+        return found

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.rules.hypotheses import evidence_data, from_dict, hypotheses_from_evidence
+from agent.rules.hypotheses import evidence_data, from_dict, hypotheses_from_evidence, labeled
 from agent.rules.predicates import (
     AfterLinePrefix,
     AllOf,
@@ -27,7 +27,7 @@ from agent.rules.predicates import (
     WordRegex,
 )
 from agent.rules.synthesis import Labeled, agreement, evaluate, synthesize
-from probes.evidence.store import EvidenceStore, Example
+from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
 
 VIEW = TokenView.of(
@@ -82,10 +82,6 @@ def test_synthesis_refuses_data_without_firing() -> None:
 
 
 # -- planted features on real evidence -------------------------------------------------
-
-
-def labeled(examples: list[Example]) -> list[Labeled]:
-    return [Labeled(TokenView.of(e.tokens), tuple(a > 0 for a in e.acts)) for e in examples]
 
 
 def test_synthesis_recovers_planted_rules_on_held_out_text(

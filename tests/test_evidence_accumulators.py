@@ -87,6 +87,15 @@ def run(acc: StreamingTopK | StreamingSample, batches: list[Batch], device: str 
         acc.update(context_N.to(device), feature_N.to(device), value_N.to(device))
 
 
+def assert_rows(
+    acc: StreamingTopK | StreamingSample, values_FK: Tensor, contexts_FK: Tensor
+) -> None:
+    """The selection's rows, in ranking order, are exactly these."""
+    got_values_FK, got_contexts_FK, _ = acc.ordered()
+    assert torch.equal(got_contexts_FK.cpu(), contexts_FK)
+    assert torch.equal(got_values_FK.cpu(), values_FK)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("k", [1, 5, 40])
 def test_topk_equals_brute_force(device: str, k: int) -> None:
@@ -94,9 +103,7 @@ def test_topk_equals_brute_force(device: str, k: int) -> None:
     acc = StreamingTopK(N_FEATURES, k).to(device)
     run(acc, batches, device)
     values_FK, contexts_FK = brute_topk(batches, k)
-    got_values_FK, got_contexts_FK, _ = acc.ordered()
-    assert torch.equal(got_contexts_FK.cpu(), contexts_FK)
-    assert torch.equal(got_values_FK.cpu(), values_FK)
+    assert_rows(acc, values_FK, contexts_FK)
 
 
 def test_topk_exact_when_contexts_split_across_batches() -> None:
@@ -107,9 +114,7 @@ def test_topk_exact_when_contexts_split_across_batches() -> None:
     acc = StreamingTopK(N_FEATURES, 6)
     run(acc, split)
     values_FK, contexts_FK = brute_topk(batches, 6)
-    got_values_FK, got_contexts_FK, _ = acc.ordered()
-    assert torch.equal(got_contexts_FK, contexts_FK)
-    assert torch.equal(got_values_FK, values_FK)
+    assert_rows(acc, values_FK, contexts_FK)
 
 
 def test_sample_matches_priority_order_and_values() -> None:
@@ -126,9 +131,7 @@ def test_sample_matches_priority_order_and_values() -> None:
     ranked = {f: sorted(row, key=lambda cv: (priority(f, cv[0]), cv[0]))
               for f, row in per_feature.items()}  # fmt: skip
     values_FK, contexts_FK = expected_rows(ranked, 8)
-    got_values_FK, got_contexts_FK, _ = acc.ordered()
-    assert torch.equal(got_contexts_FK, contexts_FK)
-    assert torch.equal(got_values_FK, values_FK)
+    assert_rows(acc, values_FK, contexts_FK)
 
 
 def test_sample_independent_of_batch_split() -> None:

@@ -122,9 +122,10 @@ class EvidenceStore:
         self.tokenizer = tokenizer
         self._features = safe_open(str(self.folder / "features.safetensors"), framework="pt")
         self._contexts = safe_open(str(self.folder / "contexts.safetensors"), framework="pt")
-        contexts = load_file(self.folder / "contexts.safetensors")
-        self._offsets, self._text = contexts["offsets"], contexts["text"]
-        self._start, self._split = contexts["start"], contexts["split"]
+        # Per-context tables are small; the token ids stay memory-mapped.
+        self._offsets, self._text, self._start, self._split = (
+            self._contexts.get_tensor(name) for name in ("offsets", "text", "start", "split")
+        )
         pool = load_file(self.folder / "pool.safetensors")
         self._pool_members, self._pool_feature = pool["members"], pool["feature"]
         self._pool_context = pool["context"]
