@@ -15,7 +15,7 @@ from agent.reasoner import Reasoner
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
 from api import runtime
-from api.evidence import evidence_folder, fingerprint, open_store
+from api.evidence import evidence_folder, fingerprint, open_store, planted_spec_path
 from api.settings import Settings, SettingsError
 from probes.evidence.store import EvidenceStore
 
@@ -32,9 +32,9 @@ def agent_setup(settings: Settings, planted: bool, spec: Path | None = None) -> 
     reasoner the settings choose (`make_reasoner`)."""
     store = open_store(settings, evidence_folder(settings, None, spec, planted))
     if planted:
-        from probes.planted import PlantedFeatures, default_spec_path
+        from probes.planted import PlantedFeatures
 
-        spec_path = (spec or default_spec_path()).expanduser().resolve()
+        spec_path = planted_spec_path(spec)
         source = PlantedFeatures.from_file(spec_path, store.tokenizer)
         subject = Subject(
             model=store.manifest.source.get("tokenizer", "planted"),

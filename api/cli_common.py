@@ -67,3 +67,21 @@ def print_json(document: Any) -> None:
 
 def shown_token(token: str) -> str:
     return token.replace("\n", "\\n").replace("\t", "\\t")
+
+
+def feature_index(feature: str, names: list[str] | None) -> int:
+    """A feature given as its index, or (planted features, `names` given) as its id."""
+    text = feature.strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    if names is None:
+        raise ValueError(
+            f"{feature!r} is not a feature index; give a number (ids such as word-love "
+            "name planted features: add --planted)"
+        )
+    if text not in names:
+        raise ValueError(
+            f"unknown planted feature {feature!r}; give an index 0..{len(names) - 1} "
+            f"or one of: {', '.join(names)}"
+        )
+    return names.index(text)

@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from api.cli_common import JsonFlag, console, err_console, print_json, user_errors
+from api.cli_common import JsonFlag, console, err_console, feature_index, print_json, user_errors
 from api.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def build_command(
         settings = get_settings()
         config = EvidenceConfig(top_k=top_k, context_width=context_width, max_tokens=max_tokens)
         if use_planted:
-            job = evidence.planted_job(settings, corpus, _resolved(spec))
+            job = evidence.planted_job(settings, corpus, spec)
         else:
             job = evidence.sae_job(settings, corpus, hookpoint, batch_size, batch_tokens)
         manifest, folder, reused = _run_with_progress(settings, job, config, checkpoint_every)
@@ -119,11 +119,6 @@ def build_command(
                 if isinstance(value, int)
                 else f"[bold]{key}[/]: {value}"
             )
-
-
-def _resolved(spec: Path | None) -> Path | None:
-    """The spec as an absolute path: it names the evidence's source in `latest.json`."""
-    return spec.expanduser().resolve() if spec is not None else None
 
 
 def _estimate_tokens(job: EvidenceJob, max_tokens: int | None) -> int | None:
@@ -242,12 +237,12 @@ def feature_command(
 
     with user_errors():
         settings = get_settings()
-        folder = evidence_folder(settings, evidence_id, _resolved(spec), planted or bool(spec))
+        folder = evidence_folder(settings, evidence_id, spec, planted or bool(spec))
         manifest = read_manifest(folder)
         if manifest is None:
             raise EvidenceError(f"no finished evidence in {folder}; run `glossator evidence build`")
         specs = _planted_specs(manifest.source)
-        index = _feature_index(feature, specs)
+        index = feature_index(feature, [spec.id for spec in specs] if specs else None)
         store = open_store(settings, folder)
         found = store.feature(index, top=top, per_quantile=per_quantile)
     named = specs[index] if specs is not None else None
@@ -270,21 +265,3 @@ def _planted_specs(source: dict[str, str]) -> list[PlantedFeatureSpec] | None:
     if fingerprint(path) != source.get("spec_hash"):
         return None
     return load_planted_spec(path)
-
-
-def _feature_index(feature: str, specs: list[PlantedFeatureSpec] | None) -> int:
-    text = feature.strip()
-    if text.isascii() and text.isdigit():
-        return int(text)
-    if specs is None:
-        raise ValueError(
-            f"{feature!r} is not a feature index; give a number (ids such as word-love "
-            "name planted features: add --planted)"
-        )
-    names = [s.id for s in specs]
-    if text not in names:
-        raise ValueError(
-            f"unknown planted feature {feature!r}; give an index 0..{len(names) - 1} "
-            f"or one of: {', '.join(names)}"
-        )
-    return names.index(text)

@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
 
-from api.cli_common import JsonFlag, console, print_json, user_errors
+from api.cli_common import JsonFlag, console, feature_index, print_json, user_errors
 from api.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -65,8 +66,8 @@ def explain_command(
         def thread_of(index: int) -> str:
             return f"explain:{setup.subject.key}:{evidence}:{index}:{key}{suffix}"
 
-        alive = (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
         if features is not None:
+            alive = (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
             chosen = parse_features(features, alive, store.n_features)
             states = run_many(settings, setup, chosen, budget, concurrency, thread_of)
             for state in states:
@@ -128,25 +129,32 @@ async def drive(
     return state
 
 
+@contextlib.asynccontextmanager
+async def checkpointed_graph(settings: Settings, setup: AgentSetup) -> AsyncIterator[Any]:
+    """The agent graph with its Redis checkpointer; the run's connections close after."""
+    from agent.checkpointer import async_redis_checkpointer
+    from agent.graph import build_graph
+    from api.redis_server import redis_url
+
+    async with async_redis_checkpointer(redis_url(settings)) as saver:
+        try:
+            yield build_graph(setup.deps).compile(checkpointer=saver)
+        finally:
+            await setup.deps.aclose()
+
+
 async def _run(
     settings: Settings, setup: AgentSetup, start: AgentState, thread: str, name: str, live: bool
 ) -> AgentState:
     from rich.live import Live
 
-    from agent.checkpointer import async_redis_checkpointer
-    from agent.graph import build_graph
     from api.cli_agent_view import render_run
-    from api.redis_server import redis_url
 
-    async with async_redis_checkpointer(redis_url(settings)) as saver:
-        graph = build_graph(setup.deps).compile(checkpointer=saver)
-        try:
-            if not live:  # --json: nothing but the final document on stdout
-                return await drive(graph, start, thread, on_state=None)
-            with Live(render_run(start, name), console=console) as view:
-                return await drive(graph, start, thread, lambda s: view.update(render_run(s, name)))
-        finally:
-            await setup.deps.aclose()
+    async with checkpointed_graph(settings, setup) as graph:
+        if not live:  # --json: nothing but the final document on stdout
+            return await drive(graph, start, thread, on_state=None)
+        with Live(render_run(start, name), console=console) as view:
+            return await drive(graph, start, thread, lambda s: view.update(render_run(s, name)))
 
 
 def explanation_command(
@@ -185,13 +193,3 @@ def explanation_command(
         f"{ex.cost.probe_texts} probe texts, {ex.cost.seconds:.1f} s · "
         f"{current.explainer} · run {current.run_id} · {runs} run(s) stored"
     )
-
-
-def feature_index(feature: str, names: list[str] | None) -> int:
-    text = feature.strip()
-    if text.isascii() and text.isdigit():
-        return int(text)
-    if names is None or text not in names:
-        known = f"; planted ids: {', '.join(names)}" if names else " (ids need --planted)"
-        raise ValueError(f"{feature!r} is not a feature index{known}")
-    return names.index(text)

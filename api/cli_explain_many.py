@@ -51,7 +51,7 @@ def run_many(
     concurrency: int,
     thread_of: Any,
 ) -> list[AgentState]:
-    from api.cli_explain import drive
+    from api.cli_explain import checkpointed_graph, drive
 
     progress = Progress(
         TextColumn("[bold]explaining"),
@@ -62,15 +62,11 @@ def run_many(
     )
 
     async def main() -> list[AgentState]:
-        from agent.checkpointer import async_redis_checkpointer
-        from agent.graph import build_graph
         from agent.state import AgentState
-        from api.redis_server import redis_url
 
         gate = asyncio.Semaphore(concurrency)
         task = progress.add_task("explain", total=len(features))
-        async with async_redis_checkpointer(redis_url(settings)) as saver:
-            graph = build_graph(setup.deps).compile(checkpointer=saver)
+        async with checkpointed_graph(settings, setup) as graph:
 
             async def one(feature: int) -> AgentState:
                 async with gate:
@@ -79,10 +75,7 @@ def run_many(
                 progress.advance(task)
                 return state
 
-            try:
-                return list(await asyncio.gather(*(one(f) for f in features)))
-            finally:
-                await setup.deps.aclose()
+            return list(await asyncio.gather(*(one(f) for f in features)))
 
     with progress:
         return asyncio.run(main())

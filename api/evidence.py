@@ -142,12 +142,19 @@ def sae_job(
     )
 
 
+def planted_spec_path(spec: Path | None) -> Path:
+    """The spec file, absolute (it names the evidence's source), default: the shipped one."""
+    from probes.planted import default_spec_path
+
+    return (spec or default_spec_path()).expanduser().resolve()
+
+
 def planted_job(settings: Settings, corpus: Path | None, spec: Path | None) -> EvidenceJob:
     """Planted (ground-truth) features from `spec` (default: the shipped ones)."""
     from probes.evidence.sources import SourceChunkReader
-    from probes.planted import PlantedFeatures, default_spec_path, load_planted_spec
+    from probes.planted import PlantedFeatures, load_planted_spec
 
-    spec_path = (spec or default_spec_path()).expanduser().resolve()
+    spec_path = planted_spec_path(spec)
     tokenizer = runtime.open_tokenizer(settings)
     planted = PlantedFeatures(load_planted_spec(spec_path), tokenizer)
     source = {
@@ -219,9 +226,7 @@ def latest_folder(
     path = evidence_root(settings) / "latest.json"
     latest = json.loads(path.read_text()) if path.exists() else {}
     if use_planted:
-        from probes.planted import default_spec_path
-
-        spec = (planted or default_spec_path()).expanduser().resolve()
+        spec = planted_spec_path(planted)
         tokenizer = runtime.subject_model_path(settings)
         slug = f"planted:{spec}@{tokenizer}"
         how = "glossator evidence build --planted"
