@@ -140,8 +140,20 @@ Rule = Annotated[
 ]
 
 
+class Sense(BaseModel):
+    """One of a polysemantic feature's unrelated meanings, for judging explanations
+    (which should name each); the feature itself fires on its `rule`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=_ID_PATTERN)
+    description: str = Field(min_length=1)
+    rule: Rule
+
+
 class PlantedFeatureSpec(BaseModel):
-    """One planted feature: an id, a plain-English description, a rule, an activation."""
+    """One planted feature: an id, a plain-English description, a rule, an activation,
+    and, for a polysemantic feature, its senses (at least two)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -149,6 +161,14 @@ class PlantedFeatureSpec(BaseModel):
     description: str = Field(min_length=1)
     rule: Rule
     activation: float = Field(gt=0)
+    senses: tuple[Sense, ...] = ()
+
+    @field_validator("senses")
+    @classmethod
+    def _two_or_more(cls, senses: tuple[Sense, ...]) -> tuple[Sense, ...]:
+        if len(senses) == 1:
+            raise ValueError("a polysemantic feature lists at least two senses (or none)")
+        return senses
 
     @field_validator("description")
     @classmethod

@@ -130,7 +130,11 @@ def test_shipped_spec_is_rich_and_well_formed(shipped_specs: list[PlantedFeature
     assert all(s.description.endswith(".") and len(s.description) > 10 for s in shipped_specs)
     kinds = {type(s.rule) for s in shipped_specs}
     assert kinds == {RegexRule, WordsRule}
-    assert sum("Polysemantic" in s.description for s in shipped_specs) >= 2
+    polysemantic = [s for s in shipped_specs if "Polysemantic" in s.description]
+    assert len(polysemantic) >= 2
+    # Each lists its senses, and the senses together fire exactly where the feature does.
+    assert all(len(s.senses) == 2 for s in polysemantic)
+    assert not any(s.senses for s in shipped_specs if s not in polysemantic)
 
 
 def test_every_shipped_feature_fires_on_its_example(shipped: PlantedFeatures) -> None:
@@ -138,6 +142,22 @@ def test_every_shipped_feature_fires_on_its_example(shipped: PlantedFeatures) ->
     ids = list(EXAMPLES)
     for feature_id, acts in zip(ids, shipped.activations(list(EXAMPLES.values())), strict=True):
         assert active_tokens(shipped, acts, feature_id), f"{feature_id} silent on {acts.text!r}"
+
+
+def test_polysemantic_senses_together_are_the_feature(
+    shipped: PlantedFeatures, shipped_specs: list[PlantedFeatureSpec], smollm2_tokenizer: Any
+) -> None:
+    texts = list(EXAMPLES.values()) + EXTRA_TEXTS
+    for spec in (s for s in shipped_specs if s.senses):
+        senses = [
+            PlantedFeatureSpec(id=x.id, description=x.description, rule=x.rule, activation=1.0)
+            for x in spec.senses
+        ]
+        apart = PlantedFeatures(senses, smollm2_tokenizer)
+        for whole, parts in zip(shipped.activations(texts), apart.activations(texts), strict=True):
+            union = parts.dense(list(range(len(senses)))).amax(dim=1) > 0
+            feature = whole.dense([shipped.feature_index(spec.id)])[:, 0] > 0
+            assert torch.equal(union, feature), (spec.id, whole.text)
 
 
 def test_shipped_features_agree_with_their_rules_token_by_token(
@@ -373,6 +393,10 @@ def line(**fields: Any) -> str:
         (line(rule={"words": ["a"], "case_sensitve": True}), ["case_sensitve", "Extra"]),
         (line(id="has space"), ["id", "pattern"]),
         (line(description="   "), ["description", "blank"]),
+        (
+            line(senses=[{"id": "one", "description": "Only.", "rule": {"regex": "a"}}]),
+            ["senses", "at least two"],
+        ),
     ],
 )
 def test_spec_errors_name_file_line_and_problem(

@@ -6,6 +6,7 @@ substituting the word it fires on; verdicts come from measured token-level agree
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import numpy as np
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.rules.hypotheses import as_dict, evidence_data, from_dict, hypotheses_from_evidence
 from agent.rules.predicates import AnyOf, Predicate, TokenView
+from agent.rules.senses import Embed, MiniLMEmbedder, split_predicate
 from agent.rules.synthesis import Labeled, agreement, evaluate, synthesize
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from probes.evidence.store import FeatureEvidence
@@ -28,10 +30,12 @@ MOSTLY = 0.75  # share of agreeing tests that confirms despite a miss
 @dataclass
 class RulesReasoner:
     """`pool`: short texts (as tokens) from the explain side of the corpus, never from
-    the scoring split; experiments are drawn from it."""
+    the scoring split; experiments are drawn from it. `embed` reads word meanings, to
+    split a concluded word list into unrelated senses (None: never split)."""
 
     pool: Sequence[TokenView]
     seed: int = 0
+    embed: Embed | None = field(default_factory=MiniLMEmbedder)
     name: str = "rules"
     _vocabulary: list[str] = field(default_factory=list, init=False, repr=False)
     _by_shape: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
@@ -171,15 +175,25 @@ class RulesReasoner:
 
         best = max(pool, key=fit)
         predicate = _predicate(best)
-        parts = predicate.parts if isinstance(predicate, AnyOf) else (predicate,)
         support = [e.id for e in state.tests_of(best.id) if _agrees(predicate, e, state.threshold)]
+        whole = predicate
+        if self.embed is not None:  # off the event loop: the first call loads a model
+            predicate = await asyncio.to_thread(split_predicate, predicate, data, self.embed)
+        parts = predicate.parts if isinstance(predicate, AnyOf) else (predicate,)
         return Conclusion(
-            text=f"Fires on {predicate.describe()}.",
+            text=_sentence(predicate, parts, polysemantic=predicate is not whole),
             labels=[p.describe() for p in parts],
             evidence=support,
             confidence=round(fit(best) * (1.0 if best in confirmed else 0.6), 3),
-            predicate=best.predicate,
+            predicate=as_dict(predicate),
         )
+
+
+def _sentence(predicate: Predicate, parts: Sequence[Predicate], polysemantic: bool) -> str:
+    if not polysemantic:
+        return f"Fires on {predicate.describe()}."
+    listed = "; ".join(f"({i}) {p.describe()}" for i, p in enumerate(parts, 1))
+    return f"Polysemantic: fires on {len(parts)} unrelated things: {listed}."
 
 
 def experiment_data(experiments: Sequence[Experiment], threshold: float) -> list[Labeled]:

