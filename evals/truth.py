@@ -93,7 +93,7 @@ def _rule_mask(pattern: re.Pattern[str], item: Labeled) -> list[bool]:
         for i, token_start in enumerate(view.starts):
             if token_start < end and start < token_start + len(view.tokens[i]):
                 mask[i] = True
-    return mask
+    return mask[item.offset :]
 
 
 def _flat(rows: Iterable[Sequence[bool]]) -> np.ndarray:

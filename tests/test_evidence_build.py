@@ -17,7 +17,12 @@ from probes.evidence.accumulators import pair_priority
 from probes.evidence.build import build_evidence, text_splits
 from probes.evidence.config import EXPLAIN, SCORE, EvidenceConfig, EvidenceError
 from probes.evidence.sources import ContextChunk, EntryBatch, SAEChunkReader, SourceChunkReader
-from probes.evidence.store import EvidenceStore, Example, FeatureNotInEvidenceError
+from probes.evidence.store import (
+    LEFT_CONTEXT,
+    EvidenceStore,
+    Example,
+    FeatureNotInEvidenceError,
+)
 from probes.model import SubjectModel
 from probes.planted import PlantedFeatures, default_spec_path
 from probes.reader import ActivationReader
@@ -375,7 +380,7 @@ def planted_build(
 
 def test_planted_top_contexts_match_the_rule(planted_build: Any) -> None:
     store, planted, texts = planted_build
-    fired = 0
+    fired = long_left = 0
     for f, name in enumerate(planted.feature_names):
         evidence = store.feature(f)
         for e in evidence.top:
@@ -383,11 +388,17 @@ def test_planted_top_contexts_match_the_rule(planted_build: Any) -> None:
             dense = truth.dense([f])[e.start : e.start + len(e.tokens), 0]
             assert e.acts == dense.tolist(), (name, e.text)
             assert e.max_act == max(e.acts) > 0
+            # The left context is the text's own tokens right before the example.
+            text_tokens = [t.text for t in truth.tokens]
+            left = min(LEFT_CONTEXT, e.start)
+            assert e.before == text_tokens[e.start - left : e.start], (name, e.text)
+            assert e.tokens == text_tokens[e.start : e.start + len(e.tokens)]
+            long_left += e.start > LEFT_CONTEXT
         for e in evidence.non_activating:
             truth = planted.activations([texts[e.text_index]])[0]
             assert not truth.dense([f])[e.start : e.start + len(e.tokens), 0].any()
         fired += bool(evidence.top)
-    assert fired >= 12
+    assert fired >= 12 and long_left > 0
     love = store.feature(planted.feature_index("word-love"))
     assert all("love" in e.tokens[e.peak].lower() for e in love.top) and love.top
 

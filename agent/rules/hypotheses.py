@@ -10,8 +10,12 @@ from probes.evidence.store import Example, FeatureEvidence
 
 
 def labeled(examples: list[Example]) -> list[Labeled]:
-    """Examples as token views with, per token, whether the feature fired."""
-    return [Labeled(TokenView.of(e.tokens), tuple(a > 0 for a in e.acts)) for e in examples]
+    """Examples as token views (their left context first, unlabelled) with, per token,
+    whether the feature fired."""
+    return [
+        Labeled(TokenView.of(e.before + e.tokens), tuple(a > 0 for a in e.acts), len(e.before))
+        for e in examples
+    ]
 
 
 def evidence_data(evidence: FeatureEvidence) -> list[Labeled]:

@@ -232,7 +232,12 @@ class AfterLinePrefix(_Predicate):
         return f'the words after "{self.prefix}" at the start of a line{until}'
 
 
-_QUOTED = re.compile(r"[\"“]\s*([^\"“”]*?)\s*[\"”]")
+# A straight quote opens a quotation when a word (or a bracket, an apostrophe) follows
+# it and none precedes it; any other quote closes one. Telling them apart by where they
+# stand, not by counting, reads a window that starts inside a quotation correctly. A
+# quotation still open where the text ends runs to the end: windows of longer texts
+# often stop before the closing quote.
+_QUOTED = re.compile(r"(?:“|(?<!\w)\"(?=[\w'(\[]))([^\"“”]*?)\s*(?:[\"”]|\Z)")
 
 
 def _overlapping(view: TokenView, spans: list[tuple[int, int]]) -> list[bool]:

@@ -86,8 +86,8 @@ def _firing_spans(data: Sequence[Labeled]) -> dict[str, Counter[str]]:
     """Per normalised token and word (both cases), the runs of firing tokens it sat in."""
     spans: dict[str, Counter[str]] = defaultdict(Counter)
     for item in data:
-        labels, view = item.labels, item.view
-        i = 0
+        labels, view = (False,) * item.offset + item.labels, item.view
+        i = item.offset
         while i < len(labels):
             if not labels[i]:
                 i += 1

@@ -63,10 +63,17 @@ SIZE_PENALTY = 0.002  # per unit of `Predicate.size()`: prefer the simpler of ne
 
 @dataclass(frozen=True)
 class Labeled:
-    """A text's tokens and, per token, whether the feature fired there."""
+    """A text's tokens and, per token from `offset` on, whether the feature fired there.
+    The first `offset` tokens are context only (what came before an example): predicates
+    read them, nothing scores them."""
 
     view: TokenView
     labels: tuple[bool, ...]
+    offset: int = 0
+
+    def verdicts(self, predicate: Predicate) -> list[bool]:
+        """The predicate's verdict on each labelled token."""
+        return predicate.evaluate(self.view)[self.offset :]
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,7 @@ def agreement(predicted: np.ndarray, labels: np.ndarray) -> Agreement:
 
 def evaluate(predicate: Predicate, data: Sequence[Labeled]) -> np.ndarray:
     """The predicate's verdict on every token of `data`, flattened."""
-    parts = [predicate.evaluate(item.view) for item in data]
+    parts = [item.verdicts(predicate) for item in data]
     return np.fromiter((v for part in parts for v in part), dtype=bool)
 
 
@@ -239,7 +246,7 @@ def _out_of_fold(fit: Fitter, data: Sequence[Labeled]) -> np.ndarray:
     verdicts = []
     for i, item in enumerate(data):
         predicate = fitted[i % 2]
-        verdicts.append(predicate.evaluate(item.view) if predicate else [False] * len(item.labels))
+        verdicts.append(item.verdicts(predicate) if predicate else [False] * len(item.labels))
     return np.fromiter((v for part in verdicts for v in part), dtype=bool)
 
 
@@ -261,7 +268,7 @@ def _word_set(
     fired: Counter[str] = Counter()
     seen: Counter[str] = Counter()
     for item in data:
-        for i, label in enumerate(item.labels):
+        for i, label in enumerate(item.labels, start=item.offset):
             token = token_at(item.view, i)
             if token is None or not token.strip():
                 continue
@@ -285,7 +292,7 @@ def _word_set(
 
 def _active_tokens(data: Sequence[Labeled]) -> Iterable[tuple[TokenView, int]]:
     for item in data:
-        for i, label in enumerate(item.labels):
+        for i, label in enumerate(item.labels, start=item.offset):
             if label:
                 yield item.view, i
 

@@ -22,6 +22,8 @@ from probes.evidence.config import EXPLAIN, SCORE, EvidenceError, EvidenceManife
 
 # Seeds of the per-feature random order of non-activating pool contexts: config.seed + this.
 _NON_ACTIVATING_SEED = 3
+# Tokens of the text kept before each example: where a quote or a line began.
+LEFT_CONTEXT = 32
 
 
 class FeatureNotInEvidenceError(EvidenceError):
@@ -40,6 +42,9 @@ class Example(BaseModel):
     tokens: list[str]
     acts: list[float]
     max_act: float
+    # Up to LEFT_CONTEXT tokens just before the context in its text, to read it by
+    # (a quote opened earlier, the start of its line); they carry no activations.
+    before: list[str] = []
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -234,15 +239,19 @@ class EvidenceStore:
 
     def _example(self, context: int, acts: list[float], max_act: float) -> Example:
         begin, end = int(self._offsets[context]), int(self._offsets[context + 1])
-        ids = self._contexts.get_slice("token_ids")[begin:end].tolist()
+        # A text's contexts are consecutive, so the tokens before this one are stored
+        # right before it.
+        left = min(LEFT_CONTEXT, int(self._start[context]), begin)
+        ids = self._contexts.get_slice("token_ids")[begin - left : end].tolist()
         return Example(
             context=context,
             text_index=int(self._text[context]),
             start=int(self._start[context]),
-            token_ids=ids,
-            tokens=[self.token_string(i) for i in ids],
-            acts=acts[: len(ids)] if acts else [0.0] * len(ids),
+            token_ids=ids[left:],
+            tokens=[self.token_string(i) for i in ids[left:]],
+            acts=acts[: len(ids) - left] if acts else [0.0] * (len(ids) - left),
             max_act=max_act,
+            before=[self.token_string(i) for i in ids[:left]],
         )
 
     def _quantiles(
