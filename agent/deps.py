@@ -1,14 +1,47 @@
 """What the graph's nodes need besides the state: the reasoner, the shared probe runner
-and the feature's evidence. Not part of the checkpointed state."""
+and the feature's evidence. Not part of the checkpointed state.
+
+LLM usage is not kept here either: each node runs its reasoner call through `think`,
+which adds that call's usage to the run's `state.cost`, so the checkpoint carries it
+and a resumed run goes on counting from there.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from agent.llm import LLMUsage
 from agent.probe import ProbeRunner
 from agent.reasoner import Reasoner
 from agent.state import AgentState, Cost
 from probes.evidence.store import EvidenceStore, FeatureEvidence
+
+T = TypeVar("T")
+
+# Where the reasoner call in progress adds its LLM usage. A context variable is
+# per asyncio task, so concurrent runs sharing one reasoner (even on the same feature
+# number) never count each other's calls.
+_call_usage: ContextVar[LLMUsage | None] = ContextVar("glossator_call_usage", default=None)
+
+
+def call_usage() -> LLMUsage | None:
+    """The usage sink of the reasoner call in progress (None outside `think`)."""
+    return _call_usage.get()
+
+
+def with_usage(cost: Cost, usage: LLMUsage) -> Cost:
+    """`cost` plus one call's LLM usage."""
+    return cost.model_copy(
+        update={
+            "llm_calls": cost.llm_calls + usage.calls,
+            "llm_cached_calls": cost.llm_cached_calls + usage.cached_calls,
+            "llm_tokens": cost.llm_tokens + usage.input_tokens + usage.output_tokens,
+            "llm_retries": cost.llm_retries + usage.retries,
+        }
+    )
 
 
 @dataclass
@@ -25,15 +58,17 @@ class AgentDeps:
         if close is not None:
             await close()
 
-    def llm_cost(self, state: AgentState) -> Cost:
-        """The run's cost with the reasoner's LLM usage so far (reasoners that call an
-        LLM keep it per feature in `usage_for`; the rules reasoner has none)."""
-        usage_for = getattr(self.reasoner, "usage_for", None)
-        if usage_for is None:
-            return state.cost
-        usage = usage_for(state.feature)
-        tokens = usage.input_tokens + usage.output_tokens
-        return state.cost.model_copy(update={"llm_calls": usage.calls, "llm_tokens": tokens})
+    async def think(self, state: AgentState, call: Coroutine[Any, Any, T]) -> tuple[T, Cost]:
+        """Await one reasoner call (a coroutine not yet started); its result, and the
+        run's cost with the LLM usage of that call added (the rules reasoner adds none).
+        A call that fails adds nothing: the node fails, and its update is never saved."""
+        usage = LLMUsage()
+        token = _call_usage.set(usage)
+        try:
+            result = await call
+        finally:
+            _call_usage.reset(token)
+        return result, with_usage(state.cost, usage)
 
     def evidence(self, feature: int) -> FeatureEvidence:
         """The explainer's view of the feature (explain split only). Read once per

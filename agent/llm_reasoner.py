@@ -7,8 +7,9 @@ SAGE's rule is enforced in code after the model answers: confirming or refuting 
 at least two consistent tests among the cited ones, and every cited id must be one of
 the hypothesis's experiments; otherwise the verdict is downgraded to open.
 
-Token accounting: each run's calls are added to an `LLMUsage` per feature;
-`usage_for(feature)` returns it; the nodes copy it into `state.cost` (AgentDeps.llm_cost).
+Token accounting: each call's usage goes to the sink of the node that made it
+(`agent.deps.call_usage`, set by `AgentDeps.think`), which adds it to the run's
+checkpointed `state.cost`; the reasoner itself keeps no per-run counts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, model_validator
 
-from agent.llm import DATA_NOTE, LLMClient, LLMUsage, Message, delimit
+from agent.deps import call_usage
+from agent.llm import DATA_NOTE, LLMClient, Message, delimit
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from probes.evidence.store import Example, FeatureEvidence
@@ -95,11 +97,6 @@ class LLMReasoner:
     def __init__(self, client: LLMClient, name: str = "openai") -> None:
         self.client = client
         self.name = name
-        self._usage: dict[int, LLMUsage] = {}
-
-    def usage_for(self, feature: int) -> LLMUsage:
-        """What this reasoner's calls for `feature` have spent so far (a live object)."""
-        return self._usage.setdefault(feature, LLMUsage())
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -183,8 +180,9 @@ class LLMReasoner:
             {"role": "system", "content": SYSTEM},
             {"role": "user", "content": f"Feature {state.feature}.\n\n{ask}"},
         ]
-        usage = self.usage_for(state.feature)
-        return await self.client.complete_json(messages, schema, purpose=purpose, usage=usage)
+        return await self.client.complete_json(
+            messages, schema, purpose=purpose, usage=call_usage()
+        )
 
 
 def checked_verdict(out: _VerdictOut, tests: Sequence[Experiment]) -> Verdict:

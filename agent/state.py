@@ -76,8 +76,13 @@ class Budget(BaseModel):
 
 
 class Cost(BaseModel):
-    llm_calls: int = 0
-    llm_tokens: int = 0
+    """What the run has spent. Part of the checkpointed state, so a resumed run keeps
+    counting from where it was killed (and its LLM-token budget stays right)."""
+
+    llm_calls: int = 0  # completions the server sent (each billed, valid or not)
+    llm_cached_calls: int = 0  # answers from the response cache: no call, no tokens
+    llm_tokens: int = 0  # input + output tokens of llm_calls
+    llm_retries: int = 0  # extra requests: rate limits, timeouts, invalid output
     probe_texts: int = 0
     seconds: float = 0.0
 

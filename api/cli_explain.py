@@ -7,14 +7,21 @@ import asyncio
 import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
 
-from api.cli_common import JsonFlag, console, feature_index, print_json, user_errors
+from api.cli_common import (
+    JsonFlag,
+    console,
+    err_console,
+    feature_index,
+    print_json,
+    user_errors,
+)
 from api.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -51,13 +58,13 @@ def explain_command(
     from api.agent_runtime import agent_setup
     from api.cli_explain_many import parse_features, print_table, run_many
 
-    with user_errors():
+    with user_errors(), llm_failures():
         if (feature is None) == (features is None):
             raise ValueError("give one feature, or --features for many (not both)")
         settings = get_settings()
         setup = agent_setup(settings, planted or spec is not None, spec)
         budget = Budget(max_rounds=max_rounds, max_probe_texts=max_probes)
-        key = hashlib.blake2b(budget.model_dump_json().encode(), digest_size=4).hexdigest()
+        key = run_key(budget, setup.deps.reasoner.name, settings)
         suffix = f":{uuid.uuid4().hex[:8]}" if new else ""
 
         store = setup.deps.store
@@ -69,10 +76,11 @@ def explain_command(
         if features is not None:
             alive = (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
             chosen = parse_features(features, alive, store.n_features)
-            states = run_many(settings, setup, chosen, budget, concurrency, thread_of)
-            for state in states:
+            states, failed = run_many(settings, setup, chosen, budget, concurrency, thread_of)
+            for state in states:  # the finished runs are kept, whatever failed
                 store_run(settings, setup, state, thread_of(state.feature), budget)
             print_table(states, setup.feature_names, as_json)
+            report_failures(failed, setup.feature_names)
             return
         assert feature is not None
         index = feature_index(feature, setup.feature_names)
@@ -87,6 +95,42 @@ def explain_command(
         print_json(doc)
         return
     console.print(Text(f"\nrun {thread_of(index)} · {reason}", style="dim"))
+
+
+def run_key(budget: Budget, reasoner: str, settings: Settings) -> str:
+    """8 hex digits naming a run's configuration: another budget, reasoner or LLM model
+    makes another run, never this one resumed (or, when finished, returned)."""
+    model = settings.llm_model if settings.llm_base_url else None
+    recipe = f"{budget.model_dump_json()}|{reasoner}|{model or ''}"
+    return hashlib.blake2b(recipe.encode(), digest_size=4).hexdigest()
+
+
+@contextlib.contextmanager
+def llm_failures() -> Iterator[None]:
+    """An LLM that kept failing (through the client's retries) ends the run with its
+    reason and exit code 1, and no explanation is stored: the stored one stays, and the
+    finished steps stay checkpointed, so the same command resumes the run."""
+    from agent.llm import LLMError
+
+    try:
+        yield
+    except LLMError as err:
+        err_console.print(Text.assemble(("error: ", "bold red"), f"{err}\n{RESUME_HINT}"))
+        raise typer.Exit(1) from err
+
+
+RESUME_HINT = "The run's finished steps are saved: run the same command again to resume it."
+
+
+def report_failures(failed: dict[int, str], names: list[str] | None) -> None:
+    """Say which runs of a batch failed and why; exit code 1 when any did."""
+    if not failed:
+        return
+    for index, reason in failed.items():
+        name = index if names is None else names[index]
+        err_console.print(Text.assemble(("failed: ", "bold red"), f"feature {name}: {reason}"))
+    err_console.print(RESUME_HINT)
+    raise typer.Exit(1)
 
 
 def store_run(

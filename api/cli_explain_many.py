@@ -50,7 +50,10 @@ def run_many(
     budget: Budget,
     concurrency: int,
     thread_of: Any,
-) -> list[AgentState]:
+) -> tuple[list[AgentState], dict[int, str]]:
+    """The finished runs, and the features whose LLM kept failing (with the reason):
+    one failing run does not take the others' results with it."""
+    from agent.llm import LLMError
     from api.cli_explain import checkpointed_graph, drive
 
     progress = Progress(
@@ -61,6 +64,8 @@ def run_many(
         console=err_console,
     )
 
+    failed: dict[int, str] = {}
+
     async def main() -> list[AgentState]:
         from agent.state import AgentState
 
@@ -68,17 +73,23 @@ def run_many(
         task = progress.add_task("explain", total=len(features))
         async with checkpointed_graph(settings, setup) as graph:
 
-            async def one(feature: int) -> AgentState:
+            async def one(feature: int) -> AgentState | None:
+                state = None
                 async with gate:
                     start = AgentState(feature=feature, budget=budget)
-                    state = await drive(graph, start, thread_of(feature), on_state=None)
+                    try:
+                        state = await drive(graph, start, thread_of(feature), on_state=None)
+                    except LLMError as err:
+                        failed[feature] = str(err)
                 progress.advance(task)
                 return state
 
-            return list(await asyncio.gather(*(one(f) for f in features)))
+            states = await asyncio.gather(*(one(f) for f in features))
+            return [s for s in states if s is not None]
 
     with progress:
-        return asyncio.run(main())
+        states = asyncio.run(main())
+    return states, dict(sorted(failed.items()))
 
 
 def print_table(states: list[AgentState], names: list[str] | None, as_json: bool) -> None:

@@ -2,7 +2,9 @@
 
 It stands in for a paid service, so it speaks the real protocol over real HTTP: the
 `openai` library talks to it exactly as it would to api.openai.com, vLLM or Ollama.
-Replies are scripted in order (`push`); every request body is recorded (`requests`).
+Replies are scripted in order (`push`); once they run out, a `responder` (when set)
+answers from the request itself, e.g. by what its prompt asks, or with junk forever.
+Every request body is recorded (`requests`).
 
     with FakeLLMServer() as server:
         server.push(Reply.json({"label": "French"}), Reply.error(429, retry_after="1"))
@@ -15,6 +17,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -53,6 +56,10 @@ class Reply:
         return cls(status=status, headers=headers, error_message=f"scripted {status}", **kw)
 
 
+# Answers a request (its JSON body) when no scripted reply is left.
+Responder = Callable[[dict[str, Any]], Reply]
+
+
 @dataclass
 class _State:
     replies: deque[Reply] = field(default_factory=deque)
@@ -74,12 +81,15 @@ class FakeLLMServer:
         model: str = "fake-model",
         api_key: str = "test-key",
         response_formats: frozenset[str] = frozenset({"text", "json_object", "json_schema"}),
+        responder: Responder | None = None,
     ) -> None:
         self.model = model
         self.api_key = api_key
         # Formats this server accepts in `response_format`; others get a 400, like a
         # server that does not know them (for the client's fallback).
         self.response_formats = response_formats
+        # Answers requests once the script runs out; None: those get a 400.
+        self.responder = responder
         self._state = _State()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -97,7 +107,8 @@ class FakeLLMServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def push(self, *replies: Reply) -> None:
-        """Queue replies, answered in order; with none left a request gets a 400."""
+        """Queue replies, answered in order; with none left the `responder` answers,
+        or without one a request gets a 400."""
         with self._state.lock:
             self._state.replies.extend(replies)
 
@@ -148,8 +159,9 @@ class FakeLLMServer:
     # -- request handling (called from the server's threads) ------------------------
 
     def _next_reply(self, body: dict[str, Any], headers: dict[str, str]) -> Reply | None:
-        """Record the request; the next scripted reply, unless the request is rejected
-        for its `response_format` (then the reply is kept for the retried request)."""
+        """Record the request; the next scripted reply (or the responder's), unless the
+        request is rejected for its `response_format` (then the reply is kept for the
+        retried request)."""
         fmt = (body.get("response_format") or {}).get("type")
         with self._state.lock:
             self._state.requests.append(body)
@@ -158,7 +170,9 @@ class FakeLLMServer:
             self._state.max_in_flight = max(self._state.max_in_flight, self._state.in_flight)
             if fmt is not None and fmt not in self.response_formats:
                 return Reply.text("", status=400, error_message=_UNSUPPORTED.format(fmt))
-            return self._state.replies.popleft() if self._state.replies else None
+            if self._state.replies:
+                return self._state.replies.popleft()
+        return self.responder(body) if self.responder is not None else None
 
     def _done(self) -> None:
         with self._state.lock:

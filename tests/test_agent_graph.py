@@ -56,6 +56,7 @@ def test_concurrent_runs_explain_planted_features(
         assert len(control) == 1 and control[0].status is Status.REFUTED
         assert len([h for h in state.hypotheses if not h.negative_control]) >= 3
         assert state.cost.probe_texts == len(state.experiments) > 0
+        assert state.cost.llm_calls == state.cost.llm_tokens == 0  # rules: no LLM
         # Experiments come from the explain side only.
         explain_texts = {store.context_text(c) for c in store.contexts_in_split(EXPLAIN).tolist()}
         for e in state.experiments:
@@ -67,13 +68,21 @@ def test_concurrent_runs_explain_planted_features(
     assert deps.probe.forward_calls - before < rounds  # probes of concurrent runs coalesced
 
 
-def test_budget_stop_concludes_and_says_so(deps: AgentDeps, planted_evidence: Planted) -> None:
+@pytest.mark.parametrize(
+    ("budget", "stop"),
+    [(Budget(max_rounds=1), "budget: rounds"), (Budget(max_probe_texts=3), "budget: probe texts")],
+    ids=["rounds", "probe-texts"],
+)
+def test_budget_stop_concludes_and_says_so(
+    deps: AgentDeps, planted_evidence: Planted, budget: Budget, stop: str
+) -> None:
     _, planted = planted_evidence
-    tight = AgentState(feature=planted.feature_index("word-love"), budget=Budget(max_rounds=1))
+    tight = AgentState(feature=planted.feature_index("word-love"), budget=budget)
     (state,) = run_all(deps, [tight])
     assert state.round == 1 and state.explanation is not None
-    assert state.explanation.stopped_by == "budget: rounds"
+    assert state.explanation.stopped_by == stop
     assert [h.status for h in state.hypotheses].count(Status.OPEN) >= 2
+    assert state.cost.probe_texts == len(state.experiments) <= budget.max_probe_texts
 
 
 def test_state_lives_in_redis_by_thread(

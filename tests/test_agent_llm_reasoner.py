@@ -1,18 +1,22 @@
 """The `openai` reasoner through the whole graph: real HTTP to a local OpenAI-compatible
 server with scripted replies (tests/llm_server.py), probes run for real on the planted
-word-love feature, no LLM cache."""
+word-love feature; the Redis response cache where a test says so. Each run's LLM cost is
+checked exactly: every scripted reply reports PER_CALL tokens."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+import redis
 from pydantic import SecretStr
 
+from agent.checkpointer import async_redis_checkpointer
 from agent.deps import AgentDeps
 from agent.graph import build_graph
 from agent.llm import DATA_NOTE, LLMClient, LLMConfig
@@ -25,6 +29,8 @@ from agent.llm_reasoner import (
 )
 from agent.probe import ProbeRunner
 from agent.state import AgentState, Budget, Expect, Experiment, Outcome, Status
+from api.cli_explain import drive
+from api.redis_server import EmbeddedRedis
 from probes.evidence.store import (
     EvidenceStore,
     Example,
@@ -84,31 +90,64 @@ CONCLUSION: dict[str, Any] = {
     "confidence": 0.9,
 }
 
+PROMPT_TOKENS, REPLY_TOKENS = 100, 10  # each scripted reply's usage, for exact costs
+PER_CALL = PROMPT_TOKENS + REPLY_TOKENS
+
+
+def reply(obj: Any, **kw: Any) -> Reply:
+    return Reply.json(obj, prompt_tokens=PROMPT_TOKENS, completion_tokens=REPLY_TOKENS, **kw)
+
+
 # Round 1 tests H1 (E1-E2), round 2 H2 (E3-E5), round 3 the control H3 (E6-E8).
 SCRIPT = [
-    Reply.json(HYPOTHESES),
-    Reply.json(
+    reply(HYPOTHESES),
+    reply(
         experiments(("I love you and she loves me.", "high", " love"), ("I like tea.", "low", None))
     ),
-    Reply.json(verdict("confirmed", ["E1", "E2"])),
-    Reply.json(
+    reply(verdict("confirmed", ["E1", "E2"])),
+    reply(
         experiments(
             ("I am so happy today!", "high", " happy"),
             ("What a joyful, delightful morning.", "high", " joy"),
             ("The table is made of wood.", "low", None),
         )
     ),
-    Reply.json(verdict("refuted", ["E3", "E4"])),
-    Reply.json(
+    reply(verdict("refuted", ["E3", "E4"])),
+    reply(
         experiments(
             ("There are 42 apples and 17 pears.", "high", "42"),
             ("Call 555 1234 before 1999.", "high", "555"),
             ("A quiet evening at home.", "low", None),
         )
     ),
-    Reply.json(verdict("refuted", ["E6", "E7"])),
-    Reply.json(CONCLUSION),
+    reply(verdict("refuted", ["E6", "E7"])),
+    reply(CONCLUSION),
 ]
+STEPS = ["hypothesize", "design", "analyze", "design", "analyze", "design", "analyze", "conclude"]
+
+
+def step_of(body: dict[str, Any]) -> str:
+    """Which reasoner step a request is (from what its prompt asks) and, for design and
+    analyze, the hypothesis: "hypothesize", "design H2", "analyze H1", "conclude"."""
+    prompt = str(body["messages"][1]["content"])  # the first ask (re-asks come after)
+    if "Propose at least 3" in prompt:
+        return "hypothesize"
+    if "\nConclude:" in prompt:
+        return "conclude"
+    found = re.search(r"^Hypothesis (H\d+):", prompt, re.MULTILINE)
+    assert found is not None, prompt
+    return f"{'design' if 'Write 2 to 6' in prompt else 'analyze'} {found[1]}"
+
+
+def by_step(body: dict[str, Any]) -> Reply:
+    """SCRIPT's reply to whichever step the request is, whatever the order requests come
+    in (concurrent runs interleave theirs)."""
+    step = step_of(body)
+    if step in ("hypothesize", "conclude"):
+        return SCRIPT[0 if step == "hypothesize" else -1]
+    kind, hypothesis = step.split()
+    n = int(hypothesis[1:]) - 1
+    return SCRIPT[1 + 2 * n + (kind == "analyze")]
 
 
 @dataclass
@@ -133,22 +172,44 @@ def llm_server() -> Iterator[FakeLLMServer]:
         yield server
 
 
-def explain(
-    server: FakeLLMServer, planted_evidence: Planted, poisoned: bool = False, **state: Any
-) -> tuple[AgentState, LLMReasoner]:
-    store, planted = planted_evidence
-    feature = planted.feature_index("word-love")
-    cfg = LLMConfig(base_url=server.base_url, api_key=SecretStr(server.api_key), model="fake-model")
+def llm_config(server: FakeLLMServer, **policy: Any) -> LLMConfig:
+    key = SecretStr(server.api_key)
+    return LLMConfig(base_url=server.base_url, api_key=key, model="fake-model", **policy)
 
-    async def main() -> tuple[AgentState, LLMReasoner]:
-        async with LLMClient(cfg, cache=None) as client:
-            reasoner = LLMReasoner(client)
+
+def explain_all(
+    server: FakeLLMServer,
+    planted_evidence: Planted,
+    starts: list[AgentState],
+    *,
+    poisoned: bool = False,
+    config: LLMConfig | None = None,
+) -> tuple[list[AgentState], LLMClient]:
+    """Runs `starts` at once through one graph, one reasoner and one client (no cache)."""
+    store, planted = planted_evidence
+
+    async def main() -> tuple[list[AgentState], LLMClient]:
+        async with LLMClient(config or llm_config(server), cache=None) as client:
             kind = PoisonedDeps if poisoned else AgentDeps
-            graph = build_graph(kind(reasoner, ProbeRunner(planted), store)).compile()
-            out = await graph.ainvoke(AgentState(feature=feature, **state))
-            return AgentState.model_validate(out), reasoner
+            graph = build_graph(kind(LLMReasoner(client), ProbeRunner(planted), store)).compile()
+            outs = await asyncio.gather(*(graph.ainvoke(s) for s in starts))
+            return [AgentState.model_validate(o) for o in outs], client
 
     return asyncio.run(main())
+
+
+def explain(
+    server: FakeLLMServer,
+    planted_evidence: Planted,
+    poisoned: bool = False,
+    config: LLMConfig | None = None,
+    **state: Any,
+) -> tuple[AgentState, LLMClient]:
+    """One run on word-love."""
+    feature = planted_evidence[1].feature_index("word-love")
+    start = [AgentState(feature=feature, **state)]
+    (out,), client = explain_all(server, planted_evidence, start, poisoned=poisoned, config=config)
+    return out, client
 
 
 def user_text(body: dict[str, Any]) -> str:
@@ -159,8 +220,9 @@ def test_llm_reasoner_explains_word_love_over_http(
     llm_server: FakeLLMServer, planted_evidence: Planted
 ) -> None:
     llm_server.push(*SCRIPT)
-    state, reasoner = explain(llm_server, planted_evidence)
+    state, client = explain(llm_server, planted_evidence)
     assert llm_server.pending == 0 and len(llm_server.requests) == len(SCRIPT)
+    assert [step_of(b).split()[0] for b in llm_server.requests] == STEPS
     explanation = state.explanation
     assert explanation is not None and explanation.text == EXPLANATION
     assert explanation.stopped_by == "decided" and explanation.labels == ["love"]
@@ -182,10 +244,11 @@ def test_llm_reasoner_explains_word_love_over_http(
     # Experiments are shown to analyze delimited, with their outcomes.
     analyze = user_text(llm_server.requests[2])
     assert "<<<E1\n" in analyze and "fired" in analyze and "did not fire" in analyze
-    usage = reasoner.usage_for(state.feature)
-    assert usage.calls == len(SCRIPT) and usage.input_tokens > 0
-    assert state.cost.llm_calls == len(SCRIPT)  # the nodes account LLM cost in the state
-    assert state.cost.llm_tokens == usage.input_tokens + usage.output_tokens > 0
+    # The nodes account each call's usage in the state.
+    assert client.usage.calls == len(SCRIPT) and client.usage.input_tokens > 0
+    assert state.cost.llm_calls == len(SCRIPT) and state.cost.llm_cached_calls == 0
+    assert state.cost.llm_tokens == len(SCRIPT) * PER_CALL
+    assert state.cost.llm_retries == 0 and state.cost.probe_texts == 8
 
 
 def test_injection_in_evidence_stays_data(
@@ -213,13 +276,114 @@ def test_injection_in_evidence_stays_data(
 def test_unsupported_verdict_is_downgraded_to_open(
     llm_server: FakeLLMServer, planted_evidence: Planted, bad: dict[str, Any]
 ) -> None:
-    llm_server.push(*SCRIPT[:2], Reply.json(bad), Reply.json(CONCLUSION))
+    llm_server.push(*SCRIPT[:2], reply(bad), reply(CONCLUSION))
     state, _ = explain(llm_server, planted_evidence, budget=Budget(max_rounds=1))
     assert llm_server.pending == 0
     h1 = state.hypothesis("H1")
     assert h1.status is Status.OPEN and h1.decided_by == []
     assert state.explanation is not None
     assert state.explanation.stopped_by == "budget: rounds"
+
+
+def slow_hypothesize(body: dict[str, Any]) -> Reply:
+    """`by_step`, with the first step slow enough that concurrent runs overlap."""
+    answer = by_step(body)
+    return replace(answer, delay_s=0.3) if step_of(body) == "hypothesize" else answer
+
+
+def test_concurrent_runs_on_one_feature_keep_their_own_cost(
+    llm_server: FakeLLMServer, planted_evidence: Planted
+) -> None:
+    """Two runs of the same feature share one reasoner and one client, as a batch does;
+    each run's cost counts its own calls only."""
+    llm_server.responder = slow_hypothesize
+    feature = planted_evidence[1].feature_index("word-love")
+    short = AgentState(feature=feature, budget=Budget(max_rounds=1))  # 4 calls
+    full = AgentState(feature=feature)  # 8 calls
+    (a, b), client = explain_all(llm_server, planted_evidence, [short, full])
+    assert a.explanation is not None and a.explanation.stopped_by == "budget: rounds"
+    assert b.explanation is not None and b.explanation.stopped_by == "decided"
+    assert llm_server.max_in_flight >= 2
+    assert (a.cost.llm_calls, b.cost.llm_calls) == (4, 8)
+    assert (a.cost.llm_tokens, b.cost.llm_tokens) == (4 * PER_CALL, 8 * PER_CALL)
+    assert a.explanation.cost.llm_calls == 4
+    assert client.usage.calls == 12 == len(llm_server.requests)
+
+
+def test_llm_token_budget_stops_the_run(
+    llm_server: FakeLLMServer, planted_evidence: Planted
+) -> None:
+    llm_server.push(*SCRIPT[:3], reply(CONCLUSION))
+    budget = Budget(max_llm_tokens=3 * PER_CALL)  # spent by round 1's three calls
+    state, _ = explain(llm_server, planted_evidence, budget=budget)
+    assert llm_server.pending == 0 and state.round == 1
+    assert state.explanation is not None
+    assert state.explanation.stopped_by == "budget: llm tokens"
+    assert state.cost.llm_tokens == 4 * PER_CALL
+
+
+def test_run_rides_out_malformed_json_a_429_and_a_timeout(
+    llm_server: FakeLLMServer, planted_evidence: Planted
+) -> None:
+    fast = llm_config(
+        llm_server, timeout_s=1.0, max_retries=2, backoff_base_s=0.0, backoff_max_s=0.0
+    )
+    malformed = replace(SCRIPT[0], content='{"hypotheses": [{"statement": ')
+    slow = replace(SCRIPT[2], delay_s=5.0)  # answers after the client gave up
+    rate_limited = Reply.error(429, retry_after="0")
+    llm_server.push(malformed, SCRIPT[0], rate_limited, SCRIPT[1], slow, *SCRIPT[2:])
+    state, client = explain(llm_server, planted_evidence, config=fast)
+    assert state.explanation is not None and state.explanation.text == EXPLANATION
+    assert state.explanation.stopped_by == "decided"
+    assert llm_server.pending == 0 and len(llm_server.requests) == len(SCRIPT) + 3
+    # The malformed reply went back to the model with what was wrong.
+    reask = llm_server.requests[1]
+    assert reask["messages"][-2]["content"] == malformed.content
+    assert "could not be used" in user_text(reask)
+    # Each retry is counted; the malformed reply was a billed call, the 429 and the
+    # timed-out request were not.
+    assert state.cost.llm_retries == 3 == client.usage.retries
+    assert state.cost.llm_calls == len(SCRIPT) + 1
+    assert state.cost.llm_tokens == (len(SCRIPT) + 1) * PER_CALL
+
+
+def explain_in_thread(
+    server: FakeLLMServer, planted_evidence: Planted, url: str, cache: redis.Redis, thread: str
+) -> AgentState:
+    """One checkpointed run of word-love, as the CLI runs it, with the response cache."""
+    store, planted = planted_evidence
+    start = AgentState(feature=planted.feature_index("word-love"))
+
+    async def main() -> AgentState:
+        async with (
+            LLMClient(llm_config(server), cache=cache) as client,
+            async_redis_checkpointer(url) as saver,
+        ):
+            deps = AgentDeps(LLMReasoner(client), ProbeRunner(planted), store)
+            graph = build_graph(deps).compile(checkpointer=saver)
+            return await drive(graph, start, thread, on_state=None)
+
+    return asyncio.run(main())
+
+
+def test_a_second_run_is_answered_by_the_cache(
+    llm_server: FakeLLMServer,
+    planted_evidence: Planted,
+    redis_server: EmbeddedRedis,
+    redis_client: redis.Redis,
+) -> None:
+    llm_server.push(*SCRIPT)
+    first = explain_in_thread(llm_server, planted_evidence, redis_server.url, redis_client, "c1")
+    assert len(llm_server.requests) == len(SCRIPT)
+    assert (first.cost.llm_calls, first.cost.llm_cached_calls) == (len(SCRIPT), 0)
+    second = explain_in_thread(llm_server, planted_evidence, redis_server.url, redis_client, "c2")
+    assert len(llm_server.requests) == len(SCRIPT)  # nothing new reached the server
+    assert second.cost.llm_cached_calls == len(SCRIPT)
+    assert (second.cost.llm_calls, second.cost.llm_tokens) == (0, 0)
+    assert first.explanation is not None and second.explanation is not None
+    assert second.explanation.cost == second.cost
+    assert second.explanation.model_copy(update={"cost": first.cost}) == first.explanation
+    assert second.hypotheses == first.hypotheses and second.experiments == first.experiments
 
 
 def example(tokens: list[str], acts: list[float]) -> Example:

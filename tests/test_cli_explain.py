@@ -1,6 +1,7 @@
 """`glossator explain` and `glossator explanation` as real subprocesses: planted features
 with SmolLM2's tokenizer, the evidence built by the CLI, state and explanations in the
-real Redis of the test session."""
+real Redis of the test session; the LLM reasoner against the scripted OpenAI-compatible
+server of tests/llm_server.py, over real HTTP on loopback."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 
 from api.redis_server import EmbeddedRedis
 from tests.cli_helpers import run_cli
+from tests.llm_server import FakeLLMServer, Reply
+from tests.test_agent_llm_reasoner import EXPLANATION, by_step
 
 PHRASES = [
     "I love my old dog",
@@ -84,3 +87,47 @@ def test_explain_many_prints_a_table_and_skips_silent_features(env: dict[str, st
     rows = json.loads(result.stdout)["explanations"]
     assert [r["feature"] for r in rows] == ["colour-words"]
     assert "red" in rows[0]["explanation"] and "skipped" in result.stderr
+
+
+JUNK = Reply.text("Sorry, I can't help with that.")
+
+
+def junk_for_number_words(body: dict[str, Any]) -> Reply:
+    """The scripted agent replies for animal-words (3), junk for number-words (4)."""
+    return by_step(body) if "Feature 3.\n" in body["messages"][1]["content"] else JUNK
+
+
+def with_llm(env: dict[str, str], server: FakeLLMServer) -> dict[str, str]:
+    return {
+        **env,
+        "GLOSSATOR_LLM_BASE_URL": server.base_url,
+        "GLOSSATOR_LLM_MODEL": server.model,
+        "GLOSSATOR_LLM_API_KEY": server.api_key,
+    }
+
+
+def test_an_llm_sending_junk_fails_runs_clearly_and_loses_nothing(env: dict[str, str]) -> None:
+    explain = ("explain", "--planted", "--max-rounds", "1", "--json")
+    with FakeLLMServer(responder=junk_for_number_words) as llm:
+        # A batch: number-words fails, animal-words is still explained and stored.
+        batch = run_cli(*explain, "--features", "3,4", env=with_llm(env, llm))
+    assert batch.returncode == 1, batch.stderr
+    (row,) = json.loads(batch.stdout)["explanations"]
+    assert row["feature"] == "animal-words" and row["explanation"] == EXPLANATION
+    assert row["llm_calls"] == 4 and row["stopped_by"] == "budget: rounds"
+    assert "failed: feature number-words: model 'fake-model' gave no valid" in batch.stderr
+    junk = [b for b in llm.requests if "Feature 4.\n" in b["messages"][1]["content"]]
+    assert len(junk) == 3  # the ask and its two re-asks, then it gave up
+    # A new run of animal-words on a server (so no cached reply) that sends only junk.
+    with FakeLLMServer(responder=lambda body: JUNK) as junk_llm:
+        failed = run_cli(*explain, "animal-words", "--new", env=with_llm(env, junk_llm))
+    assert failed.returncode == 1 and failed.stdout == ""  # no explanation, real or fake
+    assert "error:" in failed.stderr and "Traceback" not in failed.stderr
+    assert "no valid _Hypotheses for the 'hypothesize' call" in failed.stderr
+    assert "run the same command again" in failed.stderr
+    # The explanation stored by the batch is still the current one, and the only run.
+    shown = run_cli("explanation", "animal-words", "--planted", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    current = json.loads(shown.stdout)
+    assert current["explanation"]["text"] == EXPLANATION and current["runs"] == 1
+    assert current["explainer"] == "openai"

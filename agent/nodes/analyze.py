@@ -12,7 +12,8 @@ async def analyze(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
     if state.testing is None:
         return {}
     target = state.hypothesis(state.testing)
-    verdict = await deps.reasoner.analyze(state, target, deps.evidence(state.feature))
+    evidence = deps.evidence(state.feature)
+    verdict, cost = await deps.think(state, deps.reasoner.analyze(state, target, evidence))
     update: dict[str, Any] = {"status": verdict.status, "decided_by": verdict.cites}
     if verdict.status is Status.REFINED and verdict.refined_statement:
         update |= {
@@ -21,4 +22,4 @@ async def analyze(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
             "predicate": verdict.refined_predicate,
         }
     hypotheses = [h.model_copy(update=update) if h.id == target.id else h for h in state.hypotheses]
-    return {"hypotheses": hypotheses, "cost": deps.llm_cost(state)}
+    return {"hypotheses": hypotheses, "cost": cost}

@@ -10,9 +10,10 @@ from agent.state import AgentState, Explanation
 
 
 async def conclude(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
-    conclusion = await deps.reasoner.conclude(state, deps.evidence(state.feature))
+    evidence = deps.evidence(state.feature)
+    conclusion, cost = await deps.think(state, deps.reasoner.conclude(state, evidence))
     seconds = round(time.time() - state.started_at, 3) if state.started_at else 0.0
-    cost = deps.llm_cost(state).model_copy(update={"seconds": seconds})
+    cost = cost.model_copy(update={"seconds": seconds})
     stopped_by = state.stop_reason or "decided"
     return {
         "cost": cost,

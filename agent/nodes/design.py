@@ -11,7 +11,8 @@ from agent.state import AgentState, Experiment
 async def design(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
     target = min(state.open_hypotheses(), key=lambda h: (len(state.tests_of(h.id)), h.id))
     room = state.budget.max_probe_texts - state.cost.probe_texts
-    proposed = await deps.reasoner.design(state, target, deps.evidence(state.feature))
+    evidence = deps.evidence(state.feature)
+    proposed, cost = await deps.think(state, deps.reasoner.design(state, target, evidence))
     start = len(state.experiments)
     new = [
         Experiment(id=f"E{start + i + 1}", hypothesis=target.id, **p.model_dump())
@@ -21,5 +22,5 @@ async def design(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
         "experiments": [*state.experiments, *new],
         "round": state.round + 1,
         "testing": target.id,
-        "cost": deps.llm_cost(state),
+        "cost": cost,
     }

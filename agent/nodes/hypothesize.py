@@ -9,7 +9,8 @@ from agent.state import AgentState, Hypothesis
 
 
 async def hypothesize(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
-    proposed = await deps.reasoner.hypothesize(state, deps.evidence(state.feature))
+    evidence = deps.evidence(state.feature)
+    proposed, cost = await deps.think(state, deps.reasoner.hypothesize(state, evidence))
     start = len(state.hypotheses)
     new = [Hypothesis(id=f"H{start + i + 1}", **p.model_dump()) for i, p in enumerate(proposed)]
-    return {"hypotheses": [*state.hypotheses, *new], "cost": deps.llm_cost(state)}
+    return {"hypotheses": [*state.hypotheses, *new], "cost": cost}
