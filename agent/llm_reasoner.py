@@ -272,7 +272,10 @@ def _spread(bins: Sequence[T_], n: int) -> list[T_]:
 
 def _example(label: str, e: Example) -> str:
     threshold = 0.5 * e.max_act if e.max_act > 0 else float("inf")
-    return f"{label} (max {e.max_act:.2f}):\n{delimit(label, _marked(e.tokens, e.acts, threshold))}"
+    # The example's left context (no activations) shows when the peak is near its start.
+    acts = [0.0] * len(e.before) + e.acts
+    marked = _marked(e.before + e.tokens, acts, threshold)
+    return f"{label} (max {e.max_act:.2f}):\n{delimit(label, marked)}"
 
 
 def _marked(tokens: Sequence[str], acts: Sequence[float], threshold: float) -> str:

@@ -420,6 +420,10 @@ def test_evidence_rendering_shows_lens_and_similar_features() -> None:
     assert "<<<quiet_1\nA dog\nquiet_1>>>" in text
     assert "<<<promoted\n' purr>\\>\\>'\npromoted>>>" in text and "' bark'" in text
     assert "12 (0.61)" in text
+    # An example's left context is shown before a peak near its start, unmarked.
+    opened = example([" cat", '"'], [4.0, 0.0]).model_copy(update={"before": ["She", ' said "']})
+    shown = render_evidence(evidence.model_copy(update={"top": [opened]}))
+    assert '<<<top_1\nShe said "⟦ cat⟧(4.0)"\ntop_1>>>' in shown
 
 
 def outcome(fired: bool) -> Outcome:
