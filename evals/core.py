@@ -1,0 +1,163 @@
+"""What every scorer, judge and explainer of the benchmarks agrees on.
+
+- `Explained`: one explainer's explanation of one feature, with its cost. Explanations
+  that carry a predicate (the rules agent, the top-tokens baseline) can be judged by
+  running it; prose needs a scorer LLM.
+- `ScoringSet`: the held-out examples a feature is scored on. They come from the score
+  split (texts no explainer ever saw), drawn with a fixed seed across every activation
+  quantile, plus contexts where the feature never fired, so every explainer of a
+  feature is scored on the very same examples.
+- `Judge`: what reads an explanation and predicts from it (which examples activate,
+  whether a highlighting fits, per-token activations, texts that should activate). A
+  predicate judge runs the predicate; an LLM judge asks the scorer LLM.
+- `Scorer`: turns a judge's predictions on a `ScoringSet` into one number (`Score`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from probes.evidence.store import EvidenceStore, Example
+
+TOP_FOR_THRESHOLD = 10  # SAGE: tau is half the mean max activation of the top-10 exemplars
+SCORE_VERSION = 1
+
+
+class ExplainerCost(BaseModel):
+    """What producing the explanation cost (zeros for imported ones)."""
+
+    llm_calls: int = 0
+    llm_tokens: int = 0
+    probe_texts: int = 0
+    seconds: float = 0.0
+
+
+class Explained(BaseModel):
+    """An explanation under test."""
+
+    model_config = ConfigDict(frozen=True)
+
+    feature: int
+    explainer: str  # "agent", "oneshot", "toptokens", "neuronpedia", ...
+    text: str = Field(min_length=1)
+    labels: list[str] = []
+    predicate: dict[str, Any] | None = None  # agent.rules predicate, when it has one
+    cost: ExplainerCost = ExplainerCost()
+
+
+class ScoringSet(BaseModel):
+    """Held-out examples of one feature: `activating` (each with its quantile bin) and
+    `non_activating`, plus the firing threshold tau from the explain split's top."""
+
+    feature: int
+    evidence_id: str
+    threshold: float
+    activating: list[Example]
+    quantile_of: list[int]  # per activating example, its quantile bin (0 = weakest)
+    non_activating: list[Example]
+
+    @property
+    def examples(self) -> list[Example]:
+        """Activating then non-activating."""
+        return self.activating + self.non_activating
+
+    @property
+    def max_act(self) -> float:
+        return max((e.max_act for e in self.activating), default=0.0)
+
+
+def scoring_set(
+    store: EvidenceStore,
+    feature: int,
+    per_quantile: int = 2,
+    non_activating: int = 20,
+    seed: int = 0,
+) -> ScoringSet:
+    """The held-out examples of `feature`: up to `per_quantile` from each activation
+    quantile of the score split and `non_activating` quiet contexts, drawn with `seed`
+    (the same set for every explainer)."""
+    held = store.scoring_examples(feature, non_activating=non_activating)
+    rng = random.Random(f"{seed}:{feature}")
+    activating: list[Example] = []
+    quantile_of: list[int] = []
+    for b in held.quantiles:
+        picked = rng.sample(b.examples, min(per_quantile, len(b.examples)))
+        activating += picked
+        quantile_of += [b.index] * len(picked)
+    top = [e.max_act for e in store.feature(feature, top=TOP_FOR_THRESHOLD).top]
+    return ScoringSet(
+        feature=feature,
+        evidence_id=held.evidence_id,
+        threshold=0.5 * sum(top) / len(top) if top else 0.0,
+        activating=activating,
+        quantile_of=quantile_of,
+        non_activating=held.non_activating[:non_activating],
+    )
+
+
+class Score(BaseModel):
+    """One scorer's verdict on one explanation. `score` is None only with an `error`
+    (a failed scoring is reported as failed, never as a number)."""
+
+    version: int = SCORE_VERSION
+    feature: int
+    explainer: str
+    scorer: str
+    judge: str  # "predicate", "llm:<model>", "minilm", ...
+    score: float | None
+    details: dict[str, Any] = {}
+    error: str | None = None
+    llm_calls: int = 0
+    llm_tokens: int = 0
+    probe_texts: int = 0
+    seconds: float = 0.0
+
+
+class Highlighted(BaseModel):
+    """An example with some tokens highlighted, for fuzzing."""
+
+    example: Example
+    marked: list[bool]  # per token of example.tokens
+
+
+class Judge(Protocol):
+    """Reads an explanation and predicts from it. Every method may raise
+    `JudgeUnavailable` when this judge cannot read that explanation (e.g. a predicate
+    judge given prose)."""
+
+    name: str
+
+    def can_judge(self, explained: Explained) -> bool: ...
+
+    async def detect(self, explained: Explained, examples: Sequence[Example]) -> list[float]:
+        """Per example, the probability that the feature fires somewhere in it."""
+        ...
+
+    async def fuzz(self, explained: Explained, items: Sequence[Highlighted]) -> list[float]:
+        """Per item, the probability that the highlighted tokens are where the
+        explanation says the feature fires."""
+        ...
+
+    async def simulate(
+        self, explained: Explained, examples: Sequence[Example]
+    ) -> list[list[float]]:
+        """Per example, per token, the predicted activation on a 0-10 scale."""
+        ...
+
+    async def generate(self, explained: Explained, n: int) -> list[str]:
+        """`n` short texts (<= 200 characters) on which the feature should fire."""
+        ...
+
+
+class JudgeUnavailable(Exception):
+    """This judge cannot read this explanation (not a failure of the explanation)."""
+
+
+class Scorer(Protocol):
+    name: str
+
+    async def score(self, explained: Explained, examples: ScoringSet, judge: Judge) -> Score: ...
