@@ -240,13 +240,13 @@ def render_evidence(evidence: FeatureEvidence) -> str:
     s = evidence.stats
     lines = [f"Fires on {s.density:.4%} of tokens; max activation {s.max_act:.2f}.", ""]
     lines.append("Top activating contexts:")
-    lines += [_example(f"top_{i + 1}", e) for i, e in enumerate(evidence.top[:N_TOP])]
-    bins = _spread(evidence.quantiles, N_QUANTILES)
+    lines += [render_example(f"top_{i + 1}", e) for i, e in enumerate(evidence.top[:N_TOP])]
+    bins = spread(evidence.quantiles, N_QUANTILES)
     if bins:
         lines.append("Samples from activation quantiles (weakest first):")
     for b in bins:
         for j, e in enumerate(b.examples[:N_PER_QUANTILE]):
-            lines.append(_example(f"quantile_{b.index}_{j + 1}", e))
+            lines.append(render_example(f"quantile_{b.index}_{j + 1}", e))
     if evidence.non_activating:
         lines.append("Contexts where it does not fire:")
     for i, e in enumerate(evidence.non_activating[:N_QUIET]):
@@ -262,7 +262,7 @@ def render_evidence(evidence: FeatureEvidence) -> str:
     return "\n".join(lines)
 
 
-def _spread(bins: Sequence[T_], n: int) -> list[T_]:
+def spread(bins: Sequence[T_], n: int) -> list[T_]:
     """Up to `n` items spread evenly from first to last."""
     if len(bins) <= n:
         return list(bins)
@@ -270,7 +270,7 @@ def _spread(bins: Sequence[T_], n: int) -> list[T_]:
     return [bins[i] for i in picks]
 
 
-def _example(label: str, e: Example) -> str:
+def render_example(label: str, e: Example) -> str:
     threshold = 0.5 * e.max_act if e.max_act > 0 else float("inf")
     # The example's left context (no activations) shows when the peak is near its start.
     acts = [0.0] * len(e.before) + e.acts

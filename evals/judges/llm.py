@@ -1,0 +1,330 @@
+"""`LLMJudge`: the scorer LLM reads an explanation and predicts from it alone.
+
+Prompts follow delphi (Paulo et al. 2024) for detection and fuzzing and Bills et al.
+(2023) for simulation, in our own words. The explanation and every corpus text go
+through `delimit()` as data, and the system prompt carries DATA_NOTE, so a text that
+says "ignore your instructions" stays a text to read.
+
+Two modes, picked by `mode` ("auto" tries log-probabilities once and remembers when the
+server sends none; "logprobs" insists; "text" never asks):
+- with log-probabilities, detection and fuzzing ask one example per call for a single
+  digit and read P(1) / (P(0) + P(1)) from its top alternatives (delphi's reading), so
+  scorers get graded probabilities for an AUC; simulation asks for one line per token,
+  "index<TAB>token<TAB>activation", and takes each activation's expected value over the
+  tokens "0".."10" (Bills et al.'s expected-value simulator);
+- without, detection and fuzzing judge shuffled batches of `batch_size` numbered
+  examples as JSON verdicts (0 or 1 each), and simulation asks for the JSON list of
+  [token index, activation] where the feature fires (0 elsewhere).
+A log-probability reply that cannot be read (no 0/1 digit, lines missing) is asked
+again in the JSON form for that example.
+
+Usage: every call's LLM usage adds to `judge.usage` (all calls of this judge) and to
+each `metered()` block it runs in. Scorers should use `metered()`: features are scored
+concurrently, so before/after copies of `judge.usage` would count other features' calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from itertools import groupby
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel
+
+from agent.llm import (
+    DATA_NOTE,
+    LLMClient,
+    LLMLogprobsUnavailableError,
+    LLMUsage,
+    Message,
+    TextWithLogprobs,
+    delimit,
+)
+from evals.core import Explained, Highlighted, JudgeUnavailable
+from evals.judges.llm_replies import (
+    MAX_TEXT_CHARS,
+    SCALE,
+    Activations,
+    Texts,
+    Verdicts,
+    binary_probability,
+    simulation_values,
+    sized,
+)
+from probes.evidence.store import Example
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["auto", "logprobs", "text"]
+T = TypeVar("T", bound=BaseModel)
+X = TypeVar("X")
+R = TypeVar("R")
+
+DETECT_TOP_LOGPROBS = 5  # delphi reads P(0) and P(1) among the top 5 alternatives
+SIMULATE_TOP_LOGPROBS = 10  # room for the 11 values 0-10 to share the mass
+SIMULATE_TOKENS_PER_LINE = 12  # output budget per "index<TAB>token<TAB>value" line
+
+SYSTEM = (
+    "You check an explanation of one feature of a sparse autoencoder trained on a "
+    "language model. A feature activates on some tokens of a text and not on others; "
+    "from the explanation alone, you predict where it activates. "
+    f"{DATA_NOTE}"
+)
+# Per task, the question asked about each text.
+_QUESTIONS = {
+    "detect": "Does the feature activate on at least one token of this text?",
+    "fuzz": (
+        "Some tokens of this text are marked as <<token>>. Are the marked tokens the ones "
+        "the explanation says the feature activates on (nothing marked: it activates "
+        "nowhere in the text)?"
+    ),
+}
+
+_meters: ContextVar[tuple[LLMUsage, ...]] = ContextVar("glossator_judge_meters", default=())
+
+
+@contextmanager
+def metered() -> Iterator[LLMUsage]:
+    """The LLM usage of every LLMJudge call made inside the block, by this task and the
+    tasks it starts (a context variable: concurrent blocks never count each other)."""
+    spent = LLMUsage()
+    token = _meters.set((*_meters.get(), spent))
+    try:
+        yield spent
+    finally:
+        _meters.reset(token)
+
+
+class LLMJudge:
+    """The Judge protocol over an `LLMClient` (its Redis cache makes reruns free)."""
+
+    def __init__(
+        self,
+        client: LLMClient,
+        *,
+        mode: Mode = "auto",
+        batch_size: int = 5,
+        seed: int = 0,
+        name: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.client = client
+        self.mode = mode
+        self.batch_size = batch_size
+        self.seed = seed
+        self.name = name or f"llm:{client.config.model}"
+        self.usage = LLMUsage()
+        # Whether the server sends log-probabilities: None until the first reply says.
+        self._has_logprobs: bool | None = {"auto": None, "logprobs": True, "text": False}[mode]
+
+    @property
+    def uses_logprobs(self) -> bool | None:
+        """True or False once known; None before the first call in "auto" mode."""
+        return self._has_logprobs
+
+    def can_judge(self, explained: Explained) -> bool:
+        return bool(explained.text.strip())
+
+    async def detect(self, explained: Explained, examples: Sequence[Example]) -> list[float]:
+        return await self._classify("detect", explained, [e.text for e in examples])
+
+    async def fuzz(self, explained: Explained, items: Sequence[Highlighted]) -> list[float]:
+        return await self._classify("fuzz", explained, [marked_text(i) for i in items])
+
+    async def simulate(
+        self, explained: Explained, examples: Sequence[Example]
+    ) -> list[list[float]]:
+        shown = self._explanation(explained)
+        return await self._each(lambda e: self._simulate_one(shown, e.tokens), list(examples))
+
+    async def generate(self, explained: Explained, n: int) -> list[str]:
+        if n < 0:
+            raise ValueError(f"cannot generate {n} texts")
+        if n == 0:
+            return []
+        ask = (
+            f"{self._explanation(explained)}\n\nWrite {n} different short texts, each at most "
+            f"{MAX_TEXT_CHARS} characters, on which this feature should activate strongly "
+            'according to the explanation. Reply as {"texts": ["...", ...]}.'
+        )
+        out = await self._json(ask, sized(Texts, n), "judge-generate")
+        return out.chosen()
+
+    # -- detection and fuzzing ------------------------------------------------------
+
+    async def _classify(self, task: str, explained: Explained, texts: list[str]) -> list[float]:
+        shown = self._explanation(explained)
+        probs = await self._each(lambda t: self._probability(task, shown, t), texts)
+        missing = [i for i, p in enumerate(probs) if p is None]
+        if missing:
+            verdicts = await self._verdicts(task, shown, [texts[i] for i in missing])
+            for i, v in zip(missing, verdicts, strict=True):
+                probs[i] = v
+        return [p for p in probs if p is not None]
+
+    async def _probability(self, task: str, shown: str, text: str) -> float | None:
+        """P(1) from one single-digit answer; None without usable log-probabilities."""
+        ask = (
+            f"{shown}\n\n{_QUESTIONS[task]}\n{delimit('text', text)}\n\n"
+            "Answer with a single digit: 1 for yes, 0 for no."
+        )
+        reply = await self._logprobs(ask, f"judge-{task}", 2, DETECT_TOP_LOGPROBS)
+        return None if reply is None else binary_probability(reply.tokens)
+
+    async def _verdicts(self, task: str, shown: str, texts: list[str]) -> list[float]:
+        """0/1 per text from JSON verdicts on seeded-shuffled batches: a batch mixes
+        activating and quiet examples whatever order the scorer passed them in."""
+        order = list(range(len(texts)))
+        random.Random(self.seed).shuffle(order)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        answers = await asyncio.gather(
+            *(self._verdict_batch(task, shown, [texts[i] for i in b]) for b in batches)
+        )
+        out = [0.0] * len(texts)
+        for batch, values in zip(batches, answers, strict=True):
+            for i, v in zip(batch, values, strict=True):
+                out[i] = v
+        return out
+
+    async def _verdict_batch(self, task: str, shown: str, texts: list[str]) -> list[float]:
+        listed = "\n".join(
+            f"Example {i}:\n{delimit(f'example_{i}', t)}" for i, t in enumerate(texts, 1)
+        )
+        ask = (
+            f"{shown}\n\nAnswer this question for each numbered example: {_QUESTIONS[task]}"
+            f"\n\n{listed}\n\nReply as "
+            '{"verdicts": [{"example": 1, "answer": true}, ...]} (true for yes, false for '
+            "no), one verdict per example."
+        )
+        out = await self._json(ask, sized(Verdicts, len(texts)), f"judge-{task}")
+        return [1.0 if yes else 0.0 for yes in out.in_order()]
+
+    # -- simulation -----------------------------------------------------------------
+
+    async def _simulate_one(self, shown: str, tokens: list[str]) -> list[float]:
+        if not tokens:
+            return []
+        listing = delimit("tokens", "\n".join(f"{i}\t{_show(t)}" for i, t in enumerate(tokens)))
+        intro = (
+            f"{shown}\n\nA text, one token per line: its index, a tab, the token (\\n "
+            f"stands for a line break, \\t for a tab).\n{listing}\n\nFor each token, "
+            f"predict the feature's activation on it from 0 (none) to {SCALE} (its "
+            "strongest), from the explanation alone; on most tokens a feature is 0."
+        )
+        lines = (
+            f"{intro} Reply with one line per token, in order, and nothing else: the "
+            "index, a tab, the token, a tab, the activation as a whole number."
+        )
+        budget = SIMULATE_TOKENS_PER_LINE * len(tokens) + 16
+        reply = await self._logprobs(lines, "judge-simulate", budget, SIMULATE_TOP_LOGPROBS)
+        if reply is not None:
+            values = simulation_values(reply, len(tokens))
+            if values is not None:
+                return values
+            log.warning("unreadable simulation reply; asking again for JSON:\n%s", reply.text)
+        ask = (
+            f"{intro} List the tokens it activates on as [index, activation] pairs, "
+            f"activation from 1 to {SCALE}; leave out the tokens where it is 0. Reply as "
+            '{"activations": [[index, activation], ...]} ({"activations": []} when it '
+            "activates nowhere)."
+        )
+        out = await self._json(ask, sized(Activations, len(tokens)), "judge-simulate")
+        return out.dense()
+
+    # -- calls ----------------------------------------------------------------------
+
+    def _explanation(self, explained: Explained) -> str:
+        if not self.can_judge(explained):
+            raise JudgeUnavailable(f"{explained.explainer}'s explanation has no text to judge")
+        return f"The explanation of the feature:\n{delimit('explanation', explained.text)}"
+
+    async def _each(self, fn: Callable[[X], Awaitable[R]], items: list[X]) -> list[R]:
+        """`fn` over `items` concurrently (the client caps requests in flight). While
+        log-probability support is unknown the first item goes alone, so a server
+        without them costs one wasted call, not one per item."""
+        if not items:
+            return []
+        if self._has_logprobs is None:
+            head = await fn(items[0])
+            return [head, *await asyncio.gather(*(fn(x) for x in items[1:]))]
+        return list(await asyncio.gather(*(fn(x) for x in items)))
+
+    def _messages(self, ask: str) -> list[Message]:
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ask}]
+
+    async def _json(self, ask: str, schema: type[T], purpose: str) -> T:
+        spent = LLMUsage()
+        try:
+            return await self.client.complete_json(
+                self._messages(ask), schema, purpose=purpose, usage=spent
+            )
+        finally:
+            self._charge(spent)
+
+    async def _logprobs(
+        self, ask: str, purpose: str, max_tokens: int, top: int
+    ) -> TextWithLogprobs | None:
+        """The reply with log-probabilities; None when the server sends none (then
+        remembered in "auto" mode; an error in "logprobs" mode)."""
+        if self._has_logprobs is False:
+            return None
+        spent = LLMUsage()
+        try:
+            reply = await self.client.complete_logprobs(
+                self._messages(ask),
+                purpose=purpose,
+                top_logprobs=top,
+                max_tokens=max_tokens,
+                usage=spent,
+            )
+        except LLMLogprobsUnavailableError:
+            if self.mode == "logprobs":
+                raise
+            if self._has_logprobs is not False:
+                log.warning("%s sends no log-probabilities: judging from text", self.name)
+            self._has_logprobs = False
+            return None
+        finally:
+            self._charge(spent)
+        self._has_logprobs = True
+        return reply
+
+    def _charge(self, spent: LLMUsage) -> None:
+        self.usage.add(spent)
+        for sink in _meters.get():
+            sink.add(spent)
+
+
+# -- rendering ---------------------------------------------------------------------
+
+
+def marked_text(item: Highlighted) -> str:
+    """The example's text with each run of marked tokens wrapped as <<...>> (delphi),
+    the run's outer whitespace left outside: "I <<love>> you", not "I<< love>> you"."""
+    tokens = item.example.tokens
+    if len(item.marked) != len(tokens):
+        raise ValueError(f"{len(item.marked)} marks for {len(tokens)} tokens")
+    out: list[str] = []
+    for mark, run in groupby(zip(item.marked, tokens, strict=True), key=lambda mt: mt[0]):
+        text = "".join(t for _, t in run)
+        core = text.strip()
+        if mark and core:
+            start = text.index(core)
+            text = f"{text[:start]}<<{core}>>{text[start + len(core) :]}"
+        elif mark:
+            text = f"<<{text}>>"  # a marked run of whitespace only
+        out.append(text)
+    return "".join(out)
+
+
+def _show(token: str) -> str:
+    """A token on one line of a listing: line breaks and tabs written as \\n and \\t."""
+    return (
+        token.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    )

@@ -1,0 +1,100 @@
+"""The predicate judge: runs an explanation's executable predicate instead of asking an
+LLM. It reads only explanations that carry one (the rules agent, the top-tokens
+baseline); for prose its methods raise `JudgeUnavailable`.
+
+Every prediction is the predicate's verdict per token, read as the LLM scorer's
+answers would be:
+- detect: 1.0 when it fires on any token of the example, else 0.0;
+- fuzz: the F1 (Dice) overlap of the highlighted tokens with the tokens it fires on,
+  so a highlighting that matches exactly gets 1.0, a disjoint one 0.0, and the
+  scorer's 0.5 threshold accepts a highlighting that mostly agrees;
+- simulate: 10 (the top of Bills et al.'s 0-10 scale) where it fires, else 0;
+- generate: lines of the explain split's retrieval pool on which it fires, drawn with
+  a fixed seed (texts nothing was scored on).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import numpy as np
+
+from agent.rules.hypotheses import from_dict
+from agent.rules.pool import retrieval_pool
+from agent.rules.predicates import Predicate, TokenView
+from agent.rules.synthesis import agreement
+from evals.core import Explained, Highlighted, JudgeUnavailable
+from probes.evidence.store import EvidenceStore, Example
+
+TOP = 10.0  # Bills et al. (2023): simulated activations on a 0-10 scale
+
+
+class PredicateJudge:
+    """Judges explanations by running their predicate. `pool` is where `generate` draws
+    its texts from (see `for_store`); without one, `generate` refuses."""
+
+    name = "predicate"
+
+    def __init__(self, pool: Sequence[TokenView] = (), seed: int = 0) -> None:
+        self.pool = list(pool)
+        self.seed = seed
+
+    @classmethod
+    def for_store(cls, store: EvidenceStore, seed: int = 0) -> PredicateJudge:
+        """A judge whose `generate` draws from the explain split of `store`."""
+        return cls(retrieval_pool(store, seed=seed), seed)
+
+    def can_judge(self, explained: Explained) -> bool:
+        return explained.predicate is not None
+
+    def predicate(self, explained: Explained) -> Predicate:
+        """The explanation's predicate (a malformed one raises pydantic's error)."""
+        if explained.predicate is None:
+            raise JudgeUnavailable(
+                "the explanation carries no predicate to run (prose needs an LLM judge)"
+            )
+        return from_dict(explained.predicate)
+
+    def verdicts(self, explained: Explained, examples: Sequence[Example]) -> list[list[bool]]:
+        """Per example, per token of `example.tokens`, whether the predicate fires. It
+        reads the left context too (where a quote or a line began), as the explainer did."""
+        predicate = self.predicate(explained)
+        return [
+            predicate.evaluate(TokenView.of(e.before + e.tokens))[len(e.before) :] for e in examples
+        ]
+
+    async def detect(self, explained: Explained, examples: Sequence[Example]) -> list[float]:
+        return [float(any(row)) for row in self.verdicts(explained, examples)]
+
+    async def fuzz(self, explained: Explained, items: Sequence[Highlighted]) -> list[float]:
+        rows = self.verdicts(explained, [item.example for item in items])
+        return [
+            agreement(np.array(row), np.array(item.marked, dtype=bool)).f1
+            for row, item in zip(rows, items, strict=True)
+        ]
+
+    async def simulate(
+        self, explained: Explained, examples: Sequence[Example]
+    ) -> list[list[float]]:
+        return [[TOP if v else 0.0 for v in row] for row in self.verdicts(explained, examples)]
+
+    async def generate(self, explained: Explained, n: int) -> list[str]:
+        """Up to `n` distinct pool lines the predicate fires on (fewer when the pool
+        holds fewer), the same ones for the same seed and feature."""
+        predicate = self.predicate(explained)
+        if not self.pool:
+            raise ValueError(
+                "this predicate judge has no retrieval pool to generate from: "
+                "build it with PredicateJudge.for_store(store)"
+            )
+        order = list(range(len(self.pool)))
+        random.Random(f"{self.seed}:{explained.feature}").shuffle(order)
+        found: list[str] = []
+        for i in order:  # a shuffled scan that stops at n: cheap on a large pool
+            view = self.pool[i]
+            if view.text not in found and any(predicate.evaluate(view)):
+                found.append(view.text)
+                if len(found) == n:
+                    break
+        return found

@@ -1,0 +1,274 @@
+"""A benchmark run as a report: a Markdown table of mean scores with 95% bootstrap
+intervals per explainer and scorer, paired differences against the agent on the same
+features, cost per feature, what could not be scored and why, and two PNG plots
+(score distributions per explainer; score against feature density)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from evals.core import Explained, Score
+from evals.metrics import bootstrap_mean_ci, paired_difference_ci
+from evals.results import BenchConfig
+
+BASELINE = "agent"  # paired differences are taken against this explainer
+
+
+class Cell(BaseModel):
+    n: int  # scored
+    unscored: int
+    mean: float | None
+    lo: float | None
+    hi: float | None
+
+
+class Summary(BaseModel):
+    run_id: str
+    explainers: list[str]
+    scorers: list[str]
+    cells: dict[str, dict[str, Cell]]  # explainer -> scorer -> cell
+    paired: dict[str, dict[str, Cell]]  # explainer -> scorer -> (explainer - agent)
+    cost: dict[str, dict[str, float]]  # explainer -> mean cost per feature
+    failures: dict[str, int]  # explainer -> features it failed on
+    unscored_reasons: dict[str, int]  # reason -> count
+
+
+def summarize(
+    config: BenchConfig,
+    scores: Sequence[Score],
+    explanations: dict[tuple[str, int], Explained],
+    failures: dict[str, str],
+) -> Summary:
+    by: dict[tuple[str, str], dict[int, Score]] = defaultdict(dict)
+    for s in scores:
+        by[(s.explainer, s.scorer)][s.feature] = s
+    cells: dict[str, dict[str, Cell]] = {}
+    paired: dict[str, dict[str, Cell]] = {}
+    for explainer in config.explainers:
+        cells[explainer], paired[explainer] = {}, {}
+        for scorer in config.scorers:
+            mine = by[(explainer, scorer)]
+            values = [s.score for s in mine.values() if s.score is not None]
+            cells[explainer][scorer] = _cell(values, len(mine) - len(values))
+            if explainer != BASELINE and (BASELINE, scorer) in by:
+                base = by[(BASELINE, scorer)]
+                both = [
+                    f
+                    for f, s in mine.items()
+                    if s.score is not None and f in base and base[f].score is not None
+                ]
+                a = [mine[f].score for f in both]
+                b = [base[f].score for f in both]
+                paired[explainer][scorer] = _paired(a, b)  # type: ignore[arg-type]
+    reasons = Counter((s.error or "").split(":")[0][:120] for s in scores if s.score is None)
+    failed = Counter(key.split(":")[0] for key in failures)
+    return Summary(
+        run_id=config.run_id,
+        explainers=config.explainers,
+        scorers=config.scorers,
+        cells=cells,
+        paired=paired,
+        cost=_cost(config, scores, explanations),
+        failures={e: failed.get(e, 0) for e in config.explainers},
+        unscored_reasons=dict(reasons.most_common()),
+    )
+
+
+def _cell(values: list[float], unscored: int) -> Cell:
+    if not values:
+        return Cell(n=0, unscored=unscored, mean=None, lo=None, hi=None)
+    lo, hi = bootstrap_mean_ci(values)
+    return Cell(n=len(values), unscored=unscored, mean=float(np.mean(values)), lo=lo, hi=hi)
+
+
+def _paired(a: list[float], b: list[float]) -> Cell:
+    if not a:
+        return Cell(n=0, unscored=0, mean=None, lo=None, hi=None)
+    mean, lo, hi = paired_difference_ci(a, b)
+    return Cell(n=len(a), unscored=0, mean=mean, lo=lo, hi=hi)
+
+
+def _cost(
+    config: BenchConfig, scores: Sequence[Score], explanations: dict[tuple[str, int], Explained]
+) -> dict[str, dict[str, float]]:
+    """Mean per feature: what explaining cost, plus what scoring it cost (LLM judge)."""
+    out: dict[str, dict[str, float]] = {}
+    for explainer in config.explainers:
+        mine = [e for (name, _), e in explanations.items() if name == explainer]
+        judged = [s for s in scores if s.explainer == explainer]
+        n = max(len(mine), 1)
+        out[explainer] = {
+            "llm_calls": sum(e.cost.llm_calls for e in mine) / n,
+            "llm_tokens": sum(e.cost.llm_tokens for e in mine) / n,
+            "probe_texts": sum(e.cost.probe_texts for e in mine) / n,
+            "seconds": sum(e.cost.seconds for e in mine) / n,
+            "scoring_llm_calls": sum(s.llm_calls for s in judged) / n,
+            "scoring_seconds": sum(s.seconds for s in judged) / n,
+        }
+    return out
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+
+def markdown(config: BenchConfig, summary: Summary, plots: Sequence[str] = ()) -> str:
+    names = config.feature_names
+    lines = [
+        f"# Benchmark `{config.run_id}`",
+        "",
+        f"- source: {config.source}; evidence `{config.evidence_id}`",
+        f"- {len(config.features)} features"
+        + (f" ({', '.join(names[f] for f in config.features[:8])}…)" if names else ""),
+        f"- judges, in order of preference: {', '.join(config.judges)}",
+        f"- scoring examples per feature: {config.per_quantile} per activation quantile of the "
+        f"held-out split plus {config.non_activating} non-activating (seed {config.seed})",
+        "",
+        "## Scores",
+        "",
+        "Mean over features, [95% bootstrap interval], (features scored).",
+        "",
+        _table(summary, summary.cells),
+    ]
+    if any(summary.paired.values()):
+        lines += [
+            "",
+            f"## Paired differences against `{BASELINE}`",
+            "",
+            f"Explainer minus {BASELINE} on the features both were scored on, "
+            "[95% bootstrap interval], (features).",
+            "",
+            _table(summary, {e: c for e, c in summary.paired.items() if c}),
+        ]
+    lines += ["", "## Cost per feature (mean)", "", _cost_table(summary)]
+    if summary.unscored_reasons:
+        lines += ["", "## Not scored", ""]
+        lines += [f"- {n} × {reason}" for reason, n in summary.unscored_reasons.items()]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _table(summary: Summary, rows: dict[str, dict[str, Cell]]) -> str:
+    head = "| explainer | " + " | ".join(summary.scorers) + " |"
+    rule = "| --- |" + " --- |" * len(summary.scorers)
+    body = [
+        f"| {explainer} | "
+        + " | ".join(_fmt(cells.get(scorer)) for scorer in summary.scorers)
+        + " |"
+        for explainer, cells in rows.items()
+    ]
+    return "\n".join([head, rule, *body])
+
+
+def _fmt(cell: Cell | None) -> str:
+    if cell is None or cell.mean is None:
+        return "–" + (f" ({cell.unscored} unscored)" if cell and cell.unscored else "")
+    return f"{cell.mean:.3f} [{cell.lo:.3f}, {cell.hi:.3f}] ({cell.n})"
+
+
+def _cost_table(summary: Summary) -> str:
+    keys = ["llm_calls", "llm_tokens", "probe_texts", "seconds", "scoring_llm_calls"]
+    head = "| explainer | " + " | ".join(k.replace("_", " ") for k in keys) + " | failures |"
+    rule = "| --- |" + " --- |" * (len(keys) + 1)
+    body = [
+        f"| {e} | "
+        + " | ".join(f"{summary.cost[e][k]:.1f}" for k in keys)
+        + f" | {summary.failures[e]} |"
+        for e in summary.explainers
+    ]
+    return "\n".join([head, rule, *body])
+
+
+def results_json(
+    config: BenchConfig,
+    summary: Summary,
+    scores: Sequence[Score],
+    explanations: dict[tuple[str, int], Explained],
+) -> dict[str, Any]:
+    """The `--json` document: one row per (feature, explainer, scorer), and the summary."""
+    rows = []
+    for s in scores:
+        explained = explanations.get((s.explainer, s.feature))
+        rows.append(
+            {
+                "feature": s.feature,
+                "explainer": s.explainer,
+                "scorer": s.scorer,
+                "score": s.score,
+                "explanation": explained.text if explained else None,
+                "judge": s.judge,
+                "error": s.error,
+            }
+        )
+    return {"config": config.model_dump(), "results": rows, "summary": summary.model_dump()}
+
+
+def plot(
+    summary: Summary, scores: Sequence[Score], densities: dict[int, float], out_dir: Path
+) -> list[Path]:
+    """scores.png (distribution per explainer, one panel per scorer) and density.png
+    (score against the feature's firing density)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scorers, explainers = summary.scorers, summary.explainers
+    values: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    for s in scores:
+        if s.score is not None:
+            values[(s.scorer, s.explainer)].append((s.feature, s.score))
+    width = 3.2 * len(scorers)
+    fig, axes = plt.subplots(1, len(scorers), figsize=(width, 3.6), squeeze=False)
+    for ax, scorer in zip(axes[0], scorers, strict=True):
+        data = [[v for _, v in values[(scorer, e)]] or [np.nan] for e in explainers]
+        ax.boxplot(data, tick_labels=explainers)
+        ax.set_title(scorer)
+        ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    paths = [out_dir / "scores.png"]
+    fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(scorers), figsize=(width, 3.6), squeeze=False)
+    for ax, scorer in zip(axes[0], scorers, strict=True):
+        for e in explainers:
+            points = [(densities[f], v) for f, v in values[(scorer, e)] if densities.get(f)]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.scatter(xs, ys, s=12, label=e, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_title(scorer)
+        ax.set_xlabel("feature density")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out_dir / "density.png")
+    fig.savefig(paths[1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def write_report(
+    out_dir: Path,
+    config: BenchConfig,
+    scores: Sequence[Score],
+    explanations: dict[tuple[str, int], Explained],
+    failures: dict[str, str],
+    densities: dict[int, float],
+) -> Path:
+    """report.md, results.json and the plots in `out_dir`; returns report.md's path."""
+    summary = summarize(config, scores, explanations, failures)
+    plots = plot(summary, scores, densities, out_dir)
+    report = out_dir / "report.md"
+    report.write_text(markdown(config, summary, [str(p) for p in plots]))
+    document = results_json(config, summary, scores, explanations)
+    (out_dir / "results.json").write_text(json.dumps(document, indent=1))
+    return report

@@ -1,0 +1,111 @@
+"""Run a benchmark: every explainer explains every feature, every scorer scores every
+explanation on the same held-out examples, with each result stored as it comes (so an
+interrupted run resumes where it stopped).
+
+A score is judged by the first judge that can read the explanation (e.g. a predicate
+judge for explanations that carry a predicate, then an LLM judge for prose); the
+judge's name is kept with the score. An explainer that fails on a feature is recorded
+as a failure with its reason; nothing is scored in its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from evals.core import Explained, Highlighted, Judge, JudgeUnavailable, Scorer, scoring_set
+from evals.explainers.base import Explainer
+from evals.results import BenchConfig, BenchResults
+from probes.evidence.store import EvidenceStore, Example, FeatureEvidence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bench:
+    config: BenchConfig
+    store: EvidenceStore
+    explainers: Sequence[Explainer]
+    scorers: Sequence[Scorer]
+    judges: Sequence[Judge]
+    results: BenchResults
+    concurrency: int = 4
+
+
+async def run_bench(bench: Bench, on_feature_done: Callable[[int], None] | None = None) -> None:
+    """Explain and score every feature of the config; results go to `bench.results`."""
+    gate = asyncio.Semaphore(bench.concurrency)
+
+    async def one(feature: int) -> None:
+        async with gate:
+            await _feature(bench, feature)
+        if on_feature_done is not None:
+            on_feature_done(feature)
+
+    await asyncio.gather(*(one(f) for f in bench.config.features))
+
+
+async def _feature(bench: Bench, feature: int) -> None:
+    config = bench.config
+    examples = scoring_set(
+        bench.store, feature, config.per_quantile, config.non_activating, config.seed
+    )
+    evidence: FeatureEvidence | None = None
+    for explainer in bench.explainers:
+        explained = bench.results.explanation(explainer.name, feature)
+        if explained is None:
+            evidence = evidence or bench.store.feature(feature)
+            try:
+                explained = await explainer.explain(feature, evidence)
+            except Exception as error:  # one explainer failing must not stop the run
+                log.warning("%s failed on feature %d: %s", explainer.name, feature, error)
+                bench.results.put_failure(
+                    explainer.name, feature, f"{type(error).__name__}: {error}"
+                )
+                continue
+            bench.results.put_explanation(explained)
+        for scorer in bench.scorers:
+            if not bench.results.has_score(explainer.name, scorer.name, feature):
+                judge = pick_judge(bench.judges, explained)
+                bench.results.put_score(await scorer.score(explained, examples, judge))
+
+
+def pick_judge(judges: Sequence[Judge], explained: Explained) -> Judge:
+    """The first judge that can read the explanation, else one that says why none can."""
+    for judge in judges:
+        if judge.can_judge(explained):
+            return judge
+    return NoJudge([j.name for j in judges])
+
+
+class NoJudge:
+    """Stands in when no configured judge can read an explanation: every call raises
+    JudgeUnavailable, which scorers report as an unscored result with the reason."""
+
+    name = "none"
+
+    def __init__(self, tried: list[str]) -> None:
+        self.reason = (
+            f"no judge can read this explanation (tried: {', '.join(tried) or 'none'}); "
+            "prose needs an LLM judge: configure GLOSSATOR_LLM_BASE_URL and "
+            "GLOSSATOR_LLM_MODEL, or add the local judge"
+        )
+
+    def can_judge(self, explained: Explained) -> bool:
+        return False
+
+    async def detect(self, explained: Explained, examples: Sequence[Example]) -> list[float]:
+        raise JudgeUnavailable(self.reason)
+
+    async def fuzz(self, explained: Explained, items: Sequence[Highlighted]) -> list[float]:
+        raise JudgeUnavailable(self.reason)
+
+    async def simulate(
+        self, explained: Explained, examples: Sequence[Example]
+    ) -> list[list[float]]:
+        raise JudgeUnavailable(self.reason)
+
+    async def generate(self, explained: Explained, n: int) -> list[str]:
+        raise JudgeUnavailable(self.reason)
