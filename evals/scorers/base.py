@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from evals.core import Explained, JudgeUnavailable, Score, ScoringSet
 from evals.judges.llm import metered
+from evals.metrics import balanced_accuracy, precision_recall_f1, roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +91,15 @@ def graded(probabilities: Sequence[float]) -> bool:
     """Whether a judge gave probabilities rather than only yes/no answers (an AUC
     means something only then)."""
     return any(p not in (0.0, 1.0) for p in probabilities)
+
+
+THRESHOLD = 0.5  # a judge's probability at or above this counts as "yes"
+
+
+def yes_no_outcome(probs: Sequence[float], truth: Sequence[bool], **details: Any) -> Outcome:
+    """Balanced accuracy of the judge's yes/no answers (probability >= THRESHOLD), with
+    F1, and AUC when the probabilities are graded (log-probabilities) rather than 0/1."""
+    predicted = [p >= THRESHOLD for p in probs]
+    _, _, f1 = precision_recall_f1(predicted, truth)
+    auc = roc_auc(probs, truth) if graded(probs) else None
+    return Outcome(balanced_accuracy(predicted, truth), {"f1": f1, "auc": auc, **details})

@@ -13,18 +13,16 @@ from __future__ import annotations
 from collections import defaultdict
 
 from evals.core import Explained, Judge, Score, ScoringSet
-from evals.metrics import balanced_accuracy, precision_recall_f1, roc_auc
 from evals.scorers.base import (
+    THRESHOLD,
     Outcome,
     check_count,
-    graded,
     need_both_classes,
     run_scorer,
     shuffled,
     unshuffled,
+    yes_no_outcome,
 )
-
-THRESHOLD = 0.5  # a probability at or above this counts as "fires"
 
 
 class DetectionScorer:
@@ -41,17 +39,12 @@ class DetectionScorer:
             check_count("probabilities", answers, len(shown))
             probs = unshuffled(answers, order)
             truth = [True] * len(examples.activating) + [False] * len(examples.non_activating)
-            predicted = [p >= THRESHOLD for p in probs]
-            _, _, f1 = precision_recall_f1(predicted, truth)
-            return Outcome(
-                balanced_accuracy(predicted, truth),
-                {
-                    "f1": f1,
-                    "auc": roc_auc(probs, truth) if graded(probs) else None,
-                    "recall_by_quantile": _recall_by_quantile(examples, predicted),
-                    "n_activating": len(examples.activating),
-                    "n_non_activating": len(examples.non_activating),
-                },
+            return yes_no_outcome(
+                probs,
+                truth,
+                recall_by_quantile=_recall_by_quantile(examples, [p >= THRESHOLD for p in probs]),
+                n_activating=len(examples.activating),
+                n_non_activating=len(examples.non_activating),
             )
 
         return await run_scorer(self.name, explained, judge.name, work)

@@ -13,11 +13,15 @@ from __future__ import annotations
 import random
 
 from evals.core import Explained, Highlighted, Judge, Score, ScoringSet
-from evals.metrics import balanced_accuracy, precision_recall_f1, roc_auc
-from evals.scorers.base import Outcome, check_count, graded, run_scorer, shuffled, unshuffled
+from evals.scorers.base import (
+    Outcome,
+    check_count,
+    run_scorer,
+    shuffled,
+    unshuffled,
+    yes_no_outcome,
+)
 from probes.evidence.store import Example
-
-THRESHOLD = 0.5  # a probability at or above this counts as "fits"
 
 
 class FuzzingScorer:
@@ -38,16 +42,8 @@ class FuzzingScorer:
             answers = await judge.fuzz(explained, shown)
             check_count("probabilities", answers, len(shown))
             probs = unshuffled(answers, order)
-            predicted = [p >= THRESHOLD for p in probs]
-            _, _, f1 = precision_recall_f1(predicted, truth)
-            return Outcome(
-                balanced_accuracy(predicted, truth),
-                {
-                    "f1": f1,
-                    "auc": roc_auc(probs, truth) if graded(probs) else None,
-                    "n_correct": sum(truth),
-                    "n_wrong": len(truth) - sum(truth),
-                },
+            return yes_no_outcome(
+                probs, truth, n_correct=sum(truth), n_wrong=len(truth) - sum(truth)
             )
 
         return await run_scorer(self.name, explained, judge.name, work)

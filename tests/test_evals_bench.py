@@ -1,0 +1,192 @@
+"""The benchmark runner, its Redis results, the report, and `glossator bench` end to end:
+planted features on the real default corpus, real Redis, the predicate judge (offline)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from api.redis_server import EmbeddedRedis
+from evals.core import Explained, ExplainerCost
+from evals.explainers.toptokens import TopTokensExplainer
+from evals.judges.predicate import PredicateJudge
+from evals.report import summarize, write_report
+from evals.results import BenchConfig, BenchResults, BenchRunMismatch
+from evals.runner import Bench, run_bench
+from evals.scorers.detection import DetectionScorer
+from evals.scorers.simulation import SimulationScorer
+from probes.evidence.store import EvidenceStore, FeatureEvidence
+from probes.planted import PlantedFeatures
+from tests.cli_helpers import run_cli
+
+Planted = tuple[EvidenceStore, PlantedFeatures]
+NAMES = ["digits", "word-love", "question-mark"]
+
+
+@dataclass
+class Counting:
+    """Top tokens, counting its calls (to see what a resumed run does again)."""
+
+    inner: TopTokensExplainer
+    name: str = "toptokens"
+    calls: int = 0
+
+    async def explain(self, feature: int, evidence: FeatureEvidence) -> Explained:
+        self.calls += 1
+        return await self.inner.explain(feature, evidence)
+
+
+@dataclass
+class Failing:
+    name: str = "broken"
+
+    async def explain(self, feature: int, evidence: FeatureEvidence) -> Explained:
+        raise RuntimeError("the explainer's server is down")
+
+
+@dataclass
+class Wrong:
+    """Explains every feature as question marks: right for one, wrong for the others."""
+
+    name: str = "wrong"
+
+    async def explain(self, feature: int, evidence: FeatureEvidence) -> Explained:
+        predicate = {"kind": "token_regex", "pattern": r"\?+", "meaning": "question marks"}
+        return Explained(
+            feature=feature, explainer=self.name, text="Question marks.", predicate=predicate,
+            cost=ExplainerCost(seconds=0.5),
+        )  # fmt: skip
+
+
+def config(run_id: str, features: list[int], explainers: list[str]) -> BenchConfig:
+    return BenchConfig(
+        run_id=run_id, source="planted", evidence_id="e", features=features,
+        explainers=explainers, scorers=["detection", "simulation"], judges=["predicate"],
+        per_quantile=2, non_activating=10, seed=0,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def client(redis_server: EmbeddedRedis) -> redis.Redis:
+    return redis.Redis.from_url(redis_server.url)
+
+
+def test_runner_scores_every_explainer_and_resumes(
+    planted_evidence: Planted, client: redis.Redis, tmp_path: Path
+) -> None:
+    store, planted = planted_evidence
+    features = [planted.feature_index(n) for n in NAMES]
+    run_id = f"test-{random.Random().getrandbits(32):08x}"
+    top = Counting(TopTokensExplainer())
+    results = BenchResults(client, run_id)
+    cfg = results.start(config(run_id, features, ["toptokens", "wrong", "broken"]))
+    bench = Bench(
+        cfg, store, [top, Wrong(), Failing()], [DetectionScorer(), SimulationScorer()],
+        [PredicateJudge.for_store(store)], results,
+    )  # fmt: skip
+    asyncio.run(run_bench(bench))
+    scores = results.scores()
+    assert len(scores) == 2 * 2 * len(features)  # two explainers that worked x two scorers
+    assert all(s.score is not None and s.judge == "predicate" for s in scores)
+    assert set(results.failures()) == {f"broken:{f}" for f in features}
+    assert "server is down" in next(iter(results.failures().values()))
+    by = {(s.explainer, s.scorer, s.feature): s.score for s in scores}
+    question = planted.feature_index("question-mark")
+    assert by[("wrong", "detection", question)] > 0.8  # misses only tokens like '?"'
+    assert by[("wrong", "detection", planted.feature_index("digits"))] < 0.7
+    assert min(by[("toptokens", "detection", f)] for f in features) > 0.9
+
+    # The same run again: nothing is explained or scored twice.
+    asyncio.run(run_bench(bench))
+    assert top.calls == len(features) and len(results.scores()) == len(scores)
+    # Another config under the same run id is refused, not mixed in.
+    with pytest.raises(BenchRunMismatch, match="another config"):
+        results.start(config(run_id, features[:1], ["toptokens"]))
+
+    summary = summarize(cfg, results.scores(), results.explanations(), results.failures())
+    wrong = summary.paired.get("wrong") or {}
+    assert not wrong  # no agent in this run: nothing to pair against
+    cell = summary.cells["toptokens"]["detection"]
+    assert cell.n == 3 and cell.lo is not None and cell.lo <= cell.mean <= cell.hi
+    assert summary.failures == {"toptokens": 0, "wrong": 0, "broken": 3}
+    assert summary.cost["wrong"]["seconds"] == pytest.approx(0.5)
+    densities = {f: store.feature(f).stats.density for f in features}
+    report = write_report(
+        tmp_path, cfg, results.scores(), results.explanations(), results.failures(), densities
+    )
+    text = report.read_text()
+    assert "| toptokens |" in text and "| wrong |" in text and "![scores](scores.png)" in text
+    for png in ("scores.png", "density.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    document = json.loads((tmp_path / "results.json").read_text())
+    row = document["results"][0]
+    assert set(row) >= {"feature", "explainer", "scorer", "score", "explanation"}
+
+
+@pytest.fixture(scope="module")
+def cli_env(
+    tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any, redis_server: EmbeddedRedis
+) -> dict[str, str]:
+    from tests.test_cli_explain import PHRASES
+
+    root = tmp_path_factory.mktemp("bench-cli")
+    smollm2_tokenizer.save_pretrained(root / "tokenizer")
+    rng = random.Random(5)
+    texts = [
+        " ".join(rng.sample(PHRASES, 3)) + f" in {rng.randint(1900, 2000)}?" for _ in range(400)
+    ]
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    variables = {
+        "GLOSSATOR_MODEL": str(root / "tokenizer"),
+        "GLOSSATOR_DATA_DIR": str(root / "data"),
+        "GLOSSATOR_DEVICE": "cpu",
+        "GLOSSATOR_REDIS_URL": redis_server.url,
+        "COLUMNS": "200",
+    }
+    built = run_cli("evidence", "build", "--planted", "--corpus", str(corpus), env=variables)
+    assert built.returncode == 0, built.stderr
+    return variables
+
+
+def test_bench_cli_runs_reports_and_rerenders(cli_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = [
+        "bench", "--planted", "--features", "digits,word-love",
+        "--explainers", "agent,toptokens", "--judges", "predicate",
+        "--scorers", "detection,simulation,truth", "--max-rounds", "3", "--json", str(out),
+    ]  # fmt: skip
+    result = run_cli(*args, env=cli_env)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    rows = document["results"]
+    assert len(rows) == 2 * 2 * 3
+    truth = {(r["explainer"], r["feature"]): r["score"] for r in rows if r["scorer"] == "truth"}
+    assert min(truth.values()) > 0.9, truth
+    assert "Paired differences against `agent`" in result.stdout
+    run_id = document["config"]["run_id"]
+    again = run_cli(*args, env=cli_env)  # resumes: same run id, nothing new
+    assert again.returncode == 0 and run_id in again.stdout
+    shown = run_cli("bench", "report", run_id, env=cli_env)
+    assert shown.returncode == 0, shown.stderr
+    assert "toptokens" in shown.stdout and run_id in shown.stdout
+    listed = run_cli("bench", "list", env=cli_env)
+    assert run_id in listed.stdout
+
+
+def test_bench_cli_errors_say_what_to_fix(cli_env: dict[str, str]) -> None:
+    bad = run_cli("bench", "--planted", "--scorers", "vibes", env=cli_env)
+    assert bad.returncode == 2 and "unknown scorer vibes" in bad.stderr
+    no_llm = run_cli(
+        "bench", "--planted", "--features", "digits", "--explainers", "oneshot", env=cli_env
+    )
+    assert no_llm.returncode == 2 and "GLOSSATOR_LLM_BASE_URL" in no_llm.stderr
+    missing = run_cli("bench", "report", "no-such-run", env=cli_env)
+    assert missing.returncode == 2 and "no benchmark run" in missing.stderr
