@@ -91,6 +91,41 @@ class _ConclusionOut(BaseModel):
     confidence: float = Field(ge=0.0, le=1.0)
 
 
+# One filled-in reply per step, about an unrelated feature: small models copy a list of
+# keys as values ({"statement": "fires_on"}) but follow a worked example.
+EXAMPLE_HYPOTHESES = _Hypotheses(
+    hypotheses=[
+        _HypothesisOut(statement="Names of colours.", fires_on="red, blue", not_on="shapes"),
+        _HypothesisOut(statement="Words about painting.", fires_on="paint, brush", not_on="food"),
+        _HypothesisOut(statement="Adjectives.", fires_on="big, small", not_on="nouns"),
+        _HypothesisOut(
+            statement="Numbers.", fires_on="one, 42", not_on="colours", negative_control=True
+        ),
+    ]
+)
+EXAMPLE_EXPERIMENTS = _Experiments(
+    experiments=[
+        _ExperimentOut(text="She painted the door red.", expect="high", expected_peak=" red"),
+        _ExperimentOut(text="He opened the door slowly.", expect="low"),
+    ]
+)
+EXAMPLE_VERDICT = _VerdictOut(
+    status="confirmed", reason="E1 fired on red; E2 stayed quiet.", cites=["E1", "E2"]
+)
+EXAMPLE_CONCLUSION = _ConclusionOut(
+    explanation="Fires on names of colours such as red and blue.",
+    labels=["colours"],
+    evidence=["E1", "E2"],
+    confidence=0.8,
+)
+
+
+def reply_like(reply: BaseModel) -> str:
+    return (
+        f"Reply with JSON only, like this reply about a colour feature:\n{reply.model_dump_json()}"
+    )
+
+
 class LLMReasoner:
     """The Reasoner protocol over an `LLMClient` (shared by concurrent runs)."""
 
@@ -110,9 +145,8 @@ class LLMReasoner:
             "and what should not (not_on), and its side: 'input' (what the feature reads in "
             "the text) or 'output' (what it makes the model predict next: see the logit "
             "lens). Exactly one is a negative control (negative_control: true): a plausible "
-            "but likely wrong reading that the experiments should refute. Reply as "
-            '{"hypotheses": [{"statement", "fires_on", "not_on", "side", '
-            '"negative_control"}, ...]}.'
+            "but likely wrong reading that the experiments should refute. "
+            f"{reply_like(EXAMPLE_HYPOTHESES)}"
         )
         out = await self._ask(state, ask, _Hypotheses, "hypothesize")
         return [NewHypothesis(**h.model_dump()) for h in out.hypotheses]
@@ -127,8 +161,7 @@ class LLMReasoner:
             f"Write 2 to 6 new short test texts (at most {MAX_TEST_CHARS} characters each) "
             "that would tell whether the hypothesis holds: expect 'high' where it says the "
             "feature fires (expected_peak: the token it should peak on), 'low' where it "
-            "says it does not; at least one of each. Reply as "
-            '{"experiments": [{"text", "expect", "expected_peak"}, ...]}.'
+            f"says it does not; at least one of each. {reply_like(EXAMPLE_EXPERIMENTS)}"
         )
         out = await self._ask(state, ask, _Experiments, "design")
         return [
@@ -147,7 +180,7 @@ class LLMReasoner:
             "Give a verdict: 'confirmed' or 'refuted' (each needs at least 2 consistent "
             "experiments), 'refined' (with refined_statement: a better wording to test "
             "next) or 'open' (not enough evidence yet). Cite the ids of the experiments "
-            'that decided it. Reply as {"status", "reason", "cites", "refined_statement"}.'
+            f"that decided it. {reply_like(EXAMPLE_VERDICT)}"
         )
         out = await self._ask(state, ask, _VerdictOut, "analyze")
         return checked_verdict(out, tests)
@@ -163,8 +196,8 @@ class LLMReasoner:
             f"The testing stopped: {state.stop_reason or 'decided'}.\n\n"
             "Conclude: a one-sentence explanation of what the feature responds to; labels "
             "(short names; several when it responds to unrelated things); the ids of the "
-            "experiments that support it; your confidence from 0 to 1. Reply as "
-            '{"explanation", "labels", "evidence", "confidence"}.'
+            "experiments that support it; your confidence from 0 to 1. "
+            f"{reply_like(EXAMPLE_CONCLUSION)}"
         )
         out = await self._ask(state, ask, _ConclusionOut, "conclude")
         known = {e.id for e in state.experiments}

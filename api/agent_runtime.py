@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import SecretStr
 
@@ -18,6 +19,9 @@ from api import runtime
 from api.evidence import evidence_folder, fingerprint, open_store, planted_spec_path
 from api.settings import Settings, SettingsError
 from probes.evidence.store import EvidenceStore
+
+if TYPE_CHECKING:
+    from agent.llm import LLMClient
 
 
 @dataclass
@@ -61,21 +65,69 @@ def agent_setup(settings: Settings, planted: bool, spec: Path | None = None) -> 
     return AgentSetup(AgentDeps(make_reasoner(settings, store), probe, store), subject, names)
 
 
+# The best offline backend as measured on planted features by
+# benchmarks/offline_backends.py: rules, well ahead of the local SmolLM2-135M.
+OFFLINE_DEFAULT: Literal["rules", "local"] = "rules"
+
+
+def reasoner_choice(settings: Settings) -> str:
+    """The backend the settings pick: GLOSSATOR_REASONER, where `auto` means openai when
+    an LLM server is configured (GLOSSATOR_LLM_BASE_URL or _MODEL set), else the best
+    offline backend."""
+    if settings.reasoner != "auto":
+        return settings.reasoner
+    return "openai" if settings.llm_base_url or settings.llm_model else OFFLINE_DEFAULT
+
+
 def make_reasoner(settings: Settings, store: EvidenceStore) -> Reasoner:
-    """The LLM reasoner when an OpenAI-compatible server is configured
-    (GLOSSATOR_LLM_BASE_URL and GLOSSATOR_LLM_MODEL), else the offline rules reasoner.
-    LLM replies are cached in Redis, so a rerun of the same request costs nothing."""
-    if not settings.llm_base_url:
+    """The reasoner `reasoner_choice` names. LLM replies (openai, local) are cached in
+    Redis, so a rerun of the same request costs nothing. Raises SettingsError when the
+    chosen backend is not configured well enough to run."""
+    from agent.llm_reasoner import LLMReasoner
+
+    choice = reasoner_choice(settings)
+    if choice == "rules":
         return RulesReasoner(retrieval_pool(store))
+    if choice == "openai":
+        return LLMReasoner(openai_client(settings), name="openai")
+    return LLMReasoner(local_client(settings), name="local")
+
+
+def openai_client(settings: Settings) -> LLMClient:
+    """A client of the configured OpenAI-compatible server, with the Redis reply cache."""
+    from agent.llm import LLMClient, LLMConfig
+    from api.redis_server import connect
+
+    if not settings.llm_base_url:
+        explicit = settings.reasoner == "openai"
+        why = "GLOSSATOR_REASONER=openai" if explicit else "GLOSSATOR_LLM_MODEL is set"
+        raise SettingsError(
+            f"{why} but GLOSSATOR_LLM_BASE_URL is not: set it to an OpenAI-compatible "
+            "server (e.g. http://localhost:11434/v1), or use GLOSSATOR_REASONER=rules or local"
+        )
     if not settings.llm_model:
         raise SettingsError(
             "GLOSSATOR_LLM_BASE_URL is set but GLOSSATOR_LLM_MODEL is not: name the model "
             "the server should run"
         )
-    from agent.llm import LLMClient, LLMConfig
-    from agent.llm_reasoner import LLMReasoner
-    from api.redis_server import connect
-
     key = settings.llm_api_key or SecretStr("unused")
     config = LLMConfig(base_url=settings.llm_base_url, api_key=key, model=settings.llm_model)
-    return LLMReasoner(LLMClient(config, cache=connect(settings)))
+    return LLMClient(config, cache=connect(settings))
+
+
+def local_client(settings: Settings) -> LLMClient:
+    """A client of the in-process chat model (GLOSSATOR_LOCAL_LLM, else the shipped
+    SmolLM2-135M-Instruct), with the Redis reply cache. The weights load on first use."""
+    from agent.llm import LLMClient
+    from agent.llm.local import LocalModelError, LocalTransport, local_config
+    from api.redis_server import connect
+    from probes.model import prepare_default_model
+
+    # Not subject_model_path: GLOSSATOR_MODEL may name a model that is no chat model.
+    path = settings.local_llm or prepare_default_model(runtime.models_dir(settings))
+    try:
+        transport = LocalTransport(path, device=settings.device, dtype=settings.dtype)
+    except LocalModelError as err:
+        where = "GLOSSATOR_LOCAL_LLM" if settings.local_llm else "the default local model"
+        raise SettingsError(f"{where}: {err}") from err
+    return LLMClient(local_config(transport), cache=connect(settings), transport=transport)

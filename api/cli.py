@@ -205,6 +205,10 @@ from api.cli_evidence import evidence_app, feature_command  # noqa: E402
 app.add_typer(evidence_app, name="evidence")
 app.command("feature")(feature_command)
 
+from api.cli_bench import bench_app  # noqa: E402
+
+app.add_typer(bench_app, name="bench")
+
 
 if __name__ == "__main__":
     app()

@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "GLOSSATOR_"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# auto: openai when an LLM server is configured, else the best offline backend.
+Reasoners = Literal["auto", "rules", "openai", "local"]
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 MIN_CONTEXT_LENGTH = 8
 
@@ -55,6 +57,10 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
     llm_model: str | None = None
+    reasoner: Reasoners = "auto"
+    # A Hugging Face chat-model folder for the `local` reasoner; unset: the default
+    # SmolLM2-135M-Instruct (the default subject model's folder).
+    local_llm: Path | None = None
 
     @field_validator("data_dir")
     @classmethod
@@ -69,6 +75,7 @@ class Settings(BaseSettings):
         "llm_base_url",
         "llm_api_key",
         "llm_model",
+        "local_llm",
         mode="before",
     )
     @classmethod
@@ -84,6 +91,16 @@ class Settings(BaseSettings):
                 f"redis_url must start with redis://, rediss:// or unix://, got {value!r}"
             )
         return value
+
+    @field_validator("reasoner", mode="before")
+    @classmethod
+    def _reasoner(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("local_llm")
+    @classmethod
+    def _local_llm(cls, value: Path | None) -> Path | None:
+        return value.expanduser().absolute() if value is not None else None
 
     @field_validator("device")
     @classmethod

@@ -97,7 +97,7 @@ def test_runner_scores_every_explainer_and_resumes(
     assert all(s.score is not None and s.judge == "predicate" for s in scores)
     assert set(results.failures()) == {f"broken:{f}" for f in features}
     assert "server is down" in next(iter(results.failures().values()))
-    by = {(s.explainer, s.scorer, s.feature): s.score for s in scores}
+    by = {(s.explainer, s.scorer, s.feature): s.score or 0.0 for s in scores}
     question = planted.feature_index("question-mark")
     assert by[("wrong", "detection", question)] > 0.8  # misses only tokens like '?"'
     assert by[("wrong", "detection", planted.feature_index("digits"))] < 0.7
@@ -114,7 +114,8 @@ def test_runner_scores_every_explainer_and_resumes(
     wrong = summary.paired.get("wrong") or {}
     assert not wrong  # no agent in this run: nothing to pair against
     cell = summary.cells["toptokens"]["detection"]
-    assert cell.n == 3 and cell.lo is not None and cell.lo <= cell.mean <= cell.hi
+    assert cell.n == 3 and cell.mean is not None and cell.lo is not None and cell.hi is not None
+    assert cell.lo <= cell.mean <= cell.hi
     assert summary.failures == {"toptokens": 0, "wrong": 0, "broken": 3}
     assert summary.cost["wrong"]["seconds"] == pytest.approx(0.5)
     densities = {f: store.feature(f).stats.density for f in features}
@@ -139,9 +140,8 @@ def cli_env(
     root = tmp_path_factory.mktemp("bench-cli")
     smollm2_tokenizer.save_pretrained(root / "tokenizer")
     rng = random.Random(5)
-    texts = [
-        " ".join(rng.sample(PHRASES, 3)) + f" in {rng.randint(1900, 2000)}?" for _ in range(400)
-    ]
+    texts = [" ".join(rng.sample(PHRASES, 3)) for _ in range(400)]
+    texts = [t + f" in {rng.randint(1900, 2000)}?" if i % 2 else t for i, t in enumerate(texts)]
     corpus = root / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     variables = {

@@ -30,6 +30,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert settings.context_length == 1024
     assert settings.overflow == "window"
     assert settings.llm_api_key is None
+    assert settings.reasoner == "auto" and settings.local_llm is None
 
 
 def test_data_dir_without_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -46,6 +47,8 @@ def test_env_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("GLOSSATOR_CONTEXT_LENGTH", "256")
     monkeypatch.setenv("GLOSSATOR_OVERFLOW", "truncate")
     monkeypatch.setenv("GLOSSATOR_LLM_API_KEY", "sk-secret")
+    monkeypatch.setenv("GLOSSATOR_REASONER", " Local ")
+    monkeypatch.setenv("GLOSSATOR_LOCAL_LLM", "~/models/chat")
     monkeypatch.setenv("DEVICE", "cpu")  # no prefix: ignored
     settings = get_settings()
     assert settings.data_dir == tmp_path / "data"
@@ -57,6 +60,8 @@ def test_env_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert settings.llm_api_key is not None
     assert settings.llm_api_key.get_secret_value() == "sk-secret"
     assert "sk-secret" not in repr(settings)
+    assert settings.reasoner == "local"
+    assert settings.local_llm == Path("~/models/chat").expanduser()
 
 
 def test_overrides_win_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,6 +90,7 @@ def test_empty_redis_url_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
         ("GLOSSATOR_OVERFLOW", "drop", "'window' or 'truncate'"),
         ("GLOSSATOR_REDIS_URL", "localhost:6379", "must start with redis://"),
         ("GLOSSATOR_HOOKPOINT", " ", "hookpoint must name a module"),
+        ("GLOSSATOR_REASONER", "gpt", "'auto', 'rules', 'openai' or 'local'"),
     ],
 )
 def test_invalid_values_name_the_variable(

@@ -31,7 +31,7 @@ from agent.llm.prompting import (
 )
 from agent.llm.results import TextWithLogprobs, TokenLogprobs
 from agent.llm.retry import is_retryable, request_error
-from agent.llm.transport import Completion, Transport
+from agent.llm.transport import ChatTransport, Completion, Transport
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,22 @@ class LLMClient:
     a call's `usage=` argument also receives that call's share (e.g. one agent run's own
     cost). `cache` is a redis client for the response cache (None: no cache); identical
     requests get the stored reply, so pass `cache=False` where fresh samples are wanted
-    (temperature > 0). Use `async with LLMClient(...)` or call `aclose()`.
+    (temperature > 0). `transport` replaces the HTTP one (e.g. a `LocalTransport`; its
+    config's base_url then names it in cache keys). Use `async with LLMClient(...)` or
+    call `aclose()`.
     """
 
-    def __init__(self, config: LLMConfig, cache: redis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        config: LLMConfig,
+        cache: redis.Redis | None = None,
+        transport: ChatTransport | None = None,
+    ) -> None:
         self.config = config
         self.usage = LLMUsage()
         self.usage_by_purpose: dict[str, LLMUsage] = {}
         self._cache = ResponseCache(cache, config.cache_ttl_s)
-        self._transport = Transport(config)
+        self._transport: ChatTransport = transport if transport is not None else Transport(config)
         self._json_mode: JsonMode = config.json_mode
 
     @property
@@ -115,6 +122,8 @@ class LLMClient:
 
     async def models(self) -> list[str]:
         """The model ids the server lists (`GET /models`): a cheap reachability check."""
+        if not isinstance(self._transport, Transport):
+            return [self.config.model]  # an in-process model serves only itself
         try:
             page = await self._transport.openai.models.list()
         except openai.APIError as exc:
@@ -153,7 +162,9 @@ class LLMClient:
             else:
                 spent.cached_calls += 1
                 return value
-        prompt = with_system_note(messages, schema_instruction(schema))
+        prompt = messages
+        if self.config.schema_in_prompt:
+            prompt = with_system_note(messages, schema_instruction(schema))
         conversation, content, problem = prompt, "", ""
         for attempt in range(self.config.max_output_retries + 1):
             if attempt:

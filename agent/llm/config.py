@@ -38,6 +38,9 @@ class LLMConfig(BaseModel):
     )
     concurrency: int = Field(default=4, ge=1, description="max requests in flight from this client")
     json_mode: JsonMode = "json_object"
+    # False where the transport enforces the schema while decoding (the local model):
+    # the prompt then skips the schema text, which a small model reads slowly and copies.
+    schema_in_prompt: bool = True
     # Prices in the currency of your bill; 0 for a local server.
     input_price_per_1k: float = Field(default=0.0, ge=0)
     output_price_per_1k: float = Field(default=0.0, ge=0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -29,6 +29,24 @@ class Completion:
     tokens: list[TokenLogprobs] | None  # None unless log-probabilities were sent
     input_tokens: int
     output_tokens: int
+
+
+class ChatTransport(Protocol):
+    """What `LLMClient` needs from a transport: `Transport` (HTTP) or an in-process
+    model (`agent.llm.local.LocalTransport`)."""
+
+    async def create(
+        self,
+        messages: list[Message],
+        purpose: str,
+        spent: LLMUsage,
+        *,
+        response_format: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        top_logprobs: int | None = None,
+    ) -> Completion: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Transport:

@@ -1,0 +1,282 @@
+"""`glossator bench`: explainers side by side on the same features and the same held-out
+examples, scored by the field's metrics; `glossator bench report RUN` re-renders a run.
+
+A run's id comes from what defines it (evidence, features, explainers, scorers, judges,
+seeds, budget), so running the same command again resumes it: finished explanations
+and scores are read back from Redis, only the rest is computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from api.cli_common import console, err_console, user_errors
+from api.settings import get_settings
+
+if TYPE_CHECKING:
+    from api.settings import Settings
+    from evals.core import Explained
+    from evals.results import BenchResults
+    from evals.runner import Bench
+    from probes.evidence.store import EvidenceStore
+
+bench_app = typer.Typer(
+    help="Score explainers side by side (detection, fuzzing, simulation, ...).",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+@bench_app.callback()
+def bench_command(
+    ctx: typer.Context,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help='"sample:200", "0:100" or "3,7,9"; planted: also ids. Default: all planted.'
+        ),
+    ] = None,
+    explainers: Annotated[str, typer.Option(help="agent, oneshot, toptokens.")] = "agent,toptokens",
+    scorers: Annotated[
+        str,
+        typer.Option(
+            help="detection, fuzzing, simulation, embedding, generative, predictive, truth."
+        ),
+    ] = "detection,fuzzing,simulation,embedding,generative,predictive",
+    judges: Annotated[
+        str,
+        typer.Option(
+            help="Who reads explanations, first that can: predicate (runs an explanation's "
+            "predicate), llm (the configured server), local (in-process SmolLM2)."
+        ),
+    ] = "predicate,llm",
+    planted: Annotated[
+        bool, typer.Option("--planted", help="The shipped planted features.")
+    ] = False,
+    spec: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Planted spec; implies --planted."),
+    ] = None,
+    neuronpedia: Annotated[
+        Path | None, typer.Option(exists=True, help="Also score a Neuronpedia export (JSON).")
+    ] = None,
+    delphi: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Also score delphi explanations."),
+    ] = None,
+    oneshot_llm: Annotated[
+        str, typer.Option(help="LLM of the oneshot explainer: llm (configured server) or local.")
+    ] = "llm",
+    per_quantile: Annotated[int, typer.Option(min=1, help="Held-out examples per quantile.")] = 2,
+    non_activating: Annotated[int, typer.Option(min=1, help="Held-out quiet examples.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the feature sample and examples.")] = 0,
+    max_rounds: Annotated[int, typer.Option(min=1, help="Agent rounds at most.")] = 10,
+    concurrency: Annotated[int, typer.Option(min=1, help="Features at once.")] = 4,
+    run: Annotated[
+        str | None, typer.Option(help="Run name (default: derived from the options).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write results to this JSON file.")
+    ] = None,
+) -> None:
+    """Run (or resume) a benchmark, then write its report."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from agent.state import Budget
+    from api.agent_runtime import agent_setup
+    from api.bench_runtime import (
+        EXPLAINERS,
+        JUDGES,
+        SCORERS,
+        BenchOptionError,
+        make_explainers,
+        make_judges,
+        make_scorers,
+        run_id_for,
+        split_names,
+    )
+    from evals.results import BenchConfig
+    from evals.runner import Bench
+    from probes.planted import PlantedFeatures
+
+    with user_errors():
+        settings = get_settings()
+        use_planted = planted or spec is not None
+        setup = agent_setup(settings, use_planted, spec)
+        store = setup.deps.store
+        chosen = _features(store, features, setup.feature_names)
+        explainer_names = split_names(explainers, EXPLAINERS, "explainer")
+        scorer_names = split_names(scorers, SCORERS, "scorer")
+        judge_names = split_names(judges, JUDGES, "judge")
+        imported = _imported(neuronpedia, delphi)
+        budget = Budget(max_rounds=max_rounds)
+        subject = setup.subject
+        source = f"{subject.model} · {subject.sae} · {subject.hookpoint}"
+        defining = {
+            "source": source,
+            "evidence": store.manifest.evidence_id,
+            "features": chosen,
+            "explainers": explainer_names + sorted(imported),
+            "scorers": scorer_names,
+            "judges": judge_names,
+            "per_quantile": per_quantile,
+            "non_activating": non_activating,
+            "seed": seed,
+            "budget": budget.model_dump(),
+            "reasoner": setup.deps.reasoner.name,
+            "oneshot_llm": oneshot_llm if "oneshot" in explainer_names else None,
+        }
+        run_id = run or run_id_for(defining)
+        config = BenchConfig(
+            run_id=run_id,
+            source=source,
+            evidence_id=store.manifest.evidence_id,
+            features=chosen,
+            feature_names=setup.feature_names,
+            explainers=explainer_names + sorted(imported),
+            scorers=scorer_names,
+            judges=judge_names,
+            per_quantile=per_quantile,
+            non_activating=non_activating,
+            seed=seed,
+        )
+        source_of_truth = setup.deps.probe.source
+        planted_source = source_of_truth if isinstance(source_of_truth, PlantedFeatures) else None
+        try:
+            bench = Bench(
+                config=config,
+                store=store,
+                explainers=make_explainers(
+                    settings, setup, explainer_names, budget, oneshot_llm, imported
+                ),
+                scorers=make_scorers(setup, scorer_names, planted_source),
+                judges=make_judges(settings, setup, judge_names),
+                results=_results(settings, run_id),
+                concurrency=concurrency,
+            )
+        except BenchOptionError as err:
+            raise ValueError(str(err)) from err
+        bench.config = bench.results.start(config)
+        progress = Progress(
+            TextColumn(f"[bold]bench {run_id}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+        )
+        with progress:
+            task = progress.add_task("features", total=len(chosen))
+            asyncio.run(_run(bench, lambda _: progress.advance(task)))
+        report = _write(settings, bench.results, store)
+        if json_out is not None:
+            json_out.write_text((report.parent / "results.json").read_text())
+    _show(report)
+
+
+async def _run(bench: Bench, advance: Callable[[int], None]) -> None:
+    from evals.runner import run_bench
+
+    try:
+        await run_bench(bench, advance)
+    finally:
+        for explainer in bench.explainers:
+            deps = getattr(explainer, "deps", None)
+            if deps is not None:
+                await deps.aclose()
+
+
+@bench_app.command("report")
+def report_command(
+    run: Annotated[str, typer.Argument(help="The run id (see `glossator bench list`).")],
+) -> None:
+    """Re-render a run's report (Markdown, JSON, plots) from Redis."""
+    with user_errors():
+        settings = get_settings()
+        results = _results(settings, run)
+        config = results.config()
+        if config is None:
+            raise ValueError(f"no benchmark run {run!r}; `glossator bench list` shows the runs")
+        from api.evidence import evidence_folder, open_store
+
+        store = open_store(settings, evidence_folder(settings, config.evidence_id, None, False))
+        report = _write(settings, results, store)
+    _show(report)
+
+
+@bench_app.command("list")
+def list_command() -> None:
+    """The benchmark runs stored in Redis, oldest first."""
+    from api.redis_server import connect
+    from evals.results import list_runs
+
+    with user_errors():
+        for run_id in list_runs(connect(get_settings())):
+            console.print(run_id)
+
+
+def _show(report: Path) -> None:
+    """The report's Markdown as it is (it reads well as text, and pipes cleanly)."""
+    console.print(report.read_text(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"[dim]report: {report}[/]")
+
+
+def _features(store: EvidenceStore, spec: str | None, names: list[str] | None) -> list[int]:
+    from api.cli_explain_many import parse_features
+
+    alive = (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
+    if spec is None:
+        if names is None:
+            raise ValueError('say which features: --features "sample:200" (or 0:100, 3,7,9)')
+        return alive
+    if names is not None and not spec.startswith("sample:") and ":" not in spec:
+        index = {n: i for i, n in enumerate(names)}
+        picked = [p.strip() for p in spec.split(",") if p.strip()]
+        unknown = [p for p in picked if p not in index and not p.isdigit()]
+        if unknown:
+            raise ValueError(f"unknown planted feature {unknown[0]!r}; known: {', '.join(names)}")
+        return [index[p] if p in index else int(p) for p in picked]
+    return parse_features(spec, alive, store.n_features)
+
+
+def _imported(neuronpedia: Path | None, delphi: Path | None) -> dict[str, dict[int, Explained]]:
+    from evals.explainers.imported import load_delphi, load_neuronpedia
+
+    found: dict[str, dict[int, Explained]] = {}
+    if neuronpedia is not None:
+        found["neuronpedia"] = load_neuronpedia(neuronpedia)
+    if delphi is not None:
+        found["delphi"] = load_delphi(delphi)
+    return found
+
+
+def _results(settings: Settings, run_id: str) -> BenchResults:
+    from api.redis_server import connect
+    from evals.results import BenchResults
+
+    return BenchResults(connect(settings), run_id)
+
+
+def _write(settings: Settings, results: BenchResults, store: EvidenceStore) -> Path:
+    from api.bench_runtime import bench_dir
+    from evals.report import write_report
+
+    config = results.config()
+    assert config is not None
+    densities = {
+        f: store.feature(f, top=0, per_quantile=0, non_activating=0).stats.density
+        for f in config.features
+    }
+    return write_report(
+        bench_dir(settings, config.run_id),
+        config,
+        results.scores(),
+        results.explanations(),
+        results.failures(),
+        densities,
+    )
