@@ -2,34 +2,24 @@
 and the feature's evidence. Not part of the checkpointed state.
 
 LLM usage is not kept here either: each node runs its reasoner call through `think`,
-which adds that call's usage to the run's `state.cost`, so the checkpoint carries it
-and a resumed run goes on counting from there.
+which meters that call (`agent.llm.metered`: per asyncio task, so concurrent runs on
+one shared client never count each other's calls) and adds it to the run's
+`state.cost`, so the checkpoint carries it and a resumed run goes on counting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from agent.llm import LLMUsage
+from agent.llm import LLMUsage, metered
 from agent.probe import ProbeRunner
 from agent.reasoner import Reasoner
 from agent.state import AgentState, Cost
 from probes.evidence.store import EvidenceStore, FeatureEvidence
 
 T = TypeVar("T")
-
-# Where the reasoner call in progress adds its LLM usage. A context variable is
-# per asyncio task, so concurrent runs sharing one reasoner (even on the same feature
-# number) never count each other's calls.
-_call_usage: ContextVar[LLMUsage | None] = ContextVar("glossator_call_usage", default=None)
-
-
-def call_usage() -> LLMUsage | None:
-    """The usage sink of the reasoner call in progress (None outside `think`)."""
-    return _call_usage.get()
 
 
 def with_usage(cost: Cost, usage: LLMUsage) -> Cost:
@@ -62,12 +52,8 @@ class AgentDeps:
         """Await one reasoner call (a coroutine not yet started); its result, and the
         run's cost with the LLM usage of that call added (the rules reasoner adds none).
         A call that fails adds nothing: the node fails, and its update is never saved."""
-        usage = LLMUsage()
-        token = _call_usage.set(usage)
-        try:
+        with metered() as usage:
             result = await call
-        finally:
-            _call_usage.reset(token)
         return result, with_usage(state.cost, usage)
 
     def evidence(self, feature: int) -> FeatureEvidence:

@@ -7,9 +7,9 @@ SAGE's rule is enforced in code after the model answers: confirming or refuting 
 at least two consistent tests among the cited ones, and every cited id must be one of
 the hypothesis's experiments; otherwise the verdict is downgraded to open.
 
-Token accounting: each call's usage goes to the sink of the node that made it
-(`agent.deps.call_usage`, set by `AgentDeps.think`), which adds it to the run's
-checkpointed `state.cost`; the reasoner itself keeps no per-run counts.
+Token accounting: the client charges each call to the meter of the node that made it
+(`AgentDeps.think`), which adds it to the run's checkpointed `state.cost`; the
+reasoner itself keeps no per-run counts.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, model_validator
 
-from agent.deps import call_usage
 from agent.llm import DATA_NOTE, LLMClient, Message, delimit
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
@@ -213,9 +212,7 @@ class LLMReasoner:
             {"role": "system", "content": SYSTEM},
             {"role": "user", "content": f"Feature {state.feature}.\n\n{ask}"},
         ]
-        return await self.client.complete_json(
-            messages, schema, purpose=purpose, usage=call_usage()
-        )
+        return await self.client.complete_json(messages, schema, purpose=purpose)
 
 
 def checked_verdict(out: _VerdictOut, tests: Sequence[Experiment]) -> Verdict:

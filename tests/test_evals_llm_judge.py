@@ -15,9 +15,16 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from agent.llm import DATA_NOTE, LLMClient, LLMConfig, LLMLogprobsUnavailableError, LLMUsage
+from agent.llm import (
+    DATA_NOTE,
+    LLMClient,
+    LLMConfig,
+    LLMLogprobsUnavailableError,
+    LLMUsage,
+    metered,
+)
 from evals.core import Explained, Highlighted, JudgeUnavailable
-from evals.judges import LLMJudge, metered
+from evals.judges import LLMJudge
 from probes.evidence.store import Example
 from tests.llm_server import FakeLLMServer, Reply, ScriptedToken
 

@@ -16,6 +16,7 @@ from agent.llm.errors import (
     LLMRequestError,
     LLMUnavailableError,
 )
+from agent.llm.meter import metered
 from agent.llm.prompting import DATA_NOTE, Message, delimit
 from agent.llm.results import TextWithLogprobs, TokenLogprobs
 
@@ -37,6 +38,7 @@ __all__ = [
     "TextWithLogprobs",
     "TokenLogprobs",
     "delimit",
+    "metered",
 ]
 
 

@@ -21,6 +21,7 @@ from agent.llm.errors import (
     LLMRequestError,
     LLMUnavailableError,
 )
+from agent.llm.meter import charge
 from agent.llm.prompting import (
     Message,
     describe_validation_error,
@@ -285,6 +286,7 @@ class LLMClient:
         self.usage_by_purpose.setdefault(purpose, LLMUsage()).add(spent)
         if sink is not None:
             sink.add(spent)
+        charge(spent)
 
 
 def _response_format(mode: JsonMode, schema: type[BaseModel]) -> dict[str, Any] | None:

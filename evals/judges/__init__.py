@@ -1,8 +1,9 @@
 """Judges: what reads an explanation and predicts from it (see `evals.core.Judge`).
 
-`LLMJudge` asks a scorer LLM; `metered()` collects the LLM usage of the judge calls
-made inside it (what a scorer charges to its Score)."""
+`LLMJudge` asks a scorer LLM; `PredicateJudge` (evals.judges.predicate) runs an
+explanation's predicate. A scorer charges the judge calls it makes inside an
+`agent.llm.metered()` block to its Score."""
 
-from evals.judges.llm import LLMJudge, metered
+from evals.judges.llm import LLMJudge
 
-__all__ = ["LLMJudge", "metered"]
+__all__ = ["LLMJudge"]

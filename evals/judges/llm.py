@@ -18,9 +18,10 @@ server sends none; "logprobs" insists; "text" never asks):
 A log-probability reply that cannot be read (no 0/1 digit, lines missing) is asked
 again in the JSON form for that example.
 
-Usage: every call's LLM usage adds to `judge.usage` (all calls of this judge) and to
-each `metered()` block it runs in. Scorers should use `metered()`: features are scored
-concurrently, so before/after copies of `judge.usage` would count other features' calls.
+Usage: every call's LLM usage adds to `judge.usage` (all calls of this judge) and, by
+the client, to each `agent.llm.metered()` block it runs in. Scorers use `metered()`:
+features are scored concurrently, so before/after copies of `judge.usage` would count
+other features' calls.
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Sequence
 from itertools import groupby
 from typing import Literal, TypeVar
 
@@ -84,20 +83,6 @@ _QUESTIONS = {
         "nowhere in the text)?"
     ),
 }
-
-_meters: ContextVar[tuple[LLMUsage, ...]] = ContextVar("glossator_judge_meters", default=())
-
-
-@contextmanager
-def metered() -> Iterator[LLMUsage]:
-    """The LLM usage of every LLMJudge call made inside the block, by this task and the
-    tasks it starts (a context variable: concurrent blocks never count each other)."""
-    spent = LLMUsage()
-    token = _meters.set((*_meters.get(), spent))
-    try:
-        yield spent
-    finally:
-        _meters.reset(token)
 
 
 class LLMJudge:
@@ -296,9 +281,7 @@ class LLMJudge:
         return reply
 
     def _charge(self, spent: LLMUsage) -> None:
-        self.usage.add(spent)
-        for sink in _meters.get():
-            sink.add(spent)
+        self.usage.add(spent)  # meters (`agent.llm.metered`) are charged by the client
 
 
 # -- rendering ---------------------------------------------------------------------
