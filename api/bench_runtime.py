@@ -100,7 +100,9 @@ def make_judges(settings: Settings, setup: AgentSetup, names: list[str]) -> list
         if name == "predicate":
             judges.append(PredicateJudge.for_store(setup.deps.store))
         else:
-            judges.append(LLMJudge(llm_client(settings, name)))
+            client = llm_client(settings, name)
+            # In process on a CPU, log-probability simulation is far too slow (see LLMJudge).
+            judges.append(LLMJudge(client, simulate_with_logprobs=name != "local"))
     return judges
 
 

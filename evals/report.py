@@ -38,6 +38,7 @@ class Summary(BaseModel):
     cost: dict[str, dict[str, float]]  # explainer -> mean cost per feature
     failures: dict[str, int]  # explainer -> features it failed on
     unscored_reasons: dict[str, int]  # reason -> count
+    judges: dict[str, dict[str, int]]  # explainer -> judge -> scores it judged
 
 
 def summarize(
@@ -69,6 +70,10 @@ def summarize(
                 paired[explainer][scorer] = _paired(a, b)  # type: ignore[arg-type]
     reasons = Counter((s.error or "").split(":")[0][:120] for s in scores if s.score is None)
     failed = Counter(key.split(":")[0] for key in failures)
+    judged: dict[str, Counter[str]] = defaultdict(Counter)
+    for s in scores:
+        if s.score is not None:
+            judged[s.explainer][s.judge] += 1
     return Summary(
         run_id=config.run_id,
         explainers=config.explainers,
@@ -78,6 +83,7 @@ def summarize(
         cost=_cost(config, scores, explanations),
         failures={e: failed.get(e, 0) for e in config.explainers},
         unscored_reasons=dict(reasons.most_common()),
+        judges={e: dict(judged[e]) for e in config.explainers},
     )
 
 
@@ -147,6 +153,11 @@ def markdown(config: BenchConfig, summary: Summary, plots: Sequence[str] = ()) -
             _table(summary, {e: c for e, c in summary.paired.items() if c}),
         ]
     lines += ["", "## Cost per feature (mean)", "", _cost_table(summary)]
+    lines += ["", "## Who judged", "", "Scores per explainer by the judge that read them.", ""]
+    lines += [
+        f"- {e}: " + (", ".join(f"{j} {n}" for j, n in sorted(c.items())) or "nothing scored")
+        for e, c in summary.judges.items()
+    ]
     if summary.unscored_reasons:
         lines += ["", "## Not scored", ""]
         lines += [f"- {n} × {reason}" for reason, n in summary.unscored_reasons.items()]

@@ -118,6 +118,7 @@ def test_runner_scores_every_explainer_and_resumes(
     assert cell.lo <= cell.mean <= cell.hi
     assert summary.failures == {"toptokens": 0, "wrong": 0, "broken": 3}
     assert summary.cost["wrong"]["seconds"] == pytest.approx(0.5)
+    assert summary.judges["toptokens"] == {"predicate": 6} and summary.judges["broken"] == {}
     densities = {f: store.feature(f).stats.density for f in features}
     report = write_report(
         tmp_path, cfg, results.scores(), results.explanations(), results.failures(), densities

@@ -279,6 +279,19 @@ def test_simulate_unreadable_lines_fall_back_to_json(server: FakeLLMServer) -> N
     assert '{"activations": [[index, activation], ...]}' in ask_of(second)
 
 
+def test_simulate_can_skip_log_probabilities(server: FakeLLMServer) -> None:
+    # Detection still reads log-probabilities; simulation asks for JSON straight away.
+    server.push(spelled(token("1", ("1", 0.9), ("0", 0.1))), Reply.json({"activations": [[1, 7]]}))
+
+    async def go(j: LLMJudge) -> tuple[list[float], list[list[float]]]:
+        return await j.detect(LOVE, [LOVING]), await j.simulate(LOVE, [LOVING])
+
+    probs, rows = run(judged(server, go, simulate_with_logprobs=False))
+    assert probs == [pytest.approx(0.9)] and rows == [[0.0, 7.0, 0.0]]
+    detect, simulate = server.requests
+    assert detect["logprobs"] and "logprobs" not in simulate
+
+
 def test_simulate_json_mode_re_asks_invalid_replies(server: FakeLLMServer) -> None:
     server.push(
         Reply.text('{"activations": [[1, 7]'),  # malformed JSON

@@ -96,6 +96,7 @@ class LLMJudge:
         batch_size: int = 5,
         seed: int = 0,
         name: str | None = None,
+        simulate_with_logprobs: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -105,6 +106,9 @@ class LLMJudge:
         self.seed = seed
         self.name = name or f"llm:{client.config.model}"
         self.usage = LLMUsage()
+        # Simulating through log-probabilities writes ~6 tokens per token of text: on a
+        # small in-process model that is minutes per example, so it may ask JSON instead.
+        self.simulate_with_logprobs = simulate_with_logprobs
         # Whether the server sends log-probabilities: None until the first reply says.
         self._has_logprobs: bool | None = {"auto": None, "logprobs": True, "text": False}[mode]
 
@@ -207,7 +211,9 @@ class LLMJudge:
             "index, a tab, the token, a tab, the activation as a whole number."
         )
         budget = SIMULATE_TOKENS_PER_LINE * len(tokens) + 16
-        reply = await self._logprobs(lines, "judge-simulate", budget, SIMULATE_TOP_LOGPROBS)
+        reply = None
+        if self.simulate_with_logprobs:
+            reply = await self._logprobs(lines, "judge-simulate", budget, SIMULATE_TOP_LOGPROBS)
         if reply is not None:
             values = simulation_values(reply, len(tokens))
             if values is not None:
