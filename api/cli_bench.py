@@ -53,9 +53,10 @@ def bench_command(
         str,
         typer.Option(
             help="Who reads explanations, first that can: predicate (runs an explanation's "
-            "predicate), llm (the configured server), local (in-process SmolLM2)."
+            "predicate), llm (the configured server), local (in-process SmolLM2). auto: "
+            "predicate, then llm when a server is configured."
         ),
-    ] = "predicate,llm",
+    ] = "auto",
     planted: Annotated[
         bool, typer.Option("--planted", help="The shipped planted features.")
     ] = False,
@@ -113,6 +114,8 @@ def bench_command(
         chosen = _features(store, features, setup.feature_names)
         explainer_names = split_names(explainers, EXPLAINERS, "explainer")
         scorer_names = split_names(scorers, SCORERS, "scorer")
+        if judges.strip() == "auto":
+            judges = "predicate,llm" if settings.llm_base_url else "predicate"
         judge_names = split_names(judges, JUDGES, "judge")
         imported = _imported(neuronpedia, delphi)
         budget = Budget(max_rounds=max_rounds)

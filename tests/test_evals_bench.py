@@ -161,7 +161,7 @@ def test_bench_cli_runs_reports_and_rerenders(cli_env: dict[str, str], tmp_path:
     out = tmp_path / "bench.json"
     args = [
         "bench", "--planted", "--features", "digits,word-love",
-        "--explainers", "agent,toptokens", "--judges", "predicate",
+        "--explainers", "agent,toptokens",  # judges: auto, the predicate judge offline
         "--scorers", "detection,simulation,truth", "--max-rounds", "3", "--json", str(out),
     ]  # fmt: skip
     result = run_cli(*args, env=cli_env)
@@ -172,6 +172,7 @@ def test_bench_cli_runs_reports_and_rerenders(cli_env: dict[str, str], tmp_path:
     truth = {(r["explainer"], r["feature"]): r["score"] for r in rows if r["scorer"] == "truth"}
     assert min(truth.values()) > 0.9, truth
     assert "Paired differences against `agent`" in result.stdout
+    assert "- agent: predicate 6" in result.stdout  # who judged
     run_id = document["config"]["run_id"]
     again = run_cli(*args, env=cli_env)  # resumes: same run id, nothing new
     assert again.returncode == 0 and run_id in again.stdout
