@@ -365,3 +365,15 @@ def test_replies_are_cached_in_redis(server: FakeLLMServer, redis_client: redis.
     assert first == second == [0.75, 0.75]
     assert len(server.requests) == asked == 2
     assert (usage.calls, usage.cached_calls) == (0, 2)
+
+
+def test_reply_schemas_carry_their_length_bounds() -> None:
+    # A constrained decoder (the local model) reads these bounds from the JSON schema.
+    from evals.judges.llm_replies import Activations, Sized, Texts, Verdicts, sized
+
+    def items(schema: type[Sized], n: int, field: str) -> Any:
+        return sized(schema, n).model_json_schema()["properties"][field]["maxItems"]
+
+    assert items(Verdicts, 5, "verdicts") == 5 and items(Activations, 12, "activations") == 12
+    assert items(Texts, 10, "texts") >= 10  # more than the decoder's default cap of 8
+    assert sized(Verdicts, 5) is sized(Verdicts, 5) and sized(Verdicts, 5).n == 5

@@ -14,9 +14,9 @@ import math
 import re
 from collections.abc import Sequence
 from functools import cache
-from typing import Annotated, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints, create_model, model_validator
 
 from agent.llm import TextWithLogprobs, TokenLogprobs
 
@@ -30,11 +30,21 @@ S = TypeVar("S", bound="Sized")
 class Sized(BaseModel):
     n: ClassVar[int] = 0  # how many items the prompt listed (set by `sized`)
 
+    @classmethod
+    def bounded(cls, n: int) -> dict[str, Any]:
+        """Fields redeclared with their list's length bound for `n` items: it goes into
+        the JSON schema, so a constrained decoder (the local model) keeps to it."""
+        return {}
+
 
 @cache
 def sized(schema: type[S], n: int) -> type[S]:
     """`schema` checking replies about `n` items."""
-    return type(f"{schema.__name__}{n}", (schema,), {"n": n, "__module__": __name__})
+    model = create_model(
+        f"{schema.__name__}{n}", __base__=schema, __module__=__name__, **schema.bounded(n)
+    )
+    model.n = n
+    return model
 
 
 class Verdict(BaseModel):
@@ -44,6 +54,10 @@ class Verdict(BaseModel):
 
 class Verdicts(Sized):
     verdicts: list[Verdict]
+
+    @classmethod
+    def bounded(cls, n: int) -> dict[str, Any]:
+        return {"verdicts": (Annotated[list[Verdict], Field(max_length=n)], ...)}
 
     @model_validator(mode="after")
     def _one_per_example(self) -> Verdicts:
@@ -58,8 +72,15 @@ class Verdicts(Sized):
         return [v.answer for v in sorted(self.verdicts, key=lambda v: v.example)]
 
 
+Activation = tuple[int, Annotated[float, Field(ge=0, le=SCALE)]]
+
+
 class Activations(Sized):
-    activations: list[tuple[int, Annotated[float, Field(ge=0, le=SCALE)]]]
+    activations: list[Activation]
+
+    @classmethod
+    def bounded(cls, n: int) -> dict[str, Any]:
+        return {"activations": (Annotated[list[Activation], Field(max_length=n)], ...)}
 
     @model_validator(mode="after")
     def _known_tokens(self) -> Activations:
@@ -84,6 +105,10 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 class Texts(Sized):
     texts: list[Text]
+
+    @classmethod
+    def bounded(cls, n: int) -> dict[str, Any]:
+        return {"texts": (Annotated[list[Text], Field(max_length=2 * n)], ...)}
 
     @model_validator(mode="after")
     def _enough_short_distinct(self) -> Texts:
