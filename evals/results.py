@@ -90,8 +90,9 @@ class BenchResults:
     def put_failure(self, explainer: str, feature: int, reason: str) -> None:
         self.client.hset(f"{self.key}:failures", f"{explainer}:{feature}", reason)
 
-    def has_score(self, explainer: str, scorer: str, feature: int) -> bool:
-        return bool(self.client.hexists(f"{self.key}:scores", f"{explainer}:{scorer}:{feature}"))
+    def score(self, explainer: str, scorer: str, feature: int) -> Score | None:
+        raw = self.client.hget(f"{self.key}:scores", f"{explainer}:{scorer}:{feature}")
+        return Score.model_validate_json(raw) if raw else None
 
     def put_score(self, score: Score) -> None:
         field = f"{score.explainer}:{score.scorer}:{score.feature}"

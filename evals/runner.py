@@ -1,6 +1,6 @@
 """Run a benchmark: every explainer explains every feature, every scorer scores every
 explanation on the same held-out examples, with each result stored as it comes (so an
-interrupted run resumes where it stopped).
+interrupted run resumes where it stopped; scorings that failed are tried again).
 
 A score is judged by the first judge that can read the explanation (e.g. a predicate
 judge for explanations that carry a predicate, then an LLM judge for prose); the
@@ -67,7 +67,8 @@ async def _feature(bench: Bench, feature: int) -> None:
                 continue
             bench.results.put_explanation(explained)
         for scorer in bench.scorers:
-            if not bench.results.has_score(explainer.name, scorer.name, feature):
+            done = bench.results.score(explainer.name, scorer.name, feature)
+            if done is None or done.score is None:  # a failed scoring is tried again
                 judge = pick_judge(bench.judges, explained)
                 bench.results.put_score(await scorer.score(explained, examples, judge))
 

@@ -57,7 +57,14 @@ class Verdicts(Sized):
 
     @classmethod
     def bounded(cls, n: int) -> dict[str, Any]:
-        return {"verdicts": (Annotated[list[Verdict], Field(max_length=n)], ...)}
+        numbered = create_model(
+            f"Verdict{n}",
+            __base__=Verdict,
+            __module__=__name__,
+            example=(Annotated[int, Field(ge=1, le=n)], ...),
+        )
+        items = list[numbered]  # type: ignore[valid-type]
+        return {"verdicts": (Annotated[items, Field(min_length=n, max_length=n)], ...)}
 
     @model_validator(mode="after")
     def _one_per_example(self) -> Verdicts:
