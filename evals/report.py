@@ -68,7 +68,8 @@ def summarize(
                 a = [mine[f].score for f in both]
                 b = [base[f].score for f in both]
                 paired[explainer][scorer] = _paired(a, b)  # type: ignore[arg-type]
-    reasons = Counter((s.error or "").split(":")[0][:120] for s in scores if s.score is None)
+    # The first sentence of each reason: what failed and why, without per-feature detail.
+    reasons = Counter((s.error or "").split(";")[0][:200] for s in scores if s.score is None)
     failed = Counter(key.split(":")[0] for key in failures)
     judged: dict[str, Counter[str]] = defaultdict(Counter)
     for s in scores:
