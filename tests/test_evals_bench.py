@@ -192,3 +192,25 @@ def test_bench_cli_errors_say_what_to_fix(cli_env: dict[str, str]) -> None:
     assert no_llm.returncode == 2 and "GLOSSATOR_LLM_BASE_URL" in no_llm.stderr
     missing = run_cli("bench", "report", "no-such-run", env=cli_env)
     assert missing.returncode == 2 and "no benchmark run" in missing.stderr
+
+
+def test_bench_cli_scores_imported_explanations(cli_env: dict[str, str], tmp_path: Path) -> None:
+    export = tmp_path / "neuronpedia.json"
+    record = {"modelId": "smollm2", "layer": "planted", "index": "6"}  # 6: digits
+    export.write_text(json.dumps([{**record, "description": "numbers written with digits"}]))
+    out = tmp_path / "imported.json"
+    result = run_cli(
+        "bench", "--planted", "--features", "digits,word-love", "--explainers", "toptokens",
+        "--neuronpedia", str(export), "--scorers", "embedding,detection", "--json", str(out),
+        env=cli_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    mine = [r for r in document["results"] if r["explainer"] == "neuronpedia"]
+    assert {(r["feature"], r["scorer"]) for r in mine} == {(6, "embedding"), (6, "detection")}
+    by_scorer = {r["scorer"]: r for r in mine}
+    assert by_scorer["embedding"]["score"] is not None  # no judge needed
+    # Prose with no LLM judge configured: reported as unscored, with the reason.
+    assert by_scorer["detection"]["score"] is None and "judge" in by_scorer["detection"]["error"]
+    # The file explains digits only: word-love is a failure of that explainer, not a score.
+    assert document["summary"]["failures"]["neuronpedia"] == 1
