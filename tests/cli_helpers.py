@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 GLOSSATOR = str(Path(sys.executable).with_name("glossator"))
 
@@ -23,3 +25,20 @@ def run_cli(
         timeout=300,
         check=False,
     )
+
+
+def planted_cli_env(root: Path, tokenizer: Any, redis_url: str, texts: list[str]) -> dict[str, str]:
+    """Settings for CLI runs on planted features: SmolLM2's tokenizer as the model, a
+    corpus of `texts`, and the planted evidence built over it by the CLI itself."""
+    tokenizer.save_pretrained(root / "tokenizer")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    variables = {
+        "GLOSSATOR_MODEL": str(root / "tokenizer"),
+        "GLOSSATOR_DATA_DIR": str(root / "data"),
+        "GLOSSATOR_DEVICE": "cpu",
+        "GLOSSATOR_REDIS_URL": redis_url,
+    }
+    built = run_cli("evidence", "build", "--planted", "--corpus", str(corpus), env=variables)
+    assert built.returncode == 0, built.stderr
+    return variables

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from api.redis_server import EmbeddedRedis
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import planted_cli_env, run_cli
 from tests.llm_server import FakeLLMServer, Reply
 from tests.test_agent_llm_reasoner import EXPLANATION, by_step
 
@@ -34,24 +34,14 @@ PHRASES = [
 def env(
     tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any, redis_server: EmbeddedRedis
 ) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("explain-cli")
-    smollm2_tokenizer.save_pretrained(root / "tokenizer")
     rng = random.Random(3)
     texts = [
         "\n".join(". ".join(rng.sample(PHRASES, 3)) for _ in range(rng.randint(1, 3)))
         for _ in range(400)
     ]
-    corpus = root / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    variables = {
-        "GLOSSATOR_MODEL": str(root / "tokenizer"),
-        "GLOSSATOR_DATA_DIR": str(root / "data"),
-        "GLOSSATOR_DEVICE": "cpu",
-        "GLOSSATOR_REDIS_URL": redis_server.url,
-    }
-    built = run_cli("evidence", "build", "--planted", "--corpus", str(corpus), env=variables)
-    assert built.returncode == 0, built.stderr
-    return variables
+    return planted_cli_env(
+        tmp_path_factory.mktemp("explain-cli"), smollm2_tokenizer, redis_server.url, texts
+    )
 
 
 def test_explain_then_show_the_stored_explanation(env: dict[str, str]) -> None:

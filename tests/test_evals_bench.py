@@ -24,7 +24,7 @@ from evals.scorers.detection import DetectionScorer
 from evals.scorers.simulation import SimulationScorer
 from probes.evidence.store import EvidenceStore, FeatureEvidence
 from probes.planted import PlantedFeatures
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import planted_cli_env, run_cli
 
 Planted = tuple[EvidenceStore, PlantedFeatures]
 NAMES = ["digits", "word-love", "question-mark"]
@@ -138,23 +138,11 @@ def cli_env(
 ) -> dict[str, str]:
     from tests.test_cli_explain import PHRASES
 
-    root = tmp_path_factory.mktemp("bench-cli")
-    smollm2_tokenizer.save_pretrained(root / "tokenizer")
     rng = random.Random(5)
     texts = [" ".join(rng.sample(PHRASES, 3)) for _ in range(400)]
     texts = [t + f" in {rng.randint(1900, 2000)}?" if i % 2 else t for i, t in enumerate(texts)]
-    corpus = root / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    variables = {
-        "GLOSSATOR_MODEL": str(root / "tokenizer"),
-        "GLOSSATOR_DATA_DIR": str(root / "data"),
-        "GLOSSATOR_DEVICE": "cpu",
-        "GLOSSATOR_REDIS_URL": redis_server.url,
-        "COLUMNS": "200",
-    }
-    built = run_cli("evidence", "build", "--planted", "--corpus", str(corpus), env=variables)
-    assert built.returncode == 0, built.stderr
-    return variables
+    root = tmp_path_factory.mktemp("bench-cli")
+    return {**planted_cli_env(root, smollm2_tokenizer, redis_server.url, texts), "COLUMNS": "200"}
 
 
 def test_bench_cli_runs_reports_and_rerenders(cli_env: dict[str, str], tmp_path: Path) -> None:
