@@ -271,10 +271,7 @@ def _write(settings: Settings, results: BenchResults, store: EvidenceStore) -> P
 
     config = results.config()
     assert config is not None
-    densities = {
-        f: store.feature(f, top=0, per_quantile=0, non_activating=0).stats.density
-        for f in config.features
-    }
+    densities = {f: store.stats(f).density for f in config.features}
     return write_report(
         bench_dir(settings, config.run_id),
         config,

@@ -21,9 +21,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from probes.evidence.store import EvidenceStore, Example
+from probes.evidence.store import EvidenceStore, Example, FeatureEvidence
 
-TOP_FOR_THRESHOLD = 10  # SAGE: tau is half the mean max activation of the top-10 exemplars
 SCORE_VERSION = 1
 
 
@@ -76,10 +75,14 @@ def scoring_set(
     per_quantile: int = 2,
     non_activating: int = 20,
     seed: int = 0,
+    evidence: FeatureEvidence | None = None,
 ) -> ScoringSet:
     """The held-out examples of `feature`: up to `per_quantile` from each activation
     quantile of the score split and `non_activating` quiet contexts, drawn with `seed`
-    (the same set for every explainer)."""
+    (the same set for every explainer). Tau comes from the explain side: pass its
+    `evidence` when already read."""
+    from agent.nodes.observe import firing_threshold
+
     held = store.scoring_examples(feature, non_activating=non_activating)
     rng = random.Random(f"{seed}:{feature}")
     activating: list[Example] = []
@@ -88,11 +91,10 @@ def scoring_set(
         picked = rng.sample(b.examples, min(per_quantile, len(b.examples)))
         activating += picked
         quantile_of += [b.index] * len(picked)
-    top = [e.max_act for e in store.feature(feature, top=TOP_FOR_THRESHOLD).top]
     return ScoringSet(
         feature=feature,
         evidence_id=held.evidence_id,
-        threshold=0.5 * sum(top) / len(top) if top else 0.0,
+        threshold=firing_threshold(evidence or store.feature(feature)),
         activating=activating,
         quantile_of=quantile_of,
         non_activating=held.non_activating[:non_activating],

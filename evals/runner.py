@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from evals.core import Explained, Highlighted, Judge, JudgeUnavailable, Scorer, scoring_set
 from evals.explainers.base import Explainer
 from evals.results import BenchConfig, BenchResults
-from probes.evidence.store import EvidenceStore, Example, FeatureEvidence
+from probes.evidence.store import EvidenceStore, Example
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,13 @@ async def run_bench(bench: Bench, on_feature_done: Callable[[int], None] | None 
 
 async def _feature(bench: Bench, feature: int) -> None:
     config = bench.config
+    evidence = bench.store.feature(feature)  # for tau, and for the explainers
     examples = scoring_set(
-        bench.store, feature, config.per_quantile, config.non_activating, config.seed
+        bench.store, feature, config.per_quantile, config.non_activating, config.seed, evidence
     )
-    evidence: FeatureEvidence | None = None
     for explainer in bench.explainers:
         explained = bench.results.explanation(explainer.name, feature)
         if explained is None:
-            evidence = evidence or bench.store.feature(feature)
             try:
                 explained = await explainer.explain(feature, evidence)
             except Exception as error:  # one explainer failing must not stop the run

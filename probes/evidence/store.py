@@ -155,7 +155,7 @@ class EvidenceStore:
         return FeatureEvidence(
             feature=feature,
             evidence_id=self.manifest.evidence_id,
-            stats=self._stats(feature),
+            stats=self.stats(feature),
             top=top_rows[:top] if top is not None else top_rows,
             quantiles=self._quantiles("explain", feature, per_quantile),
             non_activating=self._non_activating(feature, EXPLAIN, non_activating),
@@ -287,7 +287,9 @@ class EvidenceStore:
         chosen = quiet[torch.argsort(priority)][:n]
         return [self._example(int(c), [], 0.0) for c in chosen]
 
-    def _stats(self, feature: int) -> FeatureStatistics:
+    def stats(self, feature: int) -> FeatureStatistics:
+        """The feature's firing statistics alone (no examples read)."""
+        self._check(feature)
         count = int(self._row("stats.count", feature))
         tokens = int(self._features.get_tensor("stats.tokens")[0])
         total = float(self._row("stats.sum", feature))
