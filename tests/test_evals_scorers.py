@@ -30,7 +30,7 @@ from evals.scorers import (
     TruthScorer,
 )
 from probes.evidence.store import EvidenceStore
-from probes.planted import PlantedFeatures, RegexRule, WordsRule
+from probes.planted import PlantedFeatures, PlantedFeatureSpec, RegexRule, WordsRule
 from tests.llm_server import FakeLLMServer, Reply
 
 Planted = tuple[EvidenceStore, PlantedFeatures]
@@ -97,14 +97,7 @@ def scores(planted_evidence: Planted, judge: PredicateJudge) -> Scores:
             other = names[(i + 1) % len(names)]
             perfect = explained(planted, name, name, rules[name])
             wrong = explained(planted, name, other, rules[other])
-            scorers: list[Scorer] = [
-                DetectionScorer(),
-                FuzzingScorer(),
-                SimulationScorer(),
-                PredictiveScorer(),
-                GenerativeScorer(runner),
-                TruthScorer(planted.specs[f]),
-            ]
+            scorers = judged_scorers(runner, planted.specs[f])
             if name in EMBEDDED:
                 scorers.append(EmbeddingScorer())
             examples = scoring_set(store, f)
@@ -118,6 +111,18 @@ def scores(planted_evidence: Planted, judge: PredicateJudge) -> Scores:
         return out
 
     return asyncio.run(main())
+
+
+def judged_scorers(runner: ProbeRunner, spec: PlantedFeatureSpec) -> list[Scorer]:
+    """Every scorer that needs a judge (all but embedding)."""
+    return [
+        DetectionScorer(),
+        FuzzingScorer(),
+        SimulationScorer(),
+        PredictiveScorer(),
+        GenerativeScorer(runner),
+        TruthScorer(spec),
+    ]
 
 
 def values(scores: Scores, scorer: str) -> tuple[list[float], list[float]]:
@@ -239,14 +244,7 @@ def test_prose_gets_no_score_from_the_predicate_judge(
 
     async def main() -> list[Score]:
         runner = ProbeRunner(planted)
-        judged: list[Scorer] = [
-            DetectionScorer(),
-            FuzzingScorer(),
-            SimulationScorer(),
-            PredictiveScorer(),
-            GenerativeScorer(runner),
-            TruthScorer(planted.specs[f]),
-        ]
+        judged = judged_scorers(runner, planted.specs[f])
         out = [await s.score(prose, examples, judge) for s in judged]
         await runner.close()
         return out
