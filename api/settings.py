@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     # A Hugging Face chat-model folder for the `local` reasoner; unset: the default
     # SmolLM2-135M-Instruct (the default subject model's folder).
     local_llm: Path | None = None
+    # The HTTP service and the workers. Writes and spending (explain, chat, jobs, bench)
+    # always need an API key; reads need one only when read_requires_key is set.
+    read_requires_key: bool = False
+    max_text_chars: int = Field(default=4000, ge=1)  # per text sent to the API
+    max_texts_per_request: int = Field(default=64, ge=1)
+    max_features_per_job: int = Field(default=100_000, ge=1)
+    max_runs_per_key: int = Field(default=4, ge=1)  # agent runs and chat turns at once
+    worker_concurrency: int = Field(default=8, ge=1)  # agent runs at once per worker
 
     @field_validator("data_dir")
     @classmethod
