@@ -9,6 +9,7 @@ one shared client never count each other's calls) and adds it to the run's
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from agent.state import AgentState, Cost
 from probes.evidence.store import EvidenceStore, FeatureEvidence
 
 T = TypeVar("T")
+EVIDENCE_CACHE = 256  # features; far more than the runs a process has going at once
 
 
 def with_usage(cost: Cost, usage: LLMUsage) -> Cost:
@@ -39,7 +41,9 @@ class AgentDeps:
     reasoner: Reasoner
     probe: ProbeRunner
     store: EvidenceStore
-    _evidence: dict[int, FeatureEvidence] = field(default_factory=dict, init=False, repr=False)
+    _evidence: OrderedDict[int, FeatureEvidence] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
 
     async def aclose(self) -> None:
         """Stop the probe runner and close the reasoner's connections, if it has any."""
@@ -58,8 +62,13 @@ class AgentDeps:
 
     def evidence(self, feature: int) -> FeatureEvidence:
         """The explainer's view of the feature (explain split only). Read once per
-        feature: every node of every round asks for it, and it never changes."""
+        feature while its runs go on: every node of every round asks for it, and it never
+        changes. The most recent EVIDENCE_CACHE features are kept, so a worker or server
+        that explains thousands of features holds a bounded amount."""
         found = self._evidence.get(feature)
         if found is None:
             found = self._evidence[feature] = self.store.feature(feature, non_activating=50)
+            while len(self._evidence) > EVIDENCE_CACHE:
+                self._evidence.popitem(last=False)
+        self._evidence.move_to_end(feature)
         return found

@@ -252,6 +252,19 @@ class ExplanationStore:
         with self._redis():
             return self._parse(self.client.get(key), key)
 
+    def current_many(self, features: list[int]) -> dict[int, ExplanationRecord]:
+        """The current records of those features that have one (one MGET per 1,000)."""
+        found: dict[int, ExplanationRecord] = {}
+        with self._redis():
+            for at in range(0, len(features), 1000):
+                chunk = features[at : at + 1000]
+                raws = self.client.mget([self.current_key(f) for f in chunk]) if chunk else []
+                for feature, raw in zip(chunk, raws, strict=True):
+                    record = self._parse(raw, self.current_key(feature))
+                    if record is not None:
+                        found[feature] = record
+        return found
+
     def history(self, feature: int) -> list[ExplanationRecord]:
         """Every run of the feature, oldest first."""
         with self._redis(), self.client.pipeline(transaction=True) as pipe:

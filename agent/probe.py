@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from probes.activations import FeatureActivations, FeatureSource
 
@@ -47,8 +48,8 @@ class ProbeResult:
 @dataclass
 class _Request:
     texts: list[str]
-    feature: int
-    done: asyncio.Future[list[ProbeResult]]
+    done: asyncio.Future[list[Any]]
+    answer: Callable[[FeatureActivations], Any]  # what this caller wants of each text
 
 
 @dataclass
@@ -64,11 +65,24 @@ class ProbeRunner:
     async def run(self, texts: Sequence[str], feature: int) -> list[ProbeResult]:
         """The feature's activations on each text (in order)."""
         self._check(texts, feature)
+        return await self._submit(texts, lambda acts: _result(acts, feature))
+
+    async def activations(self, texts: Sequence[str]) -> list[FeatureActivations]:
+        """Every feature's activations on each text, batched with the probe runs (the
+        HTTP activations endpoint shares the forwards of running agents). The caller
+        checks the texts: it may allow longer ones than a probe."""
+        if not texts:
+            raise ProbeError("give at least one text")
+        return await self._submit(texts, lambda acts: acts)
+
+    async def _submit(
+        self, texts: Sequence[str], answer: Callable[[FeatureActivations], Any]
+    ) -> list[Any]:
         if self._wakeup is None or self._worker is None or self._worker.done():
             self._wakeup = asyncio.Event()
             self._worker = asyncio.create_task(self._serve(self._wakeup))
-        done: asyncio.Future[list[ProbeResult]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(list(texts), feature, done))
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(list(texts), done, answer))
         self._wakeup.set()
         return await done
 
@@ -122,7 +136,7 @@ class ProbeRunner:
             mine = results[at : at + len(request.texts)]
             at += len(request.texts)
             if not request.done.done():
-                request.done.set_result([_result(r, request.feature) for r in mine])
+                request.done.set_result([request.answer(r) for r in mine])
 
 
 def _result(activations: FeatureActivations, feature: int) -> ProbeResult:

@@ -1,0 +1,191 @@
+"""The HTTP service: `create_app(settings)` builds a FastAPI app whose lifespan loads the
+model, the SAE and the evidence once (in the background, so /health answers at once and
+/ready says when the service can work), opens the Redis clients and compiles the agent
+graph with its Redis checkpointer.
+
+Routes live in `api/server_*.py`, one router per resource. They find what the lifespan
+loaded with `services(request)`, and the auth dependencies (api/server_auth.py) read
+`app.state.settings` and `app.state.redis`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from api.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis as AsyncRedis
+
+    from api.agent_runtime import AgentSetup
+    from api.server_runs import RunManager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """What the lifespan loaded: shared by every request."""
+
+    setup: AgentSetup
+    graph: Any  # the compiled agent graph, checkpointed in Redis
+    runs: RunManager
+    aredis: AsyncRedis
+
+    @property
+    def names(self) -> list[str] | None:
+        return self.setup.feature_names
+
+    def feature(self, given: str) -> int:
+        """A path's feature (an index, or a planted feature's id) -> its index; 404 when
+        there is no such feature."""
+        text = given.strip()
+        n = self.setup.deps.store.n_features
+        if text.isascii() and text.isdigit() and int(text) < n:
+            return int(text)
+        if self.names is not None and text in self.names:
+            return self.names.index(text)
+        planted = " or a planted feature id" if self.names is not None else ""
+        raise HTTPException(404, f"unknown feature {given!r}: give an index 0..{n - 1}{planted}")
+
+    def name(self, index: int) -> str:
+        return str(index) if self.names is None else self.names[index]
+
+
+def services(request: Request) -> Services:
+    """The loaded services; 503 while they are loading or when loading failed."""
+    state = request.app.state
+    if state.services is None:
+        if state.load_error is not None:
+            raise HTTPException(503, f"the service failed to load: {state.load_error}")
+        raise HTTPException(503, "the service is still loading the model and evidence")
+    loaded: Services = state.services
+    return loaded
+
+
+def create_app(
+    settings: Settings | None = None, planted: bool = False, spec: Path | None = None
+) -> FastAPI:
+    """The glossator API over the configured SAE (or planted features with `planted`)."""
+    from api.server_activations import router as activations_router
+    from api.server_features import router as features_router
+    from api.server_runs import router as runs_router
+
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from api.redis_server import connect
+
+        app.state.settings = settings
+        app.state.redis = connect(settings)
+        app.state.services = None
+        app.state.load_error = None
+        async with contextlib.AsyncExitStack() as stack:
+            loading = asyncio.create_task(_load(app, stack, settings, planted, spec))
+            try:
+                yield
+            finally:
+                loading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await loading
+                if app.state.services is not None:
+                    await app.state.services.runs.stop()
+        app.state.redis.close()
+
+    app = FastAPI(
+        title="glossator",
+        version="0.1.0",
+        description="Explanations of sparse-autoencoder features: evidence, activations, "
+        "agent runs, chat, batch jobs and benchmarks.",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(redis.RedisError, _redis_down)
+    _add_health_routes(app)
+    for router in (features_router, activations_router, runs_router):
+        app.include_router(router)
+    return app
+
+
+async def _load(
+    app: FastAPI,
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    planted: bool,
+    spec: Path | None,
+) -> None:
+    """Load model, SAE and evidence off the event loop, then the checkpointed graph."""
+    from redis.asyncio import from_url
+
+    from agent.checkpointer import async_redis_checkpointer
+    from agent.graph import build_graph
+    from api.agent_runtime import agent_setup
+    from api.redis_server import redis_url
+    from api.server_runs import RunManager
+
+    try:
+        setup = await asyncio.to_thread(agent_setup, settings, planted, spec)
+        stack.push_async_callback(setup.deps.aclose)
+        url = redis_url(settings)
+        saver = await stack.enter_async_context(async_redis_checkpointer(url))
+        graph = build_graph(setup.deps).compile(checkpointer=saver)
+        aredis = from_url(url)
+        stack.push_async_callback(aredis.aclose)
+        runs = RunManager(settings, setup, graph, app.state.redis)
+        app.state.services = Services(setup, graph, runs, aredis)
+        log.info("glossator service ready: %s", setup.subject)
+    except Exception as error:  # /ready reports it; the process stays up to say so
+        log.exception("loading the service failed")
+        app.state.load_error = str(error)
+
+
+def _add_health_routes(app: FastAPI) -> None:
+    @app.get("/health", tags=["service"], summary="The process is up")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/ready",
+        tags=["service"],
+        summary="Model, SAE and evidence are loaded and Redis answers",
+        responses={503: {"description": "loading, failed to load, or Redis is down"}},
+    )
+    def ready(request: Request) -> JSONResponse:
+        state = request.app.state
+        if state.services is None:
+            why = state.load_error or "loading the model and evidence"
+            return JSONResponse({"status": "not ready", "detail": why}, status_code=503)
+        try:
+            state.redis.ping()
+        except redis.RedisError as error:
+            return JSONResponse(
+                {"status": "not ready", "detail": f"Redis does not answer: {error}"},
+                status_code=503,
+            )
+        loaded: Services = state.services
+        store = loaded.setup.deps.store
+        return JSONResponse(
+            {
+                "status": "ready",
+                "subject": loaded.setup.subject.model_dump(),
+                "evidence": store.manifest.evidence_id,
+                "features": store.n_features,
+                "reasoner": loaded.setup.deps.reasoner.name,
+            }
+        )
+
+
+async def _redis_down(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"Redis is unavailable, nothing was changed: {error}"}, status_code=503
+    )

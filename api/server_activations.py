@@ -1,0 +1,103 @@
+"""POST /activations: texts in, tokens out with the chosen features' activations, or
+the strongest features of each token. The forwards are batched with the running agents'
+probes (ProbeRunner.activations), so concurrent requests share the model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from api.server import Services, services
+from api.server_auth import check_texts, read_access
+from probes.activations import FeatureActivations
+
+router = APIRouter(tags=["activations"], dependencies=[Depends(read_access)])
+
+MAX_TOP = 64
+MAX_FEATURES = 256  # chosen features per request: a wide table per token is rarely useful
+
+
+class ActivationsRequest(BaseModel):
+    texts: list[str] = Field(min_length=1, description="texts to run through model and SAE")
+    features: list[int] | None = Field(
+        default=None,
+        max_length=MAX_FEATURES,
+        description="feature indices to report for every token",
+    )
+    top: int | None = Field(
+        default=None, ge=1, le=MAX_TOP, description="the N strongest features of each token"
+    )
+
+
+class FeatureValue(BaseModel):
+    feature: int
+    activation: float
+
+
+class TokenActivations(BaseModel):
+    text: str
+    start: int  # character span of the token in its text
+    end: int
+    activations: list[float] | None = None  # one per requested feature, in order
+    top: list[FeatureValue] | None = None
+
+
+class TextActivations(BaseModel):
+    text: str
+    tokens: list[TokenActivations]
+
+
+class ActivationsResponse(BaseModel):
+    features: list[int] | None
+    top: int | None
+    texts: list[TextActivations]
+
+
+@router.post(
+    "/activations",
+    summary="Per-token activations of chosen features, or each token's strongest features",
+    responses={
+        404: {"description": "unknown feature"},
+        413: {"description": "too many or too long texts"},
+    },
+)
+async def activations(
+    body: ActivationsRequest, request: Request, svc: Annotated[Services, Depends(services)]
+) -> ActivationsResponse:
+    check_texts(body.texts, request.app.state.settings)
+    n = svc.setup.deps.store.n_features
+    bad = [f for f in body.features or [] if not 0 <= f < n]
+    if bad:
+        raise HTTPException(404, f"unknown feature {bad[0]}: valid indices are 0..{n - 1}")
+    top = body.top if body.top is not None or body.features else 5
+    results = await svc.setup.deps.probe.activations(body.texts)
+    return ActivationsResponse(
+        features=body.features,
+        top=top,
+        texts=[_text(r, body.features, top) for r in results],
+    )
+
+
+def _text(
+    result: FeatureActivations, features: list[int] | None, top: int | None
+) -> TextActivations:
+    dense_TF = result.dense(features).tolist() if features else None
+    rows = result.by_token() if top is not None else None
+    tokens = []
+    for t, span in enumerate(result.tokens):
+        strongest = None
+        if rows is not None:
+            ranked = sorted(rows[t].items(), key=lambda fv: (-fv[1], fv[0]))[:top]
+            strongest = [FeatureValue(feature=f, activation=v) for f, v in ranked]
+        tokens.append(
+            TokenActivations(
+                text=span.text,
+                start=span.start,
+                end=span.end,
+                activations=dense_TF[t] if dense_TF is not None else None,
+                top=strongest,
+            )
+        )
+    return TextActivations(text=result.text, tokens=tokens)
