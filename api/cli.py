@@ -200,6 +200,10 @@ from api.cli_explain import explain_command, explanation_command  # noqa: E402
 app.command("explain")(explain_command)
 app.command("explanation")(explanation_command)
 
+from api.cli_worker import worker_command  # noqa: E402
+
+app.command("worker")(worker_command)
+
 from api.cli_evidence import evidence_app, feature_command  # noqa: E402
 
 app.add_typer(evidence_app, name="evidence")
@@ -208,6 +212,12 @@ app.command("feature")(feature_command)
 from api.cli_bench import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
+
+from api.cli_apikey import apikey_app  # noqa: E402
+from api.cli_serve import serve_command  # noqa: E402
+
+app.add_typer(apikey_app, name="apikey")
+app.command("serve")(serve_command)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ async def read_events(aclient: Any, run_id: str, after: str, block_ms: int) -> l
 
 
 async def follow(
-    aclient: Any, run_id: str, after: str, still_going: Any, block_ms: int = 10_000
+    aclient: Any, run_id: str, after: str, still_going: Any, block_ms: int = 5_000
 ) -> AsyncIterator[RunEvent]:
     """Every event after `after` until a terminal one. `still_going()` (async) is asked
     whenever nothing arrived for `block_ms`; it returns a final event to end with (the

@@ -139,7 +139,7 @@ async def _load(
         url = redis_url(settings)
         saver = await stack.enter_async_context(async_redis_checkpointer(url))
         graph = build_graph(setup.deps).compile(checkpointer=saver)
-        aredis = from_url(url)
+        aredis = from_url(url, socket_timeout=60)  # above the SSE reads' XREAD BLOCK
         stack.push_async_callback(aredis.aclose)
         runs = RunManager(settings, setup, graph, app.state.redis)
         app.state.services = Services(setup, graph, runs, aredis)

@@ -1,0 +1,125 @@
+"""FastAPI dependencies for API keys, and the request limits, for the HTTP routes.
+
+Contract with the app: `request.app.state.settings` is the `Settings` and
+`request.app.state.redis` a sync `redis.Redis` client, both set before the first request
+(e.g. in the lifespan). Routes that write or spend (explain, chat, jobs, bench) take
+`ApiKey`; routes that read take `ReadAccess`, open unless `settings.read_requires_key`.
+Errors are HTTPExceptions, so clients get `{"detail": "<message>"}`:
+401 (with `WWW-Authenticate: Bearer`) for a missing, malformed, unknown or revoked key,
+413/422 for a request over a limit or empty, 429 when the key has too many runs, and
+503 when Redis is unreachable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+
+from api.apikeys import ApiKeyStore, ApiKeyStoreError, InvalidApiKey, KeyInfo, RunSlots, TooManyRuns
+from api.settings import Settings
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_HOW = (
+    "send 'Authorization: Bearer <token>' or 'X-API-Key: <token>' "
+    "(create a key with `glossator apikey create NAME`)"
+)
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _redis(request: Request) -> Any:
+    return request.app.state.redis
+
+
+def _presented_token(request: Request) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise HTTPException(
+                401,
+                f"the Authorization header must be 'Bearer <token>'; {_HOW}",
+                headers=_CHALLENGE,
+            )
+        return token.strip()
+    api_key = request.headers.get("x-api-key")
+    return api_key.strip() if api_key is not None and api_key.strip() else None
+
+
+# Plain `def`: FastAPI runs it in its thread pool, so the sync Redis call never blocks
+# the event loop.
+def require_key(request: Request) -> KeyInfo:
+    """The caller's verified key; 401 when it is missing, malformed, unknown or revoked."""
+    token = _presented_token(request)
+    if token is None:
+        raise HTTPException(401, f"this endpoint needs an API key: {_HOW}", headers=_CHALLENGE)
+    try:
+        return ApiKeyStore(_redis(request)).verify(token)
+    except InvalidApiKey as error:
+        raise HTTPException(401, str(error), headers=_CHALLENGE) from error
+    except ApiKeyStoreError as error:
+        raise HTTPException(503, str(error)) from error
+
+
+def read_access(request: Request) -> KeyInfo | None:
+    """None when reads are open (the default), else the caller's verified key."""
+    if not _settings(request).read_requires_key:
+        return None
+    return require_key(request)
+
+
+ApiKey = Annotated[KeyInfo, Depends(require_key)]
+ReadAccess = Annotated[KeyInfo | None, Depends(read_access)]
+
+
+@asynccontextmanager
+async def run_slot(request: Request, key: KeyInfo, run_id: str) -> AsyncIterator[None]:
+    """Hold one of `key`'s run slots (settings.max_runs_per_key) for the block; 429 when
+    none is free, 503 when Redis is unreachable."""
+    slots = RunSlots(_redis(request), _settings(request).max_runs_per_key)
+    try:
+        async with slots.hold(key.id, run_id):
+            yield
+    except TooManyRuns as error:
+        raise HTTPException(429, str(error)) from error
+    except ApiKeyStoreError as error:
+        raise HTTPException(503, str(error)) from error
+
+
+def check_texts(texts: Sequence[str], settings: Settings) -> None:
+    """422 for no texts or an empty one, 413 for too many texts or a text too long."""
+    if not texts:
+        raise HTTPException(422, "no texts given; send at least one")
+    if len(texts) > settings.max_texts_per_request:
+        raise HTTPException(
+            413,
+            f"{len(texts)} texts in one request; the limit is {settings.max_texts_per_request} "
+            "(GLOSSATOR_MAX_TEXTS_PER_REQUEST): split them over several requests",
+        )
+    for index, text in enumerate(texts):
+        if not text.strip():
+            raise HTTPException(422, f"text {index} is empty")
+        if len(text) > settings.max_text_chars:
+            raise HTTPException(
+                413,
+                f"text {index} has {len(text):,} characters; the limit is "
+                f"{settings.max_text_chars:,} per text (GLOSSATOR_MAX_TEXT_CHARS)",
+            )
+
+
+def check_feature_count(n: int, settings: Settings) -> None:
+    """422 for no features, 413 for more than settings.max_features_per_job."""
+    if n < 1:
+        raise HTTPException(422, "no features given; name at least one")
+    if n > settings.max_features_per_job:
+        raise HTTPException(
+            413,
+            f"{n:,} features in one job; the limit is {settings.max_features_per_job:,} "
+            "(GLOSSATOR_MAX_FEATURES_PER_JOB): split the job",
+        )
