@@ -22,6 +22,7 @@ import redis
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from api.server_errors import ERROR_RESPONSES, add_error_handlers
 from api.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -109,7 +110,9 @@ def create_app(
         description="Explanations of sparse-autoencoder features: evidence, activations, "
         "agent runs, chat, batch jobs and benchmarks.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
+    add_error_handlers(app)
     app.add_exception_handler(redis.RedisError, _redis_down)
     _add_health_routes(app)
     for router in (features_router, activations_router, runs_router):
@@ -158,7 +161,6 @@ def _add_health_routes(app: FastAPI) -> None:
         "/ready",
         tags=["service"],
         summary="Model, SAE and evidence are loaded and Redis answers",
-        responses={503: {"description": "loading, failed to load, or Redis is down"}},
     )
     def ready(request: Request) -> JSONResponse:
         state = request.app.state

@@ -58,10 +58,6 @@ class ActivationsResponse(BaseModel):
 @router.post(
     "/activations",
     summary="Per-token activations of chosen features, or each token's strongest features",
-    responses={
-        404: {"description": "unknown feature"},
-        413: {"description": "too many or too long texts"},
-    },
 )
 async def activations(
     body: ActivationsRequest, request: Request, svc: Annotated[Services, Depends(services)]

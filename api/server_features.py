@@ -143,7 +143,6 @@ def _matches(
 @router.get(
     "/{feature}",
     summary="One feature: evidence, explanation, labels, scores, run history",
-    responses={404: {"description": "no such feature"}},
 )
 def feature_detail(
     feature: str, request: Request, svc: Annotated[Services, Depends(services)]

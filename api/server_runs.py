@@ -183,11 +183,6 @@ def _feature_of(run_id: str, subject: str, n_features: int) -> int | None:
     "/features/{feature}/runs",
     status_code=202,
     summary="Start (or resume) the agent on a feature; returns the run at once",
-    responses={
-        401: {"description": "no valid API key"},
-        404: {"description": "no such feature, or it never fired"},
-        429: {"description": "too many runs going for this key"},
-    },
 )
 async def start_run(
     feature: str,
@@ -213,7 +208,6 @@ async def start_run(
     "/runs/{run_id}",
     summary="A run's status, state and transcript",
     dependencies=[Depends(read_access)],
-    responses={404: {"description": "no such run"}},
 )
 async def get_run(run_id: str, svc: Annotated[Services, Depends(services)]) -> RunView:
     return await svc.runs.view(run_id)
@@ -223,7 +217,6 @@ async def get_run(run_id: str, svc: Annotated[Services, Depends(services)]) -> R
     "/runs/{run_id}/events",
     summary="The run's steps as Server-Sent Events (state, then done, error or interrupted)",
     dependencies=[Depends(read_access)],
-    responses={404: {"description": "no such run"}},
     response_class=EventSourceResponse,
 )
 async def run_events_stream(
