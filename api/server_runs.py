@@ -57,6 +57,7 @@ class RunManager:
         self.settings, self.setup, self.graph, self.client = settings, setup, graph, client
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.slots = RunSlots(client, settings.max_runs_per_key)
+        self.background: set[asyncio.Task[None]] = set()  # e.g. chat turns
 
     def run_id(self, feature: int, budget: Budget, new: bool) -> str:
         from api.cli_explain import run_key
@@ -159,10 +160,16 @@ class RunManager:
             events_url=f"/runs/{run_id}/events",
         )
 
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a background task (the loop keeps only weak references) until it ends."""
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     async def stop(self) -> None:
-        for task in self.tasks.values():
+        every = [*self.tasks.values(), *self.background]
+        for task in every:
             task.cancel()
-        for task in self.tasks.values():
+        for task in every:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 

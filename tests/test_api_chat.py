@@ -1,0 +1,62 @@
+"""Chat about a planted feature over real HTTP: a thread, test texts and a hypothesis
+answered as Server-Sent Events from real probe runs, and the thread read back from a
+new server process (as after a restart)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.server_fixtures import api_key, serving, settings_of, sse_events
+
+
+def _say(url: str, thread: str, text: str, key: dict[str, str]) -> list[tuple[str, Any]]:
+    with httpx.stream(
+        "POST", f"{url}/chat/{thread}/messages", json={"text": text}, headers=key, timeout=120
+    ) as response:
+        assert response.status_code == 200, response.read()
+        return list(sse_events(response))
+
+
+def test_a_chat_thread_answers_from_experiments_and_survives_a_restart(
+    planted_env: dict[str, str],
+) -> None:
+    key = {"Authorization": f"Bearer {api_key(planted_env)}"}
+    settings = settings_of(planted_env)
+    with serving(settings) as url:
+        assert httpx.post(f"{url}/features/word-love/chat").status_code == 401
+        created = httpx.post(f"{url}/features/word-love/chat", headers=key, json={})
+        assert created.status_code == 201, created.text
+        thread = created.json()["id"]
+
+        tested = _say(url, thread, 'test: "I love dogs" and "I like dogs"', key)
+        kinds = [kind for kind, _ in tested]
+        assert kinds[0] == "understood" and kinds[-1] == "done"
+        runs = [data["experiment"] for kind, data in tested if kind == "experiment"]
+        fired = {run["text"]: run["outcome"]["fired"] for run in runs}
+        assert fired == {"I love dogs": True, "I like dogs": False}
+
+        asked = _say(url, thread, "does it fire on love?", key)
+        verdict = next(data["verdict"] for kind, data in asked if kind == "verdict")
+        assert verdict["status"] == "confirmed", verdict
+        answer = next(data["text"] for kind, data in asked if kind == "answer")
+        assert "love" in answer.lower()
+
+        wrong = httpx.post(
+            f"{url}/chat/{thread}/messages", json={"text": "   "}, headers=key, timeout=30
+        )
+        assert wrong.status_code == 422
+        missing = httpx.post(
+            f"{url}/chat/{'0' * 32}/messages", json={"text": "hi"}, headers=key, timeout=30
+        )
+        assert missing.status_code == 404
+
+    with serving(settings) as url:  # a new server: the thread is still there
+        shown = httpx.get(f"{url}/chat/{thread}").json()
+        roles = [m["role"] for m in shown["messages"]]
+        assert roles == ["user", "agent", "user", "agent"]
+        assert shown["messages"][1]["experiments"] and shown["messages"][3]["verdict"]
+        listed = httpx.get(f"{url}/features/word-love/chat").json()
+        assert thread in [t["id"] for t in listed]
+        assert httpx.get(f"{url}/features/word-computer/chat").json() == []
