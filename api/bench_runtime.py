@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from agent.deps import AgentDeps
 from agent.state import AgentState, Budget
 from api.agent_runtime import AgentSetup
 from api.settings import Settings
 from evals.core import Explained, Judge, Score, Scorer, ScoringSet
 from evals.explainers.base import Explainer
+from evals.runner import Bench
 from probes.evidence.store import FeatureEvidence
 from probes.planted import PlantedFeatures
 
@@ -170,6 +173,101 @@ class ImportedExplainer:
         if feature not in self.found:
             raise LookupError(f"the {self.name} file has no explanation of feature {feature}")
         return self.found[feature].model_copy(update={"explainer": self.name})
+
+
+class BenchOptions(BaseModel):
+    """What defines a benchmark run besides its subject (the CLI's and the API's options)."""
+
+    features: list[int]
+    explainers: list[str] = Field(default_factory=lambda: ["agent", "toptokens"])
+    scorers: list[str] = Field(
+        default_factory=lambda: [s for s in SCORERS if s != "truth"]  # truth: planted only
+    )
+    judges: list[str] | None = None  # None: predicate, then llm when a server is configured
+    per_quantile: int = Field(default=2, ge=1, le=50)
+    non_activating: int = Field(default=20, ge=1, le=500)
+    seed: int = 0
+    max_rounds: int = Field(default=10, ge=1, le=50)
+    oneshot_llm: str = "llm"
+    run: str | None = None  # a name; default: derived from everything above
+
+
+def plan_bench(
+    settings: Settings,
+    setup: AgentSetup,
+    options: BenchOptions,
+    imported: dict[str, dict[int, Explained]] | None = None,
+    concurrency: int = 4,
+) -> Bench:
+    """The benchmark `options` name, its config stored (or the stored one checked: the
+    same run resumes). Raises BenchOptionError for what it cannot provide."""
+    from api.redis_server import connect
+    from evals.results import BenchConfig, BenchResults
+    from evals.runner import Bench
+
+    imported = imported or {}
+    store = setup.deps.store
+    explainers = _known(options.explainers, EXPLAINERS, "explainer")
+    scorers = _known(options.scorers, SCORERS, "scorer")
+    judges = options.judges or (["predicate", "llm"] if settings.llm_base_url else ["predicate"])
+    judges = _known(judges, JUDGES, "judge")
+    bad = [f for f in options.features if not 0 <= f < store.n_features]
+    if bad or not options.features:
+        raise BenchOptionError(
+            f"unknown feature {bad[0]}: valid indices are 0..{store.n_features - 1}"
+            if bad
+            else "no features to score"
+        )
+    budget = Budget(max_rounds=options.max_rounds)
+    subject = setup.subject
+    source = f"{subject.model} · {subject.sae} · {subject.hookpoint}"
+    defining = {
+        "source": source,
+        "evidence": store.manifest.evidence_id,
+        "features": options.features,
+        "explainers": explainers + sorted(imported),
+        "scorers": scorers,
+        "judges": judges,
+        "per_quantile": options.per_quantile,
+        "non_activating": options.non_activating,
+        "seed": options.seed,
+        "budget": budget.model_dump(),
+        "reasoner": setup.deps.reasoner.name,
+        "oneshot_llm": options.oneshot_llm if "oneshot" in explainers else None,
+    }
+    run_id = options.run or run_id_for(defining)
+    config = BenchConfig(
+        run_id=run_id,
+        source=source,
+        evidence_id=store.manifest.evidence_id,
+        features=options.features,
+        feature_names=setup.feature_names,
+        explainers=explainers + sorted(imported),
+        scorers=scorers,
+        judges=judges,
+        per_quantile=options.per_quantile,
+        non_activating=options.non_activating,
+        seed=options.seed,
+    )
+    truth_source = setup.deps.probe.source
+    planted = truth_source if isinstance(truth_source, PlantedFeatures) else None
+    bench = Bench(
+        config=config,
+        store=store,
+        explainers=make_explainers(
+            settings, setup, explainers, budget, options.oneshot_llm, imported
+        ),
+        scorers=make_scorers(setup, scorers, planted),
+        judges=make_judges(settings, setup, judges),
+        results=BenchResults(connect(settings), run_id),
+        concurrency=concurrency,
+    )
+    bench.config = bench.results.start(config)
+    return bench
+
+
+def _known(names: list[str], known: tuple[str, ...], what: str) -> list[str]:
+    return split_names(",".join(names), known, what)
 
 
 def run_id_for(parts: dict[str, Any]) -> str:

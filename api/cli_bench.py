@@ -89,83 +89,32 @@ def bench_command(
     """Run (or resume) a benchmark, then write its report."""
     if ctx.invoked_subcommand is not None:
         return
-    from agent.state import Budget
     from api.agent_runtime import agent_setup
-    from api.bench_runtime import (
-        EXPLAINERS,
-        JUDGES,
-        SCORERS,
-        BenchOptionError,
-        make_explainers,
-        make_judges,
-        make_scorers,
-        run_id_for,
-        split_names,
-    )
-    from evals.results import BenchConfig
-    from evals.runner import Bench
-    from probes.planted import PlantedFeatures
+    from api.bench_runtime import BenchOptionError, BenchOptions, plan_bench
 
     with user_errors():
         settings = get_settings()
-        use_planted = planted or spec is not None
-        setup = agent_setup(settings, use_planted, spec)
-        store = setup.deps.store
-        chosen = _features(store, features, setup.feature_names)
-        explainer_names = split_names(explainers, EXPLAINERS, "explainer")
-        scorer_names = split_names(scorers, SCORERS, "scorer")
-        if judges.strip() == "auto":
-            judges = "predicate,llm" if settings.llm_base_url else "predicate"
-        judge_names = split_names(judges, JUDGES, "judge")
-        imported = _imported(neuronpedia, delphi)
-        budget = Budget(max_rounds=max_rounds)
-        subject = setup.subject
-        source = f"{subject.model} · {subject.sae} · {subject.hookpoint}"
-        defining = {
-            "source": source,
-            "evidence": store.manifest.evidence_id,
-            "features": chosen,
-            "explainers": explainer_names + sorted(imported),
-            "scorers": scorer_names,
-            "judges": judge_names,
-            "per_quantile": per_quantile,
-            "non_activating": non_activating,
-            "seed": seed,
-            "budget": budget.model_dump(),
-            "reasoner": setup.deps.reasoner.name,
-            "oneshot_llm": oneshot_llm if "oneshot" in explainer_names else None,
-        }
-        run_id = run or run_id_for(defining)
-        config = BenchConfig(
-            run_id=run_id,
-            source=source,
-            evidence_id=store.manifest.evidence_id,
+        setup = agent_setup(settings, planted or spec is not None, spec)
+        chosen = _features(setup.deps.store, features, setup.feature_names)
+        options = BenchOptions(
             features=chosen,
-            feature_names=setup.feature_names,
-            explainers=explainer_names + sorted(imported),
-            scorers=scorer_names,
-            judges=judge_names,
+            explainers=explainers.split(","),
+            scorers=scorers.split(","),
+            judges=None if judges.strip() == "auto" else judges.split(","),
             per_quantile=per_quantile,
             non_activating=non_activating,
             seed=seed,
+            max_rounds=max_rounds,
+            oneshot_llm=oneshot_llm,
+            run=run,
         )
-        source_of_truth = setup.deps.probe.source
-        planted_source = source_of_truth if isinstance(source_of_truth, PlantedFeatures) else None
         try:
-            bench = Bench(
-                config=config,
-                store=store,
-                explainers=make_explainers(
-                    settings, setup, explainer_names, budget, oneshot_llm, imported
-                ),
-                scorers=make_scorers(setup, scorer_names, planted_source),
-                judges=make_judges(settings, setup, judge_names),
-                results=_results(settings, run_id),
-                concurrency=concurrency,
+            bench = plan_bench(
+                settings, setup, options, _imported(neuronpedia, delphi), concurrency
             )
         except BenchOptionError as err:
             raise ValueError(str(err)) from err
-        bench.config = bench.results.start(config)
+        store, run_id = setup.deps.store, bench.config.run_id
         progress = Progress(
             TextColumn(f"[bold]bench {run_id}"),
             BarColumn(),
@@ -174,7 +123,7 @@ def bench_command(
             console=err_console,
         )
         with progress:
-            task = progress.add_task("features", total=len(chosen))
+            task = progress.add_task("features", total=len(bench.config.features))
             asyncio.run(_run(bench, lambda _: progress.advance(task)))
         report = _write(settings, bench.results, store)
         if json_out is not None:
