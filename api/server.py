@@ -79,6 +79,7 @@ def create_app(
 ) -> FastAPI:
     """The glossator API over the configured SAE (or planted features with `planted`)."""
     from api.server_activations import router as activations_router
+    from api.server_bench import router as bench_router
     from api.server_chat import router as chat_router
     from api.server_features import router as features_router
     from api.server_runs import router as runs_router
@@ -116,7 +117,8 @@ def create_app(
     add_error_handlers(app)
     app.add_exception_handler(redis.RedisError, _redis_down)
     _add_health_routes(app)
-    for router in (features_router, activations_router, runs_router, chat_router):
+    routers = (features_router, activations_router, runs_router, chat_router, bench_router)
+    for router in routers:
         app.include_router(router)
     return app
 

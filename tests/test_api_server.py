@@ -4,6 +4,8 @@ keys and limits."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from api.apikeys import ApiKeyStore, RunSlots
@@ -141,3 +143,26 @@ def test_a_key_gets_at_most_its_share_of_concurrent_runs(planted_env: dict[str, 
         revoked = httpx.post(f"{url}/features/colour-words/runs", headers=headers)
         assert revoked.status_code == 401 and "revoked" in revoked.text
         client.close()
+
+
+def test_a_benchmark_runs_in_the_service_and_reports_its_summary(
+    service: str, planted_env: dict[str, str]
+) -> None:
+    key = {"Authorization": f"Bearer {api_key(planted_env)}"}
+    body = {"features": [0, 2], "scorers": ["detection", "truth"], "seed": 7}
+    assert httpx.post(f"{service}/bench", json=body).status_code == 401
+    bad = httpx.post(f"{service}/bench", json={**body, "scorers": ["vibes"]}, headers=key)
+    assert bad.status_code == 422 and "scorers" in bad.text
+    started = httpx.post(f"{service}/bench", json=body, headers=key)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    deadline = time.monotonic() + 180
+    while (view := httpx.get(f"{service}/bench/{run_id}").json())["status"] == "running":
+        assert time.monotonic() < deadline, view
+        time.sleep(0.5)
+    assert view["status"] == "finished" and view["features_done"] == 2
+    cells = view["summary"]["cells"]
+    assert cells["agent"]["truth"]["n"] == 2 and cells["agent"]["truth"]["mean"] > 0.9
+    assert cells["toptokens"]["detection"]["n"] == 2
+    assert run_id in httpx.get(f"{service}/bench").json()
+    assert httpx.get(f"{service}/bench/no-such-run").status_code == 404
