@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from agent.explanations import ExplanationRecord, ExplanationStore
 from api.server import Services, services
 from api.server_auth import read_access
+from evals.results import BenchResults, list_runs
 from probes.evidence.store import FeatureEvidence
 
 router = APIRouter(prefix="/features", tags=["features"], dependencies=[Depends(read_access)])
@@ -64,7 +65,7 @@ class FeatureDetail(BaseModel):
     evidence: FeatureEvidence
     explanation: ExplanationRecord | None
     labels: list[str]
-    scores: list[dict[str, Any]]  # every scored run: run id, scorer, score
+    scores: list[dict[str, Any]]  # scored agent runs, and benchmark scores of this feature
     runs: list[ExplanationRecord]  # the run history, oldest first
 
 
@@ -155,7 +156,7 @@ def feature_detail(
         {"run_id": r.run_id, "scorer": r.scorer, "score": r.score}
         for r in runs
         if r.score is not None
-    ]
+    ] + _bench_scores(request.app.state.redis, svc, index)
     return FeatureDetail(
         feature=index,
         name=svc.name(index),
@@ -165,3 +166,32 @@ def feature_detail(
         scores=scores,
         runs=runs,
     )
+
+
+RECENT_BENCH_RUNS = 20  # a detail page reads this many of the newest benchmark runs
+
+
+def _bench_scores(client: Any, svc: Services, feature: int) -> list[dict[str, Any]]:
+    """The feature's scores in the newest benchmark runs of this evidence."""
+    found = []
+    for run_id in list_runs(client)[-RECENT_BENCH_RUNS:]:
+        results = BenchResults(client, run_id)
+        config = results.config()
+        evidence = svc.setup.deps.store.manifest.evidence_id
+        if config is None or config.evidence_id != evidence or feature not in config.features:
+            continue
+        for explainer in config.explainers:
+            for scorer in config.scorers:
+                score = results.score(explainer, scorer, feature)
+                if score is not None:
+                    found.append(
+                        {
+                            "bench": run_id,
+                            "explainer": explainer,
+                            "scorer": scorer,
+                            "score": score.score,
+                            "judge": score.judge,
+                            "error": score.error,
+                        }
+                    )
+    return found

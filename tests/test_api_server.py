@@ -165,4 +165,7 @@ def test_a_benchmark_runs_in_the_service_and_reports_its_summary(
     assert cells["agent"]["truth"]["n"] == 2 and cells["agent"]["truth"]["mean"] > 0.9
     assert cells["toptokens"]["detection"]["n"] == 2
     assert run_id in httpx.get(f"{service}/bench").json()
+    scores = httpx.get(f"{service}/features/0").json()["scores"]
+    mine = {(s["explainer"], s["scorer"]) for s in scores if s.get("bench") == run_id}
+    assert mine == {(e, s) for e in ("agent", "toptokens") for s in ("detection", "truth")}
     assert httpx.get(f"{service}/bench/no-such-run").status_code == 404
