@@ -115,6 +115,8 @@ def create_app(
         responses=ERROR_RESPONSES,
     )
     add_error_handlers(app)
+    for stored in _store_errors():
+        app.add_exception_handler(stored, _store_failed)
     app.add_exception_handler(redis.RedisError, _redis_down)
     _add_health_routes(app)
     routers = (features_router, activations_router, runs_router, chat_router, bench_router)
@@ -188,6 +190,26 @@ def _add_health_routes(app: FastAPI) -> None:
                 "reasoner": loaded.setup.deps.reasoner.name,
             }
         )
+
+
+def _store_errors() -> tuple[type[Exception], ...]:
+    """The errors our Redis-backed stores raise: an unreachable server, or a malformed
+    value (their messages say which, and what to do)."""
+    from agent.chat import ChatStoreError
+    from agent.explanations import ExplanationStoreError
+    from api.apikeys import ApiKeyStoreError
+    from api.redis_server import RedisUnavailableError
+
+    return (ExplanationStoreError, ChatStoreError, ApiKeyStoreError, RedisUnavailableError)
+
+
+async def _store_failed(request: Request, error: Exception) -> JSONResponse:
+    """503 when Redis is unreachable (try again later); 500 for a malformed stored value."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, redis.RedisError | OSError):
+        cause = cause.__cause__ or cause.__context__
+    unreachable = cause is not None or "unreachable" in str(error).lower()
+    return JSONResponse({"detail": str(error)}, status_code=503 if unreachable else 500)
 
 
 async def _redis_down(request: Request, error: Exception) -> JSONResponse:

@@ -5,11 +5,12 @@ keys and limits."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 
 from api.apikeys import ApiKeyStore, RunSlots
-from api.redis_server import open_client
+from api.redis_server import EmbeddedRedis, open_client
 from tests.server_fixtures import api_key, read_stream, serving, settings_of
 
 
@@ -169,3 +170,26 @@ def test_a_benchmark_runs_in_the_service_and_reports_its_summary(
     mine = {(s["explainer"], s["scorer"]) for s in scores if s.get("bench") == run_id}
     assert mine == {(e, s) for e in ("agent", "toptokens") for s in ("detection", "truth")}
     assert httpx.get(f"{service}/bench/no-such-run").status_code == 404
+
+
+def test_a_dead_redis_gets_a_clear_503_and_reads_recover(
+    planted_env: dict[str, str], tmp_path: Path
+) -> None:
+    own = EmbeddedRedis(tmp_path / "redis").start()
+    with serving(settings_of(planted_env, redis_url=own.url)) as url:
+        assert httpx.get(f"{url}/features/word-love").status_code == 200
+        own.stop()
+        for path in ("/features", "/features/word-love", "/features/0/chat", "/bench"):
+            reply = httpx.get(f"{url}{path}")
+            assert reply.status_code == 503 and "Redis" in reply.json()["detail"], (
+                path,
+                reply.text,
+            )
+        assert httpx.get(f"{url}/ready").status_code == 503
+        key = {"Authorization": f"Bearer glsk_0123456789abcdef_{'a' * 43}"}  # well-formed
+        assert httpx.post(f"{url}/features/0/runs", headers=key).status_code == 503
+        works = httpx.post(f"{url}/activations", json={"texts": ["I love it"], "features": [0]})
+        assert works.status_code == 200  # needs no Redis
+        own.start()
+        assert httpx.get(f"{url}/features/word-love").status_code == 200
+    own.stop()
