@@ -60,6 +60,10 @@ class AgentDeps:
             result = await call
         return result, with_usage(state.cost, usage)
 
+    def forget(self, feature: int) -> None:
+        """Drop a feature's cached evidence once no run needs it (a worker moves on)."""
+        self._evidence.pop(feature, None)
+
     def evidence(self, feature: int) -> FeatureEvidence:
         """The explainer's view of the feature (explain split only). Read once per
         feature while its runs go on: every node of every round asks for it, and it never

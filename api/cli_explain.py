@@ -42,7 +42,11 @@ def explain_command(
         str | None,
         typer.Option(help='Many at once: "0:200", "3,7,9" or "sample:8" (firing ones).'),
     ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Runs at once with --features.")] = 8,
+    local: Annotated[
+        bool,
+        typer.Option("--local", help="With --features: run in this process, not on the workers."),
+    ] = False,
+    concurrency: Annotated[int, typer.Option(min=1, help="Runs at once with --local.")] = 8,
     planted: PlantedFlag = False,
     spec: SpecOption = None,
     max_rounds: Annotated[int, typer.Option(min=1, help="Rounds of experiments at most.")] = 10,
@@ -53,10 +57,11 @@ def explain_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Explain a feature (hypotheses, experiments and verdicts, shown live), or many with
-    --features. A run that was interrupted resumes where it stopped."""
+    --features: queued for `glossator worker` processes and followed with a progress bar,
+    or run here with --local. A run that was interrupted resumes where it stopped."""
     from agent.state import AgentState, Budget
     from api.agent_runtime import agent_setup
-    from api.cli_explain_many import parse_features, print_table, run_many
+    from api.cli_explain_many import explain_many
 
     with user_errors(), llm_failures():
         if (feature is None) == (features is None):
@@ -64,24 +69,13 @@ def explain_command(
         settings = get_settings()
         setup = agent_setup(settings, planted or spec is not None, spec)
         budget = Budget(max_rounds=max_rounds, max_probe_texts=max_probes)
-        key = run_key(budget, setup.deps.reasoner.name, settings)
-        suffix = f":{uuid.uuid4().hex[:8]}" if new else ""
-
-        store = setup.deps.store
-        evidence = store.manifest.evidence_id  # a run depends on the evidence it read
-
-        def thread_of(index: int) -> str:
-            return f"explain:{setup.subject.key}:{evidence}:{index}:{key}{suffix}"
-
         if features is not None:
-            alive = (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
-            chosen = parse_features(features, alive, store.n_features)
-            states, failed = run_many(settings, setup, chosen, budget, concurrency, thread_of)
-            for state in states:  # the finished runs are kept, whatever failed
-                store_run(settings, setup, state, thread_of(state.feature), budget)
-            print_table(states, setup.feature_names, as_json)
-            report_failures(failed, setup.feature_names)
+            explain_many(settings, setup, features, budget, new, local, concurrency, as_json)
             return
+        if local:
+            raise ValueError("--local goes with --features (one feature always runs here)")
+        thread_of = thread_namer(settings, setup, budget, f":{uuid.uuid4().hex[:8]}" if new else "")
+        store = setup.deps.store
         assert feature is not None
         index = feature_index(feature, setup.feature_names)
         if store.feature(index).stats.fired_tokens == 0:  # also checks the index
@@ -95,6 +89,23 @@ def explain_command(
         print_json(doc)
         return
     console.print(Text(f"\nrun {thread_of(index)} · {reason}", style="dim"))
+
+
+def thread_namer(
+    settings: Settings, setup: AgentSetup, budget: Budget, suffix: str = ""
+) -> Callable[[int], str]:
+    """Feature -> the thread id of its run: the same (subject, evidence, feature, run
+    configuration) always names the same run, so the same command (or a redelivered job
+    message) resumes it, or finds it finished and stores nothing twice. `suffix` names a
+    fresh run instead (`--new`; a job's id)."""
+    key = run_key(budget, setup.deps.reasoner.name, settings)
+    evidence = setup.deps.store.manifest.evidence_id  # a run depends on the evidence it read
+    subject = setup.subject.key
+
+    def thread_of(index: int) -> str:
+        return f"explain:{subject}:{evidence}:{index}:{key}{suffix}"
+
+    return thread_of
 
 
 def run_key(budget: Budget, reasoner: str, settings: Settings) -> str:
@@ -134,15 +145,21 @@ def report_failures(failed: dict[int, str], names: list[str] | None) -> None:
 
 
 def store_run(
-    settings: Settings, setup: AgentSetup, state: AgentState, thread: str, budget: Budget
+    settings: Settings,
+    setup: AgentSetup,
+    state: AgentState,
+    thread: str,
+    budget: Budget,
+    client: Any = None,
 ) -> str:
-    """Record the run's explanation; returns what the store decided."""
+    """Record the run's explanation (through `client`, else a new connection); returns
+    what the store decided."""
     from agent.explanations import ExplanationRecord, ExplanationStore
     from api.redis_server import connect
 
     if state.explanation is None:
         raise ValueError(f"the run {thread} ended without an explanation")
-    outcome = ExplanationStore(connect(settings), setup.subject).record(
+    outcome = ExplanationStore(client or connect(settings), setup.subject).record(
         ExplanationRecord(
             explanation=state.explanation,
             run_id=thread,
@@ -162,15 +179,26 @@ async def drive(
 
     config: Any = {"configurable": {"thread_id": thread}, "recursion_limit": 500}
     saved = await graph.aget_state(config)
-    state = AgentState.model_validate(saved.values) if saved.values else start
-    if saved.values and not saved.next:
-        return state  # this run already finished
-    given = None if saved.values else start  # None resumes from the checkpoint
+    if finished(saved):
+        return AgentState.model_validate(saved.values)
+    # A node is next: resume from the checkpoint (input None). Else start (again: a run
+    # killed before its first step's checkpoint did nothing yet).
+    resume = bool(saved.values and saved.next)
+    state = AgentState.model_validate(saved.values) if resume else start
+    given = None if resume else start
     async for values in graph.astream(given, config, stream_mode="values", durability=DURABILITY):
         state = AgentState.model_validate(values)
         if on_state is not None:
             on_state(state)
     return state
+
+
+def finished(saved: Any) -> bool:
+    """Whether a thread's state snapshot (`graph.aget_state`) is a finished run. Not just
+    "nothing next": a run killed right after its input checkpoint shows values and no
+    next node too, with its start task still listed (measured with SIGKILL), and
+    LangGraph does not resume that one."""
+    return bool(saved.values) and not saved.next and not saved.tasks
 
 
 @contextlib.asynccontextmanager

@@ -1,12 +1,17 @@
-"""`glossator explain --features SPEC`: many features at once, in one process, sharing
-the model (probe runs coalesce into batched forwards), with a progress bar and a table."""
+"""`glossator explain --features SPEC`: many features at once, with a progress bar and
+then a table. By default a job on the queue (`api.jobs`), run by `glossator worker`
+processes and followed here; with --local in this process, sharing the model (probe runs
+coalesce into batched forwards)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
+import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -14,9 +19,112 @@ from rich.text import Text
 from api.cli_common import console, err_console, print_json
 
 if TYPE_CHECKING:
-    from agent.state import AgentState, Budget
+    from agent.state import AgentState, Budget, Explanation
     from api.agent_runtime import AgentSetup
+    from api.jobs import JobStatus, JobStore
     from api.settings import Settings
+
+POLL_S = 0.5  # how often the follower reads the job's progress
+
+
+def explain_many(
+    settings: Settings,
+    setup: AgentSetup,
+    spec: str,
+    budget: Budget,
+    new: bool,
+    local: bool,
+    concurrency: int,
+    as_json: bool,
+) -> None:
+    """The features `spec` names (those that fire), explained, then a table; failures
+    are reported after it, with exit code 1."""
+    from api.cli_explain import report_failures, store_run, thread_namer
+
+    store = setup.deps.store
+    alive = (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
+    chosen = parse_features(spec, alive, store.n_features)
+    names = setup.feature_names
+    if not local:
+        explanations, failed = explain_queued(settings, setup, chosen, budget, new)
+        print_table(explanations, names, as_json)
+        report_failures(failed, names)
+        return
+    thread_of = thread_namer(settings, setup, budget, f":{uuid.uuid4().hex[:8]}" if new else "")
+    states, failed = run_many(settings, setup, chosen, budget, concurrency, thread_of)
+    for state in states:  # the finished runs are kept, whatever failed
+        store_run(settings, setup, state, thread_of(state.feature), budget)
+    print_table([s.explanation for s in states if s.explanation], names, as_json)
+    report_failures(failed, names)
+
+
+def explain_queued(
+    settings: Settings, setup: AgentSetup, features: list[int], budget: Budget, new: bool
+) -> tuple[list[Explanation], dict[int, str]]:
+    """Submit a job, follow it to its end; the explanations its runs stored, and its
+    failures. Ctrl-C stops following, not the job."""
+    from api.jobs import JobStore, live_workers, submit_explain_job
+    from api.redis_server import connect
+
+    if not features:
+        raise ValueError("none of these features fired in the evidence: nothing to explain")
+    status = asyncio.run(submit_explain_job(settings, setup, features, budget, new))
+    client = connect(settings)
+    jobs = JobStore(client)
+    err_console.print(f"job {status.id}: {status.total} features queued")
+    if not live_workers(client, setup.subject.key):
+        err_console.print(
+            "[yellow]warning:[/] no worker is listening for these features; start "
+            "`glossator worker` (with the same --planted/--spec and settings) or use --local"
+        )
+    try:
+        status = follow(jobs, status)
+    except KeyboardInterrupt:
+        err_console.print(f"stopped following job {status.id}; the workers go on with it")
+        raise typer.Exit(130) from None
+    if status.state == "cancelled":
+        err_console.print(f"[bold red]cancelled:[/] job {status.id} ({status.done} explained)")
+        raise typer.Exit(1)
+    return stored_explanations(client, setup, jobs.runs(status.id)), status.failed
+
+
+def follow(jobs: JobStore, status: JobStatus) -> JobStatus:
+    """Poll the job until it is done, failed or cancelled, with a progress bar; a Redis
+    that went away (restarting) is waited for."""
+    from api.queue import REDIS_DOWN
+
+    progress = Progress(
+        TextColumn("[bold]explaining"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=err_console,
+    )
+    with progress:
+        bar = progress.add_task("job", total=status.total, note="")
+        while status.state in ("queued", "running"):
+            time.sleep(POLL_S)
+            try:
+                status = jobs.status(status.id)
+                note = f"[red]{len(status.failed)} failed" if status.failed else ""
+            except REDIS_DOWN:
+                note = "[yellow]Redis unreachable, waiting"
+            progress.update(bar, completed=status.done + len(status.failed), note=note)
+    return status
+
+
+def stored_explanations(client: Any, setup: AgentSetup, runs: dict[int, str]) -> list[Explanation]:
+    """The explanations of these (feature, run id) pairs, as stored."""
+    from agent.explanations import ExplanationRecord, ExplanationStore
+
+    store = ExplanationStore(client, setup.subject)
+    found = []
+    for feature, run_id in runs.items():
+        raw = client.hget(store.runs_key(feature), run_id)
+        if raw is not None:
+            found.append(ExplanationRecord.model_validate_json(raw).explanation)
+    return found
 
 
 def parse_features(spec: str, alive: list[int], n_features: int) -> list[int]:
@@ -92,15 +200,12 @@ def run_many(
     return states, dict(sorted(failed.items()))
 
 
-def print_table(states: list[AgentState], names: list[str] | None, as_json: bool) -> None:
+def print_table(explanations: list[Explanation], names: list[str] | None, as_json: bool) -> None:
     rows = []
-    for state in states:
-        ex = state.explanation
-        if ex is None:
-            continue
+    for ex in explanations:
         rows.append(
             {
-                "feature": state.feature if names is None else names[state.feature],
+                "feature": ex.feature if names is None else names[ex.feature],
                 "explanation": ex.text,
                 "confidence": ex.confidence,
                 "stopped_by": ex.stopped_by,

@@ -12,10 +12,14 @@ Keys expire after a week: the checkpoint and the explanation store keep what mat
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
+
+import redis
 
 PREFIX = "glossator:run"
 KEEP_S = 7 * 24 * 3600
@@ -83,3 +87,29 @@ async def follow(
             if final is not None:
                 yield final
                 return
+
+
+@contextlib.asynccontextmanager
+async def live(
+    client: Any, run_id: str, tick: Callable[[], None] | None = None
+) -> AsyncIterator[Callable[[Any], None]]:
+    """Hold the run's lease for the block (refreshed every LEASE_S / 3, calling `tick`
+    too) and give a step callback that publishes each state (`drive`'s on_state). The
+    caller publishes the final event."""
+    client.set(live_key(run_id), 1, ex=LEASE_S)
+
+    async def keep() -> None:
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            with contextlib.suppress(redis.RedisError):  # Redis may be back by the next tick
+                client.set(live_key(run_id), 1, ex=LEASE_S)
+                if tick is not None:
+                    tick()
+
+    lease = asyncio.create_task(keep())
+    try:
+        yield lambda state: publish(client, run_id, "state", state.model_dump(mode="json"))
+    finally:
+        lease.cancel()
+        with contextlib.suppress(redis.RedisError):  # else it expires within LEASE_S
+            client.delete(live_key(run_id))

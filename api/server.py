@@ -82,6 +82,7 @@ def create_app(
     from api.server_bench import router as bench_router
     from api.server_chat import router as chat_router
     from api.server_features import router as features_router
+    from api.server_jobs import router as jobs_router
     from api.server_runs import router as runs_router
 
     settings = settings or get_settings()
@@ -119,7 +120,14 @@ def create_app(
         app.add_exception_handler(stored, _store_failed)
     app.add_exception_handler(redis.RedisError, _redis_down)
     _add_health_routes(app)
-    routers = (features_router, activations_router, runs_router, chat_router, bench_router)
+    routers = (
+        features_router,
+        activations_router,
+        runs_router,
+        chat_router,
+        jobs_router,
+        bench_router,
+    )
     for router in routers:
         app.include_router(router)
     return app

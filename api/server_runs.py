@@ -22,7 +22,8 @@ from sse_starlette import EventSourceResponse, JSONServerSentEvent
 from agent.state import AgentState, Budget
 from api import run_events
 from api.agent_runtime import AgentSetup
-from api.apikeys import RunSlots, TooManyRuns
+from api.apikeys import ApiKeyStoreError, RunSlots, TooManyRuns
+from api.cli_explain import finished, thread_namer
 from api.run_events import RunEvent
 from api.server import Services, services
 from api.server_auth import ApiKey, read_access
@@ -60,12 +61,9 @@ class RunManager:
         self.background: set[asyncio.Task[None]] = set()  # e.g. chat turns
 
     def run_id(self, feature: int, budget: Budget, new: bool) -> str:
-        from api.cli_explain import run_key
-
-        key = run_key(budget, self.setup.deps.reasoner.name, self.settings)
+        """The CLI's and the workers' thread id for this run (so each finds the others')."""
         suffix = f":{uuid.uuid4().hex[:8]}" if new else ""
-        evidence = self.setup.deps.store.manifest.evidence_id
-        return f"explain:{self.setup.subject.key}:{evidence}:{feature}:{key}{suffix}"
+        return thread_namer(self.settings, self.setup, budget, suffix)(feature)
 
     async def start(self, feature: int, budget: Budget, new: bool, key_id: str) -> str:
         """Start (or resume) the run; a run already going or finished is left alone.
@@ -76,7 +74,7 @@ class RunManager:
         if running is not None and not running.done():
             return run_id
         saved = await self._saved(run_id)
-        if saved is not None and not saved.next:
+        if saved is not None and finished(saved):
             return run_id
         await asyncio.to_thread(self.slots.acquire, key_id, run_id)
         self.client.set(run_events.live_key(run_id), 1, ex=run_events.LEASE_S)
@@ -87,26 +85,19 @@ class RunManager:
     async def _drive(self, run_id: str, start: AgentState, key_id: str) -> None:
         from api.cli_explain import drive, store_run
 
-        lease = asyncio.create_task(self._keep_lease(run_id, key_id))
+        def tick() -> None:
+            with contextlib.suppress(ApiKeyStoreError):  # the slot expires if Redis stays away
+                self.slots.refresh(key_id, run_id)
+
         try:
-            final = await drive(
-                self.graph,
-                start,
-                run_id,
-                lambda s: run_events.publish(
-                    self.client, run_id, "state", s.model_dump(mode="json")
-                ),
+            async with run_events.live(self.client, run_id, tick) as on_state:
+                final = await drive(self.graph, start, run_id, on_state)
+                args = (self.settings, self.setup, final, run_id, start.budget)
+                stored = await asyncio.to_thread(store_run, *args)
+            explanation = final.explanation.model_dump(mode="json") if final.explanation else None
+            run_events.publish(
+                self.client, run_id, "done", {"explanation": explanation, "stored": stored}
             )
-            budget = start.budget
-            stored = await asyncio.to_thread(
-                store_run, self.settings, self.setup, final, run_id, budget
-            )
-            done = {
-                "explanation": final.explanation.model_dump(mode="json")
-                if final.explanation
-                else None
-            }
-            run_events.publish(self.client, run_id, "done", {**done, "stored": stored})
         except asyncio.CancelledError:  # the server stops: the checkpoint resumes it later
             run_events.publish(self.client, run_id, "interrupted", {"reason": "server stopped"})
             raise
@@ -115,15 +106,8 @@ class RunManager:
             self.client.set(run_events.error_key(run_id), str(error), ex=run_events.KEEP_S)
             run_events.publish(self.client, run_id, "error", {"message": str(error)})
         finally:
-            lease.cancel()
-            self.client.delete(run_events.live_key(run_id))
-            self.slots.release(key_id, run_id)
-
-    async def _keep_lease(self, run_id: str, key_id: str) -> None:
-        while True:
-            await asyncio.sleep(run_events.LEASE_S / 3)
-            self.client.set(run_events.live_key(run_id), 1, ex=run_events.LEASE_S)
-            self.slots.refresh(key_id, run_id)
+            with contextlib.suppress(ApiKeyStoreError):
+                self.slots.release(key_id, run_id)
 
     async def _saved(self, run_id: str) -> Any:
         """The run's checkpoint snapshot, or None when there is none."""
@@ -145,7 +129,7 @@ class RunManager:
         status: RunStatus
         if live:
             status = "running"  # perhaps before its first checkpoint
-        elif saved is not None and not saved.next:
+        elif saved is not None and finished(saved):
             status = "finished"
         else:
             status = "failed" if error else "interrupted"

@@ -72,7 +72,7 @@ def test_explain_refuses_unknown_features(env: dict[str, str]) -> None:
 
 def test_explain_many_prints_a_table_and_skips_silent_features(env: dict[str, str]) -> None:
     # In this corpus "colour-words" (2: red) fires and "dunder-names" (16) never does.
-    result = run_cli("explain", "--features", "2,16", "--planted", "--json", env=env)
+    result = run_cli("explain", "--features", "2,16", "--local", "--planted", "--json", env=env)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["explanations"]
     assert [r["feature"] for r in rows] == ["colour-words"]
@@ -100,7 +100,7 @@ def test_an_llm_sending_junk_fails_runs_clearly_and_loses_nothing(env: dict[str,
     explain = ("explain", "--planted", "--max-rounds", "1", "--json")
     with FakeLLMServer(responder=junk_for_number_words) as llm:
         # A batch: number-words fails, animal-words is still explained and stored.
-        batch = run_cli(*explain, "--features", "3,4", env=with_llm(env, llm))
+        batch = run_cli(*explain, "--features", "3,4", "--local", env=with_llm(env, llm))
     assert batch.returncode == 1, batch.stderr
     (row,) = json.loads(batch.stdout)["explanations"]
     assert row["feature"] == "animal-words" and row["explanation"] == EXPLANATION
