@@ -63,15 +63,30 @@ class Services:
         return str(index) if self.names is None else self.names[index]
 
 
-def services(request: Request) -> Services:
-    """The loaded services; 503 while they are loading or when loading failed."""
-    state = request.app.state
+class NotReady(RuntimeError):
+    """The services are still loading (`loading` True), or failed to load."""
+
+    def __init__(self, message: str, loading: bool) -> None:
+        super().__init__(message)
+        self.loading = loading
+
+
+def loaded_services(state: Any) -> Services:
+    """What the lifespan loaded (`app.state`); NotReady while loading or after a failure."""
     if state.services is None:
         if state.load_error is not None:
-            raise HTTPException(503, f"the service failed to load: {state.load_error}")
-        raise HTTPException(503, "the service is still loading the model and evidence")
+            raise NotReady(f"the service failed to load: {state.load_error}", loading=False)
+        raise NotReady("the service is still loading the model and evidence", loading=True)
     loaded: Services = state.services
     return loaded
+
+
+def services(request: Request) -> Services:
+    """The loaded services; 503 while they are loading or when loading failed."""
+    try:
+        return loaded_services(request.app.state)
+    except NotReady as error:
+        raise HTTPException(503, str(error)) from error
 
 
 def create_app(
@@ -84,6 +99,7 @@ def create_app(
     from api.server_features import router as features_router
     from api.server_jobs import router as jobs_router
     from api.server_runs import router as runs_router
+    from api.server_web import add_web
 
     settings = settings or get_settings()
 
@@ -130,6 +146,7 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    add_web(app)
     return app
 
 

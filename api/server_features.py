@@ -3,7 +3,7 @@ known about one feature: evidence, explanation, labels, scores, run history)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,6 +18,7 @@ from probes.evidence.store import FeatureEvidence
 router = APIRouter(prefix="/features", tags=["features"], dependencies=[Depends(read_access)])
 
 MAX_PAGE = 500
+SortKey = Literal["feature", "density", "confidence", "score", "max_act"]
 
 
 class ExplanationSummary(BaseModel):
@@ -88,6 +89,10 @@ def list_features(
     q: Annotated[
         str | None, Query(max_length=200, description="words the explanation contains")
     ] = None,
+    sort: Annotated[
+        SortKey, Query(description="order by this; features without a value come last")
+    ] = "feature",
+    order: Annotated[Literal["asc", "desc"], Query(description="ascending or descending")] = "asc",
 ) -> FeaturePage:
     store = svc.setup.deps.store
     count_F = store.tensor("stats.count")
@@ -109,6 +114,17 @@ def list_features(
     if needs_records:
         records = explanations.current_many(chosen)
         chosen = [f for f in chosen if _matches(records.get(f), min_score, max_score, q)]
+    if sort in ("density", "max_act") and chosen:
+        values_F = density_F if sort == "density" else store.tensor("stats.max")
+        chosen_N = torch.tensor(chosen)
+        ranked_N = torch.sort(values_F[chosen_N], descending=order == "desc", stable=True)
+        chosen = chosen_N[ranked_N.indices].tolist()  # ties stay in feature order
+    elif sort in ("confidence", "score"):
+        have = set(explanations.features())
+        known = explanations.current_many([f for f in chosen if f in have])
+        chosen = _sorted(chosen, [_record_value(known.get(f), sort) for f in chosen], order)
+    elif order == "desc":
+        chosen = chosen[::-1]
     page = chosen[offset : offset + limit]
     records = explanations.current_many(page)
     max_F = store.tensor("stats.max")
@@ -124,6 +140,20 @@ def list_features(
         for f in page
     ]
     return FeaturePage(total=len(chosen), offset=offset, limit=limit, items=items)
+
+
+def _record_value(record: ExplanationRecord | None, sort: str) -> float | None:
+    if record is None:
+        return None
+    return record.explanation.confidence if sort == "confidence" else record.score
+
+
+def _sorted(features: list[int], values: list[float | None], order: str) -> list[int]:
+    """`features` ordered by `values` (ties by feature index, ascending), None last."""
+    sign = -1.0 if order == "desc" else 1.0
+    pairs = zip(features, values, strict=True)
+    ranked = sorted(pairs, key=lambda fv: (fv[1] is None, sign * (fv[1] or 0.0), fv[0]))
+    return [f for f, _ in ranked]
 
 
 def _matches(

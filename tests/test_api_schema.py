@@ -37,7 +37,7 @@ def test_no_request_gets_a_server_error(fuzzed_service: tuple[str, str]) -> None
 def _fuzz(operation: Any, key: str) -> None:
     @given(case=operation.as_strategy())
     @settings(
-        max_examples=30,
+        max_examples=20,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         database=None,  # every run explores afresh; no examples file in the checkout
