@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from api.server_errors import ERROR_RESPONSES, add_error_handlers
 from api.settings import Settings, get_settings
@@ -123,7 +124,9 @@ def create_app(
                     await app.state.services.runs.stop()
         app.state.redis.close()
 
-    app = FastAPI(
+    # fastapi-offline: the /docs and /redoc pages load their scripts from this server, not a
+    # CDN, so they work offline like the rest.
+    app = FastAPIOffline(
         title="glossator",
         version="0.1.0",
         description="Explanations of sparse-autoencoder features: evidence, activations, "

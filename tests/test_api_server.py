@@ -19,6 +19,9 @@ def test_health_ready_and_the_openapi_schema(service: str) -> None:
     ready = httpx.get(f"{service}/ready").json()
     assert ready["status"] == "ready" and ready["features"] == 25
     assert ready["reasoner"] == "rules" and ready["subject"]["hookpoint"] == "planted"
+    docs = httpx.get(f"{service}/docs").text  # served whole from here: no CDN
+    script = next(p for p in docs.split('"') if p.endswith("swagger-ui-bundle.js"))
+    assert script.startswith("/") and httpx.get(f"{service}{script}").status_code == 200
     paths = httpx.get(f"{service}/openapi.json").json()["paths"]
     assert {"/features", "/features/{feature}", "/activations", "/runs/{run_id}/events"} <= set(
         paths
