@@ -76,8 +76,16 @@ class RunManager:
         saved = await self._saved(run_id)
         if saved is not None and finished(saved):
             return run_id
-        await asyncio.to_thread(self.slots.acquire, key_id, run_id)
-        self.client.set(run_events.live_key(run_id), 1, ex=run_events.LEASE_S)
+        # The lease, taken atomically: a run that another server or a worker is driving
+        # is followed, never driven twice at once.
+        if not self.client.set(run_events.live_key(run_id), 1, ex=run_events.LEASE_S, nx=True):
+            return run_id
+        try:
+            await asyncio.to_thread(self.slots.acquire, key_id, run_id)
+        except BaseException:
+            self.client.delete(run_events.live_key(run_id))
+            raise
+        self.client.delete(run_events.error_key(run_id))  # a retry of a failed run
         start = AgentState(feature=feature, budget=budget)
         self.tasks[run_id] = asyncio.create_task(self._drive(run_id, start, key_id))
         return run_id
