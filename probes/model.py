@@ -161,7 +161,13 @@ def prepare_default_model(cache_dir: Path) -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        staging.rename(target)  # atomic: a half-written cache is never picked up
+        try:
+            staging.rename(target)  # atomic: a half-written cache is never picked up
+        except OSError:
+            # Another process finished the same cache first (a rename onto a folder that
+            # is not empty fails): use theirs, which holds the same weights.
+            if not (target / "config.json").is_file():
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
