@@ -22,6 +22,7 @@ from probes.evidence.store import EvidenceStore
 
 if TYPE_CHECKING:
     from agent.llm import LLMClient
+    from agent.llm.local import LocalTransport
 
 
 @dataclass
@@ -125,9 +126,19 @@ def local_client(settings: Settings) -> LLMClient:
 
     # Not subject_model_path: GLOSSATOR_MODEL may name a model that is no chat model.
     path = settings.local_llm or prepare_default_model(runtime.models_dir(settings))
-    try:
-        transport = LocalTransport(path, device=settings.device, dtype=settings.dtype)
-    except LocalModelError as err:
-        where = "GLOSSATOR_LOCAL_LLM" if settings.local_llm else "the default local model"
-        raise SettingsError(f"{where}: {err}") from err
+    key = (Path(path), settings.device, settings.dtype)
+    transport = _LOCAL_TRANSPORTS.get(key)
+    if transport is None:
+        try:
+            transport = LocalTransport(path, device=settings.device, dtype=settings.dtype)
+        except LocalModelError as err:
+            where = "GLOSSATOR_LOCAL_LLM" if settings.local_llm else "the default local model"
+            raise SettingsError(f"{where}: {err}") from err
+        _LOCAL_TRANSPORTS[key] = transport
     return LLMClient(local_config(transport), cache=connect(settings), transport=transport)
+
+
+# One copy of each local model per process: a service starting benchmark after benchmark
+# (or agents, judges and one-shot explainers side by side) must not load it each time.
+# A transport runs one generation at a time under a thread lock, from any event loop.
+_LOCAL_TRANSPORTS: dict[tuple[Path, str, str], LocalTransport] = {}

@@ -55,6 +55,9 @@ def test_local_reasoner_defaults_to_the_shipped_smollm2(
     chosen = get_settings(redis_url=redis_server.url, reasoner="local", local_llm=str(folder))
     again = make_reasoner(chosen, store)
     assert isinstance(again, LLMReasoner) and again.client.config.model == folder.name
+    twice = make_reasoner(chosen, store)  # one copy of the weights per process
+    assert isinstance(twice, LLMReasoner) and twice.client._transport is again.client._transport
+    assert reasoner.client._transport is not again.client._transport  # another device
     not_a_model = get_settings(reasoner="local", local_llm=str(folder.parent))
     with pytest.raises(SettingsError, match=r"GLOSSATOR_LOCAL_LLM: .* no config\.json"):
         make_reasoner(not_a_model, store)
