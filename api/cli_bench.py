@@ -181,7 +181,7 @@ def _show(report: Path) -> None:
 def _features(store: EvidenceStore, spec: str | None, names: list[str] | None) -> list[int]:
     from api.cli_explain_many import parse_features
 
-    alive = (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
+    alive = store.firing_features()
     if spec is None:
         if names is None:
             raise ValueError('say which features: --features "sample:200" (or 0:100, 3,7,9)')

@@ -42,7 +42,7 @@ def explain_many(
     from api.cli_explain import report_failures, store_run, thread_namer
 
     store = setup.deps.store
-    alive = (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
+    alive = store.firing_features()
     chosen = parse_features(spec, alive, store.n_features)
     names = setup.feature_names
     if not local:

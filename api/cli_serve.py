@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from api.cli_common import user_errors
+from api.cli_explain import PlantedFlag, SpecOption
 from api.settings import get_settings
 
 
 def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
-    planted: Annotated[
-        bool, typer.Option("--planted", help="Serve planted (ground-truth) features.")
-    ] = False,
-    spec: Annotated[
-        Path | None,
-        typer.Option(exists=True, dir_okay=False, help="Planted spec; implies --planted."),
-    ] = None,
+    planted: PlantedFlag = False,
+    spec: SpecOption = None,
 ) -> None:
     """Serve the API: features, activations, agent runs and chat (SSE), jobs. The model,
     SAE and evidence load in the background; GET /ready says when they have."""

@@ -74,7 +74,7 @@ async def start_bench(
 
     settings = request.app.state.settings
     store = svc.setup.deps.store
-    features = body.features or (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
+    features = body.features or store.firing_features()
     check_feature_count(len(features), settings)
     options = BenchOptions(features=features, **body.model_dump(exclude={"features"}))
     try:

@@ -66,7 +66,7 @@ async def create_job(
     store = svc.setup.deps.store
     settings = request.app.state.settings
     if body.range is not None:
-        alive = (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
+        alive = store.firing_features()
         try:
             features = parse_features(body.range, alive, store.n_features)
         except ValueError as error:

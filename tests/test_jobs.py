@@ -166,7 +166,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any) ->
 
 def firing(cluster: Cluster) -> list[int]:
     store = cluster.setup.deps.store
-    return (store.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
+    return store.firing_features()
 
 
 def test_the_cli_queues_a_job_and_follows_it_to_the_table(cluster: Cluster) -> None:

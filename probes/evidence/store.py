@@ -287,6 +287,10 @@ class EvidenceStore:
         chosen = quiet[torch.argsort(priority)][:n]
         return [self._example(int(c), [], 0.0) for c in chosen]
 
+    def firing_features(self) -> list[int]:
+        """The features that fired at least once in the evidence, ascending."""
+        return (self.tensor("stats.count") > 0).nonzero().squeeze(1).tolist()
+
     def stats(self, feature: int) -> FeatureStatistics:
         """The feature's firing statistics alone (no examples read)."""
         self._check(feature)
