@@ -11,113 +11,23 @@ included) and their character offsets. Every predicate is a pydantic model with 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 
-QUOTES = '"“”'
+from agent.rules.base import (
+    QUOTES,
+    TokenView,
+    _Listed,
+    _overlapping,
+    _Pattern,
+    _Predicate,
+    normal,
+)
+from agent.rules.context import CodeLike, LineStart, SentenceStart
+from agent.rules.lexical import FunctionWord, LemmaIn, WordClass
 
-
-@dataclass(frozen=True)
-class TokenView:
-    """A text as tokens; `starts[i]` is where token i begins in `text`."""
-
-    tokens: tuple[str, ...]
-
-    @cached_property
-    def text(self) -> str:
-        return "".join(self.tokens)
-
-    @cached_property
-    def starts(self) -> list[int]:
-        out, at = [], 0
-        for token in self.tokens:
-            out.append(at)
-            at += len(token)
-        return out
-
-    @cached_property
-    def words(self) -> list[tuple[int, int] | None]:
-        """Per token, the span of the word (run of letters, digits and underscores) it
-        is part of, which may run over several tokens; None for tokens without one."""
-        spans = [(m.start(), m.end()) for m in _WORD.finditer(self.text)]
-        out: list[tuple[int, int] | None] = []
-        at = 0
-        for start, token in zip(self.starts, self.tokens, strict=True):
-            end = start + len(token)
-            while at < len(spans) and spans[at][1] <= start:
-                at += 1
-            out.append(spans[at] if at < len(spans) and spans[at][0] < end else None)
-        return out
-
-    def word(self, i: int) -> str | None:
-        span = self.words[i]
-        return self.text[span[0] : span[1]] if span else None
-
-    @classmethod
-    def of(cls, tokens: Sequence[str]) -> TokenView:
-        return cls(tuple(tokens))
-
-
-_WORD = re.compile(r"\w+")
-
-
-def normal(token: str, case_sensitive: bool = False) -> str:
-    """A token as predicates compare it: surrounding whitespace dropped, lowercased
-    unless case matters."""
-    stripped = token.strip()
-    return stripped if case_sensitive else stripped.lower()
-
-
-class _Predicate(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def evaluate(self, view: TokenView) -> list[bool]:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def size(self) -> int:
-        """How complex it is (parts and words), to prefer simple explanations."""
-        return 1
-
-
-class _Listed(_Predicate):
-    """A set of words (tokens or whole words, as the subclass reads them)."""
-
-    words: tuple[str, ...] = Field(min_length=1)
-    case_sensitive: bool = False
-    _noun: ClassVar[str]
-
-    def describe(self) -> str:
-        shown = ", ".join(f'"{w}"' for w in self.words[:12])
-        more = f" and {len(self.words) - 12} more" if len(self.words) > 12 else ""
-        case = " (exact case)" if self.case_sensitive else ""
-        return f"the {self._noun}{'s' if len(self.words) > 1 else ''} {shown}{more}{case}"
-
-    def size(self) -> int:
-        return 1 + len(self.words) // 4
-
-
-class _Pattern(_Predicate):
-    """A regex, with its plain-English reading when known."""
-
-    pattern: str
-    meaning: str = ""
-    _unnamed: ClassVar[str]  # how describe() reads the bare pattern
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, pattern: str) -> str:
-        re.compile(pattern)
-        return pattern
-
-    def describe(self) -> str:
-        return self.meaning or f"{self._unnamed} /{self.pattern}/"
+__all__ = ["QUOTES", "TokenView", "normal"]
 
 
 class TokenIn(_Listed):
@@ -240,16 +150,6 @@ class AfterLinePrefix(_Predicate):
 _QUOTED = re.compile(r"(?:“|(?<!\w)\"(?=[\w'(\[]))([^\"“”]*?)\s*(?:[\"”]|\Z)")
 
 
-def _overlapping(view: TokenView, spans: list[tuple[int, int]]) -> list[bool]:
-    """Per token, whether its non-space characters overlap one of the spans."""
-    out = []
-    for start, token in zip(view.starts, view.tokens, strict=True):
-        lo = start + len(token) - len(token.lstrip())
-        hi = start + len(token.rstrip())
-        out.append(any(s < hi and lo < e for s, e in spans if s < e))
-    return out
-
-
 class Not(_Predicate):
     kind: Literal["not"] = "not"
     inner: Predicate
@@ -294,6 +194,43 @@ class AllOf(_Predicate):
         return sum(p.size() for p in self.parts)
 
 
+class Tiered(_Predicate):
+    """Fires strongly where `strong` holds and weakly where only `weak` does: real
+    features have a core and a periphery."""
+
+    kind: Literal["tiered"] = "tiered"
+    strong: Predicate
+    weak: Predicate
+
+    def evaluate(self, view: TokenView) -> list[bool]:
+        return [
+            a or b
+            for a, b in zip(self.strong.evaluate(view), self.weak.evaluate(view), strict=False)
+        ]
+
+    def levels(self, view: TokenView) -> list[float]:
+        """Per token: 1.0 where it fires strongly, WEAK where only weakly, else 0."""
+        strong = self.strong.evaluate(view)
+        weak = self.weak.evaluate(view)
+        return [1.0 if s else WEAK if w else 0.0 for s, w in zip(strong, weak, strict=True)]
+
+    def describe(self) -> str:
+        return f"{self.strong.describe()} (strongly); more weakly, {self.weak.describe()}"
+
+    def size(self) -> int:
+        return self.strong.size() + self.weak.size()
+
+
+WEAK = 0.4  # a weak firing's level, as a share of a strong one
+
+
+def levels(predicate: Predicate, view: TokenView) -> list[float]:
+    """Per token, how strongly the predicate says the feature fires (0 to 1)."""
+    if isinstance(predicate, Tiered):
+        return predicate.levels(view)
+    return [1.0 if v else 0.0 for v in predicate.evaluate(view)]
+
+
 Predicate = Annotated[
     TokenIn
     | TokenRegex
@@ -304,12 +241,19 @@ Predicate = Annotated[
     | Not
     | InsideQuotes
     | AfterLinePrefix
+    | WordClass
+    | LemmaIn
+    | FunctionWord
+    | SentenceStart
+    | LineStart
+    | CodeLike
+    | Tiered
     | AnyOf
     | AllOf,
     Field(discriminator="kind"),
 ]
 
-for _model in (Neighbour, Not, AnyOf, AllOf):
+for _model in (Neighbour, Not, AnyOf, AllOf, Tiered):
     _model.model_rebuild()
 
 

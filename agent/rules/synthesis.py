@@ -11,12 +11,14 @@ so combining is cheap.
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from agent.rules.context import CodeLike, LineStart, SentenceStart
+from agent.rules.lexical import FunctionWord, LemmaIn, WordClass, base_forms
 from agent.rules.predicates import (
     AfterLinePrefix,
     AllOf,
@@ -32,6 +34,8 @@ from agent.rules.predicates import (
     WordRegex,
     normal,
 )
+from lexicon.function_words import CATEGORIES
+from lexicon.wordnet import wordnet
 
 # Token classes worth trying on any feature: (pattern, plain-English meaning).
 TOKEN_CLASSES = (
@@ -203,6 +207,10 @@ def candidates(data: Sequence[Labeled]) -> list[Scored]:
     fixed.extend(
         AfterLinePrefix(prefix=p, until=until) for p in _line_prefixes(data) for until in ("", ",")
     )
+    fixed += [SentenceStart(), LineStart(), CodeLike()]
+    fixed.extend(FunctionWord(category=c) for c in CATEGORIES)
+    fixed.extend(Neighbour(offset=-1, inner=FunctionWord(category=c)) for c in CATEGORIES)
+    fixed.extend(word_classes(data))
     scored = [(c, evaluate(c, data)) for c in fixed]
     for fit in _list_fitters():
         whole = fit(data)
@@ -228,6 +236,12 @@ def _list_fitters() -> list[Fitter]:
             return WordIn(words=words, case_sensitive=cs) if words else None
 
         fitters += [tokens, whole_words]
+
+    def lemmas(data: Sequence[Labeled]) -> Predicate | None:
+        found = _word_set(data, _lemma_of, case_sensitive=False)
+        return LemmaIn(lemmas=found) if found else None
+
+    fitters.append(lemmas)
     for offset in (-1, 1):
 
         def neighbours(data: Sequence[Labeled], at: int = offset) -> Predicate | None:
@@ -295,6 +309,64 @@ def _active_tokens(data: Sequence[Labeled]) -> Iterable[tuple[TokenView, int]]:
         for i, label in enumerate(item.labels, start=item.offset):
             if label:
                 yield item.view, i
+
+
+def _lemma_of(view: TokenView, i: int) -> str | None:
+    """The base form of the word token i belongs to (its shortest WordNet lemma)."""
+    word = view.word(i)
+    return min(sorted(base_forms(word)), key=len) if word else None
+
+
+MAX_CLASSES = 12  # WordNet classes tried per feature
+MIN_CLASS_SHARE = 0.2  # of the firing words' firings a class must cover
+
+
+def word_classes(data: Sequence[Labeled]) -> list[WordClass]:
+    """WordNet classes that cover a real share of the words the feature fires on (at
+    least 3 distinct ones), the most specific first among those covering the same words:
+    a class reaches words the evidence never showed."""
+    wn = wordnet()
+    fired: Counter[str] = Counter()
+    for view, i in _active_tokens(data):
+        word = view.word(i)
+        if word and word.isalpha():
+            fired[word.lower()] += 1
+    total = sum(fired.values())
+    covered: dict[str, set[str]] = defaultdict(set)
+    weight: Counter[str] = Counter()
+    for word, count in fired.items():
+        for concept in wn.classes(word):
+            covered[concept].add(word)
+            weight[concept] += count
+    kept = [c for c in covered if len(covered[c]) >= 3 and weight[c] >= MIN_CLASS_SHARE * total]
+    # Among classes covering exactly the same words, only the most specific says more.
+    best: dict[frozenset[str], str] = {}
+    for concept in kept:
+        key = frozenset(covered[concept])
+        if key not in best or wn.depth(concept) > wn.depth(best[key]):
+            best[key] = concept
+    ranked = sorted(best.values(), key=lambda c: (-weight[c], -wn.depth(c), c))[:MAX_CLASSES]
+    return [
+        WordClass(
+            concept=c, name=_class_name(c), senses=senses, examples=_typical(c, covered[c], fired)
+        )
+        for c in ranked
+        for senses in (1, 3)  # its commonest sense only, or any of its first three
+    ]
+
+
+def _typical(concept: str, words: set[str], fired: Counter[str]) -> tuple[str, ...]:
+    """Up to four examples of a class from the firing words: those whose commonest
+    sense is in it first ("dog" before "young" for animals), then the most firing."""
+    wn = wordnet()
+    ranked = sorted(words, key=lambda w: (concept not in wn.classes(w, 1), -fired[w], w))
+    return tuple(ranked[:4])
+
+
+def _class_name(concept: str) -> str:
+    wn = wordnet()
+    plain = wn.describe(concept)
+    return f"kinds of {plain}" if concept in wn.synsets else plain
 
 
 def _suffixes(data: Sequence[Labeled]) -> list[str]:

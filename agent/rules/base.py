@@ -1,0 +1,124 @@
+"""What every predicate shares: a text seen as its tokens (`TokenView`), how tokens are
+compared (`normal`), and the base classes of listed and pattern predicates."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SHOWN = 5  # words of a list an explanation prints; the rest are counted
+QUOTES = '"“”'
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """A text as tokens; `starts[i]` is where token i begins in `text`."""
+
+    tokens: tuple[str, ...]
+
+    @cached_property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+    @cached_property
+    def starts(self) -> list[int]:
+        out, at = [], 0
+        for token in self.tokens:
+            out.append(at)
+            at += len(token)
+        return out
+
+    @cached_property
+    def words(self) -> list[tuple[int, int] | None]:
+        """Per token, the span of the word (run of letters, digits and underscores) it
+        is part of, which may run over several tokens; None for tokens without one."""
+        spans = [(m.start(), m.end()) for m in _WORD.finditer(self.text)]
+        out: list[tuple[int, int] | None] = []
+        at = 0
+        for start, token in zip(self.starts, self.tokens, strict=True):
+            end = start + len(token)
+            while at < len(spans) and spans[at][1] <= start:
+                at += 1
+            out.append(spans[at] if at < len(spans) and spans[at][0] < end else None)
+        return out
+
+    def word(self, i: int) -> str | None:
+        span = self.words[i]
+        return self.text[span[0] : span[1]] if span else None
+
+    @classmethod
+    def of(cls, tokens: Sequence[str]) -> TokenView:
+        return cls(tuple(tokens))
+
+
+_WORD = re.compile(r"\w+")
+
+
+def normal(token: str, case_sensitive: bool = False) -> str:
+    """A token as predicates compare it: surrounding whitespace dropped, lowercased
+    unless case matters."""
+    stripped = token.strip()
+    return stripped if case_sensitive else stripped.lower()
+
+
+class _Predicate(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def evaluate(self, view: TokenView) -> list[bool]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def size(self) -> int:
+        """How complex it is (parts and words), to prefer simple explanations."""
+        return 1
+
+
+class _Listed(_Predicate):
+    """A set of words (tokens or whole words, as the subclass reads them)."""
+
+    words: tuple[str, ...] = Field(min_length=1)
+    case_sensitive: bool = False
+    _noun: ClassVar[str]
+
+    def describe(self) -> str:
+        shown = ", ".join(f'"{w}"' for w in self.words[:SHOWN])
+        more = f" and {len(self.words) - SHOWN} more" if len(self.words) > SHOWN else ""
+        case = " (exact case)" if self.case_sensitive else ""
+        return f"the {self._noun}{'s' if len(self.words) > 1 else ''} {shown}{more}{case}"
+
+    def size(self) -> int:
+        return len(self.words)  # a list is as long as what it lists, however it is printed
+
+
+class _Pattern(_Predicate):
+    """A regex, with its plain-English reading when known."""
+
+    pattern: str
+    meaning: str = ""
+    _unnamed: ClassVar[str]  # how describe() reads the bare pattern
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        re.compile(pattern)
+        return pattern
+
+    def describe(self) -> str:
+        return self.meaning or f"{self._unnamed} /{self.pattern}/"
+
+
+def _overlapping(view: TokenView, spans: list[tuple[int, int]]) -> list[bool]:
+    """Per token, whether its non-space characters overlap one of the spans."""
+    out = []
+    for start, token in zip(view.starts, view.tokens, strict=True):
+        lo = start + len(token) - len(token.lstrip())
+        hi = start + len(token.rstrip())
+        out.append(any(s < hi and lo < e for s, e in spans if s < e))
+    return out

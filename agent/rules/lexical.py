@@ -1,0 +1,107 @@
+"""Predicates that generalise past the words the evidence showed: a WordNet class (every
+animal, every verb of motion), a word family (every form of "change"), and a closed
+class of function words (prepositions, pronouns, ...). Each reads the whole word a token
+belongs to, as `WordIn` does."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from agent.rules.base import TokenView, _Predicate
+from lexicon.function_words import FUNCTION_WORDS, FunctionCategory
+from lexicon.wordnet import POS_FILES, wordnet
+
+MAX_SHOWN = 4  # examples an explanation names: "about 25 words" leaves room for four
+
+
+def _examples(words: tuple[str, ...]) -> str:
+    return ", ".join(f'"{w}"' for w in words[:MAX_SHOWN])
+
+
+class WordClass(_Predicate):
+    """The token's word belongs to a WordNet class by one of its first `senses` senses:
+    a lexicographer category (`concept` "noun.animal") or everything under a synset
+    (`concept` "n02084071"). `name` and `examples` are how it reads, not what it does."""
+
+    kind: Literal["word_class"] = "word_class"
+    concept: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    senses: int = Field(default=3, ge=1, le=50)
+    examples: tuple[str, ...] = ()
+
+    def evaluate(self, view: TokenView) -> list[bool]:
+        wn = wordnet()
+        out = []
+        for i in range(len(view.tokens)):
+            word = view.word(i)
+            out.append(word is not None and self.concept in wn.classes(word, self.senses))
+        return out
+
+    def describe(self) -> str:
+        shown = f", such as {_examples(self.examples)}" if self.examples else ""
+        return f"words for {self.name}{shown}"
+
+    def members(self) -> set[str]:
+        """Every single word in the class (lowercased): members to probe with."""
+        return wordnet().members(self.concept, self.senses)
+
+
+class LemmaIn(_Predicate):
+    """The token's word is a form of one of `lemmas` (WordNet's morphy: "changes",
+    "changed" and "changing" are forms of "change")."""
+
+    kind: Literal["lemma_in"] = "lemma_in"
+    lemmas: tuple[str, ...] = Field(min_length=1)
+
+    def evaluate(self, view: TokenView) -> list[bool]:
+        wanted = set(self.lemmas)
+        out = []
+        for i in range(len(view.tokens)):
+            word = view.word(i)
+            out.append(word is not None and not wanted.isdisjoint(base_forms(word)))
+        return out
+
+    def describe(self) -> str:
+        if len(self.lemmas) == 1:
+            return f'any form of the word "{self.lemmas[0]}"'
+        more = len(self.lemmas) - MAX_SHOWN
+        tail = f" and {more} more" if more > 0 else ""
+        return f"any form of the words {_examples(self.lemmas)}{tail}"
+
+    def size(self) -> int:
+        return len(self.lemmas)
+
+
+def base_forms(word: str) -> set[str]:
+    """The word itself (lowercased) and its WordNet base forms in every part of speech."""
+    key = word.lower()
+    return _BASES.get(key) or _BASES.setdefault(key, _base_forms(key))
+
+
+def _base_forms(word: str) -> set[str]:
+    wn = wordnet()
+    return {word, *(b for pos in POS_FILES for b in wn.lemmas(word, pos))}
+
+
+_BASES: dict[str, set[str]] = {}
+
+
+class FunctionWord(_Predicate):
+    """The token's word is one of a closed class of English function words."""
+
+    kind: Literal["function_word"] = "function_word"
+    category: FunctionCategory
+
+    def evaluate(self, view: TokenView) -> list[bool]:
+        members = FUNCTION_WORDS[self.category]
+        out = []
+        for i in range(len(view.tokens)):
+            word = view.word(i)
+            out.append(word is not None and word.lower() in members)
+        return out
+
+    def describe(self) -> str:
+        shown = sorted(FUNCTION_WORDS[self.category], key=len)[:3]
+        return f"{self.category} ({', '.join(shown)}, ...)"
