@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from api.settings import Settings
 from evals.core import Explained, Judge, Score, Scorer, ScoringSet
 from evals.explainers.base import Explainer
 from evals.runner import Bench
-from probes.evidence.store import FeatureEvidence
+from probes.evidence.store import EvidenceStore, FeatureEvidence
 from probes.planted import PlantedFeatures
 
 EXPLAINERS = ("agent", "oneshot", "toptokens")
@@ -189,6 +190,8 @@ class BenchOptions(BaseModel):
     seed: int = 0
     max_rounds: int = Field(default=10, ge=1, le=50)
     oneshot_llm: str = "llm"
+    # Score on this corpus (all of it held out) instead of the evidence's score split.
+    score_corpus: Path | None = None
     run: str | None = None  # a name; default: derived from everything above
 
 
@@ -198,9 +201,11 @@ def plan_bench(
     options: BenchOptions,
     imported: dict[str, dict[int, Explained]] | None = None,
     concurrency: int = 4,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> Bench:
     """The benchmark `options` name, its config stored (or the stored one checked: the
-    same run resumes). Raises BenchOptionError for what it cannot provide."""
+    same run resumes). Raises BenchOptionError for what it cannot provide. With a score
+    corpus, its evidence is built first (`on_chunk` sees that pass's progress)."""
     from api.redis_server import connect
     from evals.results import BenchConfig, BenchResults
     from evals.runner import Bench
@@ -219,6 +224,8 @@ def plan_bench(
             else "no features to score"
         )
     budget = Budget(max_rounds=options.max_rounds)
+    score_store = _score_store(settings, setup, options.score_corpus, on_chunk)
+    scored_on = _scored_on(options.score_corpus, score_store)
     subject = setup.subject
     source = f"{subject.model} · {subject.sae} · {subject.hookpoint}"
     defining = {
@@ -234,6 +241,7 @@ def plan_bench(
         "budget": budget.model_dump(),
         "reasoner": setup.deps.reasoner.name,
         "oneshot_llm": options.oneshot_llm if "oneshot" in explainers else None,
+        **scored_on,  # absent without a score corpus: older run ids stay as they were
     }
     run_id = options.run or run_id_for(defining)
     config = BenchConfig(
@@ -248,6 +256,8 @@ def plan_bench(
         per_quantile=options.per_quantile,
         non_activating=options.non_activating,
         seed=options.seed,
+        score_corpus=scored_on.get("score_corpus"),
+        score_evidence_id=scored_on.get("score_evidence_id"),
     )
     truth_source = setup.deps.probe.source
     planted = truth_source if isinstance(truth_source, PlantedFeatures) else None
@@ -261,9 +271,34 @@ def plan_bench(
         judges=make_judges(settings, setup, judges),
         results=BenchResults(connect(settings), run_id),
         concurrency=concurrency,
+        score_store=score_store,
     )
     bench.config = bench.results.start(config)
     return bench
+
+
+def _score_store(
+    settings: Settings,
+    setup: AgentSetup,
+    path: Path | None,
+    on_chunk: Callable[[int, int], None] | None,
+) -> EvidenceStore | None:
+    if path is None:
+        return None
+    from api.bench_corpus import score_corpus_store
+
+    return score_corpus_store(settings, setup, path, on_chunk)
+
+
+def _scored_on(path: Path | None, score_store: EvidenceStore | None) -> dict[str, str]:
+    """What names the score corpus in a run's id and config: its path and its evidence
+    (which hashes its texts, so an edited corpus is another run)."""
+    if path is None or score_store is None:
+        return {}
+    return {
+        "score_corpus": str(path.expanduser().resolve()),
+        "score_evidence_id": score_store.manifest.evidence_id,
+    }
 
 
 def _known(names: list[str], known: tuple[str, ...], what: str) -> list[str]:

@@ -2,14 +2,15 @@
 examples, scored by the field's metrics; `glossator bench report RUN` re-renders a run.
 
 A run's id comes from what defines it (evidence, features, explainers, scorers, judges,
-seeds, budget), so running the same command again resumes it: finished explanations
-and scores are read back from Redis, only the rest is computed.
+seeds, budget, score corpus), so running the same command again resumes it: finished
+explanations and scores are read back from Redis, only the rest is computed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -76,6 +77,14 @@ def bench_command(
     ] = "llm",
     per_quantile: Annotated[int, typer.Option(min=1, help="Held-out examples per quantile.")] = 2,
     non_activating: Annotated[int, typer.Option(min=1, help="Held-out quiet examples.")] = 20,
+    score_corpus: Annotated[
+        Path | None,
+        typer.Option(
+            help="Draw the scoring examples from this corpus (all of it held out: .txt, "
+            ".jsonl, .parquet, a saved HF dataset, or a folder of them) instead of the "
+            "evidence's score split; its evidence is built once, then reused."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the feature sample and examples.")] = 0,
     max_rounds: Annotated[int, typer.Option(min=1, help="Agent rounds at most.")] = 10,
     concurrency: Annotated[int, typer.Option(min=1, help="Features at once.")] = 4,
@@ -106,12 +115,15 @@ def bench_command(
             seed=seed,
             max_rounds=max_rounds,
             oneshot_llm=oneshot_llm,
+            score_corpus=score_corpus,
             run=run,
         )
         try:
-            bench = plan_bench(
-                settings, setup, options, _imported(neuronpedia, delphi), concurrency
-            )
+            with _corpus_progress(score_corpus is not None) as on_chunk:
+                bench = plan_bench(
+                    settings, setup, options, _imported(neuronpedia, delphi), concurrency,
+                    on_chunk,
+                )  # fmt: skip
         except BenchOptionError as err:
             raise ValueError(str(err)) from err
         store, run_id = setup.deps.store, bench.config.run_id
@@ -129,6 +141,24 @@ def bench_command(
         if json_out is not None:
             json_out.write_text((report.parent / "results.json").read_text())
     _show(report)
+
+
+@contextmanager
+def _corpus_progress(shown: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """Tokens read by the score corpus's evidence pass (instant when it is cached)."""
+    if not shown:
+        yield None
+        return
+    progress = Progress(
+        TextColumn("[bold]score corpus evidence"),
+        TextColumn("{task.completed:,} tokens"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("tokens", total=None)
+        yield lambda read, _: progress.update(task, completed=read)
 
 
 async def _run(bench: Bench, advance: Callable[[int], None]) -> None:

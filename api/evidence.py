@@ -27,6 +27,8 @@ from probes.evidence.sources import ChunkReader
 
 if TYPE_CHECKING:
     from probes.evidence.store import EvidenceStore
+    from probes.model import SubjectModel
+    from sae.base import SparseAutoencoder
 
 PLANTED = "planted"
 _ORDER_SEED = 0  # corpus order for the pass: a --max-tokens prefix mixes all sources
@@ -96,14 +98,19 @@ def sae_job(
     hookpoint: str | None,
     batch_size: int | None = None,
     batch_tokens: int | None = None,
+    loaded: tuple[SubjectModel, SparseAutoencoder] | None = None,
 ) -> EvidenceJob:
-    """Model + SAE from the settings (GLOSSATOR_MODEL / GLOSSATOR_SAE or the defaults)."""
+    """Model + SAE from the settings (GLOSSATOR_MODEL / GLOSSATOR_SAE or the defaults);
+    `loaded`: the ones this process already opened from the same settings (not twice in
+    memory)."""
     from probes.evidence.output_side import model_logit_lens, similar_features
     from probes.evidence.sources import SAEChunkReader
     from probes.reader import ActivationReader
 
-    subject = runtime.open_subject_model(settings)
-    sae = runtime.open_sae(settings, subject)
+    if loaded is None:
+        subject = runtime.open_subject_model(settings)
+        loaded = subject, runtime.open_sae(settings, subject)
+    subject, sae = loaded
     name = runtime.sae_hookpoint(settings, sae, hookpoint)
     rows, tokens = default_batching(str(subject.device))
     reader = ActivationReader(
@@ -186,9 +193,12 @@ def run_job(
     config: EvidenceConfig,
     on_chunk: Callable[[int, int], None] | None = None,
     checkpoint_seconds: float = 60.0,
+    record_latest: bool = True,
 ) -> tuple[EvidenceManifest, Path, bool]:
-    """Build (or reuse) the job's evidence and record it as the latest for its source.
-    Returns the manifest, the folder, and whether a finished build was reused."""
+    """Build (or reuse) the job's evidence and record it as the latest for its source
+    (unless `record_latest` is False: a score-only corpus must not become what
+    `glossator explain` reads). Returns the manifest, the folder, and whether a finished
+    build was reused."""
     from probes.evidence.config import corpus_hash, evidence_id, read_manifest
 
     key = evidence_id(job.source, corpus_hash(job.texts), config)
@@ -206,7 +216,8 @@ def run_job(
         texts_per_chunk=texts_per_chunk(job.device),
         checkpoint_seconds=checkpoint_seconds,
     )
-    _record_latest(settings, source_slug(job.source), key)
+    if record_latest:
+        _record_latest(settings, source_slug(job.source), key)
     return manifest, folder, reused
 
 

@@ -4,9 +4,10 @@
   that carry a predicate (the rules agent, the top-tokens baseline) can be judged by
   running it; prose needs a scorer LLM.
 - `ScoringSet`: the held-out examples a feature is scored on. They come from the score
-  split (texts no explainer ever saw), drawn with a fixed seed across every activation
-  quantile, plus contexts where the feature never fired, so every explainer of a
-  feature is scored on the very same examples.
+  split (texts no explainer ever saw) or from a whole other corpus (`--score-corpus`),
+  drawn with a fixed seed across every activation quantile, plus contexts where the
+  feature never fired, so every explainer of a feature is scored on the very same
+  examples.
 - `Judge`: what reads an explanation and predicts from it (which examples activate,
   whether a highlighting fits, per-token activations, texts that should activate). A
   predicate judge runs the predicate; an LLM judge asks the scorer LLM.
@@ -76,14 +77,16 @@ def scoring_set(
     non_activating: int = 20,
     seed: int = 0,
     evidence: FeatureEvidence | None = None,
+    held_out: EvidenceStore | None = None,
 ) -> ScoringSet:
     """The held-out examples of `feature`: up to `per_quantile` from each activation
     quantile of the score split and `non_activating` quiet contexts, drawn with `seed`
-    (the same set for every explainer). Tau comes from the explain side: pass its
-    `evidence` when already read."""
+    (the same set for every explainer). Tau comes from the explain side of `store`: pass
+    its `evidence` when already read. The examples come from `held_out` when given (the
+    evidence of a score corpus, same features), else from `store`'s score split."""
     from agent.nodes.observe import firing_threshold
 
-    held = store.scoring_examples(feature, non_activating=non_activating)
+    held = (held_out or store).scoring_examples(feature, non_activating=non_activating)
     rng = random.Random(f"{seed}:{feature}")
     activating: list[Example] = []
     quantile_of: list[int] = []

@@ -1,7 +1,9 @@
 """A benchmark run as a report: a Markdown table of mean scores with 95% bootstrap
 intervals per explainer and scorer, paired differences against the agent on the same
-features, cost per feature, what could not be scored and why, and two PNG plots
-(score distributions per explainer; score against feature density)."""
+features, explanation length (median words and listed items), cost per feature, what
+could not be scored and why, and two PNG plots (score distributions per explainer;
+score against feature density). It says where the scoring examples came from: the
+evidence's score split, or a score corpus."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from evals.core import Explained, Score
+from evals.length import listed_items, words
 from evals.metrics import bootstrap_mean_ci, paired_difference_ci
 from evals.results import BenchConfig
 
@@ -29,8 +32,17 @@ class Cell(BaseModel):
     hi: float | None
 
 
+class Length(BaseModel):
+    """Median length of one explainer's explanations (None when it has none)."""
+
+    explanations: int
+    median_words: float | None
+    median_listed_items: float | None
+
+
 class Summary(BaseModel):
     run_id: str
+    scored_on: str  # where the scoring examples came from
     explainers: list[str]
     scorers: list[str]
     cells: dict[str, dict[str, Cell]]  # explainer -> scorer -> cell
@@ -39,6 +51,7 @@ class Summary(BaseModel):
     failures: dict[str, int]  # explainer -> features it failed on
     unscored_reasons: dict[str, int]  # reason -> count
     judges: dict[str, dict[str, int]]  # explainer -> judge -> scores it judged
+    length: dict[str, Length]  # explainer -> median explanation length
 
 
 def summarize(
@@ -77,6 +90,7 @@ def summarize(
             judged[s.explainer][s.judge] += 1
     return Summary(
         run_id=config.run_id,
+        scored_on=scored_on(config),
         explainers=config.explainers,
         scorers=config.scorers,
         cells=cells,
@@ -85,6 +99,27 @@ def summarize(
         failures={e: failed.get(e, 0) for e in config.explainers},
         unscored_reasons=dict(reasons.most_common()),
         judges={e: dict(judged[e]) for e in config.explainers},
+        length={e: _length(e, explanations) for e in config.explainers},
+    )
+
+
+def scored_on(config: BenchConfig) -> str:
+    if config.score_corpus is not None:
+        return (
+            f"the score corpus {config.score_corpus} (all of it held out; evidence "
+            f"`{config.score_evidence_id}`)"
+        )
+    return f"the held-out score split of evidence `{config.evidence_id}`"
+
+
+def _length(explainer: str, explanations: dict[tuple[str, int], Explained]) -> Length:
+    mine = [e for (name, _), e in explanations.items() if name == explainer]
+    if not mine:
+        return Length(explanations=0, median_words=None, median_listed_items=None)
+    return Length(
+        explanations=len(mine),
+        median_words=float(np.median([words(e.text) for e in mine])),
+        median_listed_items=float(np.median([listed_items(e.text, e.predicate) for e in mine])),
     )
 
 
@@ -134,8 +169,8 @@ def markdown(config: BenchConfig, summary: Summary, plots: Sequence[str] = ()) -
         f"- {len(config.features)} features"
         + (f" ({', '.join(names[f] for f in config.features[:8])}…)" if names else ""),
         f"- judges, in order of preference: {', '.join(config.judges)}",
-        f"- scoring examples per feature: {config.per_quantile} per activation quantile of the "
-        f"held-out split plus {config.non_activating} non-activating (seed {config.seed})",
+        f"- scoring examples per feature, from {summary.scored_on}: {config.per_quantile} per "
+        f"activation quantile plus {config.non_activating} non-activating (seed {config.seed})",
         "",
         "## Scores",
         "",
@@ -153,6 +188,7 @@ def markdown(config: BenchConfig, summary: Summary, plots: Sequence[str] = ()) -
             "",
             _table(summary, {e: c for e, c in summary.paired.items() if c}),
         ]
+    lines += ["", "## Explanation length (median)", "", _length_table(summary)]
     lines += ["", "## Cost per feature (mean)", "", _cost_table(summary)]
     lines += ["", "## Who judged", "", "Scores per explainer by the judge that read them.", ""]
     lines += [
@@ -185,6 +221,21 @@ def _fmt(cell: Cell | None) -> str:
     return f"{cell.mean:.3f} [{cell.lo:.3f}, {cell.hi:.3f}] ({cell.n})"
 
 
+def _length_table(summary: Summary) -> str:
+    """Words of the text, and items it lists (predicate lists, or quoted items and
+    "N more" in prose): see evals.length."""
+    lines = ["| explainer | words | listed items | explanations |", "| --- | --- | --- | --- |"]
+    for e in summary.explainers:
+        n = summary.length[e]
+        cells = [_number(n.median_words), _number(n.median_listed_items), str(n.explanations)]
+        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:g}"
+
+
 def _cost_table(summary: Summary) -> str:
     keys = ["llm_calls", "llm_tokens", "probe_texts", "seconds", "scoring_llm_calls"]
     head = "| explainer | " + " | ".join(k.replace("_", " ") for k in keys) + " | failures |"
@@ -215,6 +266,10 @@ def results_json(
                 "scorer": s.scorer,
                 "score": s.score,
                 "explanation": explained.text if explained else None,
+                "words": words(explained.text) if explained else None,
+                "listed_items": (
+                    listed_items(explained.text, explained.predicate) if explained else None
+                ),
                 "judge": s.judge,
                 "error": s.error,
             }

@@ -40,6 +40,10 @@ class BenchConfig(BaseModel):
     per_quantile: int
     non_activating: int
     seed: int
+    # Set when the scoring examples come from another corpus (all of it held out) than
+    # the evidence's score split: its path and the id of its evidence.
+    score_corpus: str | None = None
+    score_evidence_id: str | None = None
     created_at: float = 0.0
 
 

@@ -5,7 +5,9 @@ interrupted run resumes where it stopped; scorings that failed are tried again).
 A score is judged by the first judge that can read the explanation (e.g. a predicate
 judge for explanations that carry a predicate, then an LLM judge for prose); the
 judge's name is kept with the score. An explainer that fails on a feature is recorded
-as a failure with its reason; nothing is scored in its place.
+as a failure with its reason; nothing is scored in its place. With a score corpus
+(`Bench.score_store`), a feature that never fires in it has nothing to be scored on:
+each of its scores is recorded unscored with that reason, and nothing is explained.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from evals.core import Explained, Highlighted, Judge, JudgeUnavailable, Scorer, scoring_set
+from evals.core import (
+    Explained,
+    Highlighted,
+    Judge,
+    JudgeUnavailable,
+    Score,
+    Scorer,
+    scoring_set,
+)
 from evals.explainers.base import Explainer
 from evals.results import BenchConfig, BenchResults
 from probes.evidence.store import EvidenceStore, Example
@@ -32,6 +42,7 @@ class Bench:
     judges: Sequence[Judge]
     results: BenchResults
     concurrency: int = 4
+    score_store: EvidenceStore | None = None  # the score corpus's evidence, if any
 
 
 async def run_bench(bench: Bench, on_feature_done: Callable[[int], None] | None = None) -> None:
@@ -49,10 +60,14 @@ async def run_bench(bench: Bench, on_feature_done: Callable[[int], None] | None 
 
 async def _feature(bench: Bench, feature: int) -> None:
     config = bench.config
+    if bench.score_store is not None and bench.score_store.stats(feature).fired_tokens == 0:
+        _unscorable(bench, feature)
+        return
     evidence = bench.store.feature(feature)  # for tau, and for the explainers
     examples = scoring_set(
-        bench.store, feature, config.per_quantile, config.non_activating, config.seed, evidence
-    )
+        bench.store, feature, config.per_quantile, config.non_activating, config.seed,
+        evidence, held_out=bench.score_store,
+    )  # fmt: skip
     for explainer in bench.explainers:
         explained = bench.results.explanation(explainer.name, feature)
         if explained is None:
@@ -70,6 +85,22 @@ async def _feature(bench: Bench, feature: int) -> None:
             if done is None or done.score is None:  # a failed scoring is tried again
                 judge = pick_judge(bench.judges, explained)
                 bench.results.put_score(await scorer.score(explained, examples, judge))
+
+
+def _unscorable(bench: Bench, feature: int) -> None:
+    """Every score of a feature the score corpus never fires on: unscored, with why (an
+    explanation would be spent on nothing it could be scored by)."""
+    reason = (
+        f"the feature never fires in the score corpus {bench.config.score_corpus} "
+        f"(no held-out examples to score it on); feature {feature}"
+    )
+    for explainer in bench.explainers:
+        for scorer in bench.scorers:
+            unscored = Score(
+                feature=feature, explainer=explainer.name, scorer=scorer.name,
+                judge=NoJudge.name, score=None, error=reason,
+            )  # fmt: skip
+            bench.results.put_score(unscored)
 
 
 def pick_judge(judges: Sequence[Judge], explained: Explained) -> Judge:

@@ -62,6 +62,8 @@ _ChunkRead = tuple[Sequence[str], int, ContextChunk, Iterator[EntryBatch]]
 
 def text_splits(texts: Sequence[str], score_fraction: float, seed: int) -> Tensor:
     """Per text, SCORE when a seeded hash of its text falls below score_fraction."""
+    if score_fraction >= 1.0:  # all held out (the hash rounds to 1.0 once in 2**53)
+        return torch.full((len(texts),), SCORE, dtype=torch.uint8)
     out = torch.empty(len(texts), dtype=torch.uint8)
     for i, text in enumerate(texts):
         digest = hashlib.blake2b(f"{seed}:{text}".encode("utf-8", "surrogatepass"), digest_size=8)

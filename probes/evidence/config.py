@@ -35,7 +35,8 @@ class EvidenceConfig(BaseModel):
     n_quantiles: int = Field(default=10, ge=1)
     explain_sample: int = Field(default=50, ge=1)
     score_sample: int = Field(default=100, ge=1)
-    score_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    # 1.0: every text is held out (a corpus read only to score explanations on).
+    score_fraction: float = Field(default=0.2, gt=0.0, le=1.0)
     pool_size: int = Field(default=500, ge=1)  # per split
     hist_bins: int = Field(default=64, ge=1)
     hist_lo: float = Field(default=1e-3, gt=0.0)
