@@ -180,6 +180,7 @@ class WordNet:
         self._senses: dict[tuple[str, str], tuple[str, ...]] = {}  # (lemma, pos) -> ids
         self._tagged: dict[tuple[str, str], int] = {}  # (lemma, pos) -> senses seen in SemCor
         self._classes: dict[tuple[str, int], frozenset[str]] = {}
+        self._members: dict[tuple[str, int], frozenset[str]] = {}
         self._exceptions: dict[tuple[str, str], tuple[str, ...]] = {}
         self._hyponyms: dict[str, list[str]] = defaultdict(list)
         for pos, name in POS_FILES.items():
@@ -293,6 +294,12 @@ class WordNet:
     def members(self, concept: str, limit: int = 3) -> set[str]:
         """Every single-word lemma in `concept` (a lexname or a synset id), lowercased,
         that belongs to it by one of its first `limit` senses."""
+        key = (concept, limit)
+        if key not in self._members:
+            self._members[key] = frozenset(self._members_of(concept, limit))
+        return set(self._members[key])
+
+    def _members_of(self, concept: str, limit: int) -> set[str]:
         if concept in self.synsets:
             ids = self._descendants(concept)
         else:

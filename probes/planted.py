@@ -187,9 +187,27 @@ class PlantedFeatureSpec(BaseModel):
 
 def default_spec_path() -> Path:
     """The planted-feature spec shipped with glossator."""
-    resource = files("probes").joinpath("data", "planted_features.jsonl")
+    return _shipped("planted_features.jsonl")
+
+
+def concept_spec_path() -> Path:
+    """Planted features whose rule is a whole concept (every animal, every garment, ...:
+    hundreds to thousands of words), written by scripts/make_concept_features.py."""
+    return _shipped("concept_features.jsonl")
+
+
+def concept_sentences_path() -> Path:
+    """A JSONL corpus of sentences, each with one member of one concept feature that the
+    default corpus never contains: score concept explanations on it (`--score-corpus`)."""
+    return _shipped("concept_sentences.jsonl")
+
+
+def _shipped(name: str) -> Path:
+    resource = files("probes").joinpath("data", name)
     if not isinstance(resource, Path):
-        raise RuntimeError(f"the shipped spec is not a plain file ({resource!r}); install unzipped")
+        raise RuntimeError(
+            f"the shipped {name} is not a plain file ({resource!r}); install unzipped"
+        )
     return resource
 
 

@@ -43,6 +43,9 @@ class WordClass(_Predicate):
         shown = f", such as {_examples(self.examples)}" if self.examples else ""
         return f"words for {self.name}{shown}"
 
+    def size(self) -> int:
+        return 2  # a class and its examples
+
     def members(self) -> set[str]:
         """Every single word in the class (lowercased): members to probe with."""
         return wordnet().members(self.concept, self.senses)

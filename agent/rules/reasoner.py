@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
+from agent.rules.generalize import unseen_member_tests
 from agent.rules.hypotheses import as_dict, evidence_data, from_dict, hypotheses_from_evidence
 from agent.rules.predicates import AnyOf, Predicate, TokenView
 from agent.rules.senses import Embed, MiniLMEmbedder, split_predicate
-from agent.rules.synthesis import Labeled, agreement, evaluate, synthesize
+from agent.rules.synthesis import Labeled, agreement, evaluate, held_out_f1, synthesize
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from probes.evidence.store import FeatureEvidence
 
@@ -39,12 +40,14 @@ class RulesReasoner:
     name: str = "rules"
     _vocabulary: list[str] = field(default_factory=list, init=False, repr=False)
     _by_shape: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+    _common: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         words = {t for view in self.pool for t in view.tokens if t.strip().isalnum()}
         self._vocabulary = sorted(words)
         for word in self._vocabulary:
             self._by_shape.setdefault(_shape(word), []).append(word)
+        self._common = {w.strip().lower() for w in self._vocabulary}
 
     async def hypothesize(
         self, state: AgentState, evidence: FeatureEvidence
@@ -64,13 +67,16 @@ class RulesReasoner:
         self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
     ) -> list[NewExperiment]:
         """Two texts where the predicate fires (HIGH, peak on its first firing token) and
-        two where it does not (LOW): a minimal pair and a retrieved text."""
+        two where it does not (LOW): a minimal pair and a retrieved text. When the
+        predicate names a class or a word family, one HIGH text holds a member the
+        evidence never showed."""
         predicate = _predicate(hypothesis)
         used = {e.text for e in state.experiments}
         rng = random.Random(f"{self.seed}:{state.feature}:{state.round}:{hypothesis.id}")
         order = list(range(len(self.pool)))
         rng.shuffle(order)
-        highs: list[NewExperiment] = []
+        seen = _firing_words(evidence)
+        highs = unseen_member_tests(predicate, self.pool, seen, self._common, set(used), rng)
         lows: list[NewExperiment] = []
         retrieved_low = False
         for i in order:
@@ -184,7 +190,8 @@ class RulesReasoner:
             text=_sentence(predicate, parts, polysemantic=predicate is not whole),
             labels=[p.describe() for p in parts],
             evidence=support,
-            confidence=round(fit(best) * (1.0 if best in confirmed else 0.6), 3),
+            # Held out, and lower when the experiments never confirmed it.
+            confidence=round(held_out_f1(data) * (1.0 if best in confirmed else 0.6), 3),
             predicate=as_dict(predicate),
         )
 
@@ -203,6 +210,17 @@ def experiment_data(experiments: Sequence[Experiment], threshold: float) -> list
         for e in experiments
         if e.outcome is not None
     ]
+
+
+def _firing_words(evidence: FeatureEvidence) -> set[str]:
+    """The words (lowercased) the feature fired on anywhere in its evidence."""
+    out: set[str] = set()
+    for item in evidence_data(evidence):
+        for i, label in enumerate(item.labels, start=item.offset):
+            word = item.view.word(i) if label else None
+            if word:
+                out.add(word.lower())
+    return out
 
 
 def _agrees(predicate: Predicate, experiment: Experiment, threshold: float) -> bool:

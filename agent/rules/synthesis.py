@@ -10,6 +10,7 @@ so combining is cheap.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -35,7 +36,9 @@ from agent.rules.predicates import (
     normal,
 )
 from lexicon.function_words import CATEGORIES
-from lexicon.wordnet import wordnet
+from lexicon.wordnet import WordNet, WordNetMissing, wordnet
+
+log = logging.getLogger(__name__)
 
 # Token classes worth trying on any feature: (pattern, plain-English meaning).
 TOKEN_CLASSES = (
@@ -62,7 +65,7 @@ WORD_CLASSES = (
 MIN_PRECISION = 0.5  # a word joins a token set only if the feature fires on most of it
 MIN_GAIN = 0.005  # F1 a combination must add to be kept
 BEAM = 6  # singles the greedy growth starts from
-SIZE_PENALTY = 0.002  # per unit of `Predicate.size()`: prefer the simpler of near-equals
+SIZE_PENALTY = 0.01  # per unit of `Predicate.size()`: every listed word must earn its place
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,24 @@ def synthesize(data: Sequence[Labeled], max_steps: int = 3) -> Synthesis:
     return synthesize_many(data, 1, max_steps)[0]
 
 
+def held_out_f1(data: Sequence[Labeled], folds: int = 2) -> float:
+    """How well synthesis generalizes on this feature: each fold's texts judged by the
+    predicate synthesised from the other folds, token F1 pooled over all folds. This,
+    not the fit to the data a predicate was made from, is what a confidence may claim."""
+    totals = Agreement(0, 0, 0)
+    for k in range(folds):
+        train = [item for i, item in enumerate(data) if i % folds != k]
+        test = [item for i, item in enumerate(data) if i % folds == k]
+        truth = np.fromiter((v for item in test for v in item.labels), dtype=bool)
+        if any(any(item.labels) for item in train):
+            predicted = evaluate(synthesize(train).predicate, test)
+        else:
+            predicted = np.zeros_like(truth)
+        found = agreement(predicted, truth)
+        totals = Agreement(totals.tp + found.tp, totals.fp + found.fp, totals.fn + found.fn)
+    return totals.f1
+
+
 def synthesize_many(data: Sequence[Labeled], n: int, max_steps: int = 3) -> list[Synthesis]:
     """Up to n distinct predicates for `data`, best first: rival hypotheses."""
     labels = np.fromiter((v for item in data for v in item.labels), dtype=bool)
@@ -161,7 +182,7 @@ def _grow(
         combos = (
             (combine(best, other), join(best_values, other_values))
             for other, other_values in pool
-            if other != best
+            if other != best and not _says_again(best, other)
             for combine, join in ((_any, np.logical_or), (_all, np.logical_and))
         )
         top, top_values = max(combos, key=lambda pair: value(*pair))
@@ -169,6 +190,14 @@ def _grow(
             break
         best, best_values = top, top_values
     return best, best_values
+
+
+def _says_again(best: Predicate, other: Predicate) -> bool:
+    """Whether `other` is a class `best` already names (WordNet has several "food"s)."""
+    if not isinstance(other, WordClass):
+        return False
+    parts = best.parts if isinstance(best, AnyOf | AllOf) else (best,)
+    return any(isinstance(p, WordClass) and p.name == other.name for p in parts)
 
 
 def _any(a: Predicate, b: Predicate) -> Predicate:
@@ -202,6 +231,10 @@ def candidates(data: Sequence[Labeled]) -> list[Scored]:
     fixed.extend(
         TokenRegex(pattern=f"[A-Za-z]*{s}", meaning=f'words ending in "{s}"')
         for s in _suffixes(data)
+    )
+    fixed.extend(
+        TokenRegex(pattern=rf"\S*{re.escape(c)}\S*", meaning=f'tokens containing "{c}"')
+        for c in _marks(data)
     )
     fixed.append(InsideQuotes())
     fixed.extend(
@@ -322,30 +355,44 @@ MIN_CLASS_SHARE = 0.2  # of the firing words' firings a class must cover
 
 
 def word_classes(data: Sequence[Labeled]) -> list[WordClass]:
-    """WordNet classes that cover a real share of the words the feature fires on (at
-    least 3 distinct ones), the most specific first among those covering the same words:
-    a class reaches words the evidence never showed."""
-    wn = wordnet()
+    """WordNet classes of the words the feature fires on (each covering at least 3
+    distinct ones and a real share of the firing), best first by their F1 on `data`
+    counted word by word, the most specific among those covering the same words: a
+    class reaches words the evidence never showed. None when WordNet is missing."""
+    wn = _wordnet_or_none()
+    if wn is None:
+        return []
+    seen: Counter[str] = Counter()
     fired: Counter[str] = Counter()
-    for view, i in _active_tokens(data):
-        word = view.word(i)
-        if word and word.isalpha():
-            fired[word.lower()] += 1
-    total = sum(fired.values())
+    for item in data:
+        for i, label in enumerate(item.labels, start=item.offset):
+            word = item.view.word(i)
+            if word and word.isalpha():
+                seen[word.lower()] += 1
+                fired[word.lower()] += label
+    positives = sum(sum(item.labels) for item in data)
     covered: dict[str, set[str]] = defaultdict(set)
-    weight: Counter[str] = Counter()
-    for word, count in fired.items():
+    tp: Counter[str] = Counter()
+    fp: Counter[str] = Counter()
+    for word, count in seen.items():
         for concept in wn.classes(word):
-            covered[concept].add(word)
-            weight[concept] += count
-    kept = [c for c in covered if len(covered[c]) >= 3 and weight[c] >= MIN_CLASS_SHARE * total]
-    # Among classes covering exactly the same words, only the most specific says more.
-    best: dict[frozenset[str], str] = {}
+            tp[concept] += fired[word]
+            fp[concept] += count - fired[word]
+            if fired[word]:
+                covered[concept].add(word)
+    firing = sum(fired.values())
+    kept = [c for c in covered if len(covered[c]) >= 3 and tp[c] >= MIN_CLASS_SHARE * firing]
+    # Among classes that read the data alike, the most specific says more.
+    best: dict[tuple[frozenset[str], int, int], str] = {}
     for concept in kept:
-        key = frozenset(covered[concept])
+        key = (frozenset(covered[concept]), tp[concept], fp[concept])
         if key not in best or wn.depth(concept) > wn.depth(best[key]):
             best[key] = concept
-    ranked = sorted(best.values(), key=lambda c: (-weight[c], -wn.depth(c), c))[:MAX_CLASSES]
+
+    def f1(c: str) -> float:
+        return 2 * tp[c] / (tp[c] + fp[c] + positives)
+
+    ranked = sorted(best.values(), key=lambda c: (-f1(c), -wn.depth(c), c))[:MAX_CLASSES]
     return [
         WordClass(
             concept=c, name=_class_name(c), senses=senses, examples=_typical(c, covered[c], fired)
@@ -355,18 +402,43 @@ def word_classes(data: Sequence[Labeled]) -> list[WordClass]:
     ]
 
 
+def _wordnet_or_none() -> WordNet | None:
+    try:
+        return wordnet()
+    except WordNetMissing as err:
+        if not _warned:
+            log.warning("no WordNet classes in hypotheses: %s", err)
+            _warned.append(True)
+        return None
+
+
+_warned: list[bool] = []
+
+
 def _typical(concept: str, words: set[str], fired: Counter[str]) -> tuple[str, ...]:
     """Up to four examples of a class from the firing words: those whose commonest
     sense is in it first ("dog" before "young" for animals), then the most firing."""
     wn = wordnet()
     ranked = sorted(words, key=lambda w: (concept not in wn.classes(w, 1), -fired[w], w))
-    return tuple(ranked[:4])
+    out: dict[str, str] = {}  # one form per word: "cat", not "cat" and "cats"
+    for word in ranked:
+        if len(word) >= 3:
+            out.setdefault(min(sorted(base_forms(word)), key=len), word)
+    return tuple(out.values())[:4]
 
 
 def _class_name(concept: str) -> str:
     wn = wordnet()
     plain = wn.describe(concept)
     return f"kinds of {plain}" if concept in wn.synsets else plain
+
+
+def _marks(data: Sequence[Labeled]) -> list[str]:
+    """Punctuation characters found in at least 30% of the firing tokens: tokens glue
+    marks together ("?)", ").") and a feature often reads only one of them."""
+    tokens = [v.tokens[i].strip() for v, i in _active_tokens(data)]
+    counts = Counter(c for t in tokens for c in set(t) if not c.isalnum() and not c.isspace())
+    return [c for c, n in counts.most_common(3) if n >= 0.3 * len(tokens)]
 
 
 def _suffixes(data: Sequence[Labeled]) -> list[str]:

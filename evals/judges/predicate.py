@@ -8,9 +8,10 @@ answers would be:
 - fuzz: the F1 (Dice) overlap of the highlighted tokens with the tokens it fires on,
   so a highlighting that matches exactly gets 1.0, a disjoint one 0.0, and the
   scorer's 0.5 threshold accepts a highlighting that mostly agrees;
-- simulate: 10 (the top of Bills et al.'s 0-10 scale) where it fires, else 0;
-- generate: lines of the explain split's retrieval pool on which it fires, drawn with
-  a fixed seed (texts nothing was scored on).
+- simulate: 10 (the top of Bills et al.'s 0-10 scale) where it fires, else 0 (a
+  tiered predicate: 10 where it fires strongly, 4 where only weakly);
+- generate: lines of the explain split's retrieval pool on which it fires (strongly,
+  for a tiered one), drawn with a fixed seed (texts nothing was scored on).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from agent.rules.hypotheses import from_dict
 from agent.rules.pool import retrieval_pool
-from agent.rules.predicates import Predicate, TokenView
+from agent.rules.predicates import Predicate, Tiered, TokenView, levels
 from agent.rules.synthesis import agreement
 from evals.core import Explained, Highlighted, JudgeUnavailable
 from probes.evidence.store import EvidenceStore, Example
@@ -77,12 +78,20 @@ class PredicateJudge:
     async def simulate(
         self, explained: Explained, examples: Sequence[Example]
     ) -> list[list[float]]:
-        return [[TOP if v else 0.0 for v in row] for row in self.verdicts(explained, examples)]
+        predicate = self.predicate(explained)
+        return [
+            [TOP * level for level in levels(predicate, TokenView.of(e.before + e.tokens))][
+                len(e.before) :
+            ]
+            for e in examples
+        ]
 
     async def generate(self, explained: Explained, n: int) -> list[str]:
         """Up to `n` distinct pool lines the predicate fires on (fewer when the pool
         holds fewer), the same ones for the same seed and feature."""
         predicate = self.predicate(explained)
+        if isinstance(predicate, Tiered):  # write what it says fires strongly
+            predicate = predicate.strong
         if not self.pool:
             raise ValueError(
                 "this predicate judge has no retrieval pool to generate from: "

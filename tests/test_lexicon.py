@@ -1,0 +1,88 @@
+"""The WordNet reader (Debian's wordnet-base files, read as they are) and the predicates
+built on it: classes reach words the evidence never showed, function words belong to
+no class, word families cover inflections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.rules.context import CodeLike, LineStart, SentenceStart
+from agent.rules.lexical import FunctionWord, LemmaIn, WordClass
+from agent.rules.predicates import TokenView, Tiered, levels
+from lexicon.wordnet import WordNet, WordNetMissing, wordnet
+
+
+def view(*tokens: str) -> TokenView:
+    return TokenView.of(tokens)
+
+
+def test_morphy_finds_base_forms_of_regular_and_irregular_words() -> None:
+    wn = wordnet()
+    assert wn.lemmas("dogs", "n") == ("dog",)
+    assert "mouse" in wn.lemmas("mice", "n")
+    assert "run" in wn.lemmas("ran", "v")
+    assert "change" in wn.lemmas("changing", "v")
+    assert wn.lemmas("zzqx", "n") == ()
+
+
+def test_classes_reach_members_and_skip_function_words() -> None:
+    wn = wordnet()
+    animal = wn.senses("animal", "n")[0].id
+    for word in ("dog", "wombat", "Wombats", "giraffe"):
+        assert animal in wn.classes(word), word
+        assert "noun.animal" in wn.classes(word), word
+    assert animal not in wn.classes("table")
+    assert wn.classes("in") == frozenset()  # "inch" is a noun sense of "in", not a use
+    assert wn.classes("the") == frozenset()
+    members = wn.members(animal, 1)
+    assert {"dog", "wombat", "aardvark"} <= members
+    assert "table" not in members
+
+
+def test_a_missing_database_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(WordNetMissing, match="wordnet-base"):
+        WordNet(tmp_path)
+
+
+def test_word_class_fires_on_unseen_members_whole_words() -> None:
+    animals = WordClass(concept="noun.animal", name="animals", examples=("dog", "cat"))
+    text = view("The", " wom", "bat", " ate", " a", " table", " near", " two", " gir", "affes")
+    assert animals.evaluate(text) == [
+        False, True, True, False, False, False, False, False, True, True,
+    ]  # fmt: skip
+    assert animals.describe() == 'words for animals, such as "dog", "cat"'
+
+
+def test_lemma_family_covers_inflections_not_lookalikes() -> None:
+    change = LemmaIn(lemmas=("change",))
+    text = view("It", " changed", ",", " changes", " and", " changing", " exchange", "s")
+    assert change.evaluate(text) == [False, True, False, True, False, True, False, False]
+    assert change.size() == 1
+
+
+def test_function_words_and_positions() -> None:
+    text = view("Of", " course", ".", " Then", " we", " sat", " on", " it", ".\n", "next")
+    assert FunctionWord(category="prepositions").evaluate(text) == [
+        True, False, False, False, False, False, True, False, False, False,
+    ]  # fmt: skip
+    assert SentenceStart().evaluate(text) == [
+        True, False, False, True, False, False, False, False, False, True,
+    ]  # fmt: skip
+    assert LineStart().evaluate(text) == [
+        True, False, False, False, False, False, False, False, False, True,
+    ]  # fmt: skip
+
+
+def test_code_spans() -> None:
+    text = view("Use", " os", ".path", ".join", " or", " my", "_func", " here")
+    assert CodeLike().evaluate(text) == [False, True, True, True, False, True, True, False]
+
+
+def test_tiers_give_levels() -> None:
+    tiered = Tiered(strong=LemmaIn(lemmas=("dog",)), weak=LemmaIn(lemmas=("cat",)))
+    text = view("a", " dog", " and", " a", " cat")
+    assert tiered.evaluate(text) == [False, True, False, False, True]
+    strong, weak = levels(tiered, text)[1], levels(tiered, text)[4]
+    assert strong == 1.0 and 0 < weak < 1.0
