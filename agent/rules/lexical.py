@@ -9,9 +9,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.rules.base import TokenView, _Predicate
+from agent.rules.base import _WordLocal
 from lexicon.function_words import FUNCTION_WORDS, FunctionCategory
-from lexicon.wordnet import POS_FILES, wordnet
+from lexicon.wordnet import POS_FILES, WordNetMissing, wordnet
 
 MAX_SHOWN = 4  # examples an explanation names: "about 25 words" leaves room for four
 
@@ -20,7 +20,7 @@ def _examples(words: tuple[str, ...]) -> str:
     return ", ".join(f'"{w}"' for w in words[:MAX_SHOWN])
 
 
-class WordClass(_Predicate):
+class WordClass(_WordLocal):
     """The token's word belongs to a WordNet class by one of its first `senses` senses:
     a lexicographer category (`concept` "noun.animal") or everything under a synset
     (`concept` "n02084071"). `name` and `examples` are how it reads, not what it does."""
@@ -31,13 +31,8 @@ class WordClass(_Predicate):
     senses: int = Field(default=3, ge=1, le=50)
     examples: tuple[str, ...] = ()
 
-    def evaluate(self, view: TokenView) -> list[bool]:
-        wn = wordnet()
-        out = []
-        for i in range(len(view.tokens)):
-            word = view.word(i)
-            out.append(word is not None and self.concept in wn.classes(word, self.senses))
-        return out
+    def holds_for_word(self, word: str) -> bool:
+        return self.concept in wordnet().classes(word, self.senses)
 
     def describe(self) -> str:
         shown = f", such as {_examples(self.examples)}" if self.examples else ""
@@ -51,20 +46,15 @@ class WordClass(_Predicate):
         return wordnet().members(self.concept, self.senses)
 
 
-class LemmaIn(_Predicate):
+class LemmaIn(_WordLocal):
     """The token's word is a form of one of `lemmas` (WordNet's morphy: "changes",
     "changed" and "changing" are forms of "change")."""
 
     kind: Literal["lemma_in"] = "lemma_in"
     lemmas: tuple[str, ...] = Field(min_length=1)
 
-    def evaluate(self, view: TokenView) -> list[bool]:
-        wanted = set(self.lemmas)
-        out = []
-        for i in range(len(view.tokens)):
-            word = view.word(i)
-            out.append(word is not None and not wanted.isdisjoint(base_forms(word)))
-        return out
+    def holds_for_word(self, word: str) -> bool:
+        return not base_forms(word).isdisjoint(self.lemmas)
 
     def describe(self) -> str:
         if len(self.lemmas) == 1:
@@ -84,26 +74,24 @@ def base_forms(word: str) -> set[str]:
 
 
 def _base_forms(word: str) -> set[str]:
-    wn = wordnet()
+    try:
+        wn = wordnet()
+    except WordNetMissing:
+        return {word}  # without WordNet a word is its own family
     return {word, *(b for pos in POS_FILES for b in wn.lemmas(word, pos))}
 
 
 _BASES: dict[str, set[str]] = {}
 
 
-class FunctionWord(_Predicate):
+class FunctionWord(_WordLocal):
     """The token's word is one of a closed class of English function words."""
 
     kind: Literal["function_word"] = "function_word"
     category: FunctionCategory
 
-    def evaluate(self, view: TokenView) -> list[bool]:
-        members = FUNCTION_WORDS[self.category]
-        out = []
-        for i in range(len(view.tokens)):
-            word = view.word(i)
-            out.append(word is not None and word.lower() in members)
-        return out
+    def holds_for_word(self, word: str) -> bool:
+        return word.lower() in FUNCTION_WORDS[self.category]
 
     def describe(self) -> str:
         shown = sorted(FUNCTION_WORDS[self.category], key=len)[:3]

@@ -18,10 +18,13 @@ from pydantic import BaseModel, Field
 from agent.rules.base import (
     QUOTES,
     TokenView,
+    _compile,
     _Listed,
     _overlapping,
     _Pattern,
     _Predicate,
+    _TokenLocal,
+    _WordLocal,
     normal,
 )
 from agent.rules.context import CodeLike, LineStart, SentenceStart
@@ -30,48 +33,46 @@ from agent.rules.lexical import FunctionWord, LemmaIn, WordClass
 __all__ = ["QUOTES", "TokenView", "normal"]
 
 
-class TokenIn(_Listed):
+class TokenIn(_Listed, _TokenLocal):
     kind: Literal["token_in"] = "token_in"
     _noun: ClassVar[str] = "token"
 
-    def evaluate(self, view: TokenView) -> list[bool]:
-        words = set(self.words)
-        return [normal(t, self.case_sensitive) in words for t in view.tokens]
+    def holds_for_token(self, token: str) -> bool:
+        return normal(token, self.case_sensitive) in self._set
 
 
-class TokenRegex(_Pattern):
+class TokenRegex(_Pattern, _TokenLocal):
     """The token (without surrounding whitespace) matches `pattern` entirely."""
 
     kind: Literal["token_regex"] = "token_regex"
     _unnamed: ClassVar[str] = "tokens matching"
 
-    def evaluate(self, view: TokenView) -> list[bool]:
-        compiled = re.compile(self.pattern)
-        return [bool(t.strip()) and compiled.fullmatch(t.strip()) is not None for t in view.tokens]
+    def holds_for_token(self, token: str) -> bool:
+        body = token.strip()
+        return bool(body) and self._compiled.fullmatch(body) is not None
 
 
-class WordIn(_Listed):
+class WordIn(_Listed, _WordLocal):
     """The word the token belongs to (all its tokens) is one of `words`."""
 
     kind: Literal["word_in"] = "word_in"
     _noun: ClassVar[str] = "word"
 
-    def evaluate(self, view: TokenView) -> list[bool]:
-        words = set(self.words)
-        found = (view.word(i) for i in range(len(view.tokens)))
-        return [w is not None and normal(w, self.case_sensitive) in words for w in found]
+    def holds_for_word(self, word: str) -> bool:
+        return normal(word, self.case_sensitive) in self._set
 
 
-class WordRegex(_Pattern):
+class WordRegex(_Pattern, _WordLocal):
     """The word the token belongs to matches `pattern` entirely."""
 
     kind: Literal["word_regex"] = "word_regex"
     _unnamed: ClassVar[str] = "words matching"
 
-    def evaluate(self, view: TokenView) -> list[bool]:
-        compiled = re.compile(self.pattern)
-        found = (view.word(i) for i in range(len(view.tokens)))
-        return [w is not None and compiled.fullmatch(w) is not None for w in found]
+    def holds_for_word(self, word: str) -> bool:
+        return self._compiled.fullmatch(word) is not None
+
+
+LOOK_BACK = 40  # characters `Preceded` reads before a word
 
 
 class Preceded(_Pattern):
@@ -82,9 +83,10 @@ class Preceded(_Pattern):
     _unnamed: ClassVar[str] = "words right after"
 
     def evaluate(self, view: TokenView) -> list[bool]:
-        compiled = re.compile(f"(?:{self.pattern})$")
-        return [
-            span is not None and compiled.search(view.text, 0, span[0]) is not None
+        compiled = _compile(f"(?:{self.pattern})$")
+        return [  # searched in the few characters before the word, not the whole text
+            span is not None
+            and compiled.search(view.text, max(0, span[0] - LOOK_BACK), span[0]) is not None
             for span in view.words
         ]
 

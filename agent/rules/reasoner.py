@@ -17,7 +17,7 @@ from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.rules.generalize import unseen_member_tests
 from agent.rules.hypotheses import as_dict, evidence_data, from_dict, hypotheses_from_evidence
 from agent.rules.predicates import AnyOf, Predicate, TokenView
-from agent.rules.senses import Embed, MiniLMEmbedder, split_predicate
+from agent.rules.senses import Embed, MiniLMEmbedder, split_predicate, unrelated_parts
 from agent.rules.synthesis import Labeled, agreement, evaluate, held_out_f1, synthesize
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from probes.evidence.store import FeatureEvidence
@@ -182,18 +182,25 @@ class RulesReasoner:
         best = max(pool, key=fit)
         predicate = _predicate(best)
         support = [e.id for e in state.tests_of(best.id) if _agrees(predicate, e, state.threshold)]
-        whole = predicate
+        polysemantic = False
         if self.embed is not None:  # off the event loop: the first call loads a model
-            predicate = await asyncio.to_thread(split_predicate, predicate, data, self.embed)
+            predicate, polysemantic = await asyncio.to_thread(self._senses, predicate, data)
         parts = predicate.parts if isinstance(predicate, AnyOf) else (predicate,)
         return Conclusion(
-            text=_sentence(predicate, parts, polysemantic=predicate is not whole),
+            text=_sentence(predicate, parts, polysemantic=polysemantic),
             labels=[p.describe() for p in parts],
             evidence=support,
             # Held out, and lower when the experiments never confirmed it.
             confidence=round(held_out_f1(data) * (1.0 if best in confirmed else 0.6), 3),
             predicate=as_dict(predicate),
         )
+
+    def _senses(self, predicate: Predicate, data: list[Labeled]) -> tuple[Predicate, bool]:
+        """The predicate with each list of unrelated words split by sense, and whether
+        its parts name unrelated things (a polysemantic feature)."""
+        assert self.embed is not None
+        split = split_predicate(predicate, data, self.embed)
+        return split, split is not predicate or unrelated_parts(split, data, self.embed)
 
 
 def _sentence(predicate: Predicate, parts: Sequence[Predicate], polysemantic: bool) -> str:

@@ -28,6 +28,8 @@ MAX_CROSS = 0.3  # mean similarity between the groups must be below this
 MIN_GAP = 0.15  # each group's own mean similarity must exceed the cross one by this
 MIN_SHARE = 0.2  # each group must carry this share of the firing tokens
 MIN_WORDS = 3  # shorter lists are one sense
+# A part of an "or" earned its place in synthesis; a small share still makes a sense.
+MIN_PART_SHARE = 0.05
 
 Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> unit-norm rows
 
@@ -80,6 +82,38 @@ def split_predicate(predicate: Predicate, data: Sequence[Labeled], embed: Embed)
     if len(out) == len(parts):
         return predicate
     return AnyOf(parts=tuple(out))
+
+
+def unrelated_parts(predicate: Predicate, data: Sequence[Labeled], embed: Embed) -> bool:
+    """Whether `predicate` is an "or" of parts that name unrelated things (question
+    marks; the word "never"), each carrying a real share of the firing: a polysemantic
+    feature. Each part is read as the mean embedding of the spans it fires in."""
+    if not isinstance(predicate, AnyOf):
+        return False
+    spans = _firing_spans(data)
+    vectors, shares = [], []
+    for part in predicate.parts:
+        fired: Counter[str] = Counter()  # normalised firing tokens it covers
+        for item in data:
+            verdicts = item.verdicts(part)
+            for i, (on, label) in enumerate(zip(verdicts, item.labels, strict=True)):
+                if on and label:
+                    fired[normal(item.view.tokens[item.offset + i])] += 1
+        if not fired:
+            return False
+        texts = [_commonest_span(spans, token) for token, _ in fired.most_common(8)]
+        mean = embed(texts).mean(axis=0)
+        vectors.append(mean / (np.linalg.norm(mean) or 1.0))
+        shares.append(sum(fired.values()))
+    total = sum(shares) or 1
+    if min(shares) / total < MIN_PART_SHARE:
+        return False
+    sim = np.asarray(vectors) @ np.asarray(vectors).T
+    return float(sim[~np.eye(len(vectors), dtype=bool)].max()) < MAX_CROSS
+
+
+def _commonest_span(spans: dict[str, Counter[str]], token: str) -> str:
+    return spans[token].most_common(1)[0][0] if spans.get(token) else token
 
 
 def _firing_spans(data: Sequence[Labeled]) -> dict[str, Counter[str]]:

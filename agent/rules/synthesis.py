@@ -1,25 +1,27 @@
 """Synthesise a predicate from labelled tokens: the `rules` reasoner's hypotheses.
 
 Candidates come from the evidence itself (the tokens where the feature fires, their
-neighbours, the lines they sit on) and from a small library of token classes. Each is
-scored by token-level agreement with the labels; the best is then grown greedily by
-"or" (to cover what it misses) and "and" (to drop what it wrongly includes) while the
-F1 keeps rising. Everything is evaluated once per candidate into flat boolean arrays,
-so combining is cheap.
+neighbours, the lines they sit on, word lists and word families fitted to it), from
+WordNet (the classes its firing words share), and from a small library of token,
+word and position classes. Each is scored by token-level agreement with the labels,
+less a description-length penalty; the best are grown greedily by "or" (to cover what
+they miss) and "and" (to drop what they wrongly include) while the score keeps rising.
+Everything is evaluated once per candidate into flat boolean arrays (once per distinct
+token where it can: `TokenTable`), so combining is cheap.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from agent.rules.classes import word_classes
 from agent.rules.context import CodeLike, LineStart, SentenceStart
-from agent.rules.lexical import FunctionWord, LemmaIn, WordClass, base_forms
+from agent.rules.lexical import FunctionWord, WordClass
 from agent.rules.predicates import (
     AfterLinePrefix,
     AllOf,
@@ -28,17 +30,14 @@ from agent.rules.predicates import (
     Neighbour,
     Preceded,
     Predicate,
-    TokenIn,
     TokenRegex,
     TokenView,
-    WordIn,
     WordRegex,
     normal,
 )
+from agent.rules.table import Scored, TokenTable
+from agent.rules.word_lists import fitted_lists
 from lexicon.function_words import CATEGORIES
-from lexicon.wordnet import WordNet, WordNetMissing, wordnet
-
-log = logging.getLogger(__name__)
 
 # Token classes worth trying on any feature: (pattern, plain-English meaning).
 TOKEN_CLASSES = (
@@ -62,7 +61,6 @@ WORD_CLASSES = (
     (r"__\w+__", 'names with double underscores on both sides, such as "__init__"'),
     (r"[a-z]+", "lowercase words"),
 )
-MIN_PRECISION = 0.5  # a word joins a token set only if the feature fires on most of it
 MIN_GAIN = 0.005  # F1 a combination must add to be kept
 BEAM = 6  # singles the greedy growth starts from
 SIZE_PENALTY = 0.01  # per unit of `Predicate.size()`: every listed word must earn its place
@@ -117,8 +115,14 @@ def agreement(predicted: np.ndarray, labels: np.ndarray) -> Agreement:
     )
 
 
-def evaluate(predicate: Predicate, data: Sequence[Labeled]) -> np.ndarray:
-    """The predicate's verdict on every token of `data`, flattened."""
+def evaluate(
+    predicate: Predicate, data: Sequence[Labeled], table: TokenTable | None = None
+) -> np.ndarray:
+    """The predicate's verdict on every labelled token of `data`, flattened (from
+    `table`, the data's distinct tokens, when the predicate reads one token or word)."""
+    found = table.verdicts(predicate) if table is not None else None
+    if found is not None:
+        return found
     parts = [item.verdicts(predicate) for item in data]
     return np.fromiter((v for part in parts for v in part), dtype=bool)
 
@@ -148,10 +152,11 @@ def held_out_f1(data: Sequence[Labeled], folds: int = 2) -> float:
 
 def synthesize_many(data: Sequence[Labeled], n: int, max_steps: int = 3) -> list[Synthesis]:
     """Up to n distinct predicates for `data`, best first: rival hypotheses."""
-    labels = np.fromiter((v for item in data for v in item.labels), dtype=bool)
+    table = TokenTable.of(data)
+    labels = table.labels
     if not labels.any():
         raise ValueError("no token fires in the data: there is nothing to explain")
-    pool = candidates(data)
+    pool = candidates(data, table)
 
     def value(predicate: Predicate, predicted: np.ndarray) -> float:
         return agreement(predicted, labels).f1 - SIZE_PENALTY * predicate.size()
@@ -169,9 +174,6 @@ def synthesize_many(data: Sequence[Labeled], n: int, max_steps: int = 3) -> list
         if all(predicate.describe() != s.predicate.describe() for s in out):
             out.append(Synthesis(predicate, agreement(predicted, labels)))
     return out[:n]
-
-
-Scored = tuple[Predicate, np.ndarray]
 
 
 def _grow(
@@ -215,11 +217,10 @@ def _flat(p: Predicate, kind: type[AnyOf] | type[AllOf]) -> tuple[Predicate, ...
 # -- candidates ------------------------------------------------------------------------
 
 
-def candidates(data: Sequence[Labeled]) -> list[Scored]:
-    """Every candidate with its verdict on each token of `data`. Word lists are fitted
-    to the data, so they are judged out of fold (a list built on the odd texts decides
-    the even ones, and the reverse): a list that only recites the examples loses to
-    the class they come from, while a list of words that recur keeps its score."""
+def candidates(data: Sequence[Labeled], table: TokenTable | None = None) -> list[Scored]:
+    """Every candidate with its verdict on each labelled token of `data`: classes of
+    tokens and words, contexts, WordNet classes, and word lists (judged out of fold)."""
+    table = table or TokenTable.of(data)
     fixed: list[Predicate] = [TokenRegex(pattern=p, meaning=m) for p, m in TOKEN_CLASSES]
     fixed.extend(WordRegex(pattern=p, meaning=m) for p, m in WORD_CLASSES)
     fixed.extend(Preceded(pattern=p) for p in _preceding_patterns(data))
@@ -243,98 +244,8 @@ def candidates(data: Sequence[Labeled]) -> list[Scored]:
     fixed += [SentenceStart(), LineStart(), CodeLike()]
     fixed.extend(FunctionWord(category=c) for c in CATEGORIES)
     fixed.extend(Neighbour(offset=-1, inner=FunctionWord(category=c)) for c in CATEGORIES)
-    fixed.extend(word_classes(data))
-    scored = [(c, evaluate(c, data)) for c in fixed]
-    for fit in _list_fitters():
-        whole = fit(data)
-        if whole is not None:
-            scored.append((whole, _out_of_fold(fit, data)))
-    return scored
-
-
-Fitter = Callable[[Sequence[Labeled]], Predicate | None]
-
-
-def _list_fitters() -> list[Fitter]:
-    """Word-list candidates, each as a function of the data it is fitted to."""
-    fitters: list[Fitter] = []
-    for case_sensitive in (False, True):
-
-        def tokens(data: Sequence[Labeled], cs: bool = case_sensitive) -> Predicate | None:
-            words = _word_set(data, lambda view, i: view.tokens[i], cs)
-            return TokenIn(words=words, case_sensitive=cs) if words else None
-
-        def whole_words(data: Sequence[Labeled], cs: bool = case_sensitive) -> Predicate | None:
-            words = _word_set(data, lambda view, i: view.word(i), cs)
-            return WordIn(words=words, case_sensitive=cs) if words else None
-
-        fitters += [tokens, whole_words]
-
-    def lemmas(data: Sequence[Labeled]) -> Predicate | None:
-        found = _word_set(data, _lemma_of, case_sensitive=False)
-        return LemmaIn(lemmas=found) if found else None
-
-    fitters.append(lemmas)
-    for offset in (-1, 1):
-
-        def neighbours(data: Sequence[Labeled], at: int = offset) -> Predicate | None:
-            words = _word_set(data, _neighbour_of(at), case_sensitive=False)
-            return Neighbour(offset=at, inner=TokenIn(words=words)) if words else None
-
-        fitters.append(neighbours)
-    return fitters
-
-
-def _out_of_fold(fit: Fitter, data: Sequence[Labeled]) -> np.ndarray:
-    """`fit`'s verdicts on `data`, each text judged by the predicate fitted to the texts
-    of the other fold (odd or even position)."""
-    folds = [[item for i, item in enumerate(data) if i % 2 == side] for side in (0, 1)]
-    fitted = [fit(folds[1]), fit(folds[0])]  # for the even texts, for the odd ones
-    verdicts = []
-    for i, item in enumerate(data):
-        predicate = fitted[i % 2]
-        verdicts.append(item.verdicts(predicate) if predicate else [False] * len(item.labels))
-    return np.fromiter((v for part in verdicts for v in part), dtype=bool)
-
-
-def _neighbour_of(offset: int) -> Callable[[TokenView, int], str | None]:
-    def pick(view: TokenView, i: int) -> str | None:
-        j = i + offset
-        return view.tokens[j] if 0 <= j < len(view.tokens) else None
-
-    return pick
-
-
-def _word_set(
-    data: Sequence[Labeled],
-    token_at: Callable[[TokenView, int], str | None],
-    case_sensitive: bool,
-) -> tuple[str, ...]:
-    """Words (normalised tokens at each position, as `token_at` picks them) grown greedily,
-    most firing first, while the token-level F1 of "the word is one of these" rises."""
-    fired: Counter[str] = Counter()
-    seen: Counter[str] = Counter()
-    for item in data:
-        for i, label in enumerate(item.labels, start=item.offset):
-            token = token_at(item.view, i)
-            if token is None or not token.strip():
-                continue
-            word = normal(token, case_sensitive)
-            seen[word] += 1
-            fired[word] += label
-    positives = sum(sum(item.labels) for item in data)
-    chosen: list[str] = []
-    tp = fp = 0
-    best_f1 = 0.0
-    for word, hits in fired.most_common():
-        if hits == 0 or hits / seen[word] < MIN_PRECISION:
-            continue
-        f1 = 2 * (tp + hits) / (2 * (tp + hits) + fp + seen[word] - hits + positives - tp - hits)
-        if f1 <= best_f1:
-            continue
-        chosen.append(word)
-        tp, fp, best_f1 = tp + hits, fp + seen[word] - hits, f1
-    return tuple(chosen)
+    fixed.extend(word_classes(table))
+    return [(c, evaluate(c, data, table)) for c in fixed] + fitted_lists(table)
 
 
 def _active_tokens(data: Sequence[Labeled]) -> Iterable[tuple[TokenView, int]]:
@@ -342,95 +253,6 @@ def _active_tokens(data: Sequence[Labeled]) -> Iterable[tuple[TokenView, int]]:
         for i, label in enumerate(item.labels, start=item.offset):
             if label:
                 yield item.view, i
-
-
-def _lemma_of(view: TokenView, i: int) -> str | None:
-    """The base form of the word token i belongs to (its shortest WordNet lemma)."""
-    word = view.word(i)
-    return min(sorted(base_forms(word)), key=len) if word else None
-
-
-MAX_CLASSES = 12  # WordNet classes tried per feature
-MIN_CLASS_SHARE = 0.2  # of the firing words' firings a class must cover
-
-
-def word_classes(data: Sequence[Labeled]) -> list[WordClass]:
-    """WordNet classes of the words the feature fires on (each covering at least 3
-    distinct ones and a real share of the firing), best first by their F1 on `data`
-    counted word by word, the most specific among those covering the same words: a
-    class reaches words the evidence never showed. None when WordNet is missing."""
-    wn = _wordnet_or_none()
-    if wn is None:
-        return []
-    seen: Counter[str] = Counter()
-    fired: Counter[str] = Counter()
-    for item in data:
-        for i, label in enumerate(item.labels, start=item.offset):
-            word = item.view.word(i)
-            if word and word.isalpha():
-                seen[word.lower()] += 1
-                fired[word.lower()] += label
-    positives = sum(sum(item.labels) for item in data)
-    covered: dict[str, set[str]] = defaultdict(set)
-    tp: Counter[str] = Counter()
-    fp: Counter[str] = Counter()
-    for word, count in seen.items():
-        for concept in wn.classes(word):
-            tp[concept] += fired[word]
-            fp[concept] += count - fired[word]
-            if fired[word]:
-                covered[concept].add(word)
-    firing = sum(fired.values())
-    kept = [c for c in covered if len(covered[c]) >= 3 and tp[c] >= MIN_CLASS_SHARE * firing]
-    # Among classes that read the data alike, the most specific says more.
-    best: dict[tuple[frozenset[str], int, int], str] = {}
-    for concept in kept:
-        key = (frozenset(covered[concept]), tp[concept], fp[concept])
-        if key not in best or wn.depth(concept) > wn.depth(best[key]):
-            best[key] = concept
-
-    def f1(c: str) -> float:
-        return 2 * tp[c] / (tp[c] + fp[c] + positives)
-
-    ranked = sorted(best.values(), key=lambda c: (-f1(c), -wn.depth(c), c))[:MAX_CLASSES]
-    return [
-        WordClass(
-            concept=c, name=_class_name(c), senses=senses, examples=_typical(c, covered[c], fired)
-        )
-        for c in ranked
-        for senses in (1, 3)  # its commonest sense only, or any of its first three
-    ]
-
-
-def _wordnet_or_none() -> WordNet | None:
-    try:
-        return wordnet()
-    except WordNetMissing as err:
-        if not _warned:
-            log.warning("no WordNet classes in hypotheses: %s", err)
-            _warned.append(True)
-        return None
-
-
-_warned: list[bool] = []
-
-
-def _typical(concept: str, words: set[str], fired: Counter[str]) -> tuple[str, ...]:
-    """Up to four examples of a class from the firing words: those whose commonest
-    sense is in it first ("dog" before "young" for animals), then the most firing."""
-    wn = wordnet()
-    ranked = sorted(words, key=lambda w: (concept not in wn.classes(w, 1), -fired[w], w))
-    out: dict[str, str] = {}  # one form per word: "cat", not "cat" and "cats"
-    for word in ranked:
-        if len(word) >= 3:
-            out.setdefault(min(sorted(base_forms(word)), key=len), word)
-    return tuple(out.values())[:4]
-
-
-def _class_name(concept: str) -> str:
-    wn = wordnet()
-    plain = wn.describe(concept)
-    return f"kinds of {plain}" if concept in wn.synsets else plain
 
 
 def _marks(data: Sequence[Labeled]) -> list[str]:

@@ -1,0 +1,88 @@
+"""The labelled tokens of a data set, by distinct text: synthesis evaluates a predicate
+that reads one token (or one word) once per distinct token (word) and spreads the
+verdicts with numpy, instead of once per token in Python. A corpus repeats its tokens,
+so this is most of synthesis's speed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agent.rules.base import _TokenLocal, _WordLocal
+
+if TYPE_CHECKING:
+    from agent.rules.predicates import Predicate
+    from agent.rules.synthesis import Labeled
+
+NONE = -1  # no word here / no neighbour there
+
+
+@dataclass(frozen=True)
+class TokenTable:
+    tokens: list[str]  # distinct token texts
+    words: list[str]  # distinct word texts
+    token_id: np.ndarray  # per labelled token, into `tokens`
+    word_id: np.ndarray  # per labelled token, into `words` (NONE: not part of a word)
+    prev_id: np.ndarray  # the token before, into `tokens` (NONE at a text's start)
+    next_id: np.ndarray  # the token after
+    item: np.ndarray  # per labelled token, the index of its text in the data
+    labels: np.ndarray  # per labelled token, whether the feature fired
+
+    @classmethod
+    def of(cls, data: Sequence[Labeled]) -> TokenTable:
+        token_index: dict[str, int] = {}
+        word_index: dict[str, int] = {}
+        token_id, word_id, prev_id, next_id, item, labels = [], [], [], [], [], []
+        for n, entry in enumerate(data):
+            view = entry.view
+            ids = [_id(token_index, t) for t in view.tokens]
+            for i, label in enumerate(entry.labels, start=entry.offset):
+                word = view.word(i)
+                token_id.append(ids[i])
+                word_id.append(NONE if word is None else _id(word_index, word))
+                prev_id.append(ids[i - 1] if i > 0 else NONE)
+                next_id.append(ids[i + 1] if i + 1 < len(ids) else NONE)
+                item.append(n)
+                labels.append(label)
+        return cls(
+            tokens=list(token_index),
+            words=list(word_index),
+            token_id=np.asarray(token_id, dtype=np.int64),
+            word_id=np.asarray(word_id, dtype=np.int64),
+            prev_id=np.asarray(prev_id, dtype=np.int64),
+            next_id=np.asarray(next_id, dtype=np.int64),
+            item=np.asarray(item, dtype=np.int64),
+            labels=np.asarray(labels, dtype=bool),
+        )
+
+    def by_token(self, holds: Callable[[str], bool], ids: np.ndarray | None = None) -> np.ndarray:
+        """Per labelled token, `holds` of the token at `ids` (default: the token itself)."""
+        return _spread([holds(t) for t in self.tokens], self.token_id if ids is None else ids)
+
+    def by_word(self, holds: Callable[[str], bool]) -> np.ndarray:
+        """Per labelled token, `holds` of the word it is part of (False without one)."""
+        return _spread([holds(w) for w in self.words], self.word_id)
+
+    def verdicts(self, predicate: object) -> np.ndarray | None:
+        """The predicate's verdict per labelled token when it reads a token or a word
+        alone; None for any other predicate (evaluate it text by text)."""
+        if isinstance(predicate, _TokenLocal):
+            return self.by_token(predicate.holds_for_token)
+        if isinstance(predicate, _WordLocal):
+            return self.by_word(predicate.holds_for_word)
+        return None
+
+
+def _id(index: dict[str, int], key: str) -> int:
+    return index.setdefault(key, len(index))
+
+
+def _spread(distinct: list[bool], ids: np.ndarray) -> np.ndarray:
+    # A trailing False answers the NONE (-1) index.
+    return np.asarray([*distinct, False], dtype=bool)[ids]
+
+
+Scored = tuple["Predicate", np.ndarray]  # a candidate and its verdict per labelled token
