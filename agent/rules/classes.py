@@ -39,7 +39,9 @@ def word_classes(table: TokenTable) -> list[WordClass]:
                 covered[concept].add(word)
     firing = sum(fired.values())
     kept = [
-        c for c in covered if len(covered[c]) >= MIN_WORDS and tp[c] >= MIN_CLASS_SHARE * firing
+        c
+        for c in covered
+        if _lemmas(covered[c]) >= MIN_WORDS and tp[c] >= MIN_CLASS_SHARE * firing and wn.nameable(c)
     ]
     # Among classes that read the data alike, the most specific says more.
     best: dict[tuple[frozenset[str], int, int], str] = {}
@@ -65,9 +67,12 @@ def word_classes(table: TokenTable) -> list[WordClass]:
 
 
 def class_name(wn: WordNet, concept: str) -> str:
-    """How an explanation names a class: "animals" (a category), "kinds of garment"."""
+    """How an explanation names a class: "animals" (a category), "kinds of garment" (a
+    noun synset), 'words meaning "difficult"' (a verb, adjective or adverb synset)."""
     plain = wn.describe(concept)
-    return f"kinds of {plain}" if concept in wn.synsets else plain
+    if concept not in wn.synsets:
+        return plain
+    return f"kinds of {plain}" if concept.startswith("n") else f'words meaning "{plain}"'
 
 
 def _counts(table: TokenTable) -> tuple[dict[str, int], dict[str, int]]:
@@ -83,6 +88,11 @@ def _counts(table: TokenTable) -> tuple[dict[str, int], dict[str, int]]:
             seen[word.lower()] += int(seen_ids[i])
             fired[word.lower()] += int(fired_ids[i])
     return seen, fired
+
+
+def _lemmas(words: set[str]) -> int:
+    """How many distinct words (not forms of one word) `words` holds."""
+    return len({min(sorted(base_forms(w)), key=len) for w in words})
 
 
 def _typical(wn: WordNet, concept: str, words: set[str], fired: dict[str, int]) -> tuple[str, ...]:

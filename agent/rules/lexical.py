@@ -36,7 +36,8 @@ class WordClass(_WordLocal):
 
     def describe(self) -> str:
         shown = f", such as {_examples(self.examples)}" if self.examples else ""
-        return f"words for {self.name}{shown}"
+        name = self.name if self.name.startswith("words ") else f"words for {self.name}"
+        return f"{name}{shown}"
 
     def size(self) -> int:
         return 2  # a class and its examples

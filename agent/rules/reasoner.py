@@ -26,6 +26,7 @@ MAX_TEST_CHARS = 200
 AGREE_F1 = 0.5  # a HIGH test agrees when the predicted and actual firing tokens overlap this well
 DECIDE = 2  # consistent tests needed to confirm or refute (as in SAGE)
 MOSTLY = 0.75  # share of agreeing tests that confirms despite a miss
+REFINED_KEPT = 256  # re-syntheses remembered (oldest dropped first)
 
 
 @dataclass
@@ -41,6 +42,9 @@ class RulesReasoner:
     _vocabulary: list[str] = field(default_factory=list, init=False, repr=False)
     _by_shape: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
     _common: set[str] = field(default_factory=set, init=False, repr=False)
+    _refined: dict[tuple[int, float, tuple[str, ...]], Predicate | None] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         words = {t for view in self.pool for t in view.tokens if t.strip().isalnum()}
@@ -159,10 +163,17 @@ class RulesReasoner:
     def _refine(
         self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
     ) -> Predicate | None:
-        data = evidence_data(evidence) + experiment_data(state.experiments, state.threshold)
-        if not any(any(item.labels) for item in data):
+        run = tuple(e.id for e in state.experiments if e.outcome is not None)
+        key = (state.feature, state.threshold, run)
+        if key not in self._refined:  # every hypothesis of a round refines on the same data
+            data = evidence_data(evidence) + experiment_data(state.experiments, state.threshold)
+            found_any = any(any(item.labels) for item in data)
+            self._refined[key] = synthesize(data).predicate if found_any else None
+            while len(self._refined) > REFINED_KEPT:
+                self._refined.pop(next(iter(self._refined)))
+        found = self._refined[key]
+        if found is None:
             return None
-        found = synthesize(data).predicate
         # A refinement that says what another hypothesis already says adds nothing:
         # that one carries on, this one is refuted.
         said = {from_dict(h.predicate).describe() for h in state.hypotheses if h.predicate}

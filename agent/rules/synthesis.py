@@ -36,7 +36,7 @@ from agent.rules.predicates import (
     normal,
 )
 from agent.rules.table import Scored, TokenTable
-from agent.rules.word_lists import fitted_lists
+from agent.rules.word_lists import WORD_COST, fitted_lists
 from lexicon.function_words import CATEGORIES
 
 # Token classes worth trying on any feature: (pattern, plain-English meaning).
@@ -63,7 +63,7 @@ WORD_CLASSES = (
 )
 MIN_GAIN = 0.005  # F1 a combination must add to be kept
 BEAM = 6  # singles the greedy growth starts from
-SIZE_PENALTY = 0.01  # per unit of `Predicate.size()`: every listed word must earn its place
+SIZE_PENALTY = WORD_COST  # per unit of `Predicate.size()`: every listed word earns its place
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,10 @@ def candidates(data: Sequence[Labeled], table: TokenTable | None = None) -> list
         TokenRegex(pattern=rf"\S*{re.escape(c)}\S*", meaning=f'tokens containing "{c}"')
         for c in _marks(data)
     )
+    fixed.extend(
+        TokenRegex(pattern=f"(?i)[a-z]*{g}[a-z]*", meaning=f'tokens containing the letters "{g}"')
+        for g in _letter_groups(data)
+    )
     fixed.append(InsideQuotes())
     fixed.extend(
         AfterLinePrefix(prefix=p, until=until) for p in _line_prefixes(data) for until in ("", ",")
@@ -261,6 +265,18 @@ def _marks(data: Sequence[Labeled]) -> list[str]:
     tokens = [v.tokens[i].strip() for v, i in _active_tokens(data)]
     counts = Counter(c for t in tokens for c in set(t) if not c.isalnum() and not c.isspace())
     return [c for c, n in counts.most_common(3) if n >= 0.3 * len(tokens)]
+
+
+def _letter_groups(data: Sequence[Labeled]) -> list[str]:
+    """Letter groups of 2 to 4 (any case) inside at least 30% of the firing tokens:
+    spelling features ("qu" in "quote", "Query", "acquire") read parts of words."""
+    tokens = [normal(v.tokens[i]) for v, i in _active_tokens(data)]
+    tokens = [t for t in tokens if t.isalpha()]
+    counts = Counter(
+        g for t in tokens for g in {t[i : i + n] for n in (2, 3, 4) for i in range(len(t) - n + 1)}
+    )
+    found = [g for g, c in counts.most_common(6) if tokens and c >= 0.3 * len(tokens)]
+    return [g for g in found if not any(g != h and g in h for h in found)][:3]  # longest
 
 
 def _suffixes(data: Sequence[Labeled]) -> list[str]:

@@ -28,6 +28,8 @@ class TokenTable:
     word_id: np.ndarray  # per labelled token, into `words` (NONE: not part of a word)
     prev_id: np.ndarray  # the token before, into `tokens` (NONE at a text's start)
     next_id: np.ndarray  # the token after
+    prev_word_id: np.ndarray  # the word of the token before, into `words` (or NONE)
+    next_word_id: np.ndarray  # the word of the token after
     item: np.ndarray  # per labelled token, the index of its text in the data
     labels: np.ndarray  # per labelled token, whether the feature fired
 
@@ -36,15 +38,20 @@ class TokenTable:
         token_index: dict[str, int] = {}
         word_index: dict[str, int] = {}
         token_id, word_id, prev_id, next_id, item, labels = [], [], [], [], [], []
+        prev_word, next_word = [], []
         for n, entry in enumerate(data):
             view = entry.view
             ids = [_id(token_index, t) for t in view.tokens]
+            words = [
+                NONE if w is None else _id(word_index, w) for w in map(view.word, range(len(ids)))
+            ]
             for i, label in enumerate(entry.labels, start=entry.offset):
-                word = view.word(i)
                 token_id.append(ids[i])
-                word_id.append(NONE if word is None else _id(word_index, word))
+                word_id.append(words[i])
                 prev_id.append(ids[i - 1] if i > 0 else NONE)
                 next_id.append(ids[i + 1] if i + 1 < len(ids) else NONE)
+                prev_word.append(words[i - 1] if i > 0 else NONE)
+                next_word.append(words[i + 1] if i + 1 < len(ids) else NONE)
                 item.append(n)
                 labels.append(label)
         return cls(
@@ -54,6 +61,8 @@ class TokenTable:
             word_id=np.asarray(word_id, dtype=np.int64),
             prev_id=np.asarray(prev_id, dtype=np.int64),
             next_id=np.asarray(next_id, dtype=np.int64),
+            prev_word_id=np.asarray(prev_word, dtype=np.int64),
+            next_word_id=np.asarray(next_word, dtype=np.int64),
             item=np.asarray(item, dtype=np.int64),
             labels=np.asarray(labels, dtype=bool),
         )
@@ -62,17 +71,31 @@ class TokenTable:
         """Per labelled token, `holds` of the token at `ids` (default: the token itself)."""
         return _spread([holds(t) for t in self.tokens], self.token_id if ids is None else ids)
 
-    def by_word(self, holds: Callable[[str], bool]) -> np.ndarray:
-        """Per labelled token, `holds` of the word it is part of (False without one)."""
-        return _spread([holds(w) for w in self.words], self.word_id)
+    def by_word(self, holds: Callable[[str], bool], ids: np.ndarray | None = None) -> np.ndarray:
+        """Per labelled token, `holds` of the word at `ids` (default: the word it is part
+        of; False where there is none)."""
+        return _spread([holds(w) for w in self.words], self.word_id if ids is None else ids)
 
     def verdicts(self, predicate: object) -> np.ndarray | None:
         """The predicate's verdict per labelled token when it reads a token or a word
-        alone; None for any other predicate (evaluate it text by text)."""
+        alone, or the token or word right next to it; None for any other predicate
+        (evaluate it text by text)."""
+        from agent.rules.predicates import Neighbour
+
         if isinstance(predicate, _TokenLocal):
             return self.by_token(predicate.holds_for_token)
         if isinstance(predicate, _WordLocal):
             return self.by_word(predicate.holds_for_word)
+        if isinstance(predicate, Neighbour) and predicate.offset in (-1, 1):
+            before = predicate.offset == -1
+            inner = predicate.inner
+            if isinstance(inner, _TokenLocal):
+                return self.by_token(
+                    inner.holds_for_token, self.prev_id if before else self.next_id
+                )
+            if isinstance(inner, _WordLocal):
+                ids = self.prev_word_id if before else self.next_word_id
+                return self.by_word(inner.holds_for_word, ids)
         return None
 
 

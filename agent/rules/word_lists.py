@@ -15,6 +15,7 @@ from agent.rules.predicates import Neighbour, Predicate, TokenIn, WordIn, normal
 from agent.rules.table import NONE, Scored, TokenTable
 
 MIN_PRECISION = 0.5  # a word joins a list only if the feature fires on most of it
+WORD_COST = 0.01  # F1 each listed word must add: the description-length penalty
 
 Fit = Callable[[np.ndarray], Predicate | None]  # rows to fit on -> the list, if any
 
@@ -39,9 +40,6 @@ def fitted_lists(table: TokenTable) -> list[Scored]:
 
 def verdicts_of(predicate: Predicate, table: TokenTable) -> np.ndarray:
     """A fitted list's verdict per labelled token of `table`."""
-    if isinstance(predicate, Neighbour) and isinstance(predicate.inner, TokenIn):
-        ids = table.prev_id if predicate.offset == -1 else table.next_id
-        return table.by_token(predicate.inner.holds_for_token, ids)
     found = table.verdicts(predicate)
     if found is None:
         raise TypeError(f"not a fitted list: {predicate!r}")
@@ -106,8 +104,8 @@ def _fit(table: TokenTable, keys: Keys, make: Make) -> Fit:
 def _grown(
     names: list[str], key_id: np.ndarray, labels: np.ndarray, rows: np.ndarray
 ) -> tuple[str, ...]:
-    """Keys grown greedily, most firing first, while the token-level F1 of "the key is
-    one of these" rises (counted on `rows`)."""
+    """Keys grown greedily, most firing first, while each raises the token-level F1 of
+    "the key is one of these" by at least WORD_COST (counted on `rows`)."""
     valid = rows & (key_id != NONE)
     seen = np.bincount(key_id[valid], minlength=len(names))
     fired = np.bincount(key_id[valid & labels], minlength=len(names))
@@ -120,7 +118,7 @@ def _grown(
         if hits / count < MIN_PRECISION:
             continue
         f1 = 2 * (tp + hits) / (2 * (tp + hits) + fp + count - hits + positives - tp - hits)
-        if f1 <= best_f1:
+        if f1 < best_f1 + WORD_COST:  # a word must pay for its place in the explanation
             continue
         chosen.append(names[k])
         tp, fp, best_f1 = tp + hits, fp + count - hits, f1
