@@ -18,6 +18,7 @@ from agent.rules.generalize import unseen_member_tests
 from agent.rules.hypotheses import from_dict
 from agent.rules.lexical import WordClass
 from agent.rules.pool import retrieval_pool
+from agent.rules.pool_index import PoolIndex
 from agent.rules.predicates import Predicate, TokenView
 from agent.rules.reasoner import RulesReasoner
 from agent.rules.synthesis import Labeled, agreement, evaluate
@@ -98,7 +99,8 @@ def test_a_class_hypothesis_is_tested_on_members_the_evidence_never_showed(
     pool = retrieval_pool(store, 1500)
     garments = WordClass(concept="n03419014", name="kinds of garment", examples=("shirt",))
     seen = {"shirt", "shirts", "coat", "suit", "hat", "dress"}
-    tests = unseen_member_tests(garments, pool, seen, set(), set(), random.Random(0), n=2)
+    firing = PoolIndex(pool).firing(garments)
+    tests = unseen_member_tests(garments, pool, firing, seen, set(), set(), random.Random(0), n=2)
     assert tests and all(t.expect is Expect.HIGH for t in tests)
     for test in tests:
         assert test.expected_peak is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 from lemminflect import getAllInflections, getInflection
 
 from agent.reasoner import NewExperiment
@@ -47,24 +48,25 @@ def unseen_words(part: WordClass | LemmaIn, seen: set[str], common: set[str]) ->
 def unseen_member_tests(
     predicate: Predicate,
     pool: Sequence[TokenView],
+    firing: np.ndarray,
     seen: set[str],
     common: set[str],
     used: set[str],
     rng: random.Random,
     n: int = 1,
 ) -> list[NewExperiment]:
-    """Up to `n` HIGH tests: pool texts the predicate fires on, the first firing word
-    replaced by an unseen member that the predicate still fires on."""
+    """Up to `n` HIGH tests: pool texts the predicate fires on (`firing`, per line), the
+    first firing word replaced by an unseen member that the predicate still fires on."""
     parts = list(generalizing_parts(predicate))
     if not parts:
         return []
     words = unseen_words(rng.choice(parts), seen, common)
     if not words:
         return []
-    order = list(range(len(pool)))
+    order = [int(i) for i in np.flatnonzero(firing)]
     rng.shuffle(order)
     out: list[NewExperiment] = []
-    for i in order[:2000]:
+    for i in order[:200]:
         view = pool[i]
         fires = predicate.evaluate(view)
         if not any(fires):

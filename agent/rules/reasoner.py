@@ -16,6 +16,7 @@ import numpy as np
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.rules.generalize import unseen_member_tests
 from agent.rules.hypotheses import as_dict, evidence_data, from_dict, hypotheses_from_evidence
+from agent.rules.pool_index import PoolIndex
 from agent.rules.predicates import AnyOf, Predicate, TokenView
 from agent.rules.senses import Embed, MiniLMEmbedder, split_predicate, unrelated_parts
 from agent.rules.synthesis import Labeled, agreement, evaluate, held_out_f1, synthesize
@@ -26,6 +27,7 @@ MAX_TEST_CHARS = 200
 AGREE_F1 = 0.5  # a HIGH test agrees when the predicted and actual firing tokens overlap this well
 DECIDE = 2  # consistent tests needed to confirm or refute (as in SAGE)
 MOSTLY = 0.75  # share of agreeing tests that confirms despite a miss
+MAX_REFINES = 2  # rewordings of one hypothesis
 REFINED_KEPT = 256  # re-syntheses remembered (oldest dropped first)
 
 
@@ -42,6 +44,7 @@ class RulesReasoner:
     _vocabulary: list[str] = field(default_factory=list, init=False, repr=False)
     _by_shape: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
     _common: set[str] = field(default_factory=set, init=False, repr=False)
+    _index: PoolIndex = field(init=False, repr=False)
     _refined: dict[tuple[int, float, tuple[str, ...]], Predicate | None] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -52,6 +55,7 @@ class RulesReasoner:
         for word in self._vocabulary:
             self._by_shape.setdefault(_shape(word), []).append(word)
         self._common = {w.strip().lower() for w in self._vocabulary}
+        self._index = PoolIndex(self.pool)
 
     async def hypothesize(
         self, state: AgentState, evidence: FeatureEvidence
@@ -80,14 +84,19 @@ class RulesReasoner:
         order = list(range(len(self.pool)))
         rng.shuffle(order)
         seen = _firing_words(evidence)
-        highs = unseen_member_tests(predicate, self.pool, seen, self._common, set(used), rng)
+        firing = self._index.firing(predicate)
+        highs = unseen_member_tests(
+            predicate, self.pool, firing, seen, self._common, set(used), rng
+        )
         lows: list[NewExperiment] = []
         retrieved_low = False
         for i in order:
             if len(highs) >= 2 and len(lows) >= 2:
                 break
             view = self.pool[i]
-            if view.text in used:
+            if view.text in used or (firing[i] and len(highs) >= 2):
+                continue
+            if not firing[i] and (retrieved_low or len(lows) >= 2):
                 continue
             fires = predicate.evaluate(view)
             if any(fires) and len(highs) < 2:
@@ -131,8 +140,11 @@ class RulesReasoner:
         agree = [e.id for e in tests if _agrees(predicate, e, state.threshold)]
         disagree = [e.id for e in tests if e.id not in agree]
         if len(disagree) >= DECIDE and len(disagree) > (1 - MOSTLY) * len(tests):
-            refined = self._refine(state, hypothesis, evidence)
-            if refined is not None and not hypothesis.negative_control:
+            # A control is only ever refuted; a hypothesis is reworded a bounded
+            # number of times (each rewording re-synthesises on all the data).
+            rewordable = not hypothesis.negative_control and len(hypothesis.earlier) < MAX_REFINES
+            refined = self._refine(state, hypothesis, evidence) if rewordable else None
+            if refined is not None:
                 return Verdict(
                     status=Status.REFINED,
                     reason=f"{len(disagree)} tests disagreed; re-synthesised with them",

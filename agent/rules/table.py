@@ -78,25 +78,59 @@ class TokenTable:
 
     def verdicts(self, predicate: object) -> np.ndarray | None:
         """The predicate's verdict per labelled token when it reads a token or a word
-        alone, or the token or word right next to it; None for any other predicate
-        (evaluate it text by text)."""
-        from agent.rules.predicates import Neighbour
+        alone, or the token or word right next to it, or combines such predicates; None
+        for any other predicate (evaluate it text by text)."""
+        from agent.rules.predicates import AllOf, AnyOf, Neighbour, Not, Tiered
 
         if isinstance(predicate, _TokenLocal):
-            return self.by_token(predicate.holds_for_token)
+            return self.by_token(_remembered(predicate, predicate.holds_for_token))
         if isinstance(predicate, _WordLocal):
-            return self.by_word(predicate.holds_for_word)
+            return self.by_word(_remembered(predicate, predicate.holds_for_word))
         if isinstance(predicate, Neighbour) and predicate.offset in (-1, 1):
-            before = predicate.offset == -1
-            inner = predicate.inner
-            if isinstance(inner, _TokenLocal):
-                return self.by_token(
-                    inner.holds_for_token, self.prev_id if before else self.next_id
-                )
-            if isinstance(inner, _WordLocal):
-                ids = self.prev_word_id if before else self.next_word_id
-                return self.by_word(inner.holds_for_word, ids)
+            return self._neighbour(predicate.inner, before=predicate.offset == -1)
+        if isinstance(predicate, Not):
+            inner = self.verdicts(predicate.inner)
+            return None if inner is None else ~inner
+        parts = (
+            (predicate.strong, predicate.weak)
+            if isinstance(predicate, Tiered)
+            else predicate.parts
+            if isinstance(predicate, AnyOf | AllOf)
+            else None
+        )
+        if parts is None:
+            return None
+        found = [self.verdicts(p) for p in parts]
+        arrays = [f for f in found if f is not None]
+        if len(arrays) < len(found):
+            return None
+        combine = np.logical_and if isinstance(predicate, AllOf) else np.logical_or
+        return np.asarray(combine.reduce(arrays), dtype=bool)
+
+    def _neighbour(self, inner: object, before: bool) -> np.ndarray | None:
+        if isinstance(inner, _TokenLocal):
+            ids = self.prev_id if before else self.next_id
+            return self.by_token(_remembered(inner, inner.holds_for_token), ids)
+        if isinstance(inner, _WordLocal):
+            ids = self.prev_word_id if before else self.next_word_id
+            return self.by_word(_remembered(inner, inner.holds_for_word), ids)
         return None
+
+
+def _remembered(
+    predicate: _TokenLocal | _WordLocal, holds: Callable[[str], bool]
+) -> Callable[[str], bool]:
+    """`holds`, answered from the predicate's memory of texts it has judged before (the
+    same classes are tried on every feature)."""
+    memo = predicate._memo
+
+    def cached(text: str) -> bool:
+        verdict = memo.get(text)
+        if verdict is None:
+            verdict = memo[text] = holds(text)
+        return verdict
+
+    return cached
 
 
 def _id(index: dict[str, int], key: str) -> int:
