@@ -88,7 +88,9 @@ def make_reasoner(settings: Settings, store: EvidenceStore) -> Reasoner:
 
     choice = reasoner_choice(settings)
     if choice == "rules":
-        return RulesReasoner(retrieval_pool(store))
+        from agent.rules.offload import Offload
+
+        return RulesReasoner(retrieval_pool(store), offload=Offload(settings.synthesis_processes))
     if choice == "openai":
         return LLMReasoner(openai_client(settings), name="openai")
     return LLMReasoner(local_client(settings), name="local")

@@ -46,7 +46,7 @@ def explain_command(
         bool,
         typer.Option("--local", help="With --features: run in this process, not on the workers."),
     ] = False,
-    concurrency: Annotated[int, typer.Option(min=1, help="Runs at once with --local.")] = 8,
+    concurrency: Annotated[int, typer.Option(min=1, help="Runs at once with --local.")] = 32,
     planted: PlantedFlag = False,
     spec: SpecOption = None,
     max_rounds: Annotated[int, typer.Option(min=1, help="Rounds of experiments at most.")] = 10,

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     max_features_per_job: int = Field(default=100_000, ge=1)
     max_runs_per_key: int = Field(default=4, ge=1)  # agent runs and chat turns at once
     worker_concurrency: int = Field(default=8, ge=1)  # agent runs at once per worker
+    # helper processes the rules reasoner synthesises in (0: in the serving process)
+    synthesis_processes: int = Field(default=1, ge=0)
 
     @field_validator("data_dir")
     @classmethod

@@ -4,7 +4,7 @@ plus a negative control, each as a `Hypothesis` carrying its executable predicat
 from __future__ import annotations
 
 from agent.rules.predicates import AllOf, Neighbour, Not, Predicate, PredicateHolder, TokenView
-from agent.rules.synthesis import Labeled, synthesize_many
+from agent.rules.synthesis import Labeled, Synthesis, synthesize_many
 from agent.state import Hypothesis
 from probes.evidence.store import Example, FeatureEvidence
 
@@ -33,11 +33,18 @@ def from_dict(data: dict[str, object]) -> Predicate:
     return PredicateHolder.model_validate({"predicate": data}).predicate
 
 
-def hypotheses_from_evidence(evidence: FeatureEvidence, n: int = 3) -> list[Hypothesis]:
-    """Up to n rival hypotheses (best first) and a negative control: "it fires on the
+RIVALS = 3  # hypotheses synthesised from the evidence, besides the control
+
+
+def hypotheses_from_evidence(evidence: FeatureEvidence, n: int = RIVALS) -> list[Hypothesis]:
+    """Up to n rival hypotheses (best first) and a negative control (`hypotheses_from`)."""
+    return hypotheses_from(synthesize_many(evidence_data(evidence), n))
+
+
+def hypotheses_from(found: list[Synthesis]) -> list[Hypothesis]:
+    """The syntheses as hypotheses, best first, and a negative control: "it fires on the
     tokens just before" what the best one names (and not on those), which a feature
     that responds to the tokens themselves refutes."""
-    found = synthesize_many(evidence_data(evidence), n)
     out = [
         Hypothesis(
             id=f"H{i + 1}",

@@ -15,11 +15,19 @@ import numpy as np
 
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.rules.generalize import unseen_member_tests
-from agent.rules.hypotheses import as_dict, evidence_data, from_dict, hypotheses_from_evidence
+from agent.rules.hypotheses import RIVALS, as_dict, evidence_data, from_dict, hypotheses_from
+from agent.rules.offload import Offload
 from agent.rules.pool_index import PoolIndex
 from agent.rules.predicates import AnyOf, Predicate, TokenView
 from agent.rules.senses import Embed, MiniLMEmbedder, split_predicate, unrelated_parts
-from agent.rules.synthesis import Labeled, agreement, evaluate, held_out_f1, synthesize
+from agent.rules.synthesis import (
+    Labeled,
+    agreement,
+    evaluate,
+    held_out_f1,
+    synthesize,
+    synthesize_many,
+)
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from probes.evidence.store import FeatureEvidence
 
@@ -40,6 +48,7 @@ class RulesReasoner:
     pool: Sequence[TokenView]
     seed: int = 0
     embed: Embed | None = field(default_factory=MiniLMEmbedder)
+    offload: Offload = field(default_factory=Offload)
     name: str = "rules"
     _vocabulary: list[str] = field(default_factory=list, init=False, repr=False)
     _by_shape: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
@@ -60,6 +69,7 @@ class RulesReasoner:
     async def hypothesize(
         self, state: AgentState, evidence: FeatureEvidence
     ) -> list[NewHypothesis]:
+        found = await self.offload.run(synthesize_many, evidence_data(evidence), RIVALS)
         return [
             NewHypothesis(
                 statement=h.statement,
@@ -68,7 +78,7 @@ class RulesReasoner:
                 negative_control=h.negative_control,
                 predicate=h.predicate,
             )
-            for h in hypotheses_from_evidence(evidence)
+            for h in hypotheses_from(found)
         ]
 
     async def design(
@@ -143,7 +153,7 @@ class RulesReasoner:
             # A control is only ever refuted; a hypothesis is reworded a bounded
             # number of times (each rewording re-synthesises on all the data).
             rewordable = not hypothesis.negative_control and len(hypothesis.earlier) < MAX_REFINES
-            refined = self._refine(state, hypothesis, evidence) if rewordable else None
+            refined = await self._refine(state, hypothesis, evidence) if rewordable else None
             if refined is not None:
                 return Verdict(
                     status=Status.REFINED,
@@ -172,7 +182,7 @@ class RulesReasoner:
             status=Status.OPEN, reason=f"{len(agree)} of {len(tests)} agreed so far", cites=[]
         )
 
-    def _refine(
+    async def _refine(
         self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
     ) -> Predicate | None:
         run = tuple(e.id for e in state.experiments if e.outcome is not None)
@@ -180,16 +190,17 @@ class RulesReasoner:
         if key not in self._refined:  # every hypothesis of a round refines on the same data
             data = evidence_data(evidence) + experiment_data(state.experiments, state.threshold)
             found_any = any(any(item.labels) for item in data)
-            self._refined[key] = synthesize(data).predicate if found_any else None
+            synthesis = await self.offload.run(synthesize, data) if found_any else None
+            self._refined[key] = synthesis.predicate if synthesis else None
             while len(self._refined) > REFINED_KEPT:
                 self._refined.pop(next(iter(self._refined)))
-        found = self._refined[key]
-        if found is None:
+        refined = self._refined[key]
+        if refined is None:
             return None
         # A refinement that says what another hypothesis already says adds nothing:
         # that one carries on, this one is refuted.
         said = {from_dict(h.predicate).describe() for h in state.hypotheses if h.predicate}
-        return None if found.describe() in said else found
+        return None if refined.describe() in said else refined
 
     async def conclude(self, state: AgentState, evidence: FeatureEvidence) -> Conclusion:
         rivals = [h for h in state.hypotheses if not h.negative_control and h.predicate]
@@ -205,6 +216,7 @@ class RulesReasoner:
         best = max(pool, key=fit)
         predicate = _predicate(best)
         support = [e.id for e in state.tests_of(best.id) if _agrees(predicate, e, state.threshold)]
+        held_out = await self.offload.run(held_out_f1, data)
         polysemantic = False
         if self.embed is not None:  # off the event loop: the first call loads a model
             predicate, polysemantic = await asyncio.to_thread(self._senses, predicate, data)
@@ -214,7 +226,7 @@ class RulesReasoner:
             labels=[p.describe() for p in parts],
             evidence=support,
             # Held out, and lower when the experiments never confirmed it.
-            confidence=round(held_out_f1(data) * (1.0 if best in confirmed else 0.6), 3),
+            confidence=round(held_out * (1.0 if best in confirmed else 0.6), 3),
             predicate=as_dict(predicate),
         )
 
