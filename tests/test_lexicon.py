@@ -10,7 +10,7 @@ import pytest
 
 from agent.rules.context import CodeLike, LineStart, SentenceStart
 from agent.rules.lexical import FunctionWord, LemmaIn, WordClass
-from agent.rules.predicates import TokenView, Tiered, levels
+from agent.rules.predicates import Tiered, TokenView, levels
 from lexicon.wordnet import WordNet, WordNetMissing, wordnet
 
 

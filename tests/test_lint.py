@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["sae", "probes", "agent", "evals", "api", "tests", "benchmarks"]
+PACKAGES = ["sae", "probes", "agent", "evals", "api", "lexicon", "tests", "benchmarks", "scripts"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
