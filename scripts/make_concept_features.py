@@ -3,7 +3,8 @@ outputs are committed under probes/data/):
 
 - `concept_features.jsonl`: planted features whose rule is a whole concept, every single
   word WordNet files under it by its commonest sense (hundreds to thousands of words),
-  plus a polysemantic one made of two concepts;
+  a polysemantic one made of two concepts, and numbers of a shape (years, amounts of
+  money);
 - `concept_sentences.jsonl`: short sentences, each holding one member of one concept
   that never occurs in the default corpus, so an explanation is scored on words its
   explainer cannot have seen.
@@ -39,6 +40,21 @@ CONCEPTS = (
     ("concept-vehicles", "Names of vehicles.", "n04524313", 7.0),
 )
 POLYSEMANTIC = ("concept-vehicles-or-emotions", "Vehicles; or emotions.", 5.0)
+# Numbers of a shape, which a list of the numbers seen cannot predict.
+SHAPES: list[dict[str, Any]] = [
+    {
+        "id": "shape-years",
+        "description": "Four-digit years (1000-2099).",
+        "rule": {"regex": r"(?<![\d.,])(?:1\d{3}|20\d{2})(?![\d.,])"},
+        "activation": 5.0,
+    },
+    {
+        "id": "shape-currency-amounts",
+        "description": "Amounts of money written after a currency sign ($5, £120).",
+        "rule": {"regex": r"[$£€¥]\s?(?P<active>\d[\d,]*(?:\.\d+)?)"},
+        "activation": 6.0,
+    },
+]
 TEMPLATES = (
     "I never expected to see a {w} in a place like this.",
     "She wrote the word {w} at the top of the page.",
@@ -79,6 +95,7 @@ def main() -> None:
     pair = ("concept-vehicles", "concept-emotions")
     both = [s["rule"]["words"] for s in specs if s["id"] in pair]
     specs.append(_spec(cid, description, sorted(both[0] + both[1]), activation))
+    specs += SHAPES
     rng.shuffle(sentences)
     with (OUT / "concept_features.jsonl").open("w") as f:
         f.writelines(json.dumps(s) + "\n" for s in specs)

@@ -15,14 +15,15 @@ from agent.deps import AgentDeps
 from agent.graph import build_graph
 from agent.probe import ProbeRunner
 from agent.rules.generalize import unseen_member_tests
-from agent.rules.hypotheses import from_dict
+from agent.rules.hypotheses import evidence_data, from_dict
 from agent.rules.lexical import WordClass
 from agent.rules.pool import retrieval_pool
 from agent.rules.pool_index import PoolIndex
 from agent.rules.predicates import Predicate, TokenView
 from agent.rules.reasoner import RulesReasoner
-from agent.rules.synthesis import Labeled, agreement, evaluate
+from agent.rules.synthesis import Labeled, agreement, evaluate, synthesize
 from agent.state import AgentState, Budget, Expect
+from evals.truth import held_out, truth_score
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures, concept_sentences_path
 
@@ -107,3 +108,13 @@ def test_a_class_hypothesis_is_tested_on_members_the_evidence_never_showed(
         assert test.expected_peak.lower() not in seen
         assert test.expected_peak.lower().rstrip("s") in {m.rstrip("s") for m in garments.members()}
         assert test.expected_peak in test.text
+
+
+def test_numbers_of_a_shape_are_explained_by_their_shape(concept_evidence: Planted) -> None:
+    store, planted = concept_evidence
+    for name, says in (("shape-years", "years"), ("shape-currency-amounts", "currency")):
+        feature = planted.feature_index(name)
+        found = synthesize(evidence_data(store.feature(feature, non_activating=50))).predicate
+        score = truth_score(found, planted.specs[feature], held_out(store, feature))
+        assert says in found.describe(), found.describe()
+        assert score.f1 >= 0.85, (name, score)

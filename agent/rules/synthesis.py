@@ -55,6 +55,7 @@ TOKEN_CLASSES = (
 # Word classes (whole words, which may span several tokens).
 WORD_CLASSES = (
     (r"\d+", "numbers written with digits"),
+    (r"1\d{3}|20\d{2}", "four-digit years (1000-2099)"),
     (r"[A-Z]{2,}", "words written entirely in capital letters"),
     (r"[A-Z][a-z]+", "capitalised words"),
     (r"[a-z]+ing", "lowercase words ending in -ing"),
@@ -222,6 +223,7 @@ def candidates(data: Sequence[Labeled], table: TokenTable | None = None) -> list
     fixed: list[Predicate] = [TokenRegex(pattern=p, meaning=m) for p, m in TOKEN_CLASSES]
     fixed.extend(WordRegex(pattern=p, meaning=m) for p, m in WORD_CLASSES)
     fixed.extend(Preceded(pattern=p) for p in _preceding_patterns(data))
+    fixed.append(Preceded(pattern=r"[$£€¥]\s?[\d,.]*", meaning="amounts after a currency sign"))
     for offset in (-1, 1):
         fixed.extend(
             Neighbour(offset=offset, inner=TokenRegex(pattern=pattern, meaning=meaning))
