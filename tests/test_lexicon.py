@@ -86,3 +86,32 @@ def test_tiers_give_levels() -> None:
     assert tiered.evaluate(text) == [False, True, False, False, True]
     strong, weak = levels(tiered, text)[1], levels(tiered, text)[4]
     assert strong == 1.0 and 0 < weak < 1.0
+
+
+def test_an_or_whose_parts_fire_at_different_strengths_concludes_as_tiers() -> None:
+    from agent.rules.predicates import AnyOf, WordIn
+    from agent.rules.reasoner import tiered
+    from probes.evidence.store import Example, FeatureEvidence, FeatureStatistics
+
+    def example(tokens: list[str], acts: list[float]) -> Example:
+        return Example(
+            context=0, text_index=0, start=0, token_ids=[0] * len(tokens),
+            tokens=tokens, acts=acts, max_act=max(acts),
+        )  # fmt: skip
+
+    top = [example([" the", " dog", " ran"], [0.0, 9.0, 0.0])] * 3
+    weak = [example([" a", " cat", " sat"], [0.0, 2.0, 0.0])] * 3
+    stats = FeatureStatistics(
+        fired_tokens=6, tokens=18, density=0.3, mean_act=5.5, max_act=9.0,
+        hist_counts=[], hist_edges=[],
+    )  # fmt: skip
+    evidence = FeatureEvidence(
+        feature=0, evidence_id="x", stats=stats, top=top + weak, quantiles=[],
+        non_activating=[], promoted=None, suppressed=None, similar=None,
+    )  # fmt: skip
+    dog, cat = WordIn(words=("dog",)), WordIn(words=("cat",))
+    found = tiered((cat, dog), evidence, threshold=4.5)
+    assert found == Tiered(strong=dog, weak=cat)
+    assert "strongly" in found.describe()
+    # Parts that fire alike stay one "or".
+    assert tiered((cat, dog), evidence, threshold=1.0) == AnyOf(parts=(cat, dog))
