@@ -74,6 +74,10 @@ class RulesReasoner:
         self._common = {w.strip().lower() for w in self._vocabulary}
         self._index = PoolIndex(self.pool)
 
+    async def aclose(self) -> None:
+        """Stop the synthesis helper processes, if any were started."""
+        self.offload.close()
+
     async def hypothesize(
         self, state: AgentState, evidence: FeatureEvidence
     ) -> list[NewHypothesis]:
