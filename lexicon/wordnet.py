@@ -116,6 +116,8 @@ LEXNAME_WORDS = {
     "verb.weather": "verbs of weather",
 }
 
+MIN_NOUN_DEPTH = 5  # "object", "whole", "living thing" sit above this
+
 # WordNet's morphy: exceptions first, then these suffix substitutions (morphy(7WN)).
 _DETACH = {
     "n": (
@@ -324,6 +326,14 @@ class WordNet:
         if concept in self.synsets:
             return self.synsets[concept].name
         return LEXNAME_WORDS.get(concept, concept)
+
+    def nameable(self, concept: str) -> bool:
+        """Whether a class says something about its members: a lexicographer category
+        with a plain name, or a synset well below the top ("entity", "whole" and
+        "abstraction" hold nearly every noun)."""
+        if concept in self.synsets:
+            return not concept.startswith("n") or self.depth(concept) >= MIN_NOUN_DEPTH
+        return concept in LEXNAME_WORDS
 
     def depth(self, concept: str) -> int:
         """How far below the top a class sits (a lexname counts as depth 1)."""
