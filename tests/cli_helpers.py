@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,14 @@ def planted_cli_env(root: Path, tokenizer: Any, redis_url: str, texts: list[str]
     built = run_cli("evidence", "build", "--planted", "--corpus", str(corpus), env=variables)
     assert built.returncode == 0, built.stderr
     return variables
+
+
+def bench_cli_env(root: Path, tokenizer: Any, redis_url: str, n_texts: int) -> dict[str, str]:
+    """`planted_cli_env` over `n_texts` seeded mixes of the explain tests' phrases, half
+    of them asking a question with a year in it, and a wide console for the tables."""
+    from tests.test_cli_explain import PHRASES
+
+    rng = random.Random(5)
+    texts = [" ".join(rng.sample(PHRASES, 3)) for _ in range(n_texts)]
+    texts = [t + f" in {rng.randint(1900, 2000)}?" if i % 2 else t for i, t in enumerate(texts)]
+    return {**planted_cli_env(root, tokenizer, redis_url, texts), "COLUMNS": "200"}

@@ -24,7 +24,7 @@ from evals.scorers.detection import DetectionScorer
 from evals.scorers.simulation import SimulationScorer
 from probes.evidence.store import EvidenceStore, FeatureEvidence
 from probes.planted import PlantedFeatures
-from tests.cli_helpers import planted_cli_env, run_cli
+from tests.cli_helpers import bench_cli_env, run_cli
 
 Planted = tuple[EvidenceStore, PlantedFeatures]
 NAMES = ["digits", "word-love", "question-mark"]
@@ -136,13 +136,8 @@ def test_runner_scores_every_explainer_and_resumes(
 def cli_env(
     tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any, redis_server: EmbeddedRedis
 ) -> dict[str, str]:
-    from tests.test_cli_explain import PHRASES
-
-    rng = random.Random(5)
-    texts = [" ".join(rng.sample(PHRASES, 3)) for _ in range(400)]
-    texts = [t + f" in {rng.randint(1900, 2000)}?" if i % 2 else t for i, t in enumerate(texts)]
     root = tmp_path_factory.mktemp("bench-cli")
-    return {**planted_cli_env(root, smollm2_tokenizer, redis_server.url, texts), "COLUMNS": "200"}
+    return bench_cli_env(root, smollm2_tokenizer, redis_server.url, 400)
 
 
 def test_bench_cli_runs_reports_and_rerenders(cli_env: dict[str, str], tmp_path: Path) -> None:

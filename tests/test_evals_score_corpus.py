@@ -31,7 +31,7 @@ from probes.evidence.sources import SourceChunkReader
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
 from sae.loading import save_sae
-from tests.cli_helpers import planted_cli_env, run_cli
+from tests.cli_helpers import bench_cli_env, run_cli
 from tests.sae_helpers import identity_sae
 
 Planted = tuple[EvidenceStore, PlantedFeatures]
@@ -139,13 +139,8 @@ def test_bench_on_a_score_corpus_reports_features_it_never_fires_on(
 def cli_env(
     tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any, redis_server: EmbeddedRedis
 ) -> dict[str, str]:
-    from tests.test_cli_explain import PHRASES
-
-    rng = random.Random(5)
-    texts = [" ".join(rng.sample(PHRASES, 3)) for _ in range(300)]
-    texts = [t + f" in {rng.randint(1900, 2000)}?" if i % 2 else t for i, t in enumerate(texts)]
     root = tmp_path_factory.mktemp("bench-score-corpus")
-    return {**planted_cli_env(root, smollm2_tokenizer, redis_server.url, texts), "COLUMNS": "200"}
+    return bench_cli_env(root, smollm2_tokenizer, redis_server.url, 300)
 
 
 def _txt_folder(folder: Path, texts: list[str]) -> Path:

@@ -4,7 +4,7 @@ compared (`normal`), and the base classes of listed and pattern predicates."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import ClassVar
@@ -88,18 +88,8 @@ class _TokenLocal(_Predicate):
         raise NotImplementedError
 
     def evaluate(self, view: TokenView) -> list[bool]:
-        memo = self._memo
-        out = []
-        for token in view.tokens:
-            verdict = memo.get(token)
-            if verdict is None:
-                verdict = memo[token] = self.holds_for_token(token)
-            out.append(verdict)
-        return out
-
-    @property
-    def _memo(self) -> dict[str, bool]:
-        return _memo_of(self)
+        holds = remembered(self, self.holds_for_token)
+        return [holds(token) for token in view.tokens]
 
 
 class _WordLocal(_Predicate):
@@ -110,22 +100,23 @@ class _WordLocal(_Predicate):
         raise NotImplementedError
 
     def evaluate(self, view: TokenView) -> list[bool]:
-        memo = self._memo
-        out = []
-        for i in range(len(view.tokens)):
-            word = view.word(i)
-            if word is None:
-                out.append(False)
-                continue
-            verdict = memo.get(word)
-            if verdict is None:
-                verdict = memo[word] = self.holds_for_word(word)
-            out.append(verdict)
-        return out
+        holds = remembered(self, self.holds_for_word)
+        words = (view.word(i) for i in range(len(view.tokens)))
+        return [word is not None and holds(word) for word in words]
 
-    @property
-    def _memo(self) -> dict[str, bool]:
-        return _memo_of(self)
+
+def remembered(predicate: _Predicate, holds: Callable[[str], bool]) -> Callable[[str], bool]:
+    """`holds`, answered from the predicate's memory of the texts it judged before (the
+    same classes are tried on every feature)."""
+    memo = _memo_of(predicate)
+
+    def cached(text: str) -> bool:
+        verdict = memo.get(text)
+        if verdict is None:
+            verdict = memo[text] = holds(text)
+        return verdict
+
+    return cached
 
 
 @lru_cache(maxsize=4096)

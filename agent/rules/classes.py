@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from agent.rules.lexical import WordClass, base_forms
+from agent.rules.lexical import WordClass, family
 from agent.rules.table import TokenTable
 from lexicon.wordnet import WordNet, WordNetMissing, wordnet
 
@@ -92,7 +92,7 @@ def _counts(table: TokenTable) -> tuple[dict[str, int], dict[str, int]]:
 
 def _lemmas(words: set[str]) -> int:
     """How many distinct words (not forms of one word) `words` holds."""
-    return len({min(sorted(base_forms(w)), key=len) for w in words})
+    return len({family(w) for w in words})
 
 
 def _typical(wn: WordNet, concept: str, words: set[str], fired: dict[str, int]) -> tuple[str, ...]:
@@ -102,7 +102,7 @@ def _typical(wn: WordNet, concept: str, words: set[str], fired: dict[str, int]) 
     out: dict[str, str] = {}
     for word in ranked:
         if len(word) >= 3:
-            out.setdefault(min(sorted(base_forms(word)), key=len), word)
+            out.setdefault(family(word), word)
     return tuple(out.values())[:EXAMPLES]
 
 

@@ -85,6 +85,11 @@ def _base_forms(word: str) -> set[str]:
 _BASES: dict[str, set[str]] = {}
 
 
+def family(word: str) -> str:
+    """A word's family name: its shortest base form ("change" for "changes")."""
+    return min(sorted(base_forms(word)), key=len)
+
+
 class FunctionWord(_WordLocal):
     """The token's word is one of a closed class of English function words."""
 

@@ -271,7 +271,7 @@ def tiered(parts: Sequence[Predicate], evidence: FeatureEvidence, threshold: flo
                 strong_hits += on and is_strong
         (strong if hits and strong_hits >= STRONG_SHARE * hits else weak).append(part)
     if not strong or not weak:
-        return parts[0] if len(parts) == 1 else AnyOf(parts=tuple(parts))
+        return _any_of(list(parts))
     return Tiered(strong=_any_of(strong), weak=_any_of(weak))
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agent.rules.base import _TokenLocal, _WordLocal
+from agent.rules.base import _TokenLocal, _WordLocal, remembered
 
 if TYPE_CHECKING:
     from agent.rules.predicates import Predicate
@@ -83,9 +83,9 @@ class TokenTable:
         from agent.rules.predicates import AllOf, AnyOf, Neighbour, Not, Tiered
 
         if isinstance(predicate, _TokenLocal):
-            return self.by_token(_remembered(predicate, predicate.holds_for_token))
+            return self.by_token(remembered(predicate, predicate.holds_for_token))
         if isinstance(predicate, _WordLocal):
-            return self.by_word(_remembered(predicate, predicate.holds_for_word))
+            return self.by_word(remembered(predicate, predicate.holds_for_word))
         if isinstance(predicate, Neighbour) and predicate.offset in (-1, 1):
             return self._neighbour(predicate.inner, before=predicate.offset == -1)
         if isinstance(predicate, Not):
@@ -110,27 +110,11 @@ class TokenTable:
     def _neighbour(self, inner: object, before: bool) -> np.ndarray | None:
         if isinstance(inner, _TokenLocal):
             ids = self.prev_id if before else self.next_id
-            return self.by_token(_remembered(inner, inner.holds_for_token), ids)
+            return self.by_token(remembered(inner, inner.holds_for_token), ids)
         if isinstance(inner, _WordLocal):
             ids = self.prev_word_id if before else self.next_word_id
-            return self.by_word(_remembered(inner, inner.holds_for_word), ids)
+            return self.by_word(remembered(inner, inner.holds_for_word), ids)
         return None
-
-
-def _remembered(
-    predicate: _TokenLocal | _WordLocal, holds: Callable[[str], bool]
-) -> Callable[[str], bool]:
-    """`holds`, answered from the predicate's memory of texts it has judged before (the
-    same classes are tried on every feature)."""
-    memo = predicate._memo
-
-    def cached(text: str) -> bool:
-        verdict = memo.get(text)
-        if verdict is None:
-            verdict = memo[text] = holds(text)
-        return verdict
-
-    return cached
 
 
 def _id(index: dict[str, int], key: str) -> int:

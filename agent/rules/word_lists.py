@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from agent.rules.lexical import LemmaIn, base_forms
+from agent.rules.lexical import LemmaIn, family
 from agent.rules.predicates import Neighbour, Predicate, TokenIn, WordIn, normal
 from agent.rules.table import NONE, Scored, TokenTable
 
@@ -51,7 +51,7 @@ def _fitters(table: TokenTable) -> list[Fit]:
     for cs in (False, True):
         out.append(_fit(table, _keys(table.tokens, table.token_id, _normal(cs)), _token_in(cs)))
         out.append(_fit(table, _keys(table.words, table.word_id, _normal(cs)), _word_in(cs)))
-    out.append(_fit(table, _keys(table.words, table.word_id, _lemma), _lemma_in))
+    out.append(_fit(table, _keys(table.words, table.word_id, family), _lemma_in))
     for offset, ids in ((-1, table.prev_id), (1, table.next_id)):
         out.append(_fit(table, _keys(table.tokens, ids, _normal(False)), _neighbours(offset)))
     return out
@@ -123,8 +123,3 @@ def _grown(
         chosen.append(names[k])
         tp, fp, best_f1 = tp + hits, fp + count - hits, f1
     return tuple(chosen)
-
-
-def _lemma(word: str) -> str:
-    """A word's family name: its shortest WordNet base form (the word itself if none)."""
-    return min(sorted(base_forms(word)), key=len)
