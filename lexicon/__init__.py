@@ -1,2 +1,2 @@
-"""Lexical knowledge the explainers share: WordNet's classes and word forms, and the
-closed classes of English function words."""
+"""Lexical knowledge the explainers and judges share: WordNet's classes and word forms,
+the closed classes of English function words, and text embeddings."""

@@ -14,10 +14,11 @@ from agent.rules.hypotheses import evidence_data, from_dict
 from agent.rules.pool import retrieval_pool
 from agent.rules.predicates import AnyOf, TokenIn, TokenView, WordIn
 from agent.rules.reasoner import RulesReasoner
-from agent.rules.senses import MiniLMEmbedder, split_predicate, split_senses
+from agent.rules.senses import split_predicate, split_senses
 from agent.rules.synthesis import Labeled, synthesize
 from agent.state import AgentState
 from evals.truth import held_out, truth_score
+from lexicon.embeddings import MiniLMEmbedder
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
 

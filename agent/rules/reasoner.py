@@ -26,7 +26,7 @@ from agent.rules.hypotheses import (
 from agent.rules.offload import Offload
 from agent.rules.pool_index import PoolIndex
 from agent.rules.predicates import AnyOf, Predicate, Tiered, TokenView
-from agent.rules.senses import Embed, MiniLMEmbedder, split_predicate, unrelated_parts
+from agent.rules.senses import split_predicate, unrelated_parts
 from agent.rules.synthesis import (
     Labeled,
     agreement,
@@ -36,6 +36,7 @@ from agent.rules.synthesis import (
     synthesize_many,
 )
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
+from lexicon.embeddings import Embed, MiniLMEmbedder
 from probes.evidence.store import FeatureEvidence
 
 MAX_TEST_CHARS = 200

