@@ -2,7 +2,7 @@
 and the feature's evidence. Not part of the checkpointed state.
 
 LLM usage is not kept here either: each node runs its reasoner call through `think`,
-which meters that call (`agent.llm.metered`: per asyncio task, so concurrent runs on
+which meters that call (`llm_client.metered`: per asyncio task, so concurrent runs on
 one shared client never count each other's calls) and adds it to the run's
 `state.cost`, so the checkpoint carries it and a resumed run goes on counting.
 """
@@ -14,10 +14,10 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from agent.llm import LLMUsage, metered
 from agent.probe import ProbeRunner
 from agent.reasoner import Reasoner
 from agent.state import AgentState, Cost
+from llm_client import LLMUsage, metered
 from probes.evidence.store import EvidenceStore, FeatureEvidence
 
 T = TypeVar("T")

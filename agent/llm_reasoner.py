@@ -19,9 +19,9 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, model_validator
 
-from agent.llm import DATA_NOTE, LLMClient, Message, delimit
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
+from llm_client import DATA_NOTE, LLMClient, Message, delimit
 from probes.evidence.store import Example, FeatureEvidence
 
 MAX_TEST_CHARS = 200

@@ -24,13 +24,13 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from api.server_errors import ERROR_RESPONSES, add_error_handlers
-from api.settings import Settings, get_settings
+from runtime.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
 
-    from api.agent_runtime import AgentSetup
     from api.server_runs import RunManager
+    from runtime.agent import AgentSetup
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from api.redis_server import connect
+        from runtime.redis_server import connect
 
         app.state.settings = settings
         app.state.redis = connect(settings)
@@ -165,9 +165,9 @@ async def _load(
 
     from agent.checkpointer import async_redis_checkpointer
     from agent.graph import build_graph
-    from api.agent_runtime import agent_setup
-    from api.redis_server import redis_url
     from api.server_runs import RunManager
+    from runtime.agent import agent_setup
+    from runtime.redis_server import redis_url
 
     try:
         setup = await asyncio.to_thread(agent_setup, settings, planted, spec)
@@ -225,8 +225,8 @@ def _store_errors() -> tuple[type[Exception], ...]:
     value (their messages say which, and what to do)."""
     from agent.chat import ChatStoreError
     from agent.explanations import ExplanationStoreError
-    from api.apikeys import ApiKeyStoreError
-    from api.redis_server import RedisUnavailableError
+    from runtime.apikeys import ApiKeyStoreError
+    from runtime.redis_server import RedisUnavailableError
 
     return (ExplanationStoreError, ChatStoreError, ApiKeyStoreError, RedisUnavailableError)
 

@@ -18,8 +18,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
-from api.apikeys import ApiKeyStore, ApiKeyStoreError, InvalidApiKey, KeyInfo, RunSlots, TooManyRuns
-from api.settings import Settings
+from runtime.apikeys import (
+    ApiKeyStore,
+    ApiKeyStoreError,
+    InvalidApiKey,
+    KeyInfo,
+    RunSlots,
+    TooManyRuns,
+)
+from runtime.settings import Settings
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _HOW = (

@@ -13,18 +13,18 @@ from typing import Annotated, Any, Literal, get_args
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from api.apikeys import TooManyRuns
-from api.bench_runtime import EXPLAINERS, JUDGES, SCORERS, BenchOptionError, BenchOptions
 from api.server import Services, services
 from api.server_auth import ApiKey, check_feature_count, read_access
 from evals.report import Summary, summarize
 from evals.results import BenchConfig, BenchResults, list_runs
+from runtime.apikeys import TooManyRuns
+from runtime.bench import EXPLAINERS, JUDGES, SCORERS, BenchOptionError, BenchOptions
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/bench", tags=["bench"])
 
 LEASE_S = 30
-# The names api.bench_runtime knows, spelled out so the OpenAPI schema lists them.
+# The names runtime.bench knows, spelled out so the OpenAPI schema lists them.
 Explainer = Literal["agent", "oneshot", "toptokens"]
 Scorer = Literal[
     "detection", "fuzzing", "simulation", "embedding", "generative", "predictive", "truth"
@@ -70,7 +70,7 @@ async def start_bench(
     svc: Annotated[Services, Depends(services)],
     key: ApiKey,
 ) -> BenchView:
-    from api.bench_runtime import plan_bench
+    from runtime.bench import plan_bench
 
     settings = request.app.state.settings
     store = svc.setup.deps.store

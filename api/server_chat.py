@@ -34,9 +34,9 @@ from agent.chat import (
     ChatThread,
     UnknownThreadError,
 )
-from api.apikeys import TooManyRuns
 from api.server import Services, services
 from api.server_auth import ApiKey, read_access
+from runtime.apikeys import TooManyRuns
 
 router = APIRouter(tags=["chat"])
 

@@ -1,4 +1,4 @@
-"""Batch jobs over HTTP, run by `glossator worker` processes (api/jobs.py, api/queue.py):
+"""Batch jobs over HTTP, run by `glossator worker` processes (jobs/explain_jobs.py, jobs/queue.py):
 POST /jobs queues a feature range or list with an agent budget and returns the job at
 once; GET /jobs and GET /jobs/{job_id} follow progress and failures (with reasons);
 POST /jobs/{job_id}/cancel stops what has not started; GET /workers lists the workers
@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
 from agent.state import Budget
-from api.jobs import JobStatus, JobStore, UnknownJobError, live_workers, submit_explain_job
 from api.server import Services, services
 from api.server_auth import ApiKey, check_feature_count, read_access
+from jobs.explain_jobs import JobStatus, JobStore, UnknownJobError, live_workers, submit_explain_job
 
 router = APIRouter(tags=["jobs"])
 
@@ -61,7 +61,7 @@ async def create_job(
     svc: Annotated[Services, Depends(services)],
     key: ApiKey,
 ) -> JobView:
-    from api.cli_explain_many import parse_features
+    from cli.explain_many import parse_features
 
     store = svc.setup.deps.store
     settings = request.app.state.settings

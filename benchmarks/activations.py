@@ -16,11 +16,11 @@ from functools import partial
 
 import torch
 
-from api import runtime
-from api.settings import get_settings
 from probes.default_corpus import load_default_corpus
 from probes.hookpoints import parse_hookpoint, run_to_hookpoints
 from probes.tokenization import tokenize_batch
+from runtime import loaders
+from runtime.settings import get_settings
 
 
 def naive_read(
@@ -44,11 +44,11 @@ def main() -> None:
 
     overrides = {k: v for k, v in {"device": args.device, "dtype": args.dtype}.items() if v}
     settings = get_settings(**overrides)
-    subject = runtime.open_subject_model(settings)
+    subject = loaders.open_subject_model(settings)
     hookpoint = parse_hookpoint(subject.model, args.hookpoint)
     if hookpoint.site != "resid":
         parser.error("the naive baseline reads hidden states: use a residual hookpoint, layers.N")
-    corpus = load_default_corpus(runtime.default_corpus_dir(settings))
+    corpus = load_default_corpus(loaders.default_corpus_dir(settings))
     # Pack held-out then train texts into rows of exactly `tokens` tokens, so no padding
     # skews either path (as activation stores for SAE training do).
     need = args.batches * args.batch_size

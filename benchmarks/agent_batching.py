@@ -39,11 +39,11 @@ from agent.reasoner import Reasoner
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
 from agent.state import AgentState, Budget
-from api.evidence import evidence_folder, open_store
-from api.settings import Settings, get_settings
 from probes.activations import FeatureActivations, FeatureSource
 from probes.evidence.config import EvidenceError
 from probes.evidence.store import EvidenceStore
+from runtime.evidence import evidence_folder, open_store
+from runtime.settings import Settings, get_settings
 
 RECURSION_LIMIT = 200  # graph steps per run; rounds stop far earlier (Budget.max_rounds)
 WARMUP_TEXTS = ["The cat sat on the mat in 1984.", 'She said: "of course not", didn\'t she?']
@@ -82,12 +82,12 @@ def open_evidence(settings: Settings, planted: bool) -> EvidenceStore:
 
 def sae_source(settings: Settings, store: EvidenceStore) -> tuple[FeatureSource, str]:
     """The configured model + SAE, read at the hookpoint the evidence was built at."""
-    from api import runtime
     from probes.sae_runner import SAEFeatureSource
+    from runtime import loaders
 
-    subject = runtime.open_subject_model(settings)
-    sae = runtime.open_sae(settings, subject).to(dtype=subject.dtype)
-    hookpoint = runtime.sae_hookpoint(settings, sae, store.manifest.source.get("hookpoint"))
+    subject = loaders.open_subject_model(settings)
+    sae = loaders.open_sae(settings, subject).to(dtype=subject.dtype)
+    hookpoint = loaders.sae_hookpoint(settings, sae, store.manifest.source.get("hookpoint"))
     source = SAEFeatureSource(subject, sae, hookpoint, context_length=settings.context_length)
     return source, f"{subject.name} {hookpoint} SAE d_sae={sae.d_sae} on {subject.device}"
 

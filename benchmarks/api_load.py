@@ -33,8 +33,8 @@ from typing import Any
 
 import httpx
 
-from api import runtime
-from api.settings import get_settings
+from runtime import loaders
+from runtime.settings import get_settings
 
 GLOSSATOR = str(Path(sys.executable).with_name("glossator"))
 TEXT_CHARS = 300  # a request's text: a paragraph, about 70 tokens
@@ -44,7 +44,7 @@ def sample_texts(n: int, seed: int = 0) -> list[str]:
     from probes.default_corpus import load_default_corpus
 
     settings = get_settings()
-    corpus = load_default_corpus(runtime.default_corpus_dir(settings), progress=False)
+    corpus = load_default_corpus(loaders.default_corpus_dir(settings), progress=False)
     texts = [t[:TEXT_CHARS] for t in corpus.heldout if len(t.strip()) > 40]
     return random.Random(seed).sample(texts, min(n, len(texts)))
 
@@ -122,7 +122,7 @@ async def load(
 
 def direct(texts: list[str], planted: bool, requests: int, max_s: float) -> dict[str, Any]:
     """The same texts through the feature source in this process, one at a time."""
-    from api.agent_runtime import agent_setup
+    from runtime.agent import agent_setup
 
     setup = agent_setup(get_settings(), planted)
     source = setup.deps.probe.source

@@ -34,7 +34,7 @@ BASELINE = "bf1d442"  # main before issue 14
 def run(code_dir: Path, features: list[int], concurrency: int) -> float:
     """Wall seconds of one batch explain of `features` with the code in `code_dir`."""
     spec = ",".join(map(str, features))
-    command = [sys.executable, "-c", "from api.cli import app; app()", "explain", "--features"]
+    command = [sys.executable, "-c", "from cli.app import app; app()", "explain", "--features"]
     command += [spec, "--local"]
     command += ["--concurrency", str(concurrency), "--new", "--json"]
     start = time.perf_counter()
@@ -46,8 +46,8 @@ def run(code_dir: Path, features: list[int], concurrency: int) -> float:
 
 
 def firing_features(n: int, seed: int) -> list[int]:
-    from api.agent_runtime import agent_setup
-    from api.settings import get_settings
+    from runtime.agent import agent_setup
+    from runtime.settings import get_settings
 
     store = agent_setup(get_settings(), planted=False).deps.store
     return sorted(random.Random(seed).sample(list(store.firing_features()), n))

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import torch
 
-from api import runtime
-from api.evidence import corpus_texts, default_batching, texts_per_chunk
-from api.settings import get_settings
 from probes.evidence.build import build_evidence
 from probes.evidence.config import EvidenceConfig, EvidenceManifest
 from probes.evidence.sources import EntryBatch, SAEChunkReader
 from probes.reader import ActivationReader
+from runtime import loaders
+from runtime.evidence import corpus_texts, default_batching, texts_per_chunk
+from runtime.settings import get_settings
 from sae import SAEConfig, SparseAutoencoder, build_sae
 
 
@@ -131,13 +131,13 @@ def main() -> None:
 
     overrides = {k: v for k, v in {"device": args.device, "dtype": args.dtype}.items() if v}
     settings = get_settings(**overrides)
-    subject = runtime.open_subject_model(settings)
+    subject = loaders.open_subject_model(settings)
     if args.random_sae:
         sae = random_topk_sae(subject.d_model, args.random_sae, 32, subject.device, subject.dtype)
         hookpoint = settings.hookpoint
     else:
-        sae = runtime.open_sae(settings, subject).to(dtype=subject.dtype)
-        hookpoint = runtime.sae_hookpoint(settings, sae)
+        sae = loaders.open_sae(settings, subject).to(dtype=subject.dtype)
+        hookpoint = loaders.sae_hookpoint(settings, sae)
     rows, batch_tokens = default_batching(str(subject.device))
     activations = ActivationReader(
         subject,

@@ -10,7 +10,7 @@ log-probabilities), which also judges the rules' own sentence for a like-for-lik
 Scores: text-level balanced accuracy and F1 against the truth, plus the predicate's
 token-level F1 for reference. Wall time per feature per backend, and the local model's
 latency and tokens/s, are printed too. The result picks `auto`'s offline default
-(api.agent_runtime.OFFLINE_DEFAULT).
+(runtime.agent.OFFLINE_DEFAULT).
 
 Needs the planted evidence (`glossator evidence build --planted`).
 
@@ -35,8 +35,6 @@ from rich.table import Table
 
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.llm import LLMClient, Message, delimit
-from agent.llm.local import LocalStats, LocalTransport, local_config
 from agent.llm_reasoner import LLMReasoner
 from agent.probe import ProbeRunner
 from agent.reasoner import Reasoner
@@ -45,13 +43,15 @@ from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
 from agent.rules.synthesis import agreement, evaluate
 from agent.state import AgentState, Budget
-from api.runtime import models_dir
-from api.settings import get_settings
 from benchmarks.agent_batching import RECURSION_LIMIT, open_evidence
 from evals.core import scoring_set
+from llm_client import LLMClient, Message, delimit
+from llm_client.local import LocalStats, LocalTransport, local_config
 from probes.evidence.store import EvidenceStore, Example
 from probes.model import prepare_default_model
 from probes.planted import PlantedFeatures, default_spec_path
+from runtime.loaders import models_dir
+from runtime.settings import get_settings
 
 DEFAULT_FEATURES = "word-love,question-mark,negation"
 YES, NO = ("yes", "Yes", " yes", " Yes", "YES"), ("no", "No", " no", " No", "NO")

@@ -30,10 +30,10 @@ from agent.rules.hypotheses import from_dict
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
 from agent.state import AgentState, Budget
-from api.settings import get_settings
 from benchmarks.agent_batching import RECURSION_LIMIT, open_evidence
 from evals.truth import TruthScore, held_out, truth_score
 from probes.planted import PlantedFeatures, default_spec_path
+from runtime.settings import get_settings
 
 GOOD_F1 = 0.9
 SHARE = 0.8  # of single-rule features that must reach GOOD_F1

@@ -22,10 +22,10 @@ from typing import Any
 
 from lemminflect import getInflection
 
-from api.runtime import default_corpus_dir
-from api.settings import get_settings
 from lexicon.wordnet import wordnet
 from probes.default_corpus import load_default_corpus
+from runtime.loaders import default_corpus_dir
+from runtime.settings import get_settings
 
 OUT = Path(__file__).resolve().parent.parent / "probes" / "data"
 # (id, description, WordNet class: a lexname or a synset id, activation)

@@ -20,11 +20,11 @@ from transformers import AutoTokenizer
 from agent.checkpointer import async_redis_checkpointer
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.llm import LLMClient, LLMConfig
 from agent.llm_reasoner import LLMReasoner
 from agent.probe import ProbeRunner
 from agent.state import AgentState
-from api.cli_explain import drive
+from cli.explain import drive
+from llm_client import LLMClient, LLMConfig
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures, default_spec_path
 

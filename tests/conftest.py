@@ -99,7 +99,7 @@ def tiny_llama(tiny_llama_dir: Path) -> Any:
 @pytest.fixture(scope="session")
 def default_model() -> Any:
     """The real default SmolLM2, from the data dir's cache (dequantized once if absent)."""
-    from api.runtime import open_subject_model
-    from api.settings import get_settings
+    from runtime.loaders import open_subject_model
+    from runtime.settings import get_settings
 
     return open_subject_model(get_settings(device="cpu", dtype="float32"))

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from api.redis_server import EmbeddedRedis
+from runtime.redis_server import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import uvicorn
 
-from api.redis_server import EmbeddedRedis
-from api.settings import Settings, get_settings
+from runtime.redis_server import EmbeddedRedis
+from runtime.settings import Settings, get_settings
 from tests.cli_helpers import planted_cli_env
 
 # Phrases on which several planted features fire (love, computer, colours, animals,
@@ -95,8 +95,8 @@ def service(planted_env: dict[str, str]) -> Iterator[str]:
 
 def api_key(env: dict[str, str], name: str = "tests") -> str:
     """A fresh API key in the session's Redis."""
-    from api.apikeys import ApiKeyStore
-    from api.redis_server import open_client
+    from runtime.apikeys import ApiKeyStore
+    from runtime.redis_server import open_client
 
     client = open_client(env["GLOSSATOR_REDIS_URL"], "the test session's Redis")
     try:

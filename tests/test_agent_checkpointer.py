@@ -34,7 +34,7 @@ from agent.checkpointer import (
     async_redis_checkpointer,
     redis_checkpointer,
 )
-from api.redis_server import EmbeddedRedis
+from runtime.redis_server import EmbeddedRedis
 from tests.checkpoint_resume_graph import build_graph
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,10 +15,10 @@ from agent.probe import ProbeRunner
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
 from agent.state import AgentState, Budget, Status
-from api.redis_server import EmbeddedRedis
 from probes.evidence.config import EXPLAIN
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
+from runtime.redis_server import EmbeddedRedis
 
 Planted = tuple[EvidenceStore, PlantedFeatures]
 

@@ -1,4 +1,4 @@
-"""agent.llm through the real openai library, over real HTTP, against a local
+"""llm_client through the real openai library, over real HTTP, against a local
 OpenAI-compatible server (tests/llm_server.py); the cache on the session's real Redis."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import redis
 from pydantic import BaseModel
 
-from agent.llm import (
+from llm_client import (
     LLMClient,
     LLMConfig,
     LLMLogprobsUnavailableError,
@@ -26,7 +26,7 @@ from agent.llm import (
     LLMUsage,
     delimit,
 )
-from agent.llm.cache import KEY_PREFIX
+from llm_client.cache import KEY_PREFIX
 from tests.llm_server import FakeLLMServer, Reply
 
 R = TypeVar("R")
@@ -282,7 +282,7 @@ def test_dead_redis_still_completes_uncached(
                 assert await client.complete_json(ASK, Verdict, purpose="t") == Verdict(**GOOD)
             return client.usage
 
-    with caplog.at_level(logging.WARNING, logger="agent.llm.cache"):
+    with caplog.at_level(logging.WARNING, logger="llm_client.cache"):
         usage = run(go())
     assert (usage.calls, usage.cached_calls) == (2, 0)
     assert len(llm_server.requests) == 2

@@ -19,7 +19,6 @@ from pydantic import SecretStr
 from agent.checkpointer import async_redis_checkpointer
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.llm import DATA_NOTE, LLMClient, LLMConfig
 from agent.llm_reasoner import (
     N_QUANTILES,
     LLMReasoner,
@@ -29,8 +28,8 @@ from agent.llm_reasoner import (
 )
 from agent.probe import ProbeRunner
 from agent.state import AgentState, Budget, Expect, Experiment, Outcome, Status
-from api.cli_explain import drive
-from api.redis_server import EmbeddedRedis
+from cli.explain import drive
+from llm_client import DATA_NOTE, LLMClient, LLMConfig
 from probes.evidence.store import (
     EvidenceStore,
     Example,
@@ -41,6 +40,7 @@ from probes.evidence.store import (
     TokenValue,
 )
 from probes.planted import PlantedFeatures
+from runtime.redis_server import EmbeddedRedis
 from tests.llm_server import FakeLLMServer, Reply
 
 Planted = tuple[EvidenceStore, PlantedFeatures]

@@ -13,9 +13,12 @@ import redis
 
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.llm import LLMClient, Message
-from agent.llm.cache import KEY_PREFIX
-from agent.llm.local import (
+from agent.llm_reasoner import LLMReasoner, _VerdictOut
+from agent.probe import ProbeRunner
+from agent.state import AgentState, Budget
+from llm_client import LLMClient, Message
+from llm_client.cache import KEY_PREFIX
+from llm_client.local import (
     MAX_ARRAY_ITEMS,
     MAX_STRING_CHARS,
     LocalModelError,
@@ -24,14 +27,11 @@ from agent.llm.local import (
     grammar_schema,
     local_config,
 )
-from agent.llm_reasoner import LLMReasoner, _VerdictOut
-from agent.probe import ProbeRunner
-from agent.state import AgentState, Budget
-from api.runtime import models_dir
-from api.settings import get_settings
 from probes.evidence.store import EvidenceStore
 from probes.model import prepare_default_model
 from probes.planted import PlantedFeatures
+from runtime.loaders import models_dir
+from runtime.settings import get_settings
 
 VERDICT_ASK: list[Message] = [
     {"role": "system", "content": "You judge hypotheses about one feature of a language model."},

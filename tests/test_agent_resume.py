@@ -26,13 +26,13 @@ import redis
 from agent.checkpointer import async_redis_checkpointer
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.llm import LLMClient
 from agent.llm_reasoner import LLMReasoner
 from agent.probe import ProbeRunner
 from agent.state import AgentState
-from api.redis_server import EmbeddedRedis
+from llm_client import LLMClient
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
+from runtime.redis_server import EmbeddedRedis
 from tests.llm_server import FakeLLMServer
 from tests.test_agent_llm_reasoner import EXPLANATION, PER_CALL, SCRIPT, llm_config, step_of
 

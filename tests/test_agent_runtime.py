@@ -11,13 +11,13 @@ import pytest
 
 from agent.llm_reasoner import LLMReasoner
 from agent.rules.reasoner import RulesReasoner
-from api.agent_runtime import OFFLINE_DEFAULT, make_reasoner, reasoner_choice
-from api.redis_server import EmbeddedRedis
-from api.runtime import models_dir
-from api.settings import SettingsError, get_settings
 from probes.evidence.store import EvidenceStore
 from probes.model import prepare_default_model
 from probes.planted import PlantedFeatures
+from runtime.agent import OFFLINE_DEFAULT, make_reasoner, reasoner_choice
+from runtime.loaders import models_dir
+from runtime.redis_server import EmbeddedRedis
+from runtime.settings import SettingsError, get_settings
 
 Planted = tuple[EvidenceStore, PlantedFeatures]
 SERVER = {"llm_base_url": "http://127.0.0.1:9/v1", "llm_model": "some-model"}

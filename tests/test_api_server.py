@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from api.apikeys import ApiKeyStore, RunSlots
-from api.redis_server import EmbeddedRedis, open_client
+from runtime.apikeys import ApiKeyStore, RunSlots
+from runtime.redis_server import EmbeddedRedis, open_client
 from tests.server_fixtures import api_key, read_stream, serving, settings_of
 
 

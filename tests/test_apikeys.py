@@ -17,11 +17,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from typer.testing import CliRunner
 
-from api.apikeys import ApiKeyError, ApiKeyStore, InvalidApiKey, KeyInfo, RunSlots, TooManyRuns
-from api.cli_apikey import apikey_app
-from api.redis_server import EmbeddedRedis
 from api.server_auth import ApiKey, ReadAccess, check_feature_count, check_texts, run_slot
-from api.settings import Settings
+from cli.apikey import apikey_app
+from runtime.apikeys import ApiKeyError, ApiKeyStore, InvalidApiKey, KeyInfo, RunSlots, TooManyRuns
+from runtime.redis_server import EmbeddedRedis
+from runtime.settings import Settings
 
 
 def all_stored_bytes(client: Any) -> bytes:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import redis
 
-from api.redis_server import EmbeddedRedis
 from probes.evidence.summary import LATEST_KEY, FeatureSummary, summary_key
 from probes.planted import default_spec_path, load_planted_spec
+from runtime.redis_server import EmbeddedRedis
 from sae.loading import save_sae
 from tests.cli_helpers import GLOSSATOR, run_cli
 from tests.sae_helpers import identity_sae

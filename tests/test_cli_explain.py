@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from api.redis_server import EmbeddedRedis
+from runtime.redis_server import EmbeddedRedis
 from tests.cli_helpers import planted_cli_env, run_cli
 from tests.llm_server import FakeLLMServer, Reply
 from tests.test_agent_llm_reasoner import EXPLANATION, by_step

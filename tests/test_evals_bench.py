@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import redis
 
-from api.redis_server import EmbeddedRedis
 from evals.core import Explained, ExplainerCost
 from evals.explainers.toptokens import TopTokensExplainer
 from evals.judges.predicate import PredicateJudge
@@ -24,6 +23,7 @@ from evals.scorers.detection import DetectionScorer
 from evals.scorers.simulation import SimulationScorer
 from probes.evidence.store import EvidenceStore, FeatureEvidence
 from probes.planted import PlantedFeatures
+from runtime.redis_server import EmbeddedRedis
 from tests.cli_helpers import bench_cli_env, run_cli
 
 Planted = tuple[EvidenceStore, PlantedFeatures]

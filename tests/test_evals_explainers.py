@@ -17,7 +17,6 @@ import pytest
 from pydantic import SecretStr
 
 from agent.explanations import ExplanationRecord
-from agent.llm import DATA_NOTE, LLMClient, LLMConfig, LLMOutputError
 from agent.rules.hypotheses import from_dict, hypotheses_from_evidence
 from agent.rules.synthesis import Agreement, agreement, evaluate
 from agent.state import Cost, Explanation
@@ -35,6 +34,7 @@ from evals.explainers import (
     load_neuronpedia,
 )
 from evals.truth import held_out
+from llm_client import DATA_NOTE, LLMClient, LLMConfig, LLMOutputError
 from probes.evidence.store import (
     EvidenceStore,
     Example,

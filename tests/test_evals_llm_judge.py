@@ -15,7 +15,9 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from agent.llm import (
+from evals.core import Explained, Highlighted, JudgeUnavailable
+from evals.judges import LLMJudge
+from llm_client import (
     DATA_NOTE,
     LLMClient,
     LLMConfig,
@@ -23,8 +25,6 @@ from agent.llm import (
     LLMUsage,
     metered,
 )
-from evals.core import Explained, Highlighted, JudgeUnavailable
-from evals.judges import LLMJudge
 from probes.evidence.store import Example
 from tests.llm_server import FakeLLMServer, Reply, ScriptedToken
 

@@ -16,7 +16,6 @@ import redis
 import torch
 from safetensors.torch import load_file
 
-from api.redis_server import EmbeddedRedis
 from evals.core import scoring_set
 from evals.explainers.toptokens import TopTokensExplainer
 from evals.judges.predicate import PredicateJudge
@@ -30,6 +29,7 @@ from probes.evidence.config import EXPLAIN, SCORE, EvidenceConfig
 from probes.evidence.sources import SourceChunkReader
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
+from runtime.redis_server import EmbeddedRedis
 from sae.loading import save_sae
 from tests.cli_helpers import bench_cli_env, run_cli
 from tests.sae_helpers import identity_sae

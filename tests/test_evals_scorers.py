@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from agent.llm import LLMClient, LLMConfig, LLMUsage
 from agent.probe import ProbeRunner
 from agent.rules.hypotheses import as_dict
 from agent.rules.predicates import AnyOf, Predicate, TokenRegex, WordIn
@@ -29,6 +28,7 @@ from evals.scorers import (
     SimulationScorer,
     TruthScorer,
 )
+from llm_client import LLMClient, LLMConfig, LLMUsage
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures, PlantedFeatureSpec, RegexRule, WordsRule
 from tests.llm_server import FakeLLMServer, Reply

@@ -20,8 +20,7 @@ import redis
 
 from agent.explanations import ExplanationStore
 from agent.state import Budget
-from api.agent_runtime import AgentSetup, agent_setup
-from api.jobs import (
+from jobs.explain_jobs import (
     MAX_STARTS,
     JobSpec,
     JobStatus,
@@ -30,9 +29,10 @@ from api.jobs import (
     live_workers,
     submit_explain_job,
 )
-from api.queue import GROUP, queue_name
-from api.redis_server import EmbeddedRedis
-from api.settings import Settings, get_settings
+from jobs.queue import GROUP, queue_name
+from runtime.agent import AgentSetup, agent_setup
+from runtime.redis_server import EmbeddedRedis
+from runtime.settings import Settings, get_settings
 from tests.cli_helpers import GLOSSATOR, planted_cli_env
 from tests.test_cli_explain import PHRASES
 
@@ -265,7 +265,7 @@ def test_a_run_killed_after_its_first_checkpoint_starts_again(cluster: Cluster) 
     from agent.checkpointer import AsyncGlossatorRedisSaver, async_redis_checkpointer
     from agent.graph import build_graph
     from agent.state import AgentState
-    from api.cli_explain import drive
+    from cli.explain import drive
 
     thread, deps = f"test-first-checkpoint-{time.time_ns()}", cluster.setup.deps
     start = AgentState(feature=0, budget=BUDGET)

@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["sae", "probes", "agent", "evals", "api", "lexicon", "tests", "benchmarks", "scripts"]
+PACKAGES = [
+    *("sae", "probes", "agent", "evals", "api", "cli", "jobs", "runtime", "llm_client", "lexicon"),
+    *("tests", "benchmarks", "scripts"),
+]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from api.redis_server import (
+from runtime.redis_server import (
     EmbeddedRedis,
     RedisUnavailableError,
     connect,
     embedded_server,
     socket_path_for,
 )
-from api.settings import Settings
+from runtime.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_second_instance_reuses_running_server(tmp_path: Path) -> None:
         assert first.ping()
         # Another process reuses it too.
         code = (
-            "from pathlib import Path; from api.redis_server import EmbeddedRedis;"
+            "from pathlib import Path; from runtime.redis_server import EmbeddedRedis;"
             f"s = EmbeddedRedis(Path({str(tmp_path)!r})).start();"
             "print(s.pid, s.started_here)"
         )

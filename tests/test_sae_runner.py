@@ -283,7 +283,7 @@ def run_in_process(*args: str, env: dict[str, str], monkeypatch: pytest.MonkeyPa
     """The CLI in this process (no interpreter start-up): for the table views."""
     from typer.testing import CliRunner
 
-    from api.cli import app
+    from cli.app import app
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -336,8 +336,8 @@ def test_cli_bad_feature_index(sae_env: dict[str, str]) -> None:
 
 
 def test_missing_sae_says_how_to_get_one(tiny_llama: SubjectModel, tmp_path: Path) -> None:
-    from api.runtime import open_sae
-    from api.settings import get_settings
+    from runtime.loaders import open_sae
+    from runtime.settings import get_settings
     from sae.base import SAEError
     from sae.loading import save_sae
 

@@ -281,8 +281,8 @@ def test_stream_yields_the_valid_tokens_of_every_text(tiny_llama: object) -> Non
 def test_train_on_texts_resumes_exactly(
     tiny_llama: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_tokens: int
 ) -> None:
-    from api.default_sae import train_on_texts
-    from api.settings import get_settings
+    from runtime.default_sae import train_on_texts
+    from runtime.settings import get_settings
 
     settings = get_settings(data_dir=tmp_path / "data", device="cpu", context_length=32)
     texts = [f"{t} Number {i}." for i in range(30) for t in TINY_TRAINING_TEXTS]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from api.settings import Settings, SettingsError, get_settings
+from runtime.settings import Settings, SettingsError, get_settings
 
 
 @pytest.fixture(autouse=True)

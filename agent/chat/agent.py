@@ -38,13 +38,13 @@ from agent.chat.models import (
 from agent.chat.store import ChatStore
 from agent.deps import AgentDeps
 from agent.explanations import ExplanationStore
-from agent.llm import delimit
 from agent.nodes.observe import firing_threshold
 from agent.probe import ProbeResult
 from agent.reasoner import NewExperiment, Verdict
 from agent.rules.hypotheses import as_dict
 from agent.rules.predicates import WordIn
 from agent.state import AgentState, Cost, Expect, Experiment, Hypothesis, Outcome, Status
+from llm_client import delimit
 from probes.evidence.store import FeatureEvidence
 
 logger = logging.getLogger(__name__)

@@ -73,12 +73,12 @@ async def bench_plot(run_id: str, name: str, request: Request) -> Response:
 
 
 def plot_file(state: Any, svc: Services, run_id: str, name: str) -> Path | None:
-    """The plot's file in the run's report folder (api.bench_runtime.bench_dir), written
+    """The plot's file in the run's report folder (runtime.bench.bench_dir), written
     with evals.report.write_report, like `glossator bench`, when the results changed
     since it was last written; None when nothing is scored yet."""
-    from api.bench_runtime import bench_dir
     from evals.report import write_report
     from evals.results import BenchResults
+    from runtime.bench import bench_dir
 
     results = BenchResults(state.redis, run_id)
     config = results.config() if len(run_id) <= 200 else None

@@ -47,8 +47,8 @@ def page_services(request: Request) -> Services:
 
 def check_read_key(request: Request) -> None:
     """The API's read check, with the key from the UI's cookie when no header has one."""
-    from api.apikeys import ApiKeyStore, ApiKeyStoreError, InvalidApiKey
     from api.server_auth import require_key
+    from runtime.apikeys import ApiKeyStore, ApiKeyStoreError, InvalidApiKey
 
     cookie = request.cookies.get(KEY_COOKIE, "").strip()
     try:

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.llm import DATA_NOTE, LLMUsage, Message
 from agent.llm_reasoner import render_example, spread
 from evals.core import Explained, ExplainerCost
 from evals.explainers.base import check_evidence
+from llm_client import DATA_NOTE, LLMUsage, Message
 from probes.evidence.store import FeatureEvidence
 
 if TYPE_CHECKING:
-    from agent.llm.client import LLMClient
+    from llm_client.client import LLMClient
 
 N_TOP = 20  # delphi and Bills et al. show the explainer on the order of 20 top examples
 MAX_CHARS = 400

@@ -2,7 +2,7 @@
 
 `LLMJudge` asks a scorer LLM; `PredicateJudge` (evals.judges.predicate) runs an
 explanation's predicate. A scorer charges the judge calls it makes inside an
-`agent.llm.metered()` block to its Score."""
+`llm_client.metered()` block to its Score."""
 
 from evals.judges.llm import LLMJudge
 

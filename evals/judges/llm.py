@@ -19,7 +19,7 @@ A log-probability reply that cannot be read (no 0/1 digit, lines missing) is ask
 again in the JSON form for that example.
 
 Usage: every call's LLM usage adds to `judge.usage` (all calls of this judge) and, by
-the client, to each `agent.llm.metered()` block it runs in. Scorers use `metered()`:
+the client, to each `llm_client.metered()` block it runs in. Scorers use `metered()`:
 features are scored concurrently, so before/after copies of `judge.usage` would count
 other features' calls.
 """
@@ -35,15 +35,6 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 
-from agent.llm import (
-    DATA_NOTE,
-    LLMClient,
-    LLMLogprobsUnavailableError,
-    LLMUsage,
-    Message,
-    TextWithLogprobs,
-    delimit,
-)
 from evals.core import Explained, Highlighted, JudgeUnavailable
 from evals.judges.llm_replies import (
     MAX_TEXT_CHARS,
@@ -54,6 +45,15 @@ from evals.judges.llm_replies import (
     binary_probability,
     simulation_values,
     sized,
+)
+from llm_client import (
+    DATA_NOTE,
+    LLMClient,
+    LLMLogprobsUnavailableError,
+    LLMUsage,
+    Message,
+    TextWithLogprobs,
+    delimit,
 )
 from probes.evidence.store import Example
 
@@ -287,7 +287,7 @@ class LLMJudge:
         return reply
 
     def _charge(self, spent: LLMUsage) -> None:
-        self.usage.add(spent)  # meters (`agent.llm.metered`) are charged by the client
+        self.usage.add(spent)  # meters (`llm_client.metered`) are charged by the client
 
 
 # -- rendering ---------------------------------------------------------------------

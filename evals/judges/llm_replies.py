@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, Field, StringConstraints, create_model, model_validator
 
-from agent.llm import TextWithLogprobs, TokenLogprobs
+from llm_client import TextWithLogprobs, TokenLogprobs
 
 SCALE = 10  # Bills et al. 2023: activations on a 0-10 scale
 SCALE_TOKENS = [str(v) for v in range(SCALE + 1)]

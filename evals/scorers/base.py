@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from agent.llm import metered
 from evals.core import Explained, JudgeUnavailable, Score, ScoringSet
 from evals.metrics import balanced_accuracy, precision_recall_f1, roc_auc
+from llm_client import metered
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The `glossator` command line: one module per command group (`app` gathers them)."""

@@ -1,0 +1,87 @@
+"""Helpers every `glossator` command shares: consoles, user errors, text input, JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from runtime.settings import SettingsError
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)  # paths in messages stay whole
+
+MAX_TEXT_CHARS = 100_000
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead.")]
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from probes.corpus import CorpusFormatError
+    from probes.hookpoints import UnknownHookpointError
+    from probes.model import ModelLoadError
+    from probes.planted import PlantedSpecError
+    from runtime.redis_server import RedisUnavailableError
+
+    return (
+        SettingsError,
+        ModelLoadError,
+        UnknownHookpointError,
+        PlantedSpecError,
+        CorpusFormatError,
+        RedisUnavailableError,
+        ValueError,
+    )
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn errors the user can fix into a one-paragraph message and exit code 2."""
+    try:
+        yield
+    except _user_errors() as err:
+        err_console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(2) from err
+
+
+def read_text(text: str) -> str:
+    if text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        raise ValueError("the text is empty; give some text, or '-' to read it from stdin")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"the text has {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}: "
+            "split it, or use a corpus for bulk work"
+        )
+    return text
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+
+
+def shown_token(token: str) -> str:
+    return token.replace("\n", "\\n").replace("\t", "\\t")
+
+
+def feature_index(feature: str, names: list[str] | None) -> int:
+    """A feature given as its index, or (planted features, `names` given) as its id."""
+    text = feature.strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    if names is None:
+        raise ValueError(
+            f"{feature!r} is not a feature index; give a number (ids such as word-love "
+            "name planted features: add --planted)"
+        )
+    if text not in names:
+        raise ValueError(
+            f"unknown planted feature {feature!r}; give an index 0..{len(names) - 1} "
+            f"or one of: {', '.join(names)}"
+        )
+    return names.index(text)

@@ -1,0 +1,236 @@
+"""Training SAEs on a subject model's activations over a corpus, and the default SAE.
+
+The default SAE (TopK, 4,096 features, k=32, at layers.6 of the default SmolLM2-135M) is
+trained once into `loaders.default_sae_dir` by `prepare_default_sae`. Reading layers.6
+is the slow part on a CPU (measured ~620 tokens/s on 2 cores over the shuffled default
+corpus at context 1024, the model stopping after layer 6) while a training step runs at
+~7,500 tokens/s, so the activations of CACHE_TOKENS training tokens are read once into
+memory (float16: 1e-3 relative rounding, far below the SAE's error) and the SAE trains
+for several passes over them, each in a new random order. Measured: 2M training tokens
+over a 200k-token cache took 10.6 minutes in all and reached held-out explained variance
+0.89 (L0 32, no dead features); streaming fresh tokens for the same time would train on
+~0.4M tokens (held-out EV ~0.80 at that point of a run). A 150k-token cache gave the same
+held-out EV as a 300k one after 1M training tokens (0.84), so the repeats cost little.
+The held-out split of the corpus is never trained on; the final metrics are measured on
+it and stored in the SAE's metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from probes.model import SubjectModel
+from probes.reader import ActivationReader
+from probes.stream import ActivationStream, read_activations
+from runtime import loaders
+from runtime.settings import Settings
+from sae.training import TensorSource, TrainConfig, TrainResult, check_out_dir, train_sae
+from sae.training.checkpoint import checkpoints_dir, latest_state, remove_checkpoints
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOOKPOINT = "layers.6"
+DEFAULT_WIDTH = 4096
+DEFAULT_K = 32
+CACHE_TOKENS = 200_000  # activations read once and trained on for several passes
+TRAIN_TOKENS = 2_000_000  # training tokens (10 passes over the cache)
+HELDOUT_TOKENS = 20_000  # held-out tokens for the final metrics
+READ_BATCH_ROWS = 32  # rows per forward pass while reading activations
+CHECKPOINT_EVERY = 100  # steps (~1-2 minutes on 2 CPU cores at 4,096 tokens a step)
+_CACHE_FILE = "activations-cache.safetensors"
+
+
+def _reader(settings: Settings, subject: SubjectModel, hookpoint: str) -> ActivationReader:
+    return ActivationReader(
+        subject,
+        [hookpoint],
+        context_length=settings.context_length,
+        overflow=settings.overflow,
+        batch_size=READ_BATCH_ROWS,
+    )
+
+
+def _bar(label: str, total: int, show: bool) -> Progress:
+    progress = Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tokens"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not show,
+    )
+    progress.add_task(label, total=total)
+    return progress
+
+
+def _read_with_bar(stream: ActivationStream, n_tokens: int, label: str, show: bool) -> torch.Tensor:
+    with _bar(label, n_tokens, show) as bar:
+        task = bar.task_ids[0]
+        seen = [0]
+
+        def advance(n: int) -> None:
+            seen[0] += n
+            bar.update(task, completed=min(seen[0], n_tokens))
+
+        stream.on_tokens = advance
+        try:
+            return read_activations(stream, n_tokens, dtype=torch.float16)
+        finally:
+            stream.on_tokens = None
+
+
+def _cached_activations(
+    stream: ActivationStream, n_tokens: int, out_dir: Path, key: str, show: bool
+) -> torch.Tensor:
+    """The stream's first `n_tokens` activations, kept in `out_dir/checkpoints` while the
+    run is unfinished so that a resumed run does not read the model again."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = checkpoints_dir(out_dir) / _CACHE_FILE
+    if path.is_file():
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("key") == key:
+                log.info("reusing the activations cached in %s", path)
+                return f.get_tensor("acts")
+    acts = _read_with_bar(stream, n_tokens, "reading activations", show)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"acts": acts.contiguous()}, str(tmp), metadata={"key": key})
+    tmp.replace(path)
+    return acts
+
+
+def _cache_key(subject: SubjectModel, hookpoint: str, texts: Sequence[str], *extra: Any) -> str:
+    digest = hashlib.sha256()
+    for part in (subject.name, hookpoint, len(texts), *extra):
+        digest.update(repr(part).encode())
+    for text in texts:
+        digest.update(hashlib.sha256(text.encode()).digest())
+    return digest.hexdigest()
+
+
+def train_on_texts(
+    settings: Settings,
+    subject: SubjectModel,
+    texts: Sequence[str],
+    heldout: Sequence[str],
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    cache_tokens: int = CACHE_TOKENS,
+    heldout_tokens: int = HELDOUT_TOKENS,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    progress: bool = True,
+    source_name: str = "",
+) -> TrainResult:
+    """Train an SAE on `cfg.hookpoint` activations of `texts`; evaluate on `heldout`.
+
+    cache_tokens > 0: read that many tokens once and train in passes over them;
+    0: stream every training token from the model (each text read once per pass).
+    """
+    hookpoint = cfg.hookpoint
+    if hookpoint is None:
+        raise ValueError("the training config names no hookpoint to read")
+    check_out_dir(out_dir, resume)  # before minutes of reading activations
+    reader = _reader(settings, subject, hookpoint)
+    source: TensorSource | ActivationStream
+    if cache_tokens > 0:
+        # One pass at most: a corpus smaller than the cache is cached whole, not repeated.
+        once = ActivationStream(reader, texts, hookpoint, epochs=1, seed=cfg.seed)
+        key = _cache_key(subject, hookpoint, texts, cache_tokens, cfg.seed, reader.context_length)
+        acts = _cached_activations(once, cache_tokens, out_dir, key, progress)
+        source = TensorSource(acts, seed=cfg.seed)
+    else:
+        source = ActivationStream(reader, texts, hookpoint, epochs=None, seed=cfg.seed)
+
+    def evaluate(sae: Any) -> dict[str, Any]:
+        from sae.metrics import quality_metrics
+
+        if not heldout or heldout_tokens <= 0:
+            return {}
+        held = ActivationStream(reader, heldout, hookpoint, shuffle=False)
+        acts = _read_with_bar(held, heldout_tokens, "held-out evaluation", progress)
+        return quality_metrics(sae.to(subject.device), acts.to(subject.device).float()).summary()
+
+    metadata = {
+        "source": {
+            "corpus": source_name,
+            "train_texts": len(texts),
+            "heldout_texts": len(heldout),
+            "cache_tokens": cache_tokens,
+            "context_length": reader.context_length,
+        }
+    }
+    return train_sae(
+        cfg,
+        source,
+        out_dir,
+        resume=resume,
+        progress=progress,
+        device=subject.device,
+        checkpoint_every=checkpoint_every,
+        evaluate=evaluate,
+        metadata=metadata,
+    )
+
+
+def is_trained(folder: Path) -> bool:
+    return (folder / "cfg.json").is_file() and (folder / "sae_weights.safetensors").is_file()
+
+
+def default_train_config(subject: SubjectModel) -> TrainConfig:
+    return TrainConfig(
+        architecture="topk",
+        d_in=subject.d_model,
+        d_sae=DEFAULT_WIDTH,
+        k=DEFAULT_K,
+        total_tokens=TRAIN_TOKENS,
+        hookpoint=DEFAULT_HOOKPOINT,
+        model_name=subject.name,
+    )
+
+
+def prepare_default_sae(settings: Settings, progress: bool = True) -> Path:
+    """The default SAE's folder, training it first when absent (resuming a run that was
+    interrupted). Only for the embedded default model."""
+    from probes.default_corpus import load_default_corpus
+
+    target = loaders.default_sae_dir(settings)
+    if is_trained(target):
+        return target
+    if settings.model:
+        raise ValueError(
+            f"the default SAE is for the embedded default model, not GLOSSATOR_MODEL="
+            f"{settings.model}; train one with `glossator sae train` and set GLOSSATOR_SAE"
+        )
+    subject = loaders.open_subject_model(settings)
+    corpus = load_default_corpus(loaders.default_corpus_dir(settings), tokenizer=subject.tokenizer)
+    cfg = default_train_config(subject)
+    state = latest_state(target)
+    if state is not None and state.get("config") != cfg.model_dump(mode="json"):
+        log.warning("the unfinished default SAE run in %s used other settings; restarting", target)
+        remove_checkpoints(target)
+    log.info("training the default SAE into %s (once, up to ~20 minutes on a CPU)", target)
+    train_on_texts(
+        settings,
+        subject,
+        corpus.train,
+        corpus.heldout,
+        cfg,
+        target,
+        resume=True,
+        progress=progress,
+        source_name="default corpus (train split)",
+    )
+    return target

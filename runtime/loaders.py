@@ -1,0 +1,103 @@
+"""Turns settings into the objects lower packages take: model, tokenizer, corpus paths."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from probes.model import (
+    DEFAULT_PREFIX_TOKEN,
+    SubjectModel,
+    load_model,
+    load_tokenizer,
+    prepare_default_model,
+)
+from runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from sae.base import SparseAutoencoder
+
+log = logging.getLogger(__name__)
+
+
+def models_dir(settings: Settings) -> Path:
+    return settings.data_dir / "models"
+
+
+def default_corpus_dir(settings: Settings) -> Path:
+    return settings.data_dir / "corpora" / "default"
+
+
+def subject_model_path(settings: Settings) -> Path:
+    """The configured model, or the embedded default (prepared on first use)."""
+    if settings.model:
+        return Path(settings.model).expanduser()
+    return prepare_default_model(models_dir(settings))
+
+
+def open_subject_model(settings: Settings) -> SubjectModel:
+    """The configured model; the default gets DEFAULT_PREFIX_TOKEN unless one is set."""
+    prefix = settings.prefix_token
+    if prefix is None and not settings.model:
+        prefix = DEFAULT_PREFIX_TOKEN
+    return load_model(subject_model_path(settings), settings.device, settings.dtype, prefix)
+
+
+def open_tokenizer(settings: Settings) -> Any:
+    return load_tokenizer(subject_model_path(settings))
+
+
+# The default dictionary for the default model: TopK, 4096 features, on layers.6.
+DEFAULT_SAE_NAME = "SmolLM2-135M-Instruct.layers.6.topk-4096"
+
+
+def default_sae_dir(settings: Settings) -> Path:
+    return settings.data_dir / "saes" / DEFAULT_SAE_NAME
+
+
+def sae_path(settings: Settings) -> Path:
+    """The configured SAE (GLOSSATOR_SAE), or where the default one lives."""
+    return Path(settings.sae).expanduser() if settings.sae else default_sae_dir(settings)
+
+
+def open_sae(settings: Settings, subject: SubjectModel) -> SparseAutoencoder:
+    """The configured SAE, on the subject's device, checked against the model's width.
+
+    Raises SAEError when there is none (saying how to get one) or it does not fit.
+    """
+    from sae.base import SAEError
+    from sae.loading import load_sae
+
+    path = sae_path(settings)
+    if not path.exists():
+        how = (
+            f"GLOSSATOR_SAE={settings.sae} does not exist; point it at an SAE folder"
+            if settings.sae
+            else f"the default SAE is not in {path} yet; run `glossator prepare` to train it, "
+            "or set GLOSSATOR_SAE to an SAE folder"
+        )
+        raise SAEError(f"no SAE found: {how}")
+    sae = load_sae(path, device=subject.device, expected_d_in=subject.d_model)
+    if sae.d_in != subject.d_model:  # formats check this too; never run a misfit
+        raise SAEError(
+            f"the SAE at {path} reads {sae.d_in}-wide activations but {subject.name} has "
+            f"d_model={subject.d_model}; use an SAE trained on this model"
+        )
+    trained_on = (sae.cfg.model_name or "").rsplit("/", 1)[-1]  # HF ids: org/name
+    if trained_on and trained_on != subject.name:
+        log.warning(
+            "the SAE at %s was trained on %s, not %s", path, sae.cfg.model_name, subject.name
+        )
+    return sae
+
+
+def sae_hookpoint(settings: Settings, sae: SparseAutoencoder, explicit: str | None = None) -> str:
+    """Where to read `sae`: `explicit` if given (warned when it differs from the SAE's own
+    hookpoint), else the hookpoint recorded in the SAE, else the configured one."""
+    own = sae.cfg.hookpoint
+    if explicit is not None:
+        if own and explicit != own:
+            log.warning("reading the SAE at %s, but it was trained on %s", explicit, own)
+        return explicit
+    return own or settings.hookpoint
