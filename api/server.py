@@ -4,8 +4,8 @@ model, the SAE and the evidence once (in the background, so /health answers at o
 graph with its Redis checkpointer.
 
 Routes live in `api/server_*.py`, one router per resource. They find what the lifespan
-loaded with `services(request)`, and the auth dependencies (api/server_auth.py) read
-`app.state.settings` and `app.state.redis`.
+loaded with `services(request)` (`api/services.py`), and the auth dependencies
+(`api/server_auth.py`) read `app.state.settings` and `app.state.redis`.
 """
 
 from __future__ import annotations
@@ -14,80 +14,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from api.server_errors import ERROR_RESPONSES, add_error_handlers
+from api.services import Services
 from runtime.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis as AsyncRedis
-
-    from api.server_runs import RunManager
-    from runtime.agent import AgentSetup
+    pass
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Services:
-    """What the lifespan loaded: shared by every request."""
-
-    setup: AgentSetup
-    graph: Any  # the compiled agent graph, checkpointed in Redis
-    runs: RunManager
-    aredis: AsyncRedis
-
-    @property
-    def names(self) -> list[str] | None:
-        return self.setup.feature_names
-
-    def feature(self, given: str) -> int:
-        """A path's feature (an index, or a planted feature's id) -> its index; 404 when
-        there is no such feature."""
-        text = given.strip()
-        n = self.setup.deps.store.n_features
-        if text.isascii() and text.isdigit() and int(text) < n:
-            return int(text)
-        if self.names is not None and text in self.names:
-            return self.names.index(text)
-        planted = " or a planted feature id" if self.names is not None else ""
-        raise HTTPException(404, f"unknown feature {given!r}: give an index 0..{n - 1}{planted}")
-
-    def name(self, index: int) -> str:
-        return str(index) if self.names is None else self.names[index]
-
-
-class NotReady(RuntimeError):
-    """The services are still loading (`loading` True), or failed to load."""
-
-    def __init__(self, message: str, loading: bool) -> None:
-        super().__init__(message)
-        self.loading = loading
-
-
-def loaded_services(state: Any) -> Services:
-    """What the lifespan loaded (`app.state`); NotReady while loading or after a failure."""
-    if state.services is None:
-        if state.load_error is not None:
-            raise NotReady(f"the service failed to load: {state.load_error}", loading=False)
-        raise NotReady("the service is still loading the model and evidence", loading=True)
-    loaded: Services = state.services
-    return loaded
-
-
-def services(request: Request) -> Services:
-    """The loaded services; 503 while they are loading or when loading failed."""
-    try:
-        return loaded_services(request.app.state)
-    except NotReady as error:
-        raise HTTPException(503, str(error)) from error
 
 
 def create_app(

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from api.server import Services, services
 from api.server_auth import check_texts, read_access
+from api.services import Services, services
 from probes.activations import FeatureActivations
 
 router = APIRouter(tags=["activations"], dependencies=[Depends(read_access)])

@@ -13,12 +13,13 @@ from typing import Annotated, Any, Literal, get_args
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from api.server import Services, services
 from api.server_auth import ApiKey, check_feature_count, read_access
+from api.services import Services, services
 from evals.report import Summary, summarize
 from evals.results import BenchConfig, BenchResults, list_runs
 from runtime.apikeys import TooManyRuns
-from runtime.bench import EXPLAINERS, JUDGES, SCORERS, BenchOptionError, BenchOptions
+from runtime.bench import BenchOptions
+from runtime.bench_options import EXPLAINERS, JUDGES, SCORERS, BenchOptionError
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/bench", tags=["bench"])

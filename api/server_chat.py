@@ -34,8 +34,8 @@ from agent.chat import (
     ChatThread,
     UnknownThreadError,
 )
-from api.server import Services, services
 from api.server_auth import ApiKey, read_access
+from api.services import Services, services
 from runtime.apikeys import TooManyRuns
 
 router = APIRouter(tags=["chat"])

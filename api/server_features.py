@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from agent.explanations import ExplanationRecord, ExplanationStore
-from api.server import Services, services
 from api.server_auth import read_access
+from api.services import Services, services
 from evals.results import BenchResults, list_runs
 from probes.evidence.store import FeatureEvidence
 

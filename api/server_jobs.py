@@ -12,8 +12,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
 from agent.state import Budget
-from api.server import Services, services
 from api.server_auth import ApiKey, check_feature_count, read_access
+from api.services import Services, services
+from identifiers.features import select_features
 from jobs.explain_jobs import JobStatus, JobStore, UnknownJobError, live_workers, submit_explain_job
 
 router = APIRouter(tags=["jobs"])
@@ -61,14 +62,12 @@ async def create_job(
     svc: Annotated[Services, Depends(services)],
     key: ApiKey,
 ) -> JobView:
-    from cli.explain_many import parse_features
-
     store = svc.setup.deps.store
     settings = request.app.state.settings
     if body.range is not None:
         alive = store.firing_features()
         try:
-            features = parse_features(body.range, alive, store.n_features)
+            features = select_features(body.range, alive, store.n_features).features
         except ValueError as error:
             raise HTTPException(422, f"range {body.range!r}: {error}") from error
     else:

@@ -20,13 +20,13 @@ from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, JSONServerSentEvent
 
 from agent.state import AgentState, Budget
-from api.server import Services, services
 from api.server_auth import ApiKey, read_access
-from cli.explain import finished, thread_namer
+from api.services import Services, services
 from runtime import run_events
 from runtime.agent import AgentSetup
 from runtime.apikeys import ApiKeyStoreError, RunSlots, TooManyRuns
 from runtime.run_events import RunEvent
+from runtime.runs import finished, thread_namer
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class RunManager:
         return run_id
 
     async def _drive(self, run_id: str, start: AgentState, key_id: str) -> None:
-        from cli.explain import drive, store_run
+        from runtime.runs import drive, store_run
 
         def tick() -> None:
             with contextlib.suppress(ApiKeyStoreError):  # the slot expires if Redis stays away

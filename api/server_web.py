@@ -23,8 +23,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.server import Services
 from api.server_features import MAX_PAGE, SortKey, list_features
+from api.services import Services
 from api.web.common import PageError, failed_page, page_services, render
 from api.web.views import WEB
 

@@ -99,7 +99,8 @@ def bench_command(
     if ctx.invoked_subcommand is not None:
         return
     from runtime.agent import agent_setup
-    from runtime.bench import BenchOptionError, BenchOptions, plan_bench
+    from runtime.bench import BenchOptions, plan_bench
+    from runtime.bench_options import BenchOptionError
 
     with user_errors():
         settings = get_settings()

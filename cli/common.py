@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from runtime.settings import SettingsError
 
@@ -85,3 +86,17 @@ def feature_index(feature: str, names: list[str] | None) -> int:
             f"or one of: {', '.join(names)}"
         )
     return names.index(text)
+
+
+RESUME_HINT = "The run's finished steps are saved: run the same command again to resume it."
+
+
+def report_failures(failed: dict[int, str], names: list[str] | None) -> None:
+    """Say which runs of a batch failed and why; exit code 1 when any did."""
+    if not failed:
+        return
+    for index, reason in failed.items():
+        name = index if names is None else names[index]
+        err_console.print(Text.assemble(("failed: ", "bold red"), f"feature {name}: {reason}"))
+    err_console.print(RESUME_HINT)
+    raise typer.Exit(1)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
 
 from cli.common import (
+    RESUME_HINT,
     JsonFlag,
     console,
     err_console,
@@ -22,10 +22,11 @@ from cli.common import (
     print_json,
     user_errors,
 )
+from runtime.runs import checkpointed_graph, drive, store_run, thread_namer
 from runtime.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from agent.state import AgentState, Budget
+    from agent.state import AgentState
     from runtime.agent import AgentSetup
 
 PlantedFlag = Annotated[bool, typer.Option("--planted", help="Planted (ground-truth) features.")]
@@ -91,31 +92,6 @@ def explain_command(
     console.print(Text(f"\nrun {thread_of(index)} · {reason}", style="dim"))
 
 
-def thread_namer(
-    settings: Settings, setup: AgentSetup, budget: Budget, suffix: str = ""
-) -> Callable[[int], str]:
-    """Feature -> the thread id of its run: the same (subject, evidence, feature, run
-    configuration) always names the same run, so the same command (or a redelivered job
-    message) resumes it, or finds it finished and stores nothing twice. `suffix` names a
-    fresh run instead (`--new`; a job's id)."""
-    key = run_key(budget, setup.deps.reasoner.name, settings)
-    evidence = setup.deps.store.manifest.evidence_id  # a run depends on the evidence it read
-    subject = setup.subject.key
-
-    def thread_of(index: int) -> str:
-        return f"explain:{subject}:{evidence}:{index}:{key}{suffix}"
-
-    return thread_of
-
-
-def run_key(budget: Budget, reasoner: str, settings: Settings) -> str:
-    """8 hex digits naming a run's configuration: another budget, reasoner or LLM model
-    makes another run, never this one resumed (or, when finished, returned)."""
-    model = settings.llm_model if settings.llm_base_url else None
-    recipe = f"{budget.model_dump_json()}|{reasoner}|{model or ''}"
-    return hashlib.blake2b(recipe.encode(), digest_size=4).hexdigest()
-
-
 @contextlib.contextmanager
 def llm_failures() -> Iterator[None]:
     """An LLM that kept failing (through the client's retries) ends the run with its
@@ -128,91 +104,6 @@ def llm_failures() -> Iterator[None]:
     except LLMError as err:
         err_console.print(Text.assemble(("error: ", "bold red"), f"{err}\n{RESUME_HINT}"))
         raise typer.Exit(1) from err
-
-
-RESUME_HINT = "The run's finished steps are saved: run the same command again to resume it."
-
-
-def report_failures(failed: dict[int, str], names: list[str] | None) -> None:
-    """Say which runs of a batch failed and why; exit code 1 when any did."""
-    if not failed:
-        return
-    for index, reason in failed.items():
-        name = index if names is None else names[index]
-        err_console.print(Text.assemble(("failed: ", "bold red"), f"feature {name}: {reason}"))
-    err_console.print(RESUME_HINT)
-    raise typer.Exit(1)
-
-
-def store_run(
-    settings: Settings,
-    setup: AgentSetup,
-    state: AgentState,
-    thread: str,
-    budget: Budget,
-    client: Any = None,
-) -> str:
-    """Record the run's explanation (through `client`, else a new connection); returns
-    what the store decided."""
-    from agent.explanations import ExplanationRecord, ExplanationStore
-    from runtime.redis_server import connect
-
-    if state.explanation is None:
-        raise ValueError(f"the run {thread} ended without an explanation")
-    outcome = ExplanationStore(client or connect(settings), setup.subject).record(
-        ExplanationRecord(
-            explanation=state.explanation,
-            run_id=thread,
-            explainer=setup.deps.reasoner.name,
-            config=budget.model_dump(),
-        )
-    )
-    return outcome.reason
-
-
-async def drive(
-    graph: Any, start: AgentState, thread: str, on_state: Callable[[AgentState], None] | None
-) -> AgentState:
-    """Run (or resume, or return the finished state of) one thread of the graph."""
-    from agent.checkpointer import DURABILITY
-    from agent.state import AgentState
-
-    config: Any = {"configurable": {"thread_id": thread}, "recursion_limit": 500}
-    saved = await graph.aget_state(config)
-    if finished(saved):
-        return AgentState.model_validate(saved.values)
-    # A node is next: resume from the checkpoint (input None). Else start (again: a run
-    # killed before its first step's checkpoint did nothing yet).
-    resume = bool(saved.values and saved.next)
-    state = AgentState.model_validate(saved.values) if resume else start
-    given = None if resume else start
-    async for values in graph.astream(given, config, stream_mode="values", durability=DURABILITY):
-        state = AgentState.model_validate(values)
-        if on_state is not None:
-            on_state(state)
-    return state
-
-
-def finished(saved: Any) -> bool:
-    """Whether a thread's state snapshot (`graph.aget_state`) is a finished run. Not just
-    "nothing next": a run killed right after its input checkpoint shows values and no
-    next node too, with its start task still listed (measured with SIGKILL), and
-    LangGraph does not resume that one."""
-    return bool(saved.values) and not saved.next and not saved.tasks
-
-
-@contextlib.asynccontextmanager
-async def checkpointed_graph(settings: Settings, setup: AgentSetup) -> AsyncIterator[Any]:
-    """The agent graph with its Redis checkpointer; the run's connections close after."""
-    from agent.checkpointer import async_redis_checkpointer
-    from agent.graph import build_graph
-    from runtime.redis_server import redis_url
-
-    async with async_redis_checkpointer(redis_url(settings)) as saver:
-        try:
-            yield build_graph(setup.deps).compile(checkpointer=saver)
-        finally:
-            await setup.deps.aclose()
 
 
 async def _run(

@@ -6,7 +6,6 @@ coalesce into batched forwards)."""
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -39,7 +38,8 @@ def explain_many(
 ) -> None:
     """The features `spec` names (those that fire), explained, then a table; failures
     are reported after it, with exit code 1."""
-    from cli.explain import report_failures, store_run, thread_namer
+    from cli.common import report_failures
+    from runtime.runs import store_run, thread_namer
 
     store = setup.deps.store
     alive = store.firing_features()
@@ -128,27 +128,14 @@ def stored_explanations(client: Any, setup: AgentSetup, runs: dict[int, str]) ->
 
 
 def parse_features(spec: str, alive: list[int], n_features: int) -> list[int]:
-    """ "0:200" (a range), "3,7,9" (a list) or "sample:8" (a seeded sample of the features
-    that fire in the evidence). Features that never fired in the evidence are left out."""
-    spec = spec.strip()
-    if spec.startswith("sample:"):
-        count = int(spec.removeprefix("sample:"))
-        return sorted(random.Random(0).sample(alive, min(count, len(alive))))
-    if ":" in spec:
-        lo, hi = (int(part) if part else None for part in spec.split(":", 1))
-        chosen = range(n_features)[lo:hi]
-        firing = set(alive)
-        return [f for f in chosen if f in firing]
-    picked = [int(part) for part in spec.split(",") if part.strip()]
-    bad = [f for f in picked if not 0 <= f < n_features]
-    if bad:
-        raise ValueError(f"unknown feature {bad[0]}: valid indices are 0..{n_features - 1}")
-    firing = set(alive)
-    silent = [f for f in picked if f not in firing]
-    if silent:  # nothing to explain: say so rather than fail the whole batch
-        shown = ", ".join(map(str, silent[:10]))
+    """`select_features`, saying which listed features were skipped (never fired)."""
+    from identifiers.features import select_features
+
+    selection = select_features(spec, alive, n_features)
+    if selection.silent:  # nothing to explain: say so rather than fail the whole batch
+        shown = ", ".join(map(str, selection.silent[:10]))
         err_console.print(f"skipped (never fired in the evidence): {shown}")
-    return [f for f in picked if f in firing]
+    return selection.features
 
 
 def run_many(
@@ -161,8 +148,8 @@ def run_many(
 ) -> tuple[list[AgentState], dict[int, str]]:
     """The finished runs, and the features whose LLM kept failing (with the reason):
     one failing run does not take the others' results with it."""
-    from cli.explain import checkpointed_graph, drive
     from llm_client import LLMError
+    from runtime.runs import checkpointed_graph, drive
 
     progress = Progress(
         TextColumn("[bold]explaining"),

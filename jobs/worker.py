@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+from rich.console import Console
 from taskiq import AcknowledgeType, Context, TaskiqDepends
 from taskiq.receiver import Receiver
 
-from cli.common import err_console
 from jobs.explain_jobs import JobSpec, JobStore, beat, forget_worker
 from jobs.queue import CLAIM_AFTER_S, EXPLAIN_TASK, REDIS_DOWN, RETRY_S, JobBroker
 from runtime import run_events
@@ -48,6 +48,7 @@ from runtime.redis_server import EmbeddedRedis, connect, embedded_server, redis_
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
+err_console = Console(stderr=True, soft_wrap=True)  # status lines, as the CLI prints them
 T = TypeVar("T")
 
 REDIS_WAIT_S = 600.0  # how long a run waits for a lost Redis before leaving its message
@@ -101,7 +102,7 @@ class Worker:
 
     async def _explain(self, spec: JobSpec, job_id: str, feature: int) -> str:
         from agent.state import AgentState
-        from cli.explain import drive, store_run, thread_namer
+        from runtime.runs import drive, store_run, thread_namer
 
         store = self.setup.deps.store
         if store.stats(feature).fired_tokens == 0:  # also checks the index
@@ -190,7 +191,7 @@ async def serve(
     claim_after_s: float,
     server: EmbeddedRedis | None,
 ) -> None:
-    from cli.explain import checkpointed_graph
+    from runtime.runs import checkpointed_graph
 
     broker = JobBroker(redis_url(settings), setup.subject.key, claim_after_s)
     broker.is_worker_process = True

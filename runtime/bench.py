@@ -20,16 +20,11 @@ from evals.runner import Bench
 from probes.evidence.store import EvidenceStore, FeatureEvidence
 from probes.planted import PlantedFeatures
 from runtime.agent import AgentSetup
+from runtime.bench_corpus import score_corpus_store
+from runtime.bench_options import EXPLAINERS, JUDGES, SCORERS, BenchOptionError, split_names
 from runtime.settings import Settings
 
-EXPLAINERS = ("agent", "oneshot", "toptokens")
-SCORERS = ("detection", "fuzzing", "simulation", "embedding", "generative", "predictive", "truth")
-JUDGES = ("predicate", "llm", "local")
 RECURSION_LIMIT = 200  # graph steps per run; the budget stops rounds far earlier
-
-
-class BenchOptionError(ValueError):
-    """An explainer, scorer or judge the benchmark cannot provide, with what to do."""
 
 
 @dataclass
@@ -68,16 +63,6 @@ class PlantedTruth:
 
         spec = self.planted.specs[explained.feature]
         return await TruthScorer(spec).score(explained, examples, judge)
-
-
-def split_names(value: str, known: tuple[str, ...], what: str) -> list[str]:
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise BenchOptionError(
-            f"unknown {what} {', '.join(unknown) or '(none given)'}: choose from {', '.join(known)}"
-        )
-    return list(dict.fromkeys(names))
 
 
 def llm_client(settings: Settings, kind: str) -> Any:
@@ -285,8 +270,6 @@ def _score_store(
 ) -> EvidenceStore | None:
     if path is None:
         return None
-    from runtime.bench_corpus import score_corpus_store
-
     return score_corpus_store(settings, setup, path, on_chunk)
 
 

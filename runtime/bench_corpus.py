@@ -19,7 +19,7 @@ from probes.corpus import ACCEPTED_FORMATS, CorpusFormatError
 from probes.evidence.config import EvidenceConfig, EvidenceError
 from probes.evidence.store import EvidenceStore
 from runtime.agent import AgentSetup
-from runtime.bench import BenchOptionError
+from runtime.bench_options import BenchOptionError
 from runtime.evidence import PLANTED, EvidenceJob, open_store, planted_job, run_job, sae_job
 from runtime.settings import Settings
 

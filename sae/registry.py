@@ -1,25 +1,13 @@
-"""Architecture name -> class. Each architecture module registers itself on import."""
+"""Architecture name -> class."""
 
 from __future__ import annotations
 
-from typing import TypeVar
-
+from sae.architectures import ARCHITECTURES
 from sae.base import SAEConfig, SAEError, SparseAutoencoder
-
-_ARCHITECTURES: dict[str, type[SparseAutoencoder]] = {}
-T = TypeVar("T", bound=type[SparseAutoencoder])
-
-
-def register(cls: T) -> T:
-    """Class decorator: make `cls` buildable by its `architecture` name."""
-    _ARCHITECTURES[cls.architecture] = cls
-    return cls
 
 
 def architectures() -> dict[str, type[SparseAutoencoder]]:
-    import sae.architectures  # noqa: F401  (registers every architecture)
-
-    return dict(_ARCHITECTURES)
+    return {cls.architecture: cls for cls in ARCHITECTURES}
 
 
 def build_sae(cfg: SAEConfig) -> SparseAutoencoder:

@@ -23,10 +23,10 @@ from agent.graph import build_graph
 from agent.llm_reasoner import LLMReasoner
 from agent.probe import ProbeRunner
 from agent.state import AgentState
-from cli.explain import drive
 from llm_client import LLMClient, LLMConfig
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures, default_spec_path
+from runtime.runs import drive
 
 
 async def main(

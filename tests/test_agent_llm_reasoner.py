@@ -28,7 +28,6 @@ from agent.llm_reasoner import (
 )
 from agent.probe import ProbeRunner
 from agent.state import AgentState, Budget, Expect, Experiment, Outcome, Status
-from cli.explain import drive
 from llm_client import DATA_NOTE, LLMClient, LLMConfig
 from probes.evidence.store import (
     EvidenceStore,
@@ -41,6 +40,7 @@ from probes.evidence.store import (
 )
 from probes.planted import PlantedFeatures
 from runtime.redis_server import EmbeddedRedis
+from runtime.runs import drive
 from tests.llm_server import FakeLLMServer, Reply
 
 Planted = tuple[EvidenceStore, PlantedFeatures]

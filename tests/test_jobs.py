@@ -265,7 +265,7 @@ def test_a_run_killed_after_its_first_checkpoint_starts_again(cluster: Cluster) 
     from agent.checkpointer import AsyncGlossatorRedisSaver, async_redis_checkpointer
     from agent.graph import build_graph
     from agent.state import AgentState
-    from cli.explain import drive
+    from runtime.runs import drive
 
     thread, deps = f"test-first-checkpoint-{time.time_ns()}", cluster.setup.deps
     start = AgentState(feature=0, budget=BUDGET)

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from api.server import Services
+from api.services import Services
 from api.web.common import PageError, failed_page, page_services, render
 
 router = APIRouter(include_in_schema=False)

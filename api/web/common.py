@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse
 
-from api.server import NotReady, Services, loaded_services
+from api.services import NotReady, Services, loaded_services
 from api.web.views import templates
 
 KEY_COOKIE = "glossator_key"  # set by app.js when the user saves a key; used for reads only

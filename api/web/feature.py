@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from agent.explanations import ExplanationStore
 from agent.state import Experiment
-from api.server import Services
+from api.services import Services
 from api.web.common import PageError, failed_page, page_services, render
 
 router = APIRouter(include_in_schema=False)

@@ -1,5 +1,20 @@
-"""One module per architecture; importing this package registers them all."""
+"""One module per architecture; `ARCHITECTURES` lists every class (the registry reads it)."""
 
-from sae.architectures import batchtopk, gated, jumprelu, matryoshka, standard, topk
+from sae.architectures.batchtopk import BatchTopKSAE
+from sae.architectures.gated import GatedSAE
+from sae.architectures.jumprelu import JumpReLUSAE
+from sae.architectures.matryoshka import MatryoshkaSAE
+from sae.architectures.standard import StandardSAE
+from sae.architectures.topk import TopKSAE
 
-__all__ = ["batchtopk", "gated", "jumprelu", "matryoshka", "standard", "topk"]
+ARCHITECTURES = (StandardSAE, TopKSAE, BatchTopKSAE, MatryoshkaSAE, JumpReLUSAE, GatedSAE)
+
+__all__ = [
+    "ARCHITECTURES",
+    "BatchTopKSAE",
+    "GatedSAE",
+    "JumpReLUSAE",
+    "MatryoshkaSAE",
+    "StandardSAE",
+    "TopKSAE",
+]

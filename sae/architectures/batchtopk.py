@@ -16,10 +16,8 @@ import torch
 from sae.architectures.standard import encode_sparse_by_rows, select_above
 from sae.architectures.topk import check_k
 from sae.base import SAEConfig, SAEError, SparseAutoencoder, SparseCodes
-from sae.registry import register
 
 
-@register
 class BatchTopKSAE(SparseAutoencoder):
     """Starts in eval mode (inference is the common use); trainers call `.train()`."""
 

@@ -16,10 +16,8 @@ import torch
 from torch import nn
 
 from sae.base import SAEConfig, SparseAutoencoder
-from sae.registry import register
 
 
-@register
 class GatedSAE(SparseAutoencoder):
     architecture = "gated"
     extra_tensors = ("b_gate", "r_mag", "b_mag")

@@ -14,10 +14,8 @@ from torch import nn
 
 from sae.architectures.standard import encode_sparse_by_rows, select_above
 from sae.base import SAEConfig, SparseAutoencoder, SparseCodes
-from sae.registry import register
 
 
-@register
 class JumpReLUSAE(SparseAutoencoder):
     architecture = "jumprelu"
     extra_tensors = ("threshold",)

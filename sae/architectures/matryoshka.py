@@ -16,10 +16,8 @@ import torch
 
 from sae.architectures.batchtopk import BatchTopKSAE
 from sae.base import SAEConfig, SAEError, SparseCodes
-from sae.registry import register
 
 
-@register
 class MatryoshkaSAE(BatchTopKSAE):
     architecture = "matryoshka"
 

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from sae.base import SparseAutoencoder, SparseCodes
-from sae.registry import register
 
 # Pre-activation elements encoded at once by the sparse path: this bounds the memory of
 # one chunk whatever the number of tokens. CPUs do as well with small chunks (64 MiB in
@@ -62,7 +61,6 @@ def select_above(
     return torch.where(keep_NF, pre_NF, 0).topk(k, dim=-1)
 
 
-@register
 class StandardSAE(SparseAutoencoder):
     """ReLU dictionary, trained with an L1 penalty on f (not this class's concern)."""
 

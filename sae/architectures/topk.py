@@ -11,7 +11,6 @@ import torch
 
 from sae.architectures.standard import encode_sparse_by_rows
 from sae.base import SAEConfig, SAEError, SparseAutoencoder, SparseCodes
-from sae.registry import register
 
 
 def check_k(cfg: SAEConfig) -> int:
@@ -26,7 +25,6 @@ def check_k(cfg: SAEConfig) -> int:
     return cfg.k
 
 
-@register
 class TopKSAE(SparseAutoencoder):
     architecture = "topk"
 
