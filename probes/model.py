@@ -173,13 +173,6 @@ def prepare_default_model(cache_dir: Path) -> Path:
     return target
 
 
-def load_default_model(cache_dir: Path, device: str = "auto", dtype: str = "auto") -> SubjectModel:
-    """The embedded default subject model, preparing its cache on first use."""
-    return load_model(
-        prepare_default_model(cache_dir), device, dtype, prefix_token=DEFAULT_PREFIX_TOKEN
-    )
-
-
 def load_tokenizer(path: str | Path) -> Any:
     """Just the tokenizer of a model folder or .gguf file (no weights loaded)."""
     from transformers import AutoTokenizer

@@ -112,10 +112,6 @@ class SAEFeatureSource:
     def feature_names(self) -> Sequence[str]:
         return IndexNames(self.sae.d_sae)
 
-    def feature_name(self, index: int) -> str:
-        self.check_features([index])
-        return str(index)
-
     def feature_index(self, name: str) -> int:
         """The index of feature `name` ("12" -> 12); FeatureIndexError when unknown."""
         if not (name.isascii() and name.isdigit()) or (len(name) > 1 and name[0] == "0"):

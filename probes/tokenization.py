@@ -20,10 +20,6 @@ log = logging.getLogger(__name__)
 Overflow = Literal["window", "truncate"]
 
 
-class TextTooLongError(ValueError):
-    """A text exceeds the hard character limit given to the tokenizer wrapper."""
-
-
 def token_spans(tokenizer: Any, text: str) -> list[TokenSpan]:
     """All tokens of `text` (no special tokens) with their strings and character offsets."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from probes.evidence.config import EvidenceError
 from probes.evidence.store import EvidenceStore
 
 SUMMARY_VERSION = 1
@@ -102,21 +101,3 @@ def publish(client: Any, store: EvidenceStore, slug: str) -> int:
         written += len(batch)
     client.hset(LATEST_KEY, slug, evidence_id)
     return written
-
-
-def load_summary(client: Any, evidence_id: str, feature: int) -> FeatureSummary:
-    raw = client.hget(summary_key(evidence_id), str(feature))
-    if raw is None:
-        raise EvidenceError(
-            f"no summary of feature {feature} in evidence {evidence_id}; publish it with "
-            "`glossator evidence build`"
-        )
-    try:
-        summary = FeatureSummary.model_validate_json(raw)
-    except ValidationError as error:
-        raise EvidenceError(
-            f"the stored summary of feature {feature} is malformed: {error}"
-        ) from error
-    if summary.version != SUMMARY_VERSION:
-        raise EvidenceError(f"summary version {summary.version}; rebuild the evidence")
-    return summary

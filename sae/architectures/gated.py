@@ -34,10 +34,6 @@ class GatedSAE(SparseAutoencoder):
         x = x.to(self.dtype)
         return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
 
-    def gate_pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """pi_gate [..., d_sae]: a feature is active where it is > 0."""
-        return self._sae_in(x) @ self.W_enc + self.b_gate
-
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """pi_mag [..., d_sae], the magnitudes before ReLU and gate (SAELens' hook_sae_acts_pre)."""
         return self._magnitudes(self._sae_in(x))
