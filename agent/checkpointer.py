@@ -25,8 +25,10 @@ import redis
 from langgraph.types import Durability
 from langgraph_checkpoint_plainredis import AsyncRedisSaver, RedisSaver
 
+from identifiers import redis_keys
+
 # Every key the savers write starts with "glossator:checkpoint:".
-CHECKPOINT_PREFIX = "glossator:checkpoint"
+CHECKPOINT_PREFIX = redis_keys.CHECKPOINT
 # Pass as `durability=` to invoke/stream (and their async twins) for resumable runs.
 DURABILITY: Durability = "sync"
 

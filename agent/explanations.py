@@ -26,9 +26,11 @@ import redis
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from agent.state import Explanation
+from identifiers import redis_keys
+from identifiers.redis_keys import decoded
 
 RECORD_VERSION = 1
-PREFIX = "glossator:explanation"
+PREFIX = redis_keys.EXPLANATION
 SUBJECTS_KEY = f"{PREFIX}:subjects"
 # Each conflict means another writer committed, so n writers need at most n tries each.
 _MAX_TRIES = 200
@@ -128,11 +130,6 @@ def current_of(history: list[ExplanationRecord]) -> ExplanationRecord:
         if replaces(later, best)[0]:
             best = later
     return best
-
-
-def _text(raw: bytes | str) -> str:
-    # The client may or may not have decode_responses set.
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def _where(client: Any) -> str:
@@ -273,7 +270,7 @@ class ExplanationStore:
     def features(self) -> list[int]:
         """The features with at least one run, ascending."""
         with self._redis():
-            return [int(_text(m)) for m in self.client.zrange(self.features_key(), 0, -1)]
+            return [int(decoded(m)) for m in self.client.zrange(self.features_key(), 0, -1)]
 
     def _history(self, pipe: Any, feature: int) -> list[ExplanationRecord]:
         """Reads the history through `pipe`: immediately while it WATCHes, otherwise as
@@ -283,9 +280,9 @@ class ExplanationStore:
             ids, stored = pipe.lrange(self.history_key(feature), 0, -1), pipe.hgetall(runs)
         else:
             ids, stored = pipe.lrange(self.history_key(feature), 0, -1).hgetall(runs).execute()
-        by_id = {_text(k): v for k, v in stored.items()}
+        by_id = {decoded(k): v for k, v in stored.items()}
         records = []
-        for run_id in map(_text, ids):
+        for run_id in map(decoded, ids):
             if run_id not in by_id:
                 raise ExplanationStoreError(f"run {run_id} is in the history but not in {runs}")
             parsed = self._parse(by_id[run_id], f"{runs} field {run_id}")

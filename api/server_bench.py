@@ -17,6 +17,7 @@ from api.server_auth import ApiKey, check_feature_count, read_access
 from api.services import Services, services
 from evals.report import Summary, summarize
 from evals.results import BenchConfig, BenchResults, list_runs
+from identifiers import redis_keys
 from runtime.apikeys import TooManyRuns
 from runtime.bench import BenchOptions
 from runtime.bench_options import EXPLAINERS, JUDGES, SCORERS, BenchOptionError
@@ -61,7 +62,7 @@ class BenchView(BaseModel):
 
 
 def _live_key(run_id: str) -> str:
-    return f"glossator:bench:{run_id}:live"
+    return redis_keys.bench_live(run_id)
 
 
 @router.post("", status_code=202, summary="Start (or resume) a benchmark run")

@@ -22,6 +22,7 @@ from sse_starlette import EventSourceResponse, JSONServerSentEvent
 from agent.state import AgentState, Budget
 from api.server_auth import ApiKey, read_access
 from api.services import Services, services
+from identifiers.redis_keys import decoded
 from runtime import run_events
 from runtime.agent import AgentSetup
 from runtime.apikeys import ApiKeyStoreError, RunSlots, TooManyRuns
@@ -148,7 +149,7 @@ class RunManager:
             name=str(feature) if names is None else names[feature],
             status=status,
             state=state,
-            error=error.decode() if isinstance(error, bytes) else error,
+            error=decoded(error),
             events_url=f"/runs/{run_id}/events",
         )
 

@@ -20,8 +20,10 @@ import redis
 from pydantic import BaseModel
 
 from evals.core import Explained, Score
+from identifiers import redis_keys
+from identifiers.redis_keys import decoded
 
-PREFIX = "glossator:bench"
+PREFIX = redis_keys.BENCH
 CONFIG_VERSION = 1
 
 
@@ -121,16 +123,12 @@ class BenchResults:
 
     def failures(self) -> dict[str, str]:
         raw: dict[Any, Any] = self.client.hgetall(f"{self.key}:failures")
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {decoded(k): decoded(v) for k, v in raw.items()}
 
 
 def list_runs(client: redis.Redis) -> list[str]:
-    return [_text(r) for r in client.zrange(f"{PREFIX}:runs", 0, -1)]
+    return [decoded(r) for r in client.zrange(f"{PREFIX}:runs", 0, -1)]
 
 
 class BenchRunMismatch(ValueError):
     """A run id already holds a run with another config."""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

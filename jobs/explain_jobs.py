@@ -48,14 +48,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from agent.state import Budget
+from identifiers import redis_keys
+from identifiers.redis_keys import decoded
 
 if TYPE_CHECKING:
     from runtime.agent import AgentSetup
     from runtime.settings import Settings
 
 JOB_VERSION = 1
-PREFIX = "glossator:job"
-INDEX_KEY = "glossator:jobs"
+PREFIX = redis_keys.JOB
+INDEX_KEY = redis_keys.JOBS_INDEX
 # A feature whose message was started this many times without finishing (a worker died
 # each time: out of memory?) is failed instead of being handed to yet another worker.
 MAX_STARTS = 5
@@ -131,10 +133,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
 def _time(meta: dict[str, str], name: str) -> datetime | None:
     value = meta.get(name)
     return datetime.fromisoformat(value) if value else None
@@ -185,8 +183,8 @@ class JobStore:
             raw_meta, done, raw_failed = pipe.execute()
         if not raw_meta:
             raise UnknownJobError(f"no job {job_id!r}; list the jobs to find its id")
-        meta = {_text(k): _text(v) for k, v in raw_meta.items()}
-        failed = dict(sorted((int(_text(k)), _text(v)) for k, v in raw_failed.items()))
+        meta = {decoded(k): decoded(v) for k, v in raw_meta.items()}
+        failed = dict(sorted((int(decoded(k)), decoded(v)) for k, v in raw_failed.items()))
         total = int(meta["total"])
         state: JobState = "running" if "started_at" in meta else "queued"
         if "cancelled_at" in meta:
@@ -210,10 +208,12 @@ class JobStore:
     def runs(self, job_id: str) -> dict[int, str]:
         """The features explained so far, each with the run id stored for it."""
         raw = self.client.hgetall(self.key(job_id, "done"))
-        return {int(_text(k)): _text(v) for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
+        return {
+            int(decoded(k)): decoded(v) for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))
+        }
 
     def list(self, limit: int = 50) -> list[JobStatus]:
-        ids = [_text(i) for i in self.client.zrevrange(INDEX_KEY, 0, max(0, limit - 1))]
+        ids = [decoded(i) for i in self.client.zrevrange(INDEX_KEY, 0, max(0, limit - 1))]
         found = []
         for job_id in ids:
             try:
@@ -262,7 +262,7 @@ class JobStore:
 
 
 def workers_key(subject_key: str) -> str:
-    return f"glossator:workers:{subject_key}"
+    return redis_keys.workers(subject_key)
 
 
 def beat(client: Any, subject_key: str, consumer: str, about: dict[str, Any]) -> None:
@@ -287,7 +287,8 @@ def live_workers(client: Any, subject_key: str) -> dict[str, dict[str, Any]]:
     it said of itself (host, pid, concurrency)."""
     key = workers_key(subject_key)
     names = [
-        _text(n) for n in client.zrangebyscore(key, _server_time(client) - HEARTBEAT_TTL_S, "+inf")
+        decoded(n)
+        for n in client.zrangebyscore(key, _server_time(client) - HEARTBEAT_TTL_S, "+inf")
     ]
     abouts = client.mget([f"{key}:{n}" for n in names]) if names else []
     return {n: json.loads(a) for n, a in zip(names, abouts, strict=True) if a is not None}

@@ -35,6 +35,9 @@ from taskiq import AckableMessage
 from taskiq.message import TaskiqMessage
 from taskiq_redis import RedisStreamBroker
 
+from identifiers import redis_keys
+from identifiers.redis_keys import decoded
+
 log = logging.getLogger(__name__)
 
 EXPLAIN_TASK = "glossator.explain_feature"
@@ -51,7 +54,7 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
 
 
 def queue_name(subject_key: str) -> str:
-    return f"glossator:queue:{subject_key}"
+    return redis_keys.queue(subject_key)
 
 
 class JobBroker(RedisStreamBroker):
@@ -101,7 +104,7 @@ class JobBroker(RedisStreamBroker):
             )
             if claimed:
                 log.info("reclaimed %s from a worker that went quiet", claimed[0][0])
-                return [(_text(i), f) for i, f in claimed if f]
+                return [(decoded(i), f) for i, f in claimed if f]
             fetched = await conn.xreadgroup(
                 GROUP, self.consumer_name, {self.queue_name: ">"}, count=1, block=self.block
             )
@@ -110,7 +113,7 @@ class JobBroker(RedisStreamBroker):
                 raise
             await self._declare_consumer_group()  # a server that lost its data
             return []
-        return [(_text(i), f) for _, entries in fetched or [] for i, f in entries]
+        return [(decoded(i), f) for _, entries in fetched or [] for i, f in entries]
 
     def _task_id(self, data: bytes) -> str | None:
         try:
@@ -178,7 +181,3 @@ async def enqueue_features(url: str, subject_key: str, job_id: str, features: li
         await broker.kick_many([explain_message(job_id, f) for f in features])
     finally:
         await broker.shutdown()
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw

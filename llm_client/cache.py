@@ -15,11 +15,12 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel, ValidationError
 
+from identifiers import redis_keys
 from llm_client.prompting import canonical
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "glossator:llm:cache:"
+KEY_PREFIX = redis_keys.LLM_CACHE
 # Bump when the key recipe or CachedReply changes: old entries are then never read.
 CACHE_VERSION: Literal[1] = 1
 _COOL_DOWN_S = 30.0

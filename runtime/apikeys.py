@@ -29,10 +29,13 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ValidationError
 
+from identifiers import redis_keys
+from identifiers.redis_keys import decoded
+
 log = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
-PREFIX = "glossator:apikey"
+PREFIX = redis_keys.APIKEY
 IDS_KEY = f"{PREFIX}:ids"
 NAMES_KEY = f"{PREFIX}:names"
 TOKEN_PREFIX = "glsk"
@@ -85,10 +88,6 @@ class KeyInfo(BaseModel):
 
 def _sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _where(client: Any) -> str:
@@ -186,7 +185,7 @@ class ApiKeyStore:
                 record.revoked_at = datetime.now(UTC)
                 pipe.multi()
                 pipe.hset(key, "record", record.model_dump_json())
-                if holder is not None and _text(holder) == key_id:
+                if holder is not None and decoded(holder) == key_id:
                     pipe.hdel(NAMES_KEY, record.name)  # the name is free for a new key
                 return record
 
@@ -197,7 +196,7 @@ class ApiKeyStore:
     def list(self) -> builtins.list[KeyInfo]:
         """Every key, revoked ones too, oldest first."""
         with _redis_errors(self.client):
-            ids = [_text(i) for i in self.client.zrange(IDS_KEY, 0, -1)]
+            ids = [decoded(i) for i in self.client.zrange(IDS_KEY, 0, -1)]
             pipe = self.client.pipeline(transaction=False)
             for key_id in ids:
                 pipe.hgetall(_record_key(key_id))
@@ -218,7 +217,7 @@ class ApiKeyStore:
                 f"no API key with id or active name {key_id_or_name!r}; "
                 "`glossator apikey list` shows them"
             )
-        return _text(key_id)
+        return decoded(key_id)
 
     @staticmethod
     def _record(fields: dict[Any, Any], key_id: str) -> KeyRecord | None:
@@ -249,7 +248,7 @@ def _field(fields: dict[Any, Any], name: str) -> Any:
 
 
 def _time(raw: Any) -> datetime | None:
-    return None if raw is None else datetime.fromisoformat(_text(raw))
+    return None if raw is None else datetime.fromisoformat(decoded(raw))
 
 
 def _info(record: KeyRecord, last_used_at: datetime | None) -> KeyInfo:
@@ -331,7 +330,9 @@ class RunSlots:
         with _redis_errors(self.client):
             now_s, now_us = self.client.time()
             now_ms = now_s * 1000 + now_us // 1000
-            return [_text(r) for r in self.client.zrangebyscore(_runs_key(key_id), now_ms, "+inf")]
+            return [
+                decoded(r) for r in self.client.zrangebyscore(_runs_key(key_id), now_ms, "+inf")
+            ]
 
     @asynccontextmanager
     async def hold(self, key_id: str, run_id: str) -> AsyncIterator[None]:

@@ -21,7 +21,10 @@ from typing import Any
 
 import redis
 
-PREFIX = "glossator:run"
+from identifiers import redis_keys
+from identifiers.redis_keys import decoded
+
+PREFIX = redis_keys.RUN
 KEEP_S = 7 * 24 * 3600
 LEASE_S = 30  # a live run refreshes its lease every LEASE_S / 3
 MAX_EVENTS = 2000  # per run; a run has a few dozen steps
@@ -54,18 +57,14 @@ def publish(client: Any, run_id: str, kind: str, data: dict[str, Any]) -> None:
     client.expire(key, KEEP_S)
 
 
-def _decoded(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def read_events(aclient: Any, run_id: str, after: str, block_ms: int) -> list[RunEvent]:
     """Events after stream id `after` ("0" from the start), waiting up to `block_ms`."""
     reply = await aclient.xread({events_key(run_id): after}, block=block_ms, count=100)
     events = []
     for _stream, entries in reply or []:
         for entry_id, fields in entries:
-            values = {_decoded(k): _decoded(v) for k, v in fields.items()}
-            events.append(RunEvent(_decoded(entry_id), values["type"], json.loads(values["data"])))
+            values = {decoded(k): decoded(v) for k, v in fields.items()}
+            events.append(RunEvent(decoded(entry_id), values["type"], json.loads(values["data"])))
     return events
 
 

@@ -25,8 +25,10 @@ from agent.chat.models import (
     UnknownThreadError,
 )
 from agent.explanations import Subject
+from identifiers import redis_keys
+from identifiers.redis_keys import decoded
 
-PREFIX = "glossator:chat"
+PREFIX = redis_keys.CHAT
 TITLE_CHARS = 80
 _THREAD_ID = re.compile(r"[0-9a-f]{32}")  # what `new_id` makes; anything else is unknown
 
@@ -63,7 +65,7 @@ class ChatStore:
     def threads(self, feature: int) -> list[ChatThread]:
         """The feature's threads, newest first."""
         with self._redis():
-            ids = [_text(i) for i in self.client.zrevrange(self.threads_key(feature), 0, -1)]
+            ids = [decoded(i) for i in self.client.zrevrange(self.threads_key(feature), 0, -1)]
             raws = self.client.mget([self.thread_key(i) for i in ids]) if ids else []
         return [
             self._parse(ChatThread, raw, self.thread_key(i))
@@ -138,7 +140,3 @@ class ChatStore:
 def _title(text: str) -> str:
     one_line = " ".join(text.split())
     return one_line if len(one_line) <= TITLE_CHARS else one_line[: TITLE_CHARS - 1] + "…"
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw

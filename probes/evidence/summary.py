@@ -16,10 +16,11 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
+from identifiers import redis_keys
 from probes.evidence.store import EvidenceStore
 
 SUMMARY_VERSION = 1
-LATEST_KEY = "glossator:evidence:latest"
+LATEST_KEY = redis_keys.EVIDENCE_LATEST
 _TOP_TOKENS = 5
 _EXAMPLE_CHARS = 200
 _PIPELINE_FEATURES = 1000
@@ -39,11 +40,11 @@ class FeatureSummary(BaseModel):
 
 
 def manifest_key(evidence_id: str) -> str:
-    return f"glossator:evidence:{evidence_id}:manifest"
+    return redis_keys.evidence_manifest(evidence_id)
 
 
 def summary_key(evidence_id: str) -> str:
-    return f"glossator:evidence:{evidence_id}:summary"
+    return redis_keys.evidence_summary(evidence_id)
 
 
 def summaries(store: EvidenceStore) -> Iterator[FeatureSummary]:
