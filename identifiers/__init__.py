@@ -1,2 +1,2 @@
-"""Identifiers that travel between the edges and the packages below: parsed and checked
-once, where they come in."""
+"""Identifiers every layer shares, each parsed in one place: feature selections,
+hookpoint names, run ids, and the Redis key schema. It imports nothing of the project."""

@@ -7,40 +7,22 @@ added to the residual stream). The rest of the model and the LM head never run.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from identifiers.hookpoints import Hookpoint, hookpoint_from_name
+
 # Where decoder-only families keep their block list and the blocks' sub-modules.
 _LAYER_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers")
 _ATTN_NAMES = ("self_attn", "attn", "attention")
 _MLP_NAMES = ("mlp", "feed_forward")
-_NAME_RE = re.compile(r"^layers\.(\d+)(?:\.(mlp|attn))?$")
 
 
 class UnknownHookpointError(ValueError):
     """A hookpoint name the model does not have."""
-
-
-@dataclass(frozen=True, order=True)
-class Hookpoint:
-    layer: int
-    site: str  # "resid", "mlp" or "attn"; sorts so that attn/mlp precede resid of a layer
-
-    @property
-    def name(self) -> str:
-        return (
-            f"layers.{self.layer}" if self.site == "resid" else f"layers.{self.layer}.{self.site}"
-        )
-
-    @property
-    def depth(self) -> tuple[int, int]:
-        """Order of execution inside the model: attention, then MLP, then the block output."""
-        return self.layer, {"attn": 0, "mlp": 1, "resid": 2}[self.site]
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -66,15 +48,15 @@ def hookpoint_names(model: nn.Module) -> list[str]:
 
 
 def parse_hookpoint(model: nn.Module, name: str) -> Hookpoint:
-    match = _NAME_RE.match(name)
+    hookpoint = hookpoint_from_name(name)
     n_layers = len(decoder_layers(model))
-    if match is None or int(match.group(1)) >= n_layers:
+    if hookpoint is None or hookpoint.layer >= n_layers:
         raise UnknownHookpointError(
             f"unknown hookpoint {name!r}; valid: layers.N, layers.N.attn, layers.N.mlp "
             f"for N in 0..{n_layers - 1} (e.g. layers.{n_layers // 2}, "
             f"layers.{n_layers // 2}.mlp, layers.{n_layers // 2}.attn)"
         )
-    return Hookpoint(int(match.group(1)), match.group(2) or "resid")
+    return hookpoint
 
 
 def hookpoint_module(model: nn.Module, hookpoint: Hookpoint) -> nn.Module:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from identifiers.hookpoints import hookpoint_from_name
 from sae.base import SAEConfig, SAEError, SparseAutoencoder
 from sae.formats import (
     as_int,
@@ -93,7 +94,6 @@ CONSUMED = {
 # -- hook names ---------------------------------------------------------------------------
 
 _HOOK = re.compile(r"blocks\.(\d+)\.hook_(resid_post|resid_pre|mlp_out|attn_out)")
-_HOOKPOINT = re.compile(r"layers\.(\d+)(?:\.(mlp|attn))?")
 
 
 def hookpoint_from_hook_name(hook_name: str | None) -> str | None:
@@ -113,11 +113,11 @@ def hookpoint_from_hook_name(hook_name: str | None) -> str | None:
 
 
 def hook_name_from_hookpoint(hookpoint: str | None) -> str | None:
-    match = _HOOKPOINT.fullmatch(hookpoint or "")
-    if match is None:
+    parsed = hookpoint_from_name(hookpoint)
+    if parsed is None:
         return None
-    site = {None: "resid_post", "mlp": "mlp_out", "attn": "attn_out"}[match.group(2)]
-    return f"blocks.{match.group(1)}.hook_{site}"
+    site = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}[parsed.site]
+    return f"blocks.{parsed.layer}.hook_{site}"
 
 
 # -- loading ------------------------------------------------------------------------------
