@@ -23,6 +23,7 @@ from agent.state import AgentState, Budget
 from api.server_auth import ApiKey, read_access
 from api.services import Services, services
 from identifiers.redis_keys import decoded
+from identifiers.runs import parse_run_id
 from runtime import run_events
 from runtime.agent import AgentSetup
 from runtime.apikeys import ApiKeyStoreError, RunSlots, TooManyRuns
@@ -168,15 +169,11 @@ class RunManager:
 
 
 def _feature_of(run_id: str, subject: str, n_features: int) -> int | None:
-    """The feature a run id names (explain:{subject}:{evidence}:{feature}:{config}...),
-    or None when it is no run of this subject's features."""
-    parts = run_id.split(":")
-    if len(run_id) > 200 or len(parts) < 5 or parts[:2] != ["explain", subject]:
+    """The feature a run id names, or None when it is no run of this subject's features."""
+    run = parse_run_id(run_id)
+    if run is None or run.subject != subject or run.feature >= n_features:
         return None
-    feature = parts[3]
-    if not (feature.isascii() and feature.isdigit()) or int(feature) >= n_features:
-        return None
-    return int(feature)
+    return run.feature
 
 
 @router.post(

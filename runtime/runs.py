@@ -9,6 +9,7 @@ import hashlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+from identifiers.runs import RunId
 from runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def thread_namer(
     subject = setup.subject.key
 
     def thread_of(index: int) -> str:
-        return f"explain:{subject}:{evidence}:{index}:{key}{suffix}"
+        return str(RunId(subject, evidence, index, f"{key}{suffix}"))
 
     return thread_of
 
