@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from identifiers.features import unknown_feature
 from probes.activations import FeatureActivations, FeatureSource
 
 MAX_PROBE_CHARS = 2000  # a probe text is a short test input, not a document
@@ -104,9 +105,8 @@ class ProbeRunner:
                     f"a probe text has {len(text):,} characters; the limit is "
                     f"{MAX_PROBE_CHARS:,}: test short inputs"
                 )
-        n = len(self.source.feature_names)
-        if not 0 <= feature < n:
-            raise ProbeError(f"unknown feature {feature}: valid indices are 0..{n - 1}")
+        if problem := unknown_feature([feature], len(self.source.feature_names)):
+            raise ProbeError(problem)
 
     async def _serve(self, wakeup: asyncio.Event) -> None:
         while True:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from api.server_auth import check_texts, read_access
 from api.services import Services, services
+from identifiers.features import unknown_feature
 from probes.activations import FeatureActivations
 
 router = APIRouter(tags=["activations"], dependencies=[Depends(read_access)])
@@ -64,9 +65,8 @@ async def activations(
 ) -> ActivationsResponse:
     check_texts(body.texts, request.app.state.settings)
     n = svc.setup.deps.store.n_features
-    bad = [f for f in body.features or [] if not 0 <= f < n]
-    if bad:
-        raise HTTPException(404, f"unknown feature {bad[0]}: valid indices are 0..{n - 1}")
+    if problem := unknown_feature(body.features or [], n):
+        raise HTTPException(404, problem)
     top = body.top if body.top is not None or body.features else 5
     results = await svc.setup.deps.probe.activations(body.texts)
     return ActivationsResponse(

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException, Request
 
+from identifiers.features import parse_feature, unknown_feature
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
 
@@ -31,12 +33,13 @@ class Services:
     def feature(self, given: str) -> int:
         """A path's feature (an index, or a planted feature's id) -> its index; 404 when
         there is no such feature."""
-        text = given.strip()
         n = self.setup.deps.store.n_features
-        if text.isascii() and text.isdigit() and int(text) < n:
-            return int(text)
-        if self.names is not None and text in self.names:
-            return self.names.index(text)
+        try:
+            index: int | None = parse_feature(given, self.names)
+        except ValueError:
+            index = None
+        if index is not None and unknown_feature([index], n) is None:
+            return index
         planted = " or a planted feature id" if self.names is not None else ""
         raise HTTPException(404, f"unknown feature {given!r}: give an index 0..{n - 1}{planted}")
 

@@ -211,6 +211,7 @@ def _show(report: Path) -> None:
 
 def _features(store: EvidenceStore, spec: str | None, names: list[str] | None) -> list[int]:
     from cli.explain_many import parse_features
+    from identifiers.features import parse_feature
 
     alive = store.firing_features()
     if spec is None:
@@ -218,12 +219,7 @@ def _features(store: EvidenceStore, spec: str | None, names: list[str] | None) -
             raise ValueError('say which features: --features "sample:200" (or 0:100, 3,7,9)')
         return alive
     if names is not None and not spec.startswith("sample:") and ":" not in spec:
-        index = {n: i for i, n in enumerate(names)}
-        picked = [p.strip() for p in spec.split(",") if p.strip()]
-        unknown = [p for p in picked if p not in index and not p.isdigit()]
-        if unknown:
-            raise ValueError(f"unknown planted feature {unknown[0]!r}; known: {', '.join(names)}")
-        return [index[p] if p in index else int(p) for p in picked]
+        return [parse_feature(p, names) for p in spec.split(",") if p.strip()]
     return parse_features(spec, alive, store.n_features)
 
 

@@ -72,20 +72,9 @@ def shown_token(token: str) -> str:
 
 def feature_index(feature: str, names: list[str] | None) -> int:
     """A feature given as its index, or (planted features, `names` given) as its id."""
-    text = feature.strip()
-    if text.isascii() and text.isdigit():
-        return int(text)
-    if names is None:
-        raise ValueError(
-            f"{feature!r} is not a feature index; give a number (ids such as word-love "
-            "name planted features: add --planted)"
-        )
-    if text not in names:
-        raise ValueError(
-            f"unknown planted feature {feature!r}; give an index 0..{len(names) - 1} "
-            f"or one of: {', '.join(names)}"
-        )
-    return names.index(text)
+    from identifiers.features import parse_feature
+
+    return parse_feature(feature, names)
 
 
 RESUME_HINT = "The run's finished steps are saved: run the same command again to resume it."

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.common import console, print_json, read_text, shown_token, user_errors
+from identifiers.features import parse_feature
 from runtime import loaders
 from runtime.settings import get_settings
 
@@ -65,13 +66,17 @@ def sae_activations(
 def _parse_features(spec: str) -> list[int]:
     """ "12,40" -> [12, 40] (repeats dropped, order kept)."""
     chosen: list[int] = []
-    for part in (p.strip() for p in spec.split(",")):
-        if not (part.isascii() and part.isdigit()):
+    for part in spec.split(","):
+        try:
+            index = parse_feature(part)
+        except ValueError:
+            given = part.strip()
             raise ValueError(
-                f"--features takes comma-separated feature indices, e.g. 12,40; {part!r} is not one"
-            )
-        if int(part) not in chosen:
-            chosen.append(int(part))
+                "--features takes comma-separated feature indices, e.g. 12,40; "
+                f"{given!r} is not one"
+            ) from None
+        if index not in chosen:
+            chosen.append(index)
     return chosen
 
 

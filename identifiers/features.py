@@ -1,10 +1,42 @@
-"""Feature selections: "0:200" (a range), "3,7,9" (a list) or "sample:8" (a seeded sample
-of the features that fire in the evidence), as the CLI and the HTTP jobs take them."""
+"""Feature ids: an index given as text (or a planted feature's id), the check that an
+index is a feature of the dictionary, and feature selections ("0:200" a range, "3,7,9" a
+list, "sample:8" a seeded sample of the features that fire in the evidence), as the CLI
+and the HTTP service take them."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+
+def unknown_feature(features: Iterable[int], n_features: int) -> str | None:
+    """Why the first of `features` outside 0..n_features-1 is not a feature, or None when
+    every one is (callers raise their own error with it)."""
+    for f in features:
+        if not 0 <= f < n_features:
+            return f"unknown feature {f}: valid indices are 0..{n_features - 1}"
+    return None
+
+
+def parse_feature(text: str, names: Sequence[str] | None = None) -> int:
+    """A feature given as its index ("12"), or as a planted feature's id when `names`
+    (the planted ids) are given. Raises ValueError saying what to give instead. Whether
+    the index is in range is `unknown_feature`'s to say."""
+    given = text.strip()
+    if given.isascii() and given.isdigit():
+        return int(given)
+    if names is None:
+        raise ValueError(
+            f"{text!r} is not a feature index; give a number (ids such as word-love "
+            "name planted features: add --planted)"
+        )
+    if given not in names:
+        raise ValueError(
+            f"unknown planted feature {text!r}; give an index 0..{len(names) - 1} "
+            f"or one of: {', '.join(names)}"
+        )
+    return list(names).index(given)
 
 
 @dataclass(frozen=True)
@@ -25,9 +57,8 @@ def select_features(spec: str, alive: list[int], n_features: int) -> FeatureSele
         lo, hi = (int(part) if part else None for part in spec.split(":", 1))
         return FeatureSelection([f for f in range(n_features)[lo:hi] if f in firing], [])
     picked = [int(part) for part in spec.split(",") if part.strip()]
-    bad = [f for f in picked if not 0 <= f < n_features]
-    if bad:
-        raise ValueError(f"unknown feature {bad[0]}: valid indices are 0..{n_features - 1}")
+    if problem := unknown_feature(picked, n_features):
+        raise ValueError(problem)
     return FeatureSelection(
         [f for f in picked if f in firing], [f for f in picked if f not in firing]
     )

@@ -49,6 +49,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from agent.state import Budget
 from identifiers import redis_keys
+from identifiers.features import unknown_feature
 from identifiers.redis_keys import decoded
 
 if TYPE_CHECKING:
@@ -316,9 +317,8 @@ async def submit_explain_job(
     n_features = setup.deps.store.n_features
     if not chosen:
         raise ValueError("no features to explain")
-    bad = [f for f in chosen if not 0 <= f < n_features]
-    if bad:
-        raise ValueError(f"unknown feature {bad[0]}: valid indices are 0..{n_features - 1}")
+    if problem := unknown_feature(chosen, n_features):
+        raise ValueError(problem)
     if len(chosen) > settings.max_features_per_job:
         raise ValueError(
             f"{len(chosen):,} features in one job; the limit is {settings.max_features_per_job:,}"

@@ -17,6 +17,7 @@ from agent.state import AgentState, Budget
 from evals.core import Explained, Judge, Score, Scorer, ScoringSet
 from evals.explainers.base import Explainer
 from evals.runner import Bench
+from identifiers.features import unknown_feature
 from probes.evidence.store import EvidenceStore, FeatureEvidence
 from probes.planted import PlantedFeatures
 from runtime.agent import AgentSetup
@@ -201,13 +202,10 @@ def plan_bench(
     scorers = _known(options.scorers, SCORERS, "scorer")
     judges = options.judges or (["predicate", "llm"] if settings.llm_base_url else ["predicate"])
     judges = _known(judges, JUDGES, "judge")
-    bad = [f for f in options.features if not 0 <= f < store.n_features]
-    if bad or not options.features:
-        raise BenchOptionError(
-            f"unknown feature {bad[0]}: valid indices are 0..{store.n_features - 1}"
-            if bad
-            else "no features to score"
-        )
+    if not options.features:
+        raise BenchOptionError("no features to score")
+    if problem := unknown_feature(options.features, store.n_features):
+        raise BenchOptionError(problem)
     budget = Budget(max_rounds=options.max_rounds)
     score_store = _score_store(settings, setup, options.score_corpus, on_chunk)
     scored_on = _scored_on(options.score_corpus, score_store)

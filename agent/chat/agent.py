@@ -44,6 +44,7 @@ from agent.reasoner import NewExperiment, Verdict
 from agent.rules.hypotheses import as_dict
 from agent.rules.predicates import WordIn
 from agent.state import AgentState, Cost, Expect, Experiment, Hypothesis, Outcome, Status
+from identifiers.features import unknown_feature
 from llm_client import delimit
 from probes.evidence.store import FeatureEvidence
 
@@ -91,9 +92,8 @@ class ChatAgent:
         self.deps = deps
 
     def check_feature(self, feature: int) -> None:
-        n = self.deps.store.n_features
-        if not 0 <= feature < n:
-            raise UnknownFeatureError(f"unknown feature {feature}: valid indices are 0..{n - 1}")
+        if problem := unknown_feature([feature], self.deps.store.n_features):
+            raise UnknownFeatureError(problem)
 
     def start_thread(self, store: ChatStore, feature: int, title: str = "") -> ChatThread:
         """A new thread about a feature that exists."""
