@@ -25,6 +25,7 @@ import redis
 from langgraph.types import Durability
 from langgraph_checkpoint_plainredis import AsyncRedisSaver, RedisSaver
 
+from errors import ServiceError
 from identifiers import redis_keys
 
 # Every key the savers write starts with "glossator:checkpoint:".
@@ -33,7 +34,7 @@ CHECKPOINT_PREFIX = redis_keys.CHECKPOINT
 DURABILITY: Durability = "sync"
 
 
-class CheckpointStoreError(RuntimeError):
+class CheckpointStoreError(ServiceError):
     """The Redis server for checkpoints cannot be reached."""
 
 

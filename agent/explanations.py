@@ -26,6 +26,7 @@ import redis
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from agent.state import Explanation
+from errors import ServiceError
 from identifiers import redis_keys
 from identifiers.redis_keys import decoded
 
@@ -36,7 +37,7 @@ SUBJECTS_KEY = f"{PREFIX}:subjects"
 _MAX_TRIES = 200
 
 
-class ExplanationStoreError(RuntimeError):
+class ExplanationStoreError(ServiceError):
     """Redis is unreachable, a stored value is malformed, or a run is unknown."""
 
 

@@ -16,13 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from errors import UserError
 from identifiers.features import unknown_feature
 from probes.activations import FeatureActivations, FeatureSource
 
 MAX_PROBE_CHARS = 2000  # a probe text is a short test input, not a document
 
 
-class ProbeError(ValueError):
+class ProbeError(UserError):
     """A probe request the runner refuses (empty or too long a text, unknown feature)."""
 
 

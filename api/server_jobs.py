@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, model_validator
 from agent.state import Budget
 from api.server_auth import ApiKey, check_feature_count, read_access
 from api.services import Services, services
+from errors import UserError
 from identifiers.features import select_features
 from jobs.explain_jobs import JobStatus, JobStore, UnknownJobError, live_workers, submit_explain_job
 
@@ -34,7 +35,7 @@ class JobRequest(BaseModel):
     @model_validator(mode="after")
     def _one_selection(self) -> JobRequest:
         if (self.features is None) == (self.range is None):
-            raise ValueError("give either features (a list) or range (e.g. '0:1000')")
+            raise UserError("give either features (a list) or range (e.g. '0:1000')")
         return self
 
 

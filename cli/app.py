@@ -10,7 +10,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from cli.common import JsonFlag, console, print_json, read_text, shown_token, user_errors
+from cli.common import (
+    JsonFlag,
+    console,
+    print_json,
+    read_text,
+    set_verbose,
+    shown_token,
+    user_errors,
+)
 from cli.features import sae_activations
 from runtime import loaders
 from runtime.settings import Settings, get_settings
@@ -22,6 +30,7 @@ app = typer.Typer(
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    set_verbose(verbose)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -18,6 +18,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.common import console, err_console, user_errors
+from errors import UserError
 from runtime.settings import get_settings
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def bench_command(
                     on_chunk,
                 )  # fmt: skip
         except BenchOptionError as err:
-            raise ValueError(str(err)) from err
+            raise UserError(str(err)) from err
         store, run_id = setup.deps.store, bench.config.run_id
         progress = Progress(
             TextColumn(f"[bold]bench {run_id}"),
@@ -184,7 +185,7 @@ def report_command(
         results = _results(settings, run)
         config = results.config()
         if config is None:
-            raise ValueError(f"no benchmark run {run!r}; `glossator bench list` shows the runs")
+            raise UserError(f"no benchmark run {run!r}; `glossator bench list` shows the runs")
         from runtime.evidence import evidence_folder, open_store
 
         store = open_store(settings, evidence_folder(settings, config.evidence_id, None, False))
@@ -216,7 +217,7 @@ def _features(store: EvidenceStore, spec: str | None, names: list[str] | None) -
     alive = store.firing_features()
     if spec is None:
         if names is None:
-            raise ValueError('say which features: --features "sample:200" (or 0:100, 3,7,9)')
+            raise UserError('say which features: --features "sample:200" (or 0:100, 3,7,9)')
         return alive
     if names is not None and not spec.startswith("sample:") and ":" not in spec:
         return [parse_feature(p, names) for p in spec.split(",") if p.strip()]

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.text import Text
 
-from runtime.settings import SettingsError
+from errors import GlossatorError, UserError
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # paths in messages stay whole
@@ -21,41 +22,50 @@ MAX_TEXT_CHARS = 100_000
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead.")]
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    from probes.corpus import CorpusFormatError
-    from probes.hookpoints import UnknownHookpointError
-    from probes.model import ModelLoadError
-    from probes.planted import PlantedSpecError
-    from runtime.redis_server import RedisUnavailableError
+_verbose: list[bool] = [False]  # set by the app's callback (-v)
 
-    return (
-        SettingsError,
-        ModelLoadError,
-        UnknownHookpointError,
-        PlantedSpecError,
-        CorpusFormatError,
-        RedisUnavailableError,
-        ValueError,
-    )
+
+def set_verbose(verbose: bool) -> None:
+    _verbose[0] = verbose
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from pydantic import ValidationError
+
+    # Errors glossator raises on purpose (a user error, or a service that is down), and
+    # a malformed value in a file or option the user gave.
+    return (GlossatorError, ValidationError)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn errors the user can fix into a one-paragraph message and exit code 2."""
+    """Errors the user can act on become a one-paragraph message and exit code 2; any
+    other exception is a bug in glossator: a short internal-error message and exit code
+    1 (with -v, the traceback instead)."""
     try:
         yield
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise
     except _user_errors() as err:
         err_console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(2) from err
+    except Exception as err:
+        if _verbose[0]:
+            raise
+        err_console.print(
+            f"[bold red]internal error[/] (a bug in glossator; please report it): "
+            f"{type(err).__name__}: {err}. Run again with -v for the traceback."
+        )
+        raise typer.Exit(1) from err
 
 
 def read_text(text: str) -> str:
     if text == "-":
         text = sys.stdin.read()
     if not text.strip():
-        raise ValueError("the text is empty; give some text, or '-' to read it from stdin")
+        raise UserError("the text is empty; give some text, or '-' to read it from stdin")
     if len(text) > MAX_TEXT_CHARS:
-        raise ValueError(
+        raise UserError(
             f"the text has {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}: "
             "split it, or use a corpus for bulk work"
         )

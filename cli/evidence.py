@@ -18,6 +18,7 @@ from rich.progress import (
 )
 
 from cli.common import JsonFlag, console, err_console, feature_index, print_json, user_errors
+from errors import UserError
 from runtime.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def build_command(
     with user_errors():
         use_planted = planted or spec is not None
         if use_planted and (hookpoint or batch_size or batch_tokens):
-            raise ValueError(
+            raise UserError(
                 "--hookpoint, --batch-size and --batch-tokens apply to model + SAE evidence, "
                 "not to planted features; drop them or --planted/--spec"
             )

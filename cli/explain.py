@@ -22,6 +22,7 @@ from cli.common import (
     print_json,
     user_errors,
 )
+from errors import UserError
 from runtime.runs import checkpointed_graph, drive, store_run, thread_namer
 from runtime.settings import Settings, get_settings
 
@@ -66,7 +67,7 @@ def explain_command(
 
     with user_errors(), llm_failures():
         if (feature is None) == (features is None):
-            raise ValueError("give one feature, or --features for many (not both)")
+            raise UserError("give one feature, or --features for many (not both)")
         settings = get_settings()
         setup = agent_setup(settings, planted or spec is not None, spec)
         budget = Budget(max_rounds=max_rounds, max_probe_texts=max_probes)
@@ -74,13 +75,13 @@ def explain_command(
             explain_many(settings, setup, features, budget, new, local, concurrency, as_json)
             return
         if local:
-            raise ValueError("--local goes with --features (one feature always runs here)")
+            raise UserError("--local goes with --features (one feature always runs here)")
         thread_of = thread_namer(settings, setup, budget, f":{uuid.uuid4().hex[:8]}" if new else "")
         store = setup.deps.store
         assert feature is not None
         index = feature_index(feature, setup.feature_names)
         if store.feature(index).stats.fired_tokens == 0:  # also checks the index
-            raise ValueError(f"feature {feature} never fired in the evidence: nothing to explain")
+            raise UserError(f"feature {feature} never fired in the evidence: nothing to explain")
         name = feature if setup.feature_names is None else setup.feature_names[index]
         start = AgentState(feature=index, budget=budget)
         final = asyncio.run(_run(settings, setup, start, thread_of(index), name, not as_json))
@@ -138,7 +139,7 @@ def explanation_command(
         store = ExplanationStore(connect(settings), setup.subject)
         current = store.current(index)
         if current is None:
-            raise ValueError(
+            raise UserError(
                 f"feature {feature} has no explanation yet; run `glossator explain {feature}`"
             )
         runs = len(store.history(index))

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.common import console, err_console, print_json
+from errors import UserError
 
 if TYPE_CHECKING:
     from agent.state import AgentState, Budget, Explanation
@@ -67,7 +68,7 @@ def explain_queued(
     from runtime.redis_server import connect
 
     if not features:
-        raise ValueError("none of these features fired in the evidence: nothing to explain")
+        raise UserError("none of these features fired in the evidence: nothing to explain")
     status = asyncio.run(submit_explain_job(settings, setup, features, budget, new))
     client = connect(settings)
     jobs = JobStore(client)

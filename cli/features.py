@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.common import console, print_json, read_text, shown_token, user_errors
+from errors import UserError
 from identifiers.features import parse_feature
 from runtime import loaders
 from runtime.settings import get_settings
@@ -71,7 +72,7 @@ def _parse_features(spec: str) -> list[int]:
             index = parse_feature(part)
         except ValueError:
             given = part.strip()
-            raise ValueError(
+            raise UserError(
                 "--features takes comma-separated feature indices, e.g. 12,40; "
                 f"{given!r} is not one"
             ) from None

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.common import JsonFlag, console, print_json, user_errors
+from errors import UserError
 
 sae_app = typer.Typer(help="Train and evaluate sparse dictionaries.", no_args_is_help=True)
 
@@ -93,7 +94,7 @@ def train_command(
 
     with user_errors():
         if architecture not in ARCHITECTURES:
-            raise ValueError(
+            raise UserError(
                 f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}"
             )
         settings = get_settings()
@@ -164,7 +165,7 @@ def _parse_widths(spec: str | None) -> list[int] | None:
     try:
         return [int(part) for part in spec.split(",") if part.strip()]
     except ValueError as err:
-        raise ValueError(
+        raise UserError(
             f"--matryoshka-widths takes comma-separated sizes, e.g. 256,1024,4096; got {spec!r}"
         ) from err
 

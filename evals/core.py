@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from errors import GlossatorError
 from probes.evidence.store import EvidenceStore, Example, FeatureEvidence
 
 SCORE_VERSION = 1
@@ -158,7 +159,7 @@ class Judge(Protocol):
         ...
 
 
-class JudgeUnavailable(Exception):
+class JudgeUnavailable(GlossatorError):
     """This judge cannot read this explanation (not a failure of the explanation)."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel
 
+from errors import UserError
 from evals.core import Explained, Score
 from identifiers import redis_keys
 from identifiers.redis_keys import decoded
@@ -130,5 +131,5 @@ def list_runs(client: redis.Redis) -> list[str]:
     return [decoded(r) for r in client.zrange(f"{PREFIX}:runs", 0, -1)]
 
 
-class BenchRunMismatch(ValueError):
+class BenchRunMismatch(UserError):
     """A run id already holds a run with another config."""

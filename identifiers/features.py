@@ -9,6 +9,8 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from errors import UserError
+
 
 def unknown_feature(features: Iterable[int], n_features: int) -> str | None:
     """Why the first of `features` outside 0..n_features-1 is not a feature, or None when
@@ -27,12 +29,12 @@ def parse_feature(text: str, names: Sequence[str] | None = None) -> int:
     if given.isascii() and given.isdigit():
         return int(given)
     if names is None:
-        raise ValueError(
+        raise UserError(
             f"{text!r} is not a feature index; give a number (ids such as word-love "
             "name planted features: add --planted)"
         )
     if given not in names:
-        raise ValueError(
+        raise UserError(
             f"unknown planted feature {text!r}; give an index 0..{len(names) - 1} "
             f"or one of: {', '.join(names)}"
         )
@@ -46,9 +48,21 @@ class FeatureSelection:
 
 
 def select_features(spec: str, alive: list[int], n_features: int) -> FeatureSelection:
-    """The features `spec` names that fired in the evidence (`alive`). Raises ValueError
+    """The features `spec` names that fired in the evidence (`alive`). Raises UserError
     for a listed index outside 0..n_features-1 or a malformed spec."""
     spec = spec.strip()
+    try:
+        return _select(spec, alive, n_features)
+    except ValueError as err:
+        if isinstance(err, UserError):
+            raise
+        raise UserError(
+            f"{spec!r} is not a feature selection: give a range (0:200), a list (3,7,9) "
+            "or a sample (sample:8)"
+        ) from err
+
+
+def _select(spec: str, alive: list[int], n_features: int) -> FeatureSelection:
     if spec.startswith("sample:"):
         count = int(spec.removeprefix("sample:"))
         return FeatureSelection(sorted(random.Random(0).sample(alive, min(count, len(alive)))), [])
@@ -58,7 +72,7 @@ def select_features(spec: str, alive: list[int], n_features: int) -> FeatureSele
         return FeatureSelection([f for f in range(n_features)[lo:hi] if f in firing], [])
     picked = [int(part) for part in spec.split(",") if part.strip()]
     if problem := unknown_feature(picked, n_features):
-        raise ValueError(problem)
+        raise UserError(problem)
     return FeatureSelection(
         [f for f in picked if f in firing], [f for f in picked if f not in firing]
     )

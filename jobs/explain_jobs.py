@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from agent.state import Budget
+from errors import UserError
 from identifiers import redis_keys
 from identifiers.features import unknown_feature
 from identifiers.redis_keys import decoded
@@ -66,7 +67,7 @@ HEARTBEAT_TTL_S = 15
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 
 
-class UnknownJobError(KeyError):
+class UnknownJobError(UserError, KeyError):
     """No job with this id (never created, or from another Redis)."""
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
@@ -90,9 +91,9 @@ class JobSpec(BaseModel):
     @classmethod
     def _distinct(cls, features: list[int]) -> list[int]:
         if len(set(features)) != len(features):
-            raise ValueError("features must be distinct")
+            raise UserError("features must be distinct")
         if min(features) < 0:
-            raise ValueError("feature indices are >= 0")
+            raise UserError("feature indices are >= 0")
         return features
 
 
@@ -316,11 +317,11 @@ async def submit_explain_job(
     chosen = list(dict.fromkeys(features))
     n_features = setup.deps.store.n_features
     if not chosen:
-        raise ValueError("no features to explain")
+        raise UserError("no features to explain")
     if problem := unknown_feature(chosen, n_features):
-        raise ValueError(problem)
+        raise UserError(problem)
     if len(chosen) > settings.max_features_per_job:
-        raise ValueError(
+        raise UserError(
             f"{len(chosen):,} features in one job; the limit is {settings.max_features_per_job:,}"
             " (GLOSSATOR_MAX_FEATURES_PER_JOB): split the range"
         )

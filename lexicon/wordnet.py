@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from errors import ServiceError
 from lexicon.function_words import ALL_FUNCTION_WORDS
 
 DEFAULT_DIR = Path("/usr/share/wordnet")
@@ -145,7 +146,7 @@ _DETACH = {
 }
 
 
-class WordNetMissing(RuntimeError):
+class WordNetMissing(ServiceError):
     """The WordNet database files are not where they were looked for."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from errors import ServiceError
 
-class LLMError(RuntimeError):
+
+class LLMError(ServiceError):
     """An LLM call failed; no result exists (callers must not invent one)."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from errors import UserError
 from llm_client.config import LLMConfig, LLMUsage
 from llm_client.errors import LLMRequestError
 from llm_client.prompting import Message
@@ -42,7 +43,7 @@ DEFAULT_MAX_TOKENS = 1024  # when a call names no limit (LLMConfig's default too
 PREFIX_CACHES = 3  # KV caches kept for prompt reuse (~70 MB each at 1,500 tokens, 135M)
 
 
-class LocalModelError(ValueError):
+class LocalModelError(UserError):
     """The local chat model's folder is missing or is not a usable chat model."""
 
 

@@ -31,6 +31,8 @@ from typing import Any
 
 from rich.progress import Progress
 
+from errors import UserError
+
 log = logging.getLogger(__name__)
 
 TEXT_FIELD = "text"
@@ -47,7 +49,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _MANY_BLANK_LINES = re.compile(r"\n{3,}")
 
 
-class CorpusFormatError(ValueError):
+class CorpusFormatError(UserError):
     """The corpus at a path is malformed or in a format we do not read."""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from errors import UserError
 from identifiers.hookpoints import Hookpoint, hookpoint_from_name
 
 # Where decoder-only families keep their block list and the blocks' sub-modules.
@@ -21,7 +22,7 @@ _ATTN_NAMES = ("self_attn", "attn", "attention")
 _MLP_NAMES = ("mlp", "feed_forward")
 
 
-class UnknownHookpointError(ValueError):
+class UnknownHookpointError(UserError):
     """A hookpoint name the model does not have."""
 
 

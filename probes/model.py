@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from errors import UserError
 from probes.tokenization import special_prefix_ids
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ DEFAULT_PREFIX_TOKEN = "<|endoftext|>"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError):
     """The subject model could not be found or loaded."""
 
 

@@ -41,6 +41,7 @@ from pydantic import (
     model_validator,
 )
 
+from errors import UserError
 from probes.activations import FeatureActivations, TokenSpan
 
 ACTIVE_GROUP = "active"
@@ -49,11 +50,11 @@ _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 _TOKENIZE_CHUNK = 256
 
 
-class PlantedSpecError(ValueError):
+class PlantedSpecError(UserError):
     """A planted-feature spec file is malformed; the message names the file and line."""
 
 
-class UnknownFeatureError(KeyError):
+class UnknownFeatureError(UserError, KeyError):
     """A feature id that the source does not define; the message lists the valid ids."""
 
     def __str__(self) -> str:
@@ -73,7 +74,7 @@ class RegexRule(BaseModel):
     def _known_flags(cls, flags: str) -> str:
         unknown = sorted(set(flags) - set(_FLAG_BITS))
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"unknown regex flag(s) {''.join(unknown)!r}; allowed letters: "
                 f"{''.join(_FLAG_BITS)}"
             )
@@ -84,7 +85,7 @@ class RegexRule(BaseModel):
         try:
             self.compile()
         except re.error as err:
-            raise ValueError(f"invalid regex {self.regex!r}: {err}") from None
+            raise UserError(f"invalid regex {self.regex!r}: {err}") from None
         return self
 
     def compile(self) -> re.Pattern[str]:
@@ -107,7 +108,7 @@ class WordsRule(BaseModel):
     def _no_blank_words(cls, words: list[str]) -> list[str]:
         blank = [i for i, w in enumerate(words) if not w.strip()]
         if blank:
-            raise ValueError(f"words list has blank entries at position(s) {blank}")
+            raise UserError(f"words list has blank entries at position(s) {blank}")
         return words
 
     def compile(self) -> re.Pattern[str]:
@@ -167,21 +168,21 @@ class PlantedFeatureSpec(BaseModel):
     @classmethod
     def _two_or_more(cls, senses: tuple[Sense, ...]) -> tuple[Sense, ...]:
         if len(senses) == 1:
-            raise ValueError("a polysemantic feature lists at least two senses (or none)")
+            raise UserError("a polysemantic feature lists at least two senses (or none)")
         return senses
 
     @field_validator("description")
     @classmethod
     def _not_blank(cls, description: str) -> str:
         if not description.strip():
-            raise ValueError("description is blank")
+            raise UserError("description is blank")
         return description
 
     @field_validator("activation")
     @classmethod
     def _finite(cls, activation: float) -> float:
         if not math.isfinite(activation):
-            raise ValueError("activation must be a finite number")
+            raise UserError("activation must be a finite number")
         return activation
 
 
@@ -300,11 +301,11 @@ class PlantedFeatures:
 
     def __init__(self, specs: Sequence[PlantedFeatureSpec], tokenizer: Any) -> None:
         if not specs:
-            raise ValueError("PlantedFeatures needs at least one feature spec")
+            raise UserError("PlantedFeatures needs at least one feature spec")
         ids = [s.id for s in specs]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
-            raise ValueError(f"duplicate planted feature ids: {duplicates}")
+            raise UserError(f"duplicate planted feature ids: {duplicates}")
         self.specs = list(specs)
         self.tokenizer = tokenizer
         self._names = ids

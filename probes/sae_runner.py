@@ -15,6 +15,7 @@ from typing import overload
 
 import torch
 
+from errors import UserError
 from probes.activations import FeatureActivations, TokenSpan
 from probes.model import SubjectModel
 from probes.reader import ActivationReader
@@ -25,7 +26,7 @@ from sae.base import SparseAutoencoder
 CHUNK_ELEMENTS = 1 << 24
 
 
-class FeatureIndexError(ValueError):
+class FeatureIndexError(UserError):
     """A feature index the SAE does not have; the message gives the valid range."""
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ValidationError
 
+from errors import ServiceError, UserError
 from identifiers import redis_keys
 from identifiers.redis_keys import decoded
 
@@ -45,7 +46,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 SECRET_BYTES = 32
 
 
-class ApiKeyError(RuntimeError):
+class ApiKeyError(ServiceError):
     """A key operation cannot be done; the message says why and what to do."""
 
 
@@ -293,7 +294,7 @@ class RunSlots:
 
     def __init__(self, client: Any, limit: int, *, ttl_s: float = 60.0) -> None:
         if limit < 1 or ttl_s <= 0:
-            raise ValueError(f"limit must be >= 1 and ttl_s > 0, got {limit} and {ttl_s}")
+            raise UserError(f"limit must be >= 1 and ttl_s > 0, got {limit} and {ttl_s}")
         self.client = client
         self.limit = limit
         self.ttl_ms = max(1, round(ttl_s * 1000))

@@ -3,12 +3,14 @@ the error for what a benchmark cannot provide."""
 
 from __future__ import annotations
 
+from errors import UserError
+
 EXPLAINERS = ("agent", "oneshot", "toptokens")
 SCORERS = ("detection", "fuzzing", "simulation", "embedding", "generative", "predictive", "truth")
 JUDGES = ("predicate", "llm", "local")
 
 
-class BenchOptionError(ValueError):
+class BenchOptionError(UserError):
     """An explainer, scorer or judge the benchmark cannot provide, with what to do."""
 
 

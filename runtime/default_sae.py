@@ -27,6 +27,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from errors import UserError
 from probes.model import SubjectModel
 from probes.reader import ActivationReader
 from probes.stream import ActivationStream, read_activations
@@ -141,7 +142,7 @@ def train_on_texts(
     """
     hookpoint = cfg.hookpoint
     if hookpoint is None:
-        raise ValueError("the training config names no hookpoint to read")
+        raise UserError("the training config names no hookpoint to read")
     check_out_dir(out_dir, resume)  # before minutes of reading activations
     reader = _reader(settings, subject, hookpoint)
     source: TensorSource | ActivationStream
@@ -210,7 +211,7 @@ def prepare_default_sae(settings: Settings, progress: bool = True) -> Path:
     if is_trained(target):
         return target
     if settings.model:
-        raise ValueError(
+        raise UserError(
             f"the default SAE is for the embedded default model, not GLOSSATOR_MODEL="
             f"{settings.model}; train one with `glossator sae train` and set GLOSSATOR_SAE"
         )

@@ -23,6 +23,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from errors import ServiceError
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ STOP_TIMEOUT_S = 10.0
 _POLL_S = 0.02
 
 
-class RedisUnavailableError(RuntimeError):
+class RedisUnavailableError(ServiceError):
     """Redis cannot be reached; the message says which server and what to do."""
 
 

@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from errors import UserError
+
 ENV_PREFIX = "GLOSSATOR_"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # auto: openai when an LLM server is configured, else the best offline backend.
@@ -19,7 +21,7 @@ _DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 MIN_CONTEXT_LENGTH = 8
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError):
     """The settings (environment, .env file or overrides) hold an invalid value."""
 
 
@@ -97,7 +99,7 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(
+            raise UserError(
                 f"redis_url must start with redis://, rediss:// or unix://, got {value!r}"
             )
         return value
@@ -117,7 +119,7 @@ class Settings(BaseSettings):
     def _device(cls, value: str) -> str:
         value = value.strip().lower()
         if not _DEVICE_RE.fullmatch(value):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+            raise UserError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
         return value
 
     @field_validator("dtype")
@@ -125,21 +127,21 @@ class Settings(BaseSettings):
     def _dtype(cls, value: str) -> str:
         value = value.strip().lower()
         if value not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {value!r}")
+            raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {value!r}")
         return value
 
     @field_validator("hookpoint")
     @classmethod
     def _hookpoint(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("hookpoint must name a module, e.g. 'layers.6'")
+            raise UserError("hookpoint must name a module, e.g. 'layers.6'")
         return value.strip()
 
     @field_validator("context_length")
     @classmethod
     def _context_length(cls, value: int) -> int:
         if value < MIN_CONTEXT_LENGTH:
-            raise ValueError(
+            raise UserError(
                 f"context_length must be at least {MIN_CONTEXT_LENGTH} tokens, got {value}"
             )
         return value

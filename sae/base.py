@@ -21,8 +21,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from errors import UserError
 
-class SAEError(ValueError):
+
+class SAEError(UserError):
     """A dictionary file or configuration is unusable; the message says how to fix it."""
 
 

@@ -14,28 +14,29 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from agent.state import Cost, Expect, Outcome
+from errors import GlossatorError, ServiceError, UserError
 
 CHAT_VERSION = 1
 
 
-class ChatError(Exception):
+class ChatError(GlossatorError):
     """Base of the chat's errors; each message says what to do about it."""
 
 
-class ChatInputError(ChatError, ValueError):
+class ChatInputError(ChatError, UserError):
     """The user's message cannot be handled as sent (empty, too long, too many texts,
     a hypothesis that names nothing to test)."""
 
 
-class UnknownThreadError(ChatError, LookupError):
+class UnknownThreadError(ChatError, UserError, LookupError):
     """No such thread (for this subject and feature)."""
 
 
-class UnknownFeatureError(ChatError, LookupError):
+class UnknownFeatureError(ChatError, UserError, LookupError):
     """The feature is not in the evidence the agent reads."""
 
 
-class ChatStoreError(ChatError, RuntimeError):
+class ChatStoreError(ChatError, ServiceError):
     """Redis is unreachable, or a stored chat value is malformed."""
 
 

@@ -9,10 +9,11 @@ from pydantic import ValidationError
 from agent.explanations import ExplanationRecord
 from agent.rules.hypotheses import as_dict, from_dict
 from agent.state import Explanation
+from errors import UserError
 from evals.core import Explained, ExplainerCost
 
 
-class AgentExplanationError(ValueError):
+class AgentExplanationError(UserError):
     """A finished run that cannot be scored: no text, or a predicate that does not parse."""
 
 

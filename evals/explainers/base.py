@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from errors import UserError
 from evals.core import Explained
 from probes.evidence.store import Example, FeatureEvidence
 
@@ -16,7 +17,7 @@ class Explainer(Protocol):
     async def explain(self, feature: int, evidence: FeatureEvidence) -> Explained: ...
 
 
-class NothingToExplainError(ValueError):
+class NothingToExplainError(UserError):
     """The evidence holds no activation to explain from (the feature never fired in
     the explain split). The explanation is failed, not empty."""
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from errors import UserError
 from evals.core import Explained
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ _NEURONPEDIA_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 _DELPHI_NAME = re.compile(r"(?P<module>.+)_(?:latent|feature)(?P<index>\d+)\.txt")
 
 
-class ImportedExplanationsError(ValueError):
+class ImportedExplanationsError(UserError):
     """An explanation file that cannot be read as the format it claims to be."""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
+from errors import UserError
 from probes.evidence.output_side import LogitLens
 
 MANIFEST_VERSION = 1
@@ -19,7 +20,7 @@ EXPLAIN, SCORE = 0, 1
 SPLITS = ("explain", "score")
 
 
-class EvidenceError(ValueError):
+class EvidenceError(UserError):
     """The evidence pass cannot run or its files cannot be used; the message says why."""
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from errors import UserError
+
 # Elements of one float32 [chunk, vocab] logit block: 2**27 = 512 MiB. Measured on 2 CPU
 # cores (d=576, vocab 49152): 682-row chunks ran ~25% slower than 2730-row chunks.
 _BLOCK_ELEMENTS = 1 << 27
@@ -36,7 +38,7 @@ _SIMILAR_CHUNK = 4096
 Progress = Callable[[int], None]  # called with the number of features finished so far
 
 
-class OutputSideError(ValueError):
+class OutputSideError(UserError):
     """Inputs to the logit lens or similar-feature search do not fit together."""
 
 

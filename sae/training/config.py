@@ -25,6 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from errors import UserError
+
 Architecture = Literal["topk", "batchtopk", "matryoshka"]
 ARCHITECTURES: tuple[str, ...] = ("topk", "batchtopk", "matryoshka")
 
@@ -82,18 +84,18 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.k > self.d_sae:
-            raise ValueError(f"k={self.k} must be at most the width d_sae={self.d_sae}")
+            raise UserError(f"k={self.k} must be at most the width d_sae={self.d_sae}")
         if self.architecture == "matryoshka":
             widths = self.resolved_matryoshka_widths()
             if any(b <= a for a, b in zip([0, *widths], widths, strict=False)) or (
                 widths[-1] != self.d_sae
             ):
-                raise ValueError(
+                raise UserError(
                     f"matryoshka_widths must increase strictly and end at d_sae={self.d_sae}, "
                     f"got {widths}"
                 )
         elif self.matryoshka_widths is not None:
-            raise ValueError("matryoshka_widths is only for the 'matryoshka' architecture")
+            raise UserError("matryoshka_widths is only for the 'matryoshka' architecture")
         return self
 
     # -- resolved defaults ---------------------------------------------------------------

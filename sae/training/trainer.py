@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from errors import UserError
 from sae.architectures.batchtopk import BatchTopKSAE
 from sae.base import SAEConfig, SparseAutoencoder
 from sae.registry import build_sae
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 _PARAMS = ("W_enc", "b_enc", "W_dec", "b_dec")  # optimiser order, fixed for checkpoints
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError):
     """A run cannot start or continue as asked; the message says what to do."""
 
 
