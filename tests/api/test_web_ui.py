@@ -19,7 +19,7 @@ import pytest
 
 from tests.server_fixtures import api_key, read_stream, serving, settings_of
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "web"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -30,6 +30,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")

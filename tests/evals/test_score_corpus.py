@@ -221,7 +221,7 @@ def test_bench_cli_score_corpus_errors_are_clear(cli_env: dict[str, str], tmp_pa
 def test_bench_cli_score_corpus_with_real_sae_features(
     tiny_llama_dir: Path, tmp_path: Path, redis_server: EmbeddedRedis
 ) -> None:
-    from tests.test_cli_explain import PHRASES
+    from tests.cli.test_explain import PHRASES
 
     sae = identity_sae(32)  # the tiny model's d_model is 32
     with torch.no_grad():

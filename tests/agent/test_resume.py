@@ -33,10 +33,10 @@ from llm_client import LLMClient
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
 from runtime.redis_server import EmbeddedRedis
+from tests.agent.test_llm_reasoner import EXPLANATION, PER_CALL, SCRIPT, llm_config, step_of
 from tests.llm_server import FakeLLMServer
-from tests.test_agent_llm_reasoner import EXPLANATION, PER_CALL, SCRIPT, llm_config, step_of
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 THREAD = "resume-agent-word-love"
 Planted = tuple[EvidenceStore, PlantedFeatures]
 

@@ -37,7 +37,7 @@ from agent.checkpointer import (
 from runtime.redis_server import EmbeddedRedis
 from tests.checkpoint_resume_graph import build_graph
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class SyncSaverUnderAsyncApi(GlossatorRedisSaver):

@@ -140,6 +140,7 @@ def test_token_strings_are_readable(tiny_llama: Any) -> None:
     assert token_strings(tokenizer, [len(tokenizer) + 3]) == [f"<unused id {len(tokenizer) + 3}>"]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bfloat16_matches_cpu() -> None:
     W_dec_FD = _random(300, 64, seed=13).to(torch.bfloat16)

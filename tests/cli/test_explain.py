@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from runtime.redis_server import EmbeddedRedis
+from tests.agent.test_llm_reasoner import EXPLANATION, by_step
 from tests.cli_helpers import planted_cli_env, run_cli
 from tests.llm_server import FakeLLMServer, Reply
-from tests.test_agent_llm_reasoner import EXPLANATION, by_step
 
 PHRASES = [
     "I love my old dog",

@@ -20,7 +20,7 @@ from runtime.redis_server import (
 )
 from runtime.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def dead_pid() -> int:

@@ -33,8 +33,8 @@ from jobs.queue import GROUP, queue_name
 from runtime.agent import AgentSetup, agent_setup
 from runtime.redis_server import EmbeddedRedis
 from runtime.settings import Settings, get_settings
+from tests.cli.test_explain import PHRASES
 from tests.cli_helpers import GLOSSATOR, planted_cli_env
-from tests.test_cli_explain import PHRASES
 
 # With PHRASES, these make every one of the 25 planted features fire somewhere.
 MORE_PHRASES = [
