@@ -79,7 +79,7 @@ def _has_chat_template(folder: Path) -> bool:
 def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema as the decoder enforces it: compact JSON, every declared property
     written out in order (no extra ones), strings and arrays bounded."""
-    tightened = _tighten(schema)
+    tightened: dict[str, Any] = _tighten(schema)
     tightened["x-guidance"] = {"whitespace_flexible": False}
     return tightened
 
@@ -385,7 +385,8 @@ def _forward(loaded: _Loaded, entry: _Cached, feed: list[int]) -> torch.Tensor:
     result = loaded.model(input_ids=torch.tensor([feed], device=loaded.model.device), **kwargs)
     entry.cache = result.past_key_values
     entry.context += feed
-    return result.logits[0, -1].float()
+    logits: torch.Tensor = result.logits[0, -1].float()
+    return logits
 
 
 def _allowed(bitmask: np.ndarray, vocab: int) -> torch.Tensor:

@@ -123,7 +123,8 @@ def _id(index: dict[str, int], key: str) -> int:
 
 def _spread(distinct: list[bool], ids: np.ndarray) -> np.ndarray:
     # A trailing False answers the NONE (-1) index.
-    return np.asarray([*distinct, False], dtype=bool)[ids]
+    verdicts: np.ndarray = np.asarray([*distinct, False], dtype=bool)[ids]
+    return verdicts
 
 
 Scored = tuple["Predicate", np.ndarray]  # a candidate and its verdict per labelled token
