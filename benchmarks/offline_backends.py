@@ -38,7 +38,7 @@ from agent.graph import build_graph
 from agent.llm_reasoner import LLMReasoner
 from agent.probe import ProbeRunner
 from agent.reasoner import Reasoner
-from agent.rules.hypotheses import from_dict, labeled
+from agent.rules.hypotheses import labeled
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
 from agent.rules.synthesis import agreement, evaluate
@@ -47,6 +47,7 @@ from benchmarks.agent_batching import RECURSION_LIMIT, open_evidence
 from evals.core import scoring_set
 from llm_client import LLMClient, Message, delimit
 from llm_client.local import LocalStats, LocalTransport, local_config
+from predicates.language import from_dict
 from probes.evidence.store import EvidenceStore, Example
 from probes.model import prepare_default_model
 from probes.planted import PlantedFeatures, default_spec_path

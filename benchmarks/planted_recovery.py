@@ -26,12 +26,12 @@ from rich.table import Table
 from agent.deps import AgentDeps
 from agent.graph import build_graph
 from agent.probe import ProbeRunner
-from agent.rules.hypotheses import from_dict
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
 from agent.state import AgentState, Budget
 from benchmarks.agent_batching import RECURSION_LIMIT, open_evidence
 from evals.truth import TruthScore, held_out, truth_score
+from predicates.language import from_dict
 from probes.planted import PlantedFeatures, default_spec_path
 from runtime.settings import get_settings
 

@@ -85,7 +85,7 @@ def scoring_set(
     (the same set for every explainer). Tau comes from the explain side of `store`: pass
     its `evidence` when already read. The examples come from `held_out` when given (the
     evidence of a score corpus, same features), else from `store`'s score split."""
-    from agent.nodes.observe import firing_threshold
+    from probes.evidence.threshold import firing_threshold
 
     held = (held_out or store).scoring_examples(feature, non_activating=non_activating)
     rng = random.Random(f"{seed}:{feature}")

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.rules.hypotheses import labeled
-from agent.rules.predicates import AnyOf, Predicate
 from agent.rules.synthesis import Agreement, Labeled, agreement, evaluate
+from predicates.language import AnyOf, Predicate
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatureSpec, match_spans
 

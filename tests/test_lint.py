@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = [
     *("sae", "probes", "agent", "evals", "api", "cli", "jobs", "runtime", "llm_client", "lexicon"),
-    *("identifiers", "errors"),
+    *("identifiers", "errors", "predicates"),
     *("tests", "benchmarks", "scripts"),
 ]
 

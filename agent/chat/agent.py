@@ -38,15 +38,14 @@ from agent.chat.models import (
 from agent.chat.store import ChatStore
 from agent.deps import AgentDeps
 from agent.explanations import ExplanationStore
-from agent.nodes.observe import firing_threshold
 from agent.probe import ProbeResult
 from agent.reasoner import NewExperiment, Verdict
-from agent.rules.hypotheses import as_dict
-from agent.rules.predicates import WordIn
 from agent.state import AgentState, Cost, Expect, Experiment, Hypothesis, Outcome, Status
 from identifiers.features import unknown_feature
 from llm_client import delimit
+from predicates.language import WordIn, as_dict
 from probes.evidence.store import FeatureEvidence
+from probes.evidence.threshold import firing_threshold
 
 logger = logging.getLogger(__name__)
 

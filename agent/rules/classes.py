@@ -9,9 +9,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from agent.rules.lexical import WordClass, family
 from agent.rules.table import TokenTable
 from lexicon.wordnet import WordNet, WordNetMissing, wordnet
+from predicates.lexical import WordClass, family
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import numpy as np
 from lemminflect import getAllInflections, getInflection
 
 from agent.reasoner import NewExperiment
-from agent.rules.lexical import LemmaIn, WordClass
-from agent.rules.predicates import AllOf, AnyOf, Predicate, Tiered, TokenView
 from agent.state import Expect
+from predicates.language import AllOf, AnyOf, Predicate, Tiered, TokenView
+from predicates.lexical import LemmaIn, WordClass
 
 MAX_CHARS = 200
 MAX_CANDIDATES = 400  # members tried per hypothesis (a lexname holds thousands)

@@ -3,9 +3,9 @@ plus a negative control, each as a `Hypothesis` carrying its executable predicat
 
 from __future__ import annotations
 
-from agent.rules.predicates import AllOf, Neighbour, Not, Predicate, PredicateHolder, TokenView
 from agent.rules.synthesis import Labeled, Synthesis, synthesize_many
 from agent.state import Hypothesis
+from predicates.language import AllOf, Neighbour, Not, TokenView, as_dict
 from probes.evidence.store import Example, FeatureEvidence
 
 
@@ -23,14 +23,6 @@ def evidence_data(evidence: FeatureEvidence) -> list[Labeled]:
     where the feature never fires."""
     quantiles = [e for b in evidence.quantiles for e in b.examples]
     return labeled(evidence.top + quantiles + evidence.non_activating)
-
-
-def as_dict(predicate: Predicate) -> dict[str, object]:
-    return dict(PredicateHolder(predicate=predicate).model_dump()["predicate"])
-
-
-def from_dict(data: dict[str, object]) -> Predicate:
-    return PredicateHolder.model_validate({"predicate": data}).predicate
 
 
 RIVALS = 3  # hypotheses synthesised from the evidence, besides the control

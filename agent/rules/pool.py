@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from agent.rules.predicates import TokenView
+from predicates.language import TokenView
 from probes.evidence.config import EXPLAIN
 from probes.evidence.store import EvidenceStore
 

@@ -9,9 +9,9 @@ from functools import cached_property
 
 import numpy as np
 
-from agent.rules.predicates import Predicate, TokenView
 from agent.rules.synthesis import Labeled
 from agent.rules.table import TokenTable
+from predicates.language import Predicate, TokenView
 
 KEPT = 512  # predicates whose firing lines are remembered (oldest dropped first)
 

@@ -15,17 +15,9 @@ import numpy as np
 
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.rules.generalize import unseen_member_tests
-from agent.rules.hypotheses import (
-    RIVALS,
-    as_dict,
-    evidence_data,
-    from_dict,
-    hypotheses_from,
-    labeled,
-)
+from agent.rules.hypotheses import RIVALS, evidence_data, hypotheses_from, labeled
 from agent.rules.offload import Offload
 from agent.rules.pool_index import PoolIndex
-from agent.rules.predicates import AnyOf, Predicate, Tiered, TokenView
 from agent.rules.senses import split_predicate, unrelated_parts
 from agent.rules.synthesis import (
     Labeled,
@@ -37,6 +29,7 @@ from agent.rules.synthesis import (
 )
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from lexicon.embeddings import Embed, MiniLMEmbedder
+from predicates.language import AnyOf, Predicate, Tiered, TokenView, as_dict, from_dict
 from probes.evidence.store import FeatureEvidence
 
 MAX_TEST_CHARS = 200

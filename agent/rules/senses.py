@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.rules.predicates import AnyOf, Predicate, TokenIn, WordIn, normal
 from agent.rules.synthesis import Labeled
 from lexicon.embeddings import Embed
+from predicates.language import AnyOf, Predicate, TokenIn, WordIn, normal
 
 # Calibrated on the shipped planted features (all-MiniLM-L6-v2 cosines): the two
 # polysemantic ones split at cross-similarity 0.24 and 0.11; single-rule lists sit at

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.rules.classes import word_classes
-from agent.rules.context import CodeLike, LineStart, SentenceStart
-from agent.rules.lexical import FunctionWord, WordClass
-from agent.rules.predicates import (
+from agent.rules.table import Scored, TokenTable
+from agent.rules.word_lists import WORD_COST, fitted_lists
+from lexicon.function_words import CATEGORIES
+from predicates.context import CodeLike, LineStart, SentenceStart
+from predicates.language import (
     AfterLinePrefix,
     AllOf,
     AnyOf,
@@ -35,9 +37,7 @@ from agent.rules.predicates import (
     WordRegex,
     normal,
 )
-from agent.rules.table import Scored, TokenTable
-from agent.rules.word_lists import WORD_COST, fitted_lists
-from lexicon.function_words import CATEGORIES
+from predicates.lexical import FunctionWord, WordClass
 
 # Token classes worth trying on any feature: (pattern, plain-English meaning).
 TOKEN_CLASSES = (

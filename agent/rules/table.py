@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agent.rules.base import _TokenLocal, _WordLocal, remembered
+from predicates.base import _TokenLocal, _WordLocal, remembered
 
 if TYPE_CHECKING:
-    from agent.rules.predicates import Predicate
     from agent.rules.synthesis import Labeled
+    from predicates.language import Predicate
 
 NONE = -1  # no word here / no neighbour there
 
@@ -80,7 +80,7 @@ class TokenTable:
         """The predicate's verdict per labelled token when it reads a token or a word
         alone, or the token or word right next to it, or combines such predicates; None
         for any other predicate (evaluate it text by text)."""
-        from agent.rules.predicates import AllOf, AnyOf, Neighbour, Not, Tiered
+        from predicates.language import AllOf, AnyOf, Neighbour, Not, Tiered
 
         if isinstance(predicate, _TokenLocal):
             return self.by_token(remembered(predicate, predicate.holds_for_token))

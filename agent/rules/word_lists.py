@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from agent.rules.lexical import LemmaIn, family
-from agent.rules.predicates import Neighbour, Predicate, TokenIn, WordIn, normal
 from agent.rules.table import NONE, Scored, TokenTable
+from predicates.language import Neighbour, Predicate, TokenIn, WordIn, normal
+from predicates.lexical import LemmaIn, family
 
 MIN_PRECISION = 0.5  # a word joins a list only if the feature fires on most of it
 WORD_COST = 0.01  # F1 each listed word must add: the description-length penalty

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from agent.explanations import ExplanationRecord
-from agent.rules.hypotheses import as_dict, from_dict
 from agent.state import Explanation
 from errors import UserError
 from evals.core import Explained, ExplainerCost
+from predicates.language import as_dict, from_dict
 
 
 class AgentExplanationError(UserError):

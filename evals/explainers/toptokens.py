@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-from agent.rules.hypotheses import as_dict
-from agent.rules.predicates import TokenIn, normal
 from evals.core import Explained, ExplainerCost
 from evals.explainers.base import check_evidence, explain_examples
+from predicates.language import TokenIn, as_dict, normal
 from probes.evidence.store import FeatureEvidence
 
 N_TOKENS = 10

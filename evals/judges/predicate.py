@@ -21,11 +21,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent.rules.hypotheses import from_dict
 from agent.rules.pool import retrieval_pool
-from agent.rules.predicates import Predicate, Tiered, TokenView, levels
 from agent.rules.synthesis import agreement
 from evals.core import Explained, Highlighted, JudgeUnavailable
+from predicates.language import Predicate, Tiered, TokenView, from_dict, levels
 from probes.evidence.store import EvidenceStore, Example
 
 TOP = 10.0  # Bills et al. (2023): simulated activations on a 0-10 scale

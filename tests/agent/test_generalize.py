@@ -15,15 +15,15 @@ from agent.deps import AgentDeps
 from agent.graph import build_graph
 from agent.probe import ProbeRunner
 from agent.rules.generalize import unseen_member_tests
-from agent.rules.hypotheses import evidence_data, from_dict
-from agent.rules.lexical import WordClass
+from agent.rules.hypotheses import evidence_data
 from agent.rules.pool import retrieval_pool
 from agent.rules.pool_index import PoolIndex
-from agent.rules.predicates import Predicate, TokenView
 from agent.rules.reasoner import RulesReasoner
 from agent.rules.synthesis import Labeled, agreement, evaluate, synthesize
 from agent.state import AgentState, Budget, Expect
 from evals.truth import held_out, truth_score
+from predicates.language import Predicate, TokenView, from_dict
+from predicates.lexical import WordClass
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures, concept_sentences_path
 

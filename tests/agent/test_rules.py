@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.rules.hypotheses import evidence_data, from_dict, hypotheses_from_evidence, labeled
-from agent.rules.predicates import (
+from agent.rules.hypotheses import evidence_data, hypotheses_from_evidence, labeled
+from agent.rules.synthesis import Labeled, agreement, evaluate, synthesize
+from predicates.language import (
     AfterLinePrefix,
     AllOf,
     AnyOf,
@@ -25,8 +26,8 @@ from agent.rules.predicates import (
     TokenView,
     WordIn,
     WordRegex,
+    from_dict,
 )
-from agent.rules.synthesis import Labeled, agreement, evaluate, synthesize
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
 

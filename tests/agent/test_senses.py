@@ -10,15 +10,15 @@ import pytest
 from agent.deps import AgentDeps
 from agent.graph import build_graph
 from agent.probe import ProbeRunner
-from agent.rules.hypotheses import evidence_data, from_dict
+from agent.rules.hypotheses import evidence_data
 from agent.rules.pool import retrieval_pool
-from agent.rules.predicates import AnyOf, TokenIn, TokenView, WordIn
 from agent.rules.reasoner import RulesReasoner
 from agent.rules.senses import split_predicate, split_senses
 from agent.rules.synthesis import Labeled, synthesize
 from agent.state import AgentState
 from evals.truth import held_out, truth_score
 from lexicon.embeddings import MiniLMEmbedder
+from predicates.language import AnyOf, TokenIn, TokenView, WordIn, from_dict
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
 

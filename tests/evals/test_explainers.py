@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from agent.explanations import ExplanationRecord
-from agent.rules.hypotheses import from_dict, hypotheses_from_evidence
+from agent.rules.hypotheses import hypotheses_from_evidence
 from agent.rules.synthesis import Agreement, agreement, evaluate
 from agent.state import Cost, Explanation
 from evals.core import Explained, ExplainerCost
@@ -35,6 +35,7 @@ from evals.explainers import (
 )
 from evals.truth import held_out
 from llm_client import DATA_NOTE, LLMClient, LLMConfig, LLMOutputError
+from predicates.language import from_dict
 from probes.evidence.store import (
     EvidenceStore,
     Example,

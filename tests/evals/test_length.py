@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.rules.hypotheses import as_dict
-from agent.rules.predicates import TokenIn
 from evals.core import Explained, Score
 from evals.length import listed_items, words
 from evals.report import summarize, write_report
 from evals.results import BenchConfig
+from predicates.language import TokenIn, as_dict
 
 
 def test_words_are_whitespace_separated() -> None:

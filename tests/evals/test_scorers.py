@@ -14,8 +14,6 @@ import pytest
 from pydantic import SecretStr
 
 from agent.probe import ProbeRunner
-from agent.rules.hypotheses import as_dict
-from agent.rules.predicates import AnyOf, Predicate, TokenRegex, WordIn
 from evals.core import Explained, Score, Scorer, scoring_set
 from evals.judges.llm import LLMJudge
 from evals.judges.predicate import PredicateJudge
@@ -29,6 +27,7 @@ from evals.scorers import (
     TruthScorer,
 )
 from llm_client import LLMClient, LLMConfig, LLMUsage
+from predicates.language import AnyOf, Predicate, TokenRegex, WordIn, as_dict
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures, PlantedFeatureSpec, RegexRule, WordsRule
 from tests.llm_server import FakeLLMServer, Reply

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.rules.context import CodeLike, LineStart, SentenceStart
-from agent.rules.lexical import FunctionWord, LemmaIn, WordClass
-from agent.rules.predicates import Tiered, TokenView, levels
 from lexicon.wordnet import WordNet, WordNetMissing, wordnet
+from predicates.context import CodeLike, LineStart, SentenceStart
+from predicates.language import Tiered, TokenView, levels
+from predicates.lexical import FunctionWord, LemmaIn, WordClass
 
 
 def view(*tokens: str) -> TokenView:
@@ -89,8 +89,8 @@ def test_tiers_give_levels() -> None:
 
 
 def test_an_or_whose_parts_fire_at_different_strengths_concludes_as_tiers() -> None:
-    from agent.rules.predicates import AnyOf, WordIn
     from agent.rules.reasoner import tiered
+    from predicates.language import AnyOf, WordIn
     from probes.evidence.store import Example, FeatureEvidence, FeatureStatistics
 
     def example(tokens: list[str], acts: list[float]) -> Example:

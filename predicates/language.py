@@ -15,7 +15,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from agent.rules.base import (
+from predicates.base import (
     QUOTES,
     TokenView,
     _compile,
@@ -27,8 +27,8 @@ from agent.rules.base import (
     _WordLocal,
     normal,
 )
-from agent.rules.context import CodeLike, LineStart, SentenceStart
-from agent.rules.lexical import FunctionWord, LemmaIn, WordClass
+from predicates.context import CodeLike, LineStart, SentenceStart
+from predicates.lexical import FunctionWord, LemmaIn, WordClass
 
 __all__ = ["QUOTES", "TokenView", "normal"]
 
@@ -263,3 +263,13 @@ class PredicateHolder(BaseModel):
     """Wraps a predicate so it can be validated from JSON on its own."""
 
     predicate: Predicate
+
+
+def as_dict(predicate: Predicate) -> dict[str, object]:
+    """A predicate as JSON-ready data (how explanations and hypotheses carry it)."""
+    return dict(PredicateHolder(predicate=predicate).model_dump()["predicate"])
+
+
+def from_dict(data: dict[str, object]) -> Predicate:
+    """The predicate `as_dict` wrote (pydantic's ValidationError when it is malformed)."""
+    return PredicateHolder.model_validate({"predicate": data}).predicate

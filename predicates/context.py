@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from agent.rules.base import TokenView, _overlapping, _Predicate
+from predicates.base import TokenView, _overlapping, _Predicate
 
 # Matched against the end of the text before a word (its last TAIL characters).
 _SENTENCE_END = re.compile(r"(?:[.!?][\"')\]]*\s+|\n[ \t]*\n\s*)\Z")

@@ -9,9 +9,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.rules.base import _WordLocal
 from lexicon.function_words import FUNCTION_WORDS, FunctionCategory
 from lexicon.wordnet import POS_FILES, WordNetMissing, wordnet
+from predicates.base import _WordLocal
 
 MAX_SHOWN = 4  # examples an explanation names: "about 25 words" leaves room for four
 
