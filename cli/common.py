@@ -44,8 +44,8 @@ def user_errors() -> Iterator[None]:
     1 (with -v, the traceback instead)."""
     try:
         yield
-    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-        raise
+    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
+        raise  # an exit a command chose, or click's own usage errors
     except _user_errors() as err:
         err_console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(2) from err

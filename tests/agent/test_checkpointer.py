@@ -37,6 +37,8 @@ from agent.checkpointer import (
 from runtime.redis_server import EmbeddedRedis
 from tests.checkpoint_resume_graph import build_graph
 
+pytestmark = pytest.mark.slow  # runs killed and resumed in other processes
+
 REPO = Path(__file__).resolve().parents[2]
 
 

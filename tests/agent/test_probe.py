@@ -47,6 +47,7 @@ def texts_for(run: int) -> list[str]:
     return [f"Run {run}: I love my dog, never a cat?", f"Nothing {run} happens (here)."]
 
 
+@pytest.mark.slow  # the real default model
 def test_concurrent_runs_coalesce_and_get_their_own_results(planted: PlantedFeatures) -> None:
     source = SlowSource(planted)
     runner = ProbeRunner(source, max_batch_texts=64)

@@ -11,6 +11,8 @@ from probes.model import load_model
 from probes.reader import ActivationReader
 from tests.cli_helpers import run_cli
 
+pytestmark = pytest.mark.slow  # `glossator` processes on the real default model
+
 
 @pytest.fixture
 def cli_env(tiny_llama_dir: Path, tmp_path: Path) -> dict[str, str]:

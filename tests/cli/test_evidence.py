@@ -21,6 +21,8 @@ from sae.loading import save_sae
 from tests.cli_helpers import GLOSSATOR, run_cli
 from tests.sae_helpers import identity_sae
 
+pytestmark = pytest.mark.slow  # evidence builds through `glossator` processes
+
 LOVE_FORMS = ("love", "loves", "loved", "loving", "lover", "lovers")
 _PARTS = [
     "I love long walks by the sea",

@@ -16,6 +16,8 @@ from tests.agent.test_llm_reasoner import EXPLANATION, by_step
 from tests.cli_helpers import planted_cli_env, run_cli
 from tests.llm_server import FakeLLMServer, Reply
 
+pytestmark = pytest.mark.slow  # the real agent through `glossator explain` processes
+
 PHRASES = [
     "I love my old dog",
     "they loved the quiet garden",

@@ -26,6 +26,8 @@ from probes.planted import PlantedFeatures
 from runtime.redis_server import EmbeddedRedis
 from tests.cli_helpers import bench_cli_env, run_cli
 
+pytestmark = pytest.mark.slow  # `glossator bench` processes on the real default model
+
 Planted = tuple[EvidenceStore, PlantedFeatures]
 NAMES = ["digits", "word-love", "question-mark"]
 

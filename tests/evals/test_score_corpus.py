@@ -34,6 +34,8 @@ from sae.loading import save_sae
 from tests.cli_helpers import bench_cli_env, run_cli
 from tests.sae_helpers import identity_sae
 
+pytestmark = pytest.mark.slow  # `glossator bench --score-corpus` processes
+
 Planted = tuple[EvidenceStore, PlantedFeatures]
 QUIET = ["the river runs slowly to the hills.", "two cats sat on a warm mat.", "it rained."]
 

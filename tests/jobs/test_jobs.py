@@ -36,6 +36,8 @@ from runtime.settings import Settings, get_settings
 from tests.cli.test_explain import PHRASES
 from tests.cli_helpers import GLOSSATOR, planted_cli_env
 
+pytestmark = pytest.mark.slow  # real worker processes on the real default model
+
 # With PHRASES, these make every one of the 25 planted features fire somewhere.
 MORE_PHRASES = [
     "the history of science is long",

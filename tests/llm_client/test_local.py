@@ -33,6 +33,8 @@ from probes.planted import PlantedFeatures
 from runtime.loaders import models_dir
 from runtime.settings import get_settings
 
+pytestmark = pytest.mark.slow  # the real default model as a chat model
+
 VERDICT_ASK: list[Message] = [
     {"role": "system", "content": "You judge hypotheses about one feature of a language model."},
     {

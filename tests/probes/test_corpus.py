@@ -28,6 +28,8 @@ from probes.corpus_sources import (
     parse_fortune_file,
 )
 
+pytestmark = pytest.mark.slow  # the default corpus built and tokenized
+
 # --- readers -------------------------------------------------------------------------
 
 

@@ -24,6 +24,8 @@ from sae.registry import build_sae
 from tests.cli_helpers import run_cli
 from tests.sae_helpers import identity_sae
 
+pytestmark = pytest.mark.slow  # `glossator` processes on a model and an SAE
+
 D_MODEL, D_SAE = 32, 96
 HOOK = "layers.1"
 TEXTS = [

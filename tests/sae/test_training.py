@@ -329,6 +329,7 @@ def test_train_on_texts_resumes_exactly(
 # -- the command line ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a `glossator sae train` process
 def test_cli_sae_train_writes_a_loadable_sae(tiny_llama_dir: Path, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.jsonl"
     lines = [
