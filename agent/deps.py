@@ -14,11 +14,11 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from agent.probe import ProbeRunner
 from agent.reasoner import Reasoner
 from agent.state import AgentState, Cost
 from llm_client import LLMUsage, metered
 from probes.evidence.store import EvidenceStore, FeatureEvidence
+from probes.probe_runner import ProbeRunner
 
 T = TypeVar("T")
 EVIDENCE_CACHE = 256  # features; far more than the runs a process has going at once

@@ -34,7 +34,6 @@ from typing import Any
 
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.probe import ProbeRunner
 from agent.reasoner import Reasoner
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
@@ -42,6 +41,7 @@ from agent.state import AgentState, Budget
 from probes.activations import FeatureActivations, FeatureSource
 from probes.evidence.config import EvidenceError
 from probes.evidence.store import EvidenceStore
+from probes.probe_runner import ProbeRunner
 from runtime.evidence import evidence_folder, open_store
 from runtime.settings import Settings, get_settings
 

@@ -36,7 +36,6 @@ from rich.table import Table
 from agent.deps import AgentDeps
 from agent.graph import build_graph
 from agent.llm_reasoner import LLMReasoner
-from agent.probe import ProbeRunner
 from agent.reasoner import Reasoner
 from agent.rules.hypotheses import labeled
 from agent.rules.pool import retrieval_pool
@@ -51,6 +50,7 @@ from predicates.language import from_dict
 from probes.evidence.store import EvidenceStore, Example
 from probes.model import prepare_default_model
 from probes.planted import PlantedFeatures, default_spec_path
+from probes.probe_runner import ProbeRunner
 from runtime.loaders import models_dir
 from runtime.settings import get_settings
 

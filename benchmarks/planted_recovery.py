@@ -25,7 +25,6 @@ from rich.table import Table
 
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.probe import ProbeRunner
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
 from agent.state import AgentState, Budget
@@ -33,6 +32,7 @@ from benchmarks.agent_batching import RECURSION_LIMIT, open_evidence
 from evals.truth import TruthScore, held_out, truth_score
 from predicates.language import from_dict
 from probes.planted import PlantedFeatures, default_spec_path
+from probes.probe_runner import ProbeRunner
 from runtime.settings import get_settings
 
 GOOD_F1 = 0.9

@@ -11,11 +11,11 @@ from pydantic import SecretStr
 
 from agent.deps import AgentDeps
 from agent.explanations import Subject
-from agent.probe import ProbeRunner
 from agent.reasoner import Reasoner
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
 from probes.evidence.store import EvidenceStore
+from probes.probe_runner import ProbeRunner
 from runtime import loaders
 from runtime.evidence import evidence_folder, fingerprint, open_store, planted_spec_path
 from runtime.settings import Settings, SettingsError

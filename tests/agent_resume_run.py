@@ -21,11 +21,11 @@ from agent.checkpointer import async_redis_checkpointer
 from agent.deps import AgentDeps
 from agent.graph import build_graph
 from agent.llm_reasoner import LLMReasoner
-from agent.probe import ProbeRunner
 from agent.state import AgentState
 from llm_client import LLMClient, LLMConfig
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures, default_spec_path
+from probes.probe_runner import ProbeRunner
 from runtime.runs import drive
 
 

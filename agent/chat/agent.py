@@ -38,7 +38,6 @@ from agent.chat.models import (
 from agent.chat.store import ChatStore
 from agent.deps import AgentDeps
 from agent.explanations import ExplanationStore
-from agent.probe import ProbeResult
 from agent.reasoner import NewExperiment, Verdict
 from agent.state import AgentState, Cost, Expect, Experiment, Hypothesis, Outcome, Status
 from identifiers.features import unknown_feature
@@ -46,6 +45,7 @@ from llm_client import delimit
 from predicates.language import WordIn, as_dict
 from probes.evidence.store import FeatureEvidence
 from probes.evidence.threshold import firing_threshold
+from probes.probe_runner import ProbeResult
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from agent.chat.models import ChatInputError, Intent
-from agent.probe import MAX_PROBE_CHARS
+from probes.probe_runner import MAX_PROBE_CHARS
 
 MAX_MESSAGE_CHARS = MAX_PROBE_CHARS  # a message may be one whole test text
 MAX_TEST_TEXTS = 8

@@ -7,9 +7,9 @@ long) counts as a failure."""
 
 from __future__ import annotations
 
-from agent.probe import MAX_PROBE_CHARS, ProbeRunner
 from evals.core import Explained, Judge, Score, ScoringSet
 from evals.scorers.base import Outcome, run_scorer
+from probes.probe_runner import MAX_PROBE_CHARS, ProbeRunner
 
 N_TEXTS = 10  # texts asked of the judge per explanation
 

@@ -32,13 +32,13 @@ from agent.chat import (
 from agent.deps import AgentDeps
 from agent.explanations import ExplanationRecord, ExplanationStore, Subject
 from agent.llm_reasoner import LLMReasoner
-from agent.probe import ProbeRunner
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
 from agent.state import Cost, Expect, Explanation
 from llm_client import LLMClient, LLMConfig
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
+from probes.probe_runner import ProbeRunner
 from runtime.redis_server import EmbeddedRedis
 from tests.llm_server import FakeLLMServer, Reply
 

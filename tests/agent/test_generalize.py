@@ -13,7 +13,6 @@ import numpy as np
 
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.probe import ProbeRunner
 from agent.rules.generalize import unseen_member_tests
 from agent.rules.hypotheses import evidence_data
 from agent.rules.pool import retrieval_pool
@@ -26,6 +25,7 @@ from predicates.language import Predicate, TokenView, from_dict
 from predicates.lexical import WordClass
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures, concept_sentences_path
+from probes.probe_runner import ProbeRunner
 
 Planted = tuple[EvidenceStore, PlantedFeatures]
 # The word each concept's explanation must name (its WordNet class).

@@ -11,13 +11,13 @@ import pytest
 from agent.checkpointer import DURABILITY, async_redis_checkpointer
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.probe import ProbeRunner
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
 from agent.state import AgentState, Budget, Status
 from probes.evidence.config import EXPLAIN
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
+from probes.probe_runner import ProbeRunner
 from runtime.redis_server import EmbeddedRedis
 
 Planted = tuple[EvidenceStore, PlantedFeatures]

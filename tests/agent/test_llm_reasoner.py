@@ -26,7 +26,6 @@ from agent.llm_reasoner import (
     checked_verdict,
     render_evidence,
 )
-from agent.probe import ProbeRunner
 from agent.state import AgentState, Budget, Expect, Experiment, Outcome, Status
 from llm_client import DATA_NOTE, LLMClient, LLMConfig
 from probes.evidence.store import (
@@ -39,6 +38,7 @@ from probes.evidence.store import (
     TokenValue,
 )
 from probes.planted import PlantedFeatures
+from probes.probe_runner import ProbeRunner
 from runtime.redis_server import EmbeddedRedis
 from runtime.runs import drive
 from tests.llm_server import FakeLLMServer, Reply

@@ -27,11 +27,11 @@ from agent.checkpointer import async_redis_checkpointer
 from agent.deps import AgentDeps
 from agent.graph import build_graph
 from agent.llm_reasoner import LLMReasoner
-from agent.probe import ProbeRunner
 from agent.state import AgentState
 from llm_client import LLMClient
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
+from probes.probe_runner import ProbeRunner
 from runtime.redis_server import EmbeddedRedis
 from tests.agent.test_llm_reasoner import EXPLANATION, PER_CALL, SCRIPT, llm_config, step_of
 from tests.llm_server import FakeLLMServer

@@ -9,7 +9,6 @@ import pytest
 
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.probe import ProbeRunner
 from agent.rules.hypotheses import evidence_data
 from agent.rules.pool import retrieval_pool
 from agent.rules.reasoner import RulesReasoner
@@ -21,6 +20,7 @@ from lexicon.embeddings import MiniLMEmbedder
 from predicates.language import AnyOf, TokenIn, TokenView, WordIn, from_dict
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
+from probes.probe_runner import ProbeRunner
 
 Planted = tuple[EvidenceStore, PlantedFeatures]
 EMBED = MiniLMEmbedder()

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from agent.probe import ProbeRunner
 from evals.core import Explained, Score, Scorer, scoring_set
 from evals.judges.llm import LLMJudge
 from evals.judges.predicate import PredicateJudge
@@ -30,6 +29,7 @@ from llm_client import LLMClient, LLMConfig, LLMUsage
 from predicates.language import AnyOf, Predicate, TokenRegex, WordIn, as_dict
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures, PlantedFeatureSpec, RegexRule, WordsRule
+from probes.probe_runner import ProbeRunner
 from tests.llm_server import FakeLLMServer, Reply
 
 Planted = tuple[EvidenceStore, PlantedFeatures]

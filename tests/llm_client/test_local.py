@@ -14,7 +14,6 @@ import redis
 from agent.deps import AgentDeps
 from agent.graph import build_graph
 from agent.llm_reasoner import LLMReasoner, _VerdictOut
-from agent.probe import ProbeRunner
 from agent.state import AgentState, Budget
 from llm_client import LLMClient, Message
 from llm_client.cache import KEY_PREFIX
@@ -30,6 +29,7 @@ from llm_client.local import (
 from probes.evidence.store import EvidenceStore
 from probes.model import prepare_default_model
 from probes.planted import PlantedFeatures
+from probes.probe_runner import ProbeRunner
 from runtime.loaders import models_dir
 from runtime.settings import get_settings
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from agent.probe import ProbeError, ProbeRunner
 from probes.activations import FeatureActivations
 from probes.planted import PlantedFeatures, default_spec_path
+from probes.probe_runner import ProbeError, ProbeRunner
 from probes.sae_runner import SAEFeatureSource
 from sae import SAEConfig, build_sae
 
