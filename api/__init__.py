@@ -1,1 +1,2 @@
-"""The edges: settings, embedded Redis, HTTP service, web UI, CLI and batch workers."""
+"""The HTTP service (FastAPI: one router per resource in server_*.py, their dependencies
+in services.py and server_auth.py) and the web UI (api/web/)."""
