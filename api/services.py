@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException, Request
 
+from errors import ServiceError
 from identifiers.features import parse_feature, unknown_feature
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class Services:
         return str(index) if self.names is None else self.names[index]
 
 
-class NotReady(RuntimeError):
+class NotReady(ServiceError):
     """The services are still loading (`loading` True), or failed to load."""
 
     def __init__(self, message: str, loading: bool) -> None:

@@ -11,12 +11,13 @@ from fastapi.responses import HTMLResponse
 
 from api.services import NotReady, Services, loaded_services
 from api.web.views import templates
+from errors import GlossatorError
 
 KEY_COOKIE = "glossator_key"  # set by app.js when the user saves a key; used for reads only
 pages = templates()
 
 
-class PageError(Exception):
+class PageError(GlossatorError):
     """A page that cannot be shown; rendered as error.html with this status."""
 
     def __init__(self, status: int, message: str) -> None:
