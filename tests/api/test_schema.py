@@ -15,13 +15,19 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from probes.model import prepare_default_model
+from runtime.loaders import models_dir
 from tests.server_fixtures import api_key, serving, settings_of
 
 
 @pytest.fixture(scope="module")
 def fuzzed_service(planted_env: dict[str, str]) -> Iterator[tuple[str, str]]:
     # A tight run limit: fuzzed runs on real features must not pile up on 2 cores.
-    with serving(settings_of(planted_env, max_runs_per_key=2)) as url:
+    settings = settings_of(planted_env, max_runs_per_key=2)
+    # Benchmarks with the local chat model (a judge, the one-shot explainer) need the
+    # default model dequantized: done once here, not inside a fuzzed request's timeout.
+    prepare_default_model(models_dir(settings))
+    with serving(settings) as url:
         yield url, api_key(planted_env, "schemathesis")
 
 
