@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from errors import GlossatorError, UserError
@@ -47,14 +48,14 @@ def user_errors() -> Iterator[None]:
     except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
         raise  # an exit a command chose, or click's own usage errors
     except _user_errors() as err:
-        err_console.print(f"[bold red]error:[/] {err}")
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}")
         raise typer.Exit(2) from err
     except Exception as err:
         if _verbose[0]:
             raise
         err_console.print(
             f"[bold red]internal error[/] (a bug in glossator; please report it): "
-            f"{type(err).__name__}: {err}. Run again with -v for the traceback."
+            f"{type(err).__name__}: {escape(str(err))}. Run again with -v for the traceback."
         )
         raise typer.Exit(1) from err
 
