@@ -53,9 +53,9 @@ def select_features(spec: str, alive: list[int], n_features: int) -> FeatureSele
     spec = spec.strip()
     try:
         return _select(spec, alive, n_features)
-    except ValueError as err:
-        if isinstance(err, UserError):
-            raise
+    except UserError:
+        raise
+    except ValueError as err:  # a number that does not parse
         raise UserError(
             f"{spec!r} is not a feature selection: give a range (0:200), a list (3,7,9) "
             "or a sample (sample:8)"

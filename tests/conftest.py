@@ -18,8 +18,14 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Fixtures that load the real default model or read the default corpus through it: a
 # test that uses one is `slow` (left out of the fast subset, `pytest -m "not slow"`).
 SLOW_FIXTURES = frozenset(
-    {"default_model", "default_corpus_sample", "planted_evidence", "concept_evidence"}
-    | {"planted_env", "service"}
+    {
+        "default_model",
+        "default_corpus_sample",
+        "planted_evidence",
+        "concept_evidence",
+        "planted_env",
+        "service",
+    }
 )
 
 
