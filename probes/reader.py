@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from probes.activations import TokenSpan
 from probes.hookpoints import parse_hookpoint, run_to_hookpoints
 from probes.model import SubjectModel
+from probes.token_cache import TokenCache, prefix_and_pad, token_batch
 from probes.tokenization import Overflow, TokenBatch, tokenize_batch
 
 
@@ -85,6 +87,38 @@ class ActivationReader:
             groups.append(order[begin:end])
             begin = end
         return groups
+
+    def cached_batch(self, cache: TokenCache, texts: Sequence[int] | np.ndarray) -> TokenBatch:
+        """The batch `tokenize` gives for the texts with corpus indices `texts`, cut from
+        the corpus' token cache instead of tokenizing them again."""
+        prefix, pad = prefix_and_pad(self.subject.tokenizer, self.subject.prefix_ids)
+        return token_batch(
+            cache,
+            np.asarray(texts),
+            self.context_length,
+            self.overflow,
+            self.window_overlap,
+            prefix,
+            pad,
+        )
+
+    def read_tokens(self, batch: TokenBatch, hookpoint: str) -> torch.Tensor:
+        """`hookpoint`'s activations of every valid token of `batch` [n, D], in row order
+        (for the rows of consecutive texts: corpus order), on the model's device."""
+        n_valid_R = batch.valid_BT.sum(dim=1)
+        row_begin_R = torch.cumsum(n_valid_R, 0) - n_valid_R
+        out = torch.empty(int(n_valid_R.sum()), self.subject.d_model, device=self.subject.device)
+        for rows, acts in self.batches(batch):
+            acts_BTD = acts[hookpoint]
+            valid_BT = batch.valid_BT[rows, : acts_BTD.shape[1]].to(acts_BTD.device)
+            counts = n_valid_R[rows]
+            # valid tokens of a row are consecutive, so the row's j-th goes to begin + j
+            first = torch.repeat_interleave(
+                row_begin_R[rows] - (torch.cumsum(counts, 0) - counts), counts
+            )
+            where = first + torch.arange(int(counts.sum()))
+            out[where.to(out.device)] = acts_BTD[valid_BT].float()
+        return out
 
     def read(self, texts: Sequence[str]) -> list[HookActivations]:
         """Activations of every token of every text (special tokens and padding excluded)."""

@@ -8,7 +8,9 @@ in corpus order, so the same corpus and settings always give the same ids.
 Two readers speak this interface:
 - `SAEChunkReader`: the subject model (stopped after the hookpoint) and an SAE, batched
   and length-sorted as `ActivationReader` does, encoded on the model's device; contexts
-  are cut from each model row, so none straddles two batches.
+  are cut from each model row, so none straddles two rows.
+- `CachedChunkReader`: the same SAE over an activation cache of the hookpoint (no
+  model run); the same rows, contexts and entries as `SAEChunkReader`, byte for byte.
 - `SourceChunkReader`: any `FeatureSource` (planted features), one text at a time as the
   source reads it; contexts are cut from each text's tokens.
 """
@@ -23,9 +25,12 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from probes.activation_cache import ActivationCache, CacheDtype, round_to
 from probes.activations import FeatureSource
 from probes.reader import ActivationReader
 from probes.sae_runner import encode_entries
+from probes.token_cache import TokenCache
+from probes.tokenization import TokenBatch
 from sae.base import SparseAutoencoder
 
 
@@ -93,12 +98,57 @@ def _offsets(size_C: Tensor) -> Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(size_C, 0)])
 
 
+def _row_contexts(
+    batch: TokenBatch, first_text: int, first_context: int, width: int
+) -> ContextChunk:
+    """The contexts of a batch of model rows of consecutive texts: each row cut into runs
+    of <= width valid tokens, in row (= corpus) order."""
+    valid_BT = batch.valid_BT
+    _, row_C, start_C, size_C = _cut_contexts(valid_BT.sum(1).tolist(), width)
+    row_start = torch.tensor(batch.row_token_start, dtype=torch.int64)
+    row_text = torch.tensor(batch.row_text, dtype=torch.int64)
+    return ContextChunk(
+        first_id=first_context,
+        token_ids=batch.input_ids_BT[valid_BT].to(torch.int32),
+        offsets=_offsets(size_C),
+        text=first_text + row_text[row_C],
+        start=row_start[row_C] + start_C,
+    )
+
+
+@torch.inference_mode()
+def _encoded(sae: SparseAutoencoder, acts_TD: Tensor, contexts: ContextChunk) -> EntryBatch:
+    """The SAE's entries for the chunk's tokens, `acts_TD` in corpus order (one row per
+    token of `contexts`): the same bytes in give the same entries out."""
+    device = sae.device
+    size_C = torch.diff(contexts.offsets)
+    local_T = torch.repeat_interleave(torch.arange(contexts.n_contexts), size_C)
+    pos_T = torch.arange(int(contexts.offsets[-1])) - contexts.offsets[local_T]
+    token_N, feature_N, value_N = encode_entries(sae, acts_TD)
+    token_N = token_N.to("cpu")
+    return EntryBatch(
+        context_N=(contexts.first_id + local_T[token_N]).to(device),
+        pos_N=pos_T[token_N].to(device),
+        feature_N=feature_N,
+        value_N=value_N.float(),
+        contexts_C=(contexts.first_id + torch.arange(contexts.n_contexts)).to(device),
+        n_tokens=int(contexts.offsets[-1]),
+    )
+
+
 @dataclass
 class SAEChunkReader:
-    """The SAE's features read at `reader`'s (single) hookpoint of the subject model."""
+    """The SAE's features read at `reader`'s (single) hookpoint of the subject model.
+
+    `tokens`: the corpus' token cache (rows are cut from it instead of tokenizing each
+    chunk again). `activation_dtype`: activations are rounded to it before encoding, as an
+    activation cache stores them, so a pass from the model and one from the cache agree
+    byte for byte (None: full precision)."""
 
     reader: ActivationReader
     sae: SparseAutoencoder
+    tokens: TokenCache | None = None
+    activation_dtype: CacheDtype | None = "float16"
 
     def __post_init__(self) -> None:
         if len(self.reader.hookpoints) != 1:
@@ -116,42 +166,61 @@ class SAEChunkReader:
     def read(
         self, texts: Sequence[str], first_text: int, first_context: int, width: int
     ) -> tuple[ContextChunk, Iterator[EntryBatch]]:
-        batch = self.reader.tokenize(texts, with_spans=False)
-        valid_BT = batch.valid_BT
-        first_R, row_C, start_C, size_C = _cut_contexts(valid_BT.sum(1).tolist(), width)
-        row_start = torch.tensor(batch.row_token_start, dtype=torch.int64)
-        row_text = torch.tensor(batch.row_text, dtype=torch.int64)
-        contexts = ContextChunk(
-            first_id=first_context,
-            token_ids=batch.input_ids_BT[valid_BT].to(torch.int32),
-            offsets=_offsets(size_C),
-            text=first_text + row_text[row_C],
-            start=row_start[row_C] + start_C,
-        )
-        return contexts, self._batches(batch, first_context + first_R, width)
+        if self.tokens is not None:
+            indices = torch.arange(first_text, first_text + len(texts)).numpy()
+            batch = self.reader.cached_batch(self.tokens, indices)
+        else:
+            batch = self.reader.tokenize(texts, with_spans=False)
+        contexts = _row_contexts(batch, first_text, first_context, width)
+        return contexts, self._entries(batch, contexts)
 
-    @torch.inference_mode()
-    def _batches(self, batch: Any, first_ctx_R: Tensor, width: int) -> Iterator[EntryBatch]:
-        hookpoint = self.reader.hookpoints[0]
-        device = self.sae.device
-        for rows, acts in self.reader.batches(batch):
-            acts_BTD = acts[hookpoint]
-            valid_BT = batch.valid_BT[rows, : acts_BTD.shape[1]].to(acts_BTD.device)
-            # Valid tokens of a row are consecutive: the r-th is token r of the row.
-            rank_BT = valid_BT.cumsum(dim=1) - 1
-            row_N, col_N = valid_BT.nonzero(as_tuple=True)
-            rank_N = rank_BT[row_N, col_N]
-            context_T = first_ctx_R.to(device)[rows.to(device)][row_N] + rank_N // width
-            pos_T = rank_N % width
-            token_N, feature_N, value_N = encode_entries(self.sae, acts_BTD[valid_BT])
-            yield EntryBatch(
-                context_N=context_T[token_N],
-                pos_N=pos_T[token_N],
-                feature_N=feature_N,
-                value_N=value_N.float(),
-                contexts_C=torch.unique(context_T),
-                n_tokens=int(row_N.numel()),
+    def _entries(self, batch: TokenBatch, contexts: ContextChunk) -> Iterator[EntryBatch]:
+        # A generator: the model runs when the pass iterates it, not in the prefetch thread.
+        with torch.inference_mode():
+            acts_TD = self.reader.read_tokens(batch, self.reader.hookpoints[0])
+        if self.activation_dtype is not None:
+            acts_TD = round_to(acts_TD, self.activation_dtype)
+        yield _encoded(self.sae, acts_TD, contexts)
+
+
+@dataclass
+class CachedChunkReader:
+    """The SAE's features over an activation cache of its hookpoint: the model is not run.
+    `reader` gives the rows' shape (context length, windows); its model is not called."""
+
+    cache: ActivationCache
+    tokens: TokenCache
+    reader: ActivationReader
+    sae: SparseAutoencoder
+
+    def __post_init__(self) -> None:
+        if self.cache.manifest.tokens_key != self.tokens.key:
+            raise ValueError("the activation cache was read from another corpus or tokenizer")
+        if self.sae.d_in != self.cache.manifest.d_model:
+            raise ValueError(
+                f"the SAE reads {self.sae.d_in}-wide activations but the cache holds "
+                f"{self.cache.manifest.d_model}-wide ones; use an SAE trained on this model"
             )
+
+    @property
+    def n_features(self) -> int:
+        return self.sae.d_sae
+
+    def read(
+        self, texts: Sequence[str], first_text: int, first_context: int, width: int
+    ) -> tuple[ContextChunk, Iterator[EntryBatch]]:
+        last = first_text + len(texts)
+        if last > self.cache.n_texts:
+            raise ValueError(
+                f"texts up to {last} asked for but the activation cache holds {self.cache.n_texts}"
+            )
+        batch = self.reader.cached_batch(self.tokens, torch.arange(first_text, last).numpy())
+        contexts = _row_contexts(batch, first_text, first_context, width)
+        offsets = self.tokens.text_offsets
+        return contexts, self._entries(int(offsets[first_text]), int(offsets[last]), contexts)
+
+    def _entries(self, begin: int, end: int, contexts: ContextChunk) -> Iterator[EntryBatch]:
+        yield _encoded(self.sae, self.cache.tokens(begin, end).to(self.sae.device), contexts)
 
 
 @dataclass
