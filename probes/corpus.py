@@ -19,6 +19,7 @@ Helpers shared with the default corpus (`probes.default_corpus`, `probes.corpus_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,10 +30,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.progress import Progress
+from torch import Tensor
 
 from errors import UserError
 
+EXPLAIN_SPLIT, SCORE_SPLIT = 0, 1  # the evidence's two sides of a corpus, by text
 log = logging.getLogger(__name__)
 
 TEXT_FIELD = "text"
@@ -286,3 +290,28 @@ def _checked_texts(values: list[Any], where: str, first_row: int) -> Iterator[st
                 f"got {type(value).__name__}"
             )
         yield value
+
+
+def corpus_hash(texts: Sequence[str]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def text_splits(texts: Sequence[str], score_fraction: float, seed: int) -> Tensor:
+    """Per text, SCORE_SPLIT when a seeded hash of its text falls below score_fraction,
+    else EXPLAIN_SPLIT."""
+    if score_fraction >= 1.0:  # all held out (the hash rounds to 1.0 once in 2**53)
+        return torch.full((len(texts),), SCORE_SPLIT, dtype=torch.uint8)
+    out = torch.empty(len(texts), dtype=torch.uint8)
+    for i, text in enumerate(texts):
+        digest = hashlib.blake2b(f"{seed}:{text}".encode("utf-8", "surrogatepass"), digest_size=8)
+        out[i] = (
+            SCORE_SPLIT
+            if int.from_bytes(digest.digest(), "little") / 2**64 < score_fraction
+            else EXPLAIN_SPLIT
+        )
+    return out

@@ -29,6 +29,7 @@ import torch
 from pydantic import BaseModel
 
 from errors import UserError
+from probes.corpus import corpus_hash, text_splits
 from probes.tokenization import Overflow, TokenBatch, special_prefix_ids
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,6 @@ class TokenCache:
     def splits(self, texts: Sequence[str], score_fraction: float, seed: int) -> np.ndarray:
         """The evidence split label (uint8) of every text, computed from `texts` (this
         cache's corpus) once per (fraction, seed) and then read from the folder."""
-        from probes.evidence.build import text_splits
-
         path = self.folder / f"splits-{score_fraction!r}-{seed}.npy"
         if path.is_file():
             return np.load(path)
@@ -144,8 +143,6 @@ def token_cache(
     """The token cache of `texts` under `root` (a folder of caches), built when absent.
     `corpus`: the texts' hash when the caller already has it. `on_texts(n)` is called as
     texts are tokenized (progress)."""
-    from probes.evidence.config import corpus_hash
-
     corpus = corpus or corpus_hash(texts)
     digest = tokenizer_hash(tokenizer)
     key = cache_key(corpus, digest)

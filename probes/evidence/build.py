@@ -16,7 +16,6 @@ its last checkpoint and ends with exactly the files of an uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from probes.corpus import text_splits
 from probes.evidence.accumulators import StreamingSample, StreamingTopK
 from probes.evidence.config import (
     EXPLAIN,
@@ -58,17 +58,6 @@ from probes.evidence.stats import FeatureStats
 log = logging.getLogger(__name__)
 
 _ChunkRead = tuple[Sequence[str], int, ContextChunk, Iterator[EntryBatch]]
-
-
-def text_splits(texts: Sequence[str], score_fraction: float, seed: int) -> Tensor:
-    """Per text, SCORE when a seeded hash of its text falls below score_fraction."""
-    if score_fraction >= 1.0:  # all held out (the hash rounds to 1.0 once in 2**53)
-        return torch.full((len(texts),), SCORE, dtype=torch.uint8)
-    out = torch.empty(len(texts), dtype=torch.uint8)
-    for i, text in enumerate(texts):
-        digest = hashlib.blake2b(f"{seed}:{text}".encode("utf-8", "surrogatepass"), digest_size=8)
-        out[i] = SCORE if int.from_bytes(digest.digest(), "little") / 2**64 < score_fraction else 0
-    return out
 
 
 class _Accumulators:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from errors import UserError
+from probes.corpus import EXPLAIN_SPLIT, SCORE_SPLIT
+from probes.corpus import corpus_hash as corpus_hash  # re-exported: part of the evidence key
 from probes.evidence.output_side import LogitLens
 
 MANIFEST_VERSION = 1
-EXPLAIN, SCORE = 0, 1
+EXPLAIN, SCORE = EXPLAIN_SPLIT, SCORE_SPLIT
 SPLITS = ("explain", "score")
 
 
@@ -79,15 +80,6 @@ class OutputSide:
     lens: LogitLens
     similar_ids_FN: Tensor
     similar_cos_FN: Tensor
-
-
-def corpus_hash(texts: Sequence[str]) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for text in texts:
-        data = text.encode("utf-8", "surrogatepass")
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-    return digest.hexdigest()
 
 
 def evidence_id(source: dict[str, str], corpus: str, config: EvidenceConfig) -> str:

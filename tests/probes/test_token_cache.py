@@ -106,7 +106,7 @@ def test_a_broken_manifest_says_what_to_delete(tmp_path: Path, smollm2_tokenizer
 def test_splits_match_the_evidence_split_and_are_kept(
     tmp_path: Path, smollm2_tokenizer: Any
 ) -> None:
-    from probes.evidence.build import text_splits
+    from probes.corpus import text_splits
 
     texts = [f"text number {i}" for i in range(200)]
     cache = token_cache(tmp_path, texts, smollm2_tokenizer)

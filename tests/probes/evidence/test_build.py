@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import torch
 
+from probes.corpus import text_splits
 from probes.evidence.accumulators import pair_priority
-from probes.evidence.build import build_evidence, text_splits
+from probes.evidence.build import build_evidence
 from probes.evidence.config import EXPLAIN, SCORE, EvidenceConfig, EvidenceError
 from probes.evidence.sources import ContextChunk, EntryBatch, SAEChunkReader, SourceChunkReader
 from probes.evidence.store import (
