@@ -34,7 +34,8 @@ from probes.evidence.config import EvidenceConfig, EvidenceManifest
 from probes.evidence.sources import EntryBatch, SAEChunkReader
 from probes.reader import ActivationReader
 from runtime import loaders
-from runtime.evidence import corpus_texts, default_batching, texts_per_chunk
+from runtime.caches import default_batching, texts_per_chunk
+from runtime.evidence import corpus_texts
 from runtime.settings import get_settings
 from sae import SAEConfig, SparseAutoencoder, build_sae
 

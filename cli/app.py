@@ -213,9 +213,11 @@ from cli.worker import worker_command  # noqa: E402
 
 app.command("worker")(worker_command)
 
+from cli.cache import cache_app  # noqa: E402
 from cli.evidence import evidence_app, feature_command  # noqa: E402
 
 app.add_typer(evidence_app, name="evidence")
+app.add_typer(cache_app, name="cache")
 app.command("feature")(feature_command)
 
 from cli.bench import bench_app  # noqa: E402

@@ -100,6 +100,7 @@ def build_command(
         if not no_redis:
             published = _publish(settings, store, evidence.source_slug(job.source))
     summary = _build_summary(manifest, folder, store, reused, published)
+    summary["read_from"] = job.read_from
     if as_json:
         print_json(summary)
         return

@@ -23,6 +23,7 @@ from probes.evidence.build import build_evidence
 from probes.evidence.config import EvidenceConfig, EvidenceError, EvidenceManifest, OutputSide
 from probes.evidence.sources import ChunkReader
 from runtime import loaders
+from runtime.caches import texts_per_chunk
 from runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class EvidenceJob:
     device: str
     output_side: Callable[[EvidenceConfig], OutputSide | None] | None
     tokenizer: Any
+    read_from: str = "model"  # or "activation cache <folder>"
 
 
 def evidence_root(settings: Settings) -> Path:
@@ -80,18 +82,6 @@ def corpus_texts(settings: Settings, corpus: Path | None, tokenizer: Any = None)
     return texts
 
 
-def texts_per_chunk(device: str) -> int:
-    """Texts per accumulator update and checkpoint unit: ~14k default-corpus tokens on a
-    CPU; on a GPU far more, so the per-update cost stays small next to the forwards."""
-    return 4096 if device.startswith("cuda") else 256
-
-
-def default_batching(device: str) -> tuple[int, int]:
-    """(rows, padded tokens) per forward: ~4k tokens on CPU (fastest per token on 2
-    cores), far more on a GPU."""
-    return (512, 131_072) if device.startswith("cuda") else (64, 4096)
-
-
 def sae_job(
     settings: Settings,
     corpus: Path | None,
@@ -104,22 +94,22 @@ def sae_job(
     `loaded`: the ones this process already opened from the same settings (not twice in
     memory)."""
     from probes.evidence.output_side import model_logit_lens, similar_features
-    from probes.evidence.sources import SAEChunkReader
-    from probes.reader import ActivationReader
+    from probes.evidence.sources import CachedChunkReader, SAEChunkReader
+    from runtime.caches import cached_activations, corpus_tokens, pass_reader
 
     if loaded is None:
         subject = loaders.open_subject_model(settings)
         loaded = subject, loaders.open_sae(settings, subject)
     subject, sae = loaded
     name = loaders.sae_hookpoint(settings, sae, hookpoint)
-    rows, tokens = default_batching(str(subject.device))
-    reader = ActivationReader(
-        subject,
-        [name],
-        context_length=settings.context_length,
-        overflow=settings.overflow,
-        batch_size=batch_size or rows,
-        max_batch_tokens=batch_tokens or tokens,
+    reader = pass_reader(settings, subject, name, batch_size, batch_tokens)
+    texts = corpus_texts(settings, corpus, subject.tokenizer)
+    tokens = corpus_tokens(settings, texts, subject.tokenizer)
+    cache = cached_activations(settings, reader, tokens)
+    chunks: ChunkReader = (
+        SAEChunkReader(reader, sae, tokens=tokens)
+        if cache is None
+        else CachedChunkReader(cache, tokens, reader, sae)
     )
     source = {
         "kind": "sae",
@@ -131,6 +121,7 @@ def sae_job(
         "sae_hash": fingerprint(loaders.sae_path(settings)),
         "hookpoint": name,
         "context_length": str(settings.context_length),
+        "activations": "float16",  # rounded as the activation cache keeps them
     }
 
     def output_side(config: EvidenceConfig) -> OutputSide:
@@ -140,12 +131,13 @@ def sae_job(
         return OutputSide(lens, ids, cos)
 
     return EvidenceJob(
-        reader=SAEChunkReader(reader, sae),
-        texts=corpus_texts(settings, corpus, subject.tokenizer),
+        reader=chunks,
+        texts=texts,
         source=source,
         device=str(sae.device),
         output_side=output_side if sae.d_sae > 1 else None,
         tokenizer=subject.tokenizer,
+        read_from="model" if cache is None else f"activation cache {cache.folder}",
     )
 
 

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # unset: the tokenizer's own prefix (the default model gets <|endoftext|>).
     prefix_token: str | None = None
     sae: str | None = None
+    # The most disk an activation cache may take (GiB); a larger corpus is cached in part.
+    activation_cache_gb: float = Field(default=8.0, gt=0)
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
     llm_model: str | None = None
