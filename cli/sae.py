@@ -69,6 +69,14 @@ def train_command(
             "0 streams every training token from the model.",
         ),
     ] = 200_000,
+    from_cache: Annotated[
+        bool,
+        typer.Option(
+            "--from-cache",
+            help="Read the whole corpus once into its activation cache (or reuse it) and "
+            "train on all of its training texts; evidence passes then reuse the cache too.",
+        ),
+    ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Tokens per optimiser step.")] = 4096,
     lr: Annotated[
         float | None, typer.Option(help="Learning rate (default: 2e-4 / sqrt(width / 2^14)).")
@@ -88,7 +96,7 @@ def train_command(
     """Train a TopK-family SAE on a hookpoint's activations over a corpus."""
     from probes.default_corpus import load_default_corpus
     from runtime import loaders
-    from runtime.default_sae import train_on_texts
+    from runtime.default_sae import cached_training_data, train_on_texts
     from runtime.settings import get_settings
     from sae.training import ARCHITECTURES, TrainConfig, check_out_dir
 
@@ -125,6 +133,9 @@ def train_command(
             train, heldout = default.train, default.heldout
             source_name = f"{loaders.default_corpus_dir(settings)} (train split)"
         folder = out or _default_out(settings.data_dir, subject.name, name, architecture, width)
+        cached = (
+            cached_training_data(settings, subject, name, corpus, heldout) if from_cache else None
+        )
         result = train_on_texts(
             settings,
             subject,
@@ -138,6 +149,7 @@ def train_command(
             checkpoint_every=checkpoint_every,
             progress=True,
             source_name=source_name,
+            cached=cached,
         )
     summary = _summary(folder, result.stats, cfg)
     if as_json:

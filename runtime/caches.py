@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from probes.activation_cache import (
     ActivationCache,
     CachePlan,
@@ -126,6 +129,18 @@ def cached_activations(
     )
     cache = open_activation_cache(plan.folder)
     return cache if cache is not None and cache.n_texts == tokens.n_texts else None
+
+
+def split_activations(
+    cache: ActivationCache, tokens: TokenCache, texts: Sequence[str], heldout: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cached activations of the tokens of `texts` (the cache's corpus, in its order)
+    that are not in `heldout`, and of those that are: (train, held out), each [n, d_model]
+    in the cache's dtype, gathered into memory in corpus order."""
+    held = set(heldout)
+    is_held_X = np.fromiter((t in held for t in texts[: cache.n_texts]), dtype=bool)
+    held_N = torch.from_numpy(np.repeat(is_held_X, tokens.text_lengths()[: cache.n_texts]))
+    return cache.acts[~held_N], cache.acts[held_N]
 
 
 def cache_listing(settings: Settings) -> list[dict[str, Any]]:

@@ -134,9 +134,12 @@ def train_on_texts(
     checkpoint_every: int = CHECKPOINT_EVERY,
     progress: bool = True,
     source_name: str = "",
+    cached: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train an SAE on `cfg.hookpoint` activations of `texts`; evaluate on `heldout`.
 
+    cached: the (train, held-out) activations from an activation cache of the corpus;
+    the model is not run and the SAE trains in passes over all of them. Else
     cache_tokens > 0: read that many tokens once and train in passes over them;
     0: stream every training token from the model (each text read once per pass).
     """
@@ -146,7 +149,10 @@ def train_on_texts(
     check_out_dir(out_dir, resume)  # before minutes of reading activations
     reader = _reader(settings, subject, hookpoint)
     source: TensorSource | ActivationStream
-    if cache_tokens > 0:
+    if cached is not None:
+        source = TensorSource(cached[0], seed=cfg.seed)
+        cache_tokens = cached[0].shape[0]
+    elif cache_tokens > 0:
         # One pass at most: a corpus smaller than the cache is cached whole, not repeated.
         once = ActivationStream(reader, texts, hookpoint, epochs=1, seed=cfg.seed)
         key = _cache_key(subject, hookpoint, texts, cache_tokens, cfg.seed, reader.context_length)
@@ -160,12 +166,16 @@ def train_on_texts(
 
         if not heldout or heldout_tokens <= 0:
             return {}
-        held = ActivationStream(reader, heldout, hookpoint, shuffle=False)
-        acts = _read_with_bar(held, heldout_tokens, "held-out evaluation", progress)
+        if cached is not None:
+            acts = cached[1][:heldout_tokens]
+        else:
+            held = ActivationStream(reader, heldout, hookpoint, shuffle=False)
+            acts = _read_with_bar(held, heldout_tokens, "held-out evaluation", progress)
         return quality_metrics(sae.to(subject.device), acts.to(subject.device).float()).summary()
 
     metadata = {
         "source": {
+            "read_from": "model" if cached is None else "activation cache",
             "corpus": source_name,
             "train_texts": len(texts),
             "heldout_texts": len(heldout),
@@ -184,6 +194,45 @@ def train_on_texts(
         evaluate=evaluate,
         metadata=metadata,
     )
+
+
+def cached_training_data(
+    settings: Settings,
+    subject: SubjectModel,
+    hookpoint: str,
+    corpus: Path | None,
+    heldout: Sequence[str],
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) activations of the whole corpus (`corpus`, else the default one)
+    from its activation cache, reading the corpus into the cache first when it is absent:
+    the same cache the evidence pass of any SAE at `hookpoint` then reads."""
+    from runtime.caches import (
+        activation_plan,
+        build_activations,
+        corpus_tokens,
+        pass_reader,
+        split_activations,
+    )
+    from runtime.evidence import corpus_texts
+
+    texts = corpus_texts(settings, corpus, subject.tokenizer)
+    tokens = corpus_tokens(settings, texts, subject.tokenizer)
+    reader = pass_reader(settings, subject, hookpoint)
+    plan = activation_plan(settings, reader, tokens)
+    log.info(
+        "activation cache %s: %d of %d tokens, %.2f GiB",
+        plan.folder,
+        plan.n_tokens,
+        plan.corpus_tokens,
+        plan.bytes / (1 << 30),
+    )
+    with _bar("reading activations", plan.n_tokens, progress and not plan.done) as bar:
+        task = bar.task_ids[0]
+        cache = build_activations(
+            settings, reader, tokens, plan, on_tokens=lambda n: bar.advance(task, n)
+        )
+    return split_activations(cache, tokens, texts, heldout)
 
 
 def is_trained(folder: Path) -> bool:

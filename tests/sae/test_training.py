@@ -372,3 +372,39 @@ def test_learning_rate_schedule() -> None:
     assert lrs[500] == pytest.approx(2e-4) and lrs[799] == pytest.approx(2e-4)
     assert lrs[-1] < 2e-6 and all(a >= b for a, b in itertools.pairwise(lrs[800:]))
     assert TrainConfig(d_in=8, d_sae=4096, k=4, total_tokens=1).resolved_lr() == pytest.approx(4e-4)
+
+
+@pytest.mark.slow  # `glossator` processes
+def test_cli_sae_train_from_the_activation_cache(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """--from-cache reads the corpus once into its activation cache, trains on every
+    training token of it, never on a held-out one, and leaves the cache for evidence."""
+    texts = [f"{t} Number {i}." for i in range(40) for t in TINY_TRAINING_TEXTS]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    env = {
+        "GLOSSATOR_MODEL": str(tiny_llama_dir),
+        "GLOSSATOR_DATA_DIR": str(tmp_path / "data"),
+        "GLOSSATOR_DEVICE": "cpu",
+        "GLOSSATOR_HOOKPOINT": "layers.2",
+    }
+    args = ["sae", "train", "--width", "64", "--k", "4", "--tokens", "3000"]
+    args += ["--batch-size", "256", "--corpus", str(corpus), "--from-cache", "--json"]
+    result = run_cli(*args, "--out", str(tmp_path / "sae"), env=env)
+    assert result.returncode == 0, result.stderr
+    sae = load_sae(tmp_path / "sae")
+    source = sae.cfg.metadata["source"]
+    assert source["read_from"] == "activation cache"
+    listed = json.loads(run_cli("cache", "list", "--json", env=env).stdout)
+    (acts,) = [row for row in listed if row["kind"] == "activations"]
+    assert acts["state"] == "complete" and acts["texts"] == len(texts)
+    held = source["heldout_texts"]
+    assert 0 < held < len(texts) and source["train_texts"] == len(texts) - held
+    assert 0 < source["cache_tokens"] < acts["tokens"]  # the held-out texts' tokens left out
+    assert sae.cfg.metadata["heldout"]["n_tokens"] > 0
+
+    # a second SAE from the same cache reads no model (the cache is reused as is)
+    cached_file = tmp_path / "data" / "cache" / "activations" / acts["key"] / "acts.bin"
+    stamp = cached_file.stat().st_mtime_ns
+    again = run_cli(*args, "--out", str(tmp_path / "sae2"), env=env)
+    assert again.returncode == 0, again.stderr
+    assert cached_file.stat().st_mtime_ns == stamp
