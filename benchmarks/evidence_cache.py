@@ -1,0 +1,132 @@
+"""The evidence pass from the activation cache against the same pass from the model.
+
+Over the first `--tokens` tokens of the default corpus, with the same model, SAE and
+batching, in one run (ratios, not absolute times, are the result):
+- forward: the model alone (stopped after the hookpoint) over rows cut from the token
+  cache: what any pass that runs the model pays at least;
+- model: the evidence pass as it ran before the caches (each chunk tokenized again);
+- model_tokens: the evidence pass from the model, rows cut from the token cache;
+- cache_build: reading the activations once into an activation cache;
+- cached: the evidence pass from that cache (the model is not run).
+It checks that `model`, `model_tokens` and `cached` wrote byte-identical files.
+Goals: model / cached >= 5 on a CPU; on a GPU, model_tokens >= 70% of forward's tokens/s.
+
+    .venv/bin/python -m benchmarks.evidence_cache [--tokens 100000] [--random-sae 65536]
+        [--device cuda --dtype bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.evidence import random_topk_sae, texts_for
+from probes.activation_cache import build_activation_cache, plan_cache, reader_source
+from probes.evidence.build import build_evidence
+from probes.evidence.config import EvidenceConfig
+from probes.evidence.sources import CachedChunkReader, ChunkReader, SAEChunkReader
+from probes.token_cache import token_cache
+from runtime import loaders
+from runtime.caches import pass_reader, texts_per_chunk
+from runtime.evidence import corpus_texts
+from runtime.settings import get_settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=100_000)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--random-sae", type=int, default=0, help="random TopK SAE of this width")
+    args = parser.parse_args()
+
+    overrides = {k: v for k, v in {"device": args.device, "dtype": args.dtype}.items() if v}
+    settings = get_settings(**overrides)
+    subject = loaders.open_subject_model(settings)
+    if args.random_sae:
+        sae = random_topk_sae(subject.d_model, args.random_sae, 32, subject.device, subject.dtype)
+        hookpoint = settings.hookpoint
+    else:
+        sae = loaders.open_sae(settings, subject).to(dtype=subject.dtype)
+        hookpoint = loaders.sae_hookpoint(settings, sae)
+    reader = pass_reader(settings, subject, hookpoint)
+    per_chunk = texts_per_chunk(str(subject.device))
+    texts = texts_for(subject.tokenizer, corpus_texts(settings, None), args.tokens)
+    on_gpu = subject.device.type == "cuda"
+    config = EvidenceConfig()
+    work = Path(tempfile.mkdtemp(prefix="glossator-bench-cache-"))
+
+    def timed(fn: Callable[[], object]) -> float:
+        if on_gpu:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if on_gpu:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    started = time.perf_counter()
+    tokens = token_cache(work / "tokens", texts, subject.tokenizer)
+    token_cache_s = time.perf_counter() - started
+
+    def forward() -> None:
+        for first in range(0, len(texts), per_chunk):
+            rows = np.arange(first, min(first + per_chunk, len(texts)))
+            with torch.inference_mode():
+                reader.read_tokens(reader.cached_batch(tokens, rows), hookpoint)
+
+    def evidence(name: str, chunks: ChunkReader) -> Callable[[], object]:
+        return lambda: build_evidence(
+            chunks, texts, work / name, {}, config, device=sae.device, texts_per_chunk=per_chunk
+        )
+
+    source = reader_source(reader, "benchmark", settings.dtype)
+    plan = plan_cache(work / "acts", reader, tokens, source, texts_per_chunk=per_chunk)
+
+    def cache_build() -> None:
+        build_activation_cache(plan, reader, tokens, source, texts_per_chunk=per_chunk)
+
+    timed(evidence("warm-up", SAEChunkReader(reader, sae, tokens=tokens)))  # first-call costs
+    seconds = {
+        "forward": timed(forward),
+        "model": timed(evidence("model", SAEChunkReader(reader, sae))),
+        "model_tokens": timed(evidence("model_tokens", SAEChunkReader(reader, sae, tokens=tokens))),
+        "cache_build": timed(cache_build),
+    }
+    cache = build_activation_cache(plan, reader, tokens, source, texts_per_chunk=per_chunk)
+    seconds["cached"] = timed(evidence("cached", CachedChunkReader(cache, tokens, reader, sae)))
+
+    def files(name: str) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in (work / name).glob("*.safetensors")}
+
+    identical = files("model") == files("model_tokens") == files("cached")
+    n = tokens.n_tokens
+    result = {
+        "device": str(subject.device),
+        "dtype": str(subject.dtype).removeprefix("torch."),
+        "d_sae": sae.d_sae,
+        "texts": len(texts),
+        "tokens": n,
+        "token_cache_seconds": round(token_cache_s, 2),
+        "tok_s": {k: round(n / v) for k, v in seconds.items()},
+        "model_over_cached": round(seconds["model"] / seconds["cached"], 2),
+        "model_tokens_over_forward_throughput": round(
+            seconds["forward"] / seconds["model_tokens"], 3
+        ),
+        "cache_build_over_model_pass": round(seconds["cache_build"] / seconds["model"], 3),
+        "cache_bytes": plan.bytes,
+        "byte_identical": identical,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
