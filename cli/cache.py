@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cli.common import JsonFlag, console, err_console, print_json, user_errors
+from runtime.progress import StepProgress
 from runtime.settings import get_settings
 
 cache_app = typer.Typer(
@@ -62,19 +62,8 @@ def build_command(
             f"({plan.n_texts:,} of {plan.corpus_texts:,} texts){cut}, {_size(plan.bytes)} "
             f"in {plan.folder}" + (" (already built)" if plan.done else "")
         )
-        with Progress(
-            TextColumn("[bold]reading activations"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.completed:,.0f} tokens"),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("read", total=plan.n_tokens)
-            cache = caches.build_activations(
-                settings, reader, tokens, plan, on_tokens=lambda n: bar.advance(task, n)
-            )
+        with StepProgress("reading activations", plan.n_tokens, show=not plan.done) as bar:
+            cache = caches.build_activations(settings, reader, tokens, plan, on_tokens=bar.advance)
     summary = {
         "folder": str(cache.folder),
         "hookpoint": name,

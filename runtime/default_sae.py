@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from errors import UserError
 from probes.model import SubjectModel
 from probes.reader import ActivationReader
 from probes.stream import ActivationStream, read_activations
 from runtime import loaders
+from runtime.progress import StepProgress
 from runtime.settings import Settings
 from sae.training import TensorSource, TrainConfig, TrainResult, check_out_dir, train_sae
 from sae.training.checkpoint import checkpoints_dir, latest_state, remove_checkpoints
@@ -59,30 +58,9 @@ def _reader(settings: Settings, subject: SubjectModel, hookpoint: str) -> Activa
     )
 
 
-def _bar(label: str, total: int, show: bool) -> Progress:
-    progress = Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("tokens"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not show,
-    )
-    progress.add_task(label, total=total)
-    return progress
-
-
 def _read_with_bar(stream: ActivationStream, n_tokens: int, label: str, show: bool) -> torch.Tensor:
-    with _bar(label, n_tokens, show) as bar:
-        task = bar.task_ids[0]
-        seen = [0]
-
-        def advance(n: int) -> None:
-            seen[0] += n
-            bar.update(task, completed=min(seen[0], n_tokens))
-
-        stream.on_tokens = advance
+    with StepProgress(label, n_tokens, show=show) as bar:
+        stream.on_tokens = bar.advance
         try:
             return read_activations(stream, n_tokens, dtype=torch.float16)
         finally:
@@ -227,11 +205,8 @@ def cached_training_data(
         plan.corpus_tokens,
         plan.bytes / (1 << 30),
     )
-    with _bar("reading activations", plan.n_tokens, progress and not plan.done) as bar:
-        task = bar.task_ids[0]
-        cache = build_activations(
-            settings, reader, tokens, plan, on_tokens=lambda n: bar.advance(task, n)
-        )
+    with StepProgress("reading activations", plan.n_tokens, show=progress and not plan.done) as bar:
+        cache = build_activations(settings, reader, tokens, plan, on_tokens=bar.advance)
     return split_activations(cache, tokens, texts, heldout)
 
 

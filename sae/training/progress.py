@@ -53,17 +53,21 @@ class RunningStats:
 
 
 class TrainingProgress:
-    """A context manager updated once per step; `show=False` logs every ~10% instead."""
+    """A context manager updated once per step: a bar on a terminal; without one (a log
+    file, a CI job) a line on stderr every ~10% of the steps; `show=False` logs them."""
 
     def __init__(self, total_steps: int, start_step: int, show: bool, label: str) -> None:
         self.total = total_steps
         self.show = show
+        self._label = label
         self._start_step = start_step
         self._tokens = 0
         self._t0 = time.perf_counter()
         self._next_log = start_step + max(1, total_steps // 10)
         self._progress: Progress | None = None
-        if show:
+        self._console = Console(stderr=True)  # stdout stays clean for --json output
+        self._lines = show and not self._console.is_terminal
+        if show and self._console.is_terminal:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -72,7 +76,7 @@ class TrainingProgress:
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[stats]}"),
-                console=Console(stderr=True),  # stdout stays clean for --json output
+                console=self._console,
             )
             self._task = self._progress.add_task(
                 label, total=total_steps, completed=start_step, stats=""
@@ -102,5 +106,12 @@ class TrainingProgress:
         if self._progress is not None:
             self._progress.update(self._task, completed=step, stats=line)
         elif step >= self._next_log or step == self.total:
-            log.info("step %d/%d: %s", step, self.total, line)
+            if self._lines:
+                self._console.print(
+                    f"{self._label}: step {step}/{self.total}: {line}",
+                    markup=False,
+                    highlight=False,
+                )
+            else:
+                log.info("step %d/%d: %s", step, self.total, line)
             self._next_log = step + max(1, self.total // 10)
