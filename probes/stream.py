@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from probes.reader import ActivationReader
+from probes.token_cache import TokenCache
 
 TEXTS_PER_CHUNK = 256  # ~12k tokens of the default corpus per chunk
 
@@ -33,6 +34,7 @@ class ActivationStream:
     epochs: passes over the texts (None: forever; the consumer stops). shuffle: a seeded
     random text order per pass (else the given order). on_tokens: called with the number
     of tokens of each chunk as it is yielded (e.g. to advance a progress bar).
+    tokens: the token cache of `texts` (rows are cut from it instead of tokenizing).
     `tokens_read` counts the tokens yielded so far.
     """
 
@@ -44,6 +46,7 @@ class ActivationStream:
     shuffle: bool = True
     seed: int = 0
     on_tokens: Callable[[int], None] | None = None
+    tokens: TokenCache | None = None
     tokens_read: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +59,11 @@ class ActivationStream:
             raise ValueError("the stream has no texts; give at least one")
         if self.texts_per_chunk < 1:
             raise ValueError(f"texts_per_chunk must be >= 1, got {self.texts_per_chunk}")
+        if self.tokens is not None and self.tokens.n_texts != len(self.texts):
+            raise ValueError(
+                f"the token cache holds {self.tokens.n_texts} texts, not the stream's "
+                f"{len(self.texts)}; give the cache of these texts"
+            )
 
     @property
     def chunks_per_epoch(self) -> int:
@@ -75,9 +83,7 @@ class ActivationStream:
             e, i = divmod(index, self.chunks_per_epoch)
             if e != epoch:
                 epoch, order = e, self._order(e)
-            group = [
-                self.texts[j] for j in order[i * self.texts_per_chunk :][: self.texts_per_chunk]
-            ]
+            group = order[i * self.texts_per_chunk :][: self.texts_per_chunk]
             acts = self._read(group)
             self.tokens_read += acts.shape[0]
             if self.on_tokens is not None:
@@ -88,8 +94,11 @@ class ActivationStream:
     def __iter__(self) -> Iterator[torch.Tensor]:
         return self.chunks(0)
 
-    def _read(self, texts: list[str]) -> torch.Tensor:
-        batch = self.reader.tokenize(texts)
+    def _read(self, group: list[int]) -> torch.Tensor:
+        if self.tokens is not None:
+            batch = self.reader.cached_batch(self.tokens, group)
+        else:
+            batch = self.reader.tokenize([self.texts[j] for j in group], with_spans=False)
         parts = []
         for rows, acts in self.reader.batches(batch):
             acts_BTD = acts[self.hookpoint]

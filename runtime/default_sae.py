@@ -30,6 +30,7 @@ from probes.model import SubjectModel
 from probes.reader import ActivationReader
 from probes.stream import ActivationStream, read_activations
 from runtime import loaders
+from runtime.caches import corpus_tokens
 from runtime.progress import StepProgress
 from runtime.settings import Settings
 from sae.training import TensorSource, TrainConfig, TrainResult, check_out_dir, train_sae
@@ -132,12 +133,16 @@ def train_on_texts(
         cache_tokens = cached[0].shape[0]
     elif cache_tokens > 0:
         # One pass at most: a corpus smaller than the cache is cached whole, not repeated.
-        once = ActivationStream(reader, texts, hookpoint, epochs=1, seed=cfg.seed)
+        tokens = corpus_tokens(settings, texts, subject.tokenizer)
+        once = ActivationStream(reader, texts, hookpoint, epochs=1, seed=cfg.seed, tokens=tokens)
         key = _cache_key(subject, hookpoint, texts, cache_tokens, cfg.seed, reader.context_length)
         acts = _cached_activations(once, cache_tokens, out_dir, key, progress)
         source = TensorSource(acts, seed=cfg.seed)
     else:
-        source = ActivationStream(reader, texts, hookpoint, epochs=None, seed=cfg.seed)
+        tokens = corpus_tokens(settings, texts, subject.tokenizer)
+        source = ActivationStream(
+            reader, texts, hookpoint, epochs=None, seed=cfg.seed, tokens=tokens
+        )
 
     def evaluate(sae: Any) -> dict[str, Any]:
         from sae.metrics import quality_metrics
@@ -147,7 +152,8 @@ def train_on_texts(
         if cached is not None:
             acts = cached[1][:heldout_tokens]
         else:
-            held = ActivationStream(reader, heldout, hookpoint, shuffle=False)
+            held_tokens = corpus_tokens(settings, heldout, subject.tokenizer)
+            held = ActivationStream(reader, heldout, hookpoint, shuffle=False, tokens=held_tokens)
             acts = _read_with_bar(held, heldout_tokens, "held-out evaluation", progress)
         return quality_metrics(sae.to(subject.device), acts.to(subject.device).float()).summary()
 

@@ -8,12 +8,14 @@ import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from probes.reader import ActivationReader
 from probes.stream import ActivationStream, read_activations
+from probes.token_cache import token_cache
 from sae.base import SparseAutoencoder
 from sae.loading import load_sae
 from sae.metrics import quality_metrics
@@ -252,8 +254,8 @@ def test_buffer_restores_its_position() -> None:
 # -- the activation stream -------------------------------------------------------------------
 
 
-def test_stream_yields_the_valid_tokens_of_every_text(tiny_llama: object) -> None:
-    reader = ActivationReader(tiny_llama, ["layers.1"], context_length=16, batch_size=3)  # type: ignore[arg-type]
+def test_stream_yields_the_valid_tokens_of_every_text(tiny_llama: Any, tmp_path: Path) -> None:
+    reader = ActivationReader(tiny_llama, ["layers.1"], context_length=16, batch_size=3)
     texts = [*TINY_TRAINING_TEXTS, "short", "a b c " * 20]  # the last one spans windows
     expected = reader.read(texts)
     stream = ActivationStream(reader, texts, "layers.1", texts_per_chunk=2, seed=5)
@@ -272,6 +274,12 @@ def test_stream_yields_the_valid_tokens_of_every_text(tiny_llama: object) -> Non
     tail = list(stream.chunks(1))
     assert all(torch.equal(a, b) for a, b in zip(tail, chunks[1:], strict=True))
     assert read_activations(stream, 10).shape == (10, 32)
+    # Rows cut from the texts' token cache instead of tokenizing: the same chunks.
+    tokens = token_cache(tmp_path / "tokens", texts, tiny_llama.tokenizer)
+    cached = ActivationStream(reader, texts, "layers.1", texts_per_chunk=2, seed=5, tokens=tokens)
+    assert all(torch.equal(a, b) for a, b in zip(cached, chunks, strict=True))
+    with pytest.raises(ValueError, match="token cache holds"):
+        ActivationStream(reader, texts[:3], "layers.1", tokens=tokens)
 
 
 # -- corpus -> SAE, with resume (the path `sae train` and the default SAE take) -------------
