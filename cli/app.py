@@ -13,6 +13,7 @@ from rich.text import Text
 from cli.common import (
     JsonFlag,
     console,
+    err_console,
     print_json,
     read_text,
     set_verbose,
@@ -43,19 +44,41 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 
 @app.command()
 def prepare(as_json: JsonFlag = False) -> None:
-    """Prepare the embedded default: model cache, default corpus, default SAE (~15 min once)."""
+    """Prepare the embedded default once: the model, the default corpus, the corpus read
+    once into its activation cache, the default SAE trained on it and the evidence of
+    every feature over the whole corpus."""
+    import time
+
     from probes.default_corpus import load_default_corpus
-    from runtime.default_sae import prepare_default_sae
+    from runtime.default_sae import prepare_default_cache, prepare_default_sae
+
+    seconds: dict[str, float] = {}
+
+    def timed(phase: str, started: float) -> None:
+        seconds[phase] = round(time.monotonic() - started, 1)
 
     with user_errors():
         settings = get_settings()
-        with console.status("preparing the subject model (first time: ~30 s)"):
-            model_path = loaders.subject_model_path(settings)
+        started = time.monotonic()
+        err_console.print("preparing the subject model (first time: ~30 s)")
+        model_path = loaders.subject_model_path(settings)
         tokenizer = loaders.open_tokenizer(settings)
+        timed("model", started)
+        started = time.monotonic()
         corpus = load_default_corpus(loaders.default_corpus_dir(settings), tokenizer=tokenizer)
+        timed("corpus", started)
         # The default SAE belongs to the default model; a configured model brings its own.
-        sae_dir = None if settings.model else prepare_default_sae(settings)
-        evidence_id = _prepare_evidence(settings) if sae_dir else None
+        sae_dir = evidence_id = None
+        if not settings.model:
+            started = time.monotonic()
+            prepare_default_cache(settings)
+            timed("read_activations", started)
+            started = time.monotonic()
+            sae_dir = prepare_default_sae(settings)
+            timed("train_sae", started)
+            started = time.monotonic()
+            evidence_id = _prepare_evidence(settings)
+            timed("evidence", started)
     summary = {
         "data_dir": str(settings.data_dir),
         "model": str(model_path),
@@ -65,6 +88,7 @@ def prepare(as_json: JsonFlag = False) -> None:
         "corpus_tokens": corpus.info.n_tokens,
         "sae": str(sae_dir or settings.sae or "none: set GLOSSATOR_SAE for this model"),
         "evidence": evidence_id or "none: run `glossator evidence build`",
+        "seconds": seconds,
     }
     if as_json:
         print_json(summary)
@@ -73,19 +97,17 @@ def prepare(as_json: JsonFlag = False) -> None:
         console.print(f"[bold]{key}[/]: {value}")
 
 
-PREPARE_EVIDENCE_TOKENS = 100_000  # ~2 min on 2 CPU cores; `evidence build` reads more
-
-
 def _prepare_evidence(settings: Settings) -> str:
-    """Evidence of the default SAE over the first 100k tokens of the default corpus."""
+    """Evidence of the default SAE over the whole default corpus, from its activation
+    cache (the model is not run again)."""
     from probes.evidence.config import EvidenceConfig
     from runtime.evidence import run_job, sae_job
+    from runtime.progress import StepProgress
 
-    with console.status("building feature evidence (first time: ~2 min)"):
+    job = sae_job(settings, None, None)
+    with StepProgress("building feature evidence", job.n_tokens) as bar:
         manifest, _, _ = run_job(
-            settings,
-            sae_job(settings, None, None),
-            EvidenceConfig(max_tokens=PREPARE_EVIDENCE_TOKENS),
+            settings, job, EvidenceConfig(), on_chunk=lambda _, n: bar.advance(n)
         )
     return manifest.evidence_id
 

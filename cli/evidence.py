@@ -124,8 +124,11 @@ def build_command(
 
 
 def _estimate_tokens(job: EvidenceJob, max_tokens: int | None) -> int | None:
-    """The pass' token count, from the tokens per character of the first texts (the corpus
-    is shuffled, so they are a fair sample); at most max_tokens."""
+    """The pass' token count: the token cache's count when the job has one, else from the
+    tokens per character of the first texts (the corpus is shuffled, so they are a fair
+    sample); at most max_tokens."""
+    if job.n_tokens is not None:
+        return min(job.n_tokens, max_tokens) if max_tokens is not None else job.n_tokens
     sample: list[str] = []
     chars = 0
     for text in job.texts:

@@ -1,18 +1,18 @@
 """Training SAEs on a subject model's activations over a corpus, and the default SAE.
 
 The default SAE (TopK, 4,096 features, k=32, at layers.6 of the default SmolLM2-135M) is
-trained once into `loaders.default_sae_dir` by `prepare_default_sae`. Reading layers.6
-is the slow part on a CPU (measured ~620 tokens/s on 2 cores over the shuffled default
-corpus at context 1024, the model stopping after layer 6) while a training step runs at
-~7,500 tokens/s, so the activations of CACHE_TOKENS training tokens are read once into
-memory (float16: 1e-3 relative rounding, far below the SAE's error) and the SAE trains
-for several passes over them, each in a new random order. Measured: 2M training tokens
-over a 200k-token cache took 10.6 minutes in all and reached held-out explained variance
-0.89 (L0 32, no dead features); streaming fresh tokens for the same time would train on
-~0.4M tokens (held-out EV ~0.80 at that point of a run). A 150k-token cache gave the same
-held-out EV as a 300k one after 1M training tokens (0.84), so the repeats cost little.
-The held-out split of the corpus is never trained on; the final metrics are measured on
-it and stored in the SAE's metadata.
+trained once into `loaders.default_sae_dir` by `prepare_default_sae`, from the default
+corpus' activation cache (`corpus_activation_cache`): the corpus is read through the
+model once (the slow part on a CPU, a few hundred tokens/s on 2 cores), and the SAE
+trains for TRAIN_TOKENS steps' worth of tokens drawn from every training text's
+activations (1.31M distinct tokens: about 1.5 passes, each in a new random order); the
+evidence pass then reads the same cache. Float16 activations: 1e-3 relative rounding,
+far below the SAE's error. The held-out split of the corpus is never trained on; the
+final metrics are measured on it and stored in the SAE's metadata.
+
+Without a cache (`sae train` without --from-cache), CACHE_TOKENS tokens are read into
+memory and trained on in passes (measured: 2M training tokens over a 200k-token cache
+reached held-out explained variance 0.89); cache_tokens=0 streams every token.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from typing import Any
 import torch
 
 from errors import UserError
+from probes.activation_cache import ActivationCache
 from probes.model import SubjectModel
 from probes.reader import ActivationReader
 from probes.stream import ActivationStream, read_activations
+from probes.token_cache import TokenCache
 from runtime import loaders
 from runtime.caches import corpus_tokens
 from runtime.progress import StepProgress
@@ -42,7 +44,7 @@ DEFAULT_HOOKPOINT = "layers.6"
 DEFAULT_WIDTH = 4096
 DEFAULT_K = 32
 CACHE_TOKENS = 200_000  # activations read once and trained on for several passes
-TRAIN_TOKENS = 2_000_000  # training tokens (10 passes over the cache)
+TRAIN_TOKENS = 2_000_000  # training tokens (the default corpus: ~1.5 passes over its cache)
 HELDOUT_TOKENS = 20_000  # held-out tokens for the final metrics
 READ_BATCH_ROWS = 32  # rows per forward pass while reading activations
 CHECKPOINT_EVERY = 100  # steps (~1-2 minutes on 2 CPU cores at 4,096 tokens a step)
@@ -180,24 +182,17 @@ def train_on_texts(
     )
 
 
-def cached_training_data(
+def corpus_activation_cache(
     settings: Settings,
     subject: SubjectModel,
     hookpoint: str,
     corpus: Path | None,
-    heldout: Sequence[str],
     progress: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, held-out) activations of the whole corpus (`corpus`, else the default one)
-    from its activation cache, reading the corpus into the cache first when it is absent:
-    the same cache the evidence pass of any SAE at `hookpoint` then reads."""
-    from runtime.caches import (
-        activation_plan,
-        build_activations,
-        corpus_tokens,
-        pass_reader,
-        split_activations,
-    )
+) -> tuple[ActivationCache, TokenCache, list[str]]:
+    """The activation cache of the whole corpus (`corpus`, else the default one) at
+    `hookpoint`, read first when absent (the same cache the evidence pass of any SAE at
+    `hookpoint` reads), with its token cache and the corpus texts in its order."""
+    from runtime.caches import activation_plan, build_activations, pass_reader
     from runtime.evidence import corpus_texts
 
     texts = corpus_texts(settings, corpus, subject.tokenizer)
@@ -213,6 +208,22 @@ def cached_training_data(
     )
     with StepProgress("reading activations", plan.n_tokens, show=progress and not plan.done) as bar:
         cache = build_activations(settings, reader, tokens, plan, on_tokens=bar.advance)
+    return cache, tokens, texts
+
+
+def cached_training_data(
+    settings: Settings,
+    subject: SubjectModel,
+    hookpoint: str,
+    corpus: Path | None,
+    heldout: Sequence[str],
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) activations of the whole corpus from its activation cache
+    (`corpus_activation_cache`): held-out texts are `heldout`'s."""
+    from runtime.caches import split_activations
+
+    cache, tokens, texts = corpus_activation_cache(settings, subject, hookpoint, corpus, progress)
     return split_activations(cache, tokens, texts, heldout)
 
 
@@ -252,7 +263,10 @@ def prepare_default_sae(settings: Settings, progress: bool = True) -> Path:
     if state is not None and state.get("config") != cfg.model_dump(mode="json"):
         log.warning("the unfinished default SAE run in %s used other settings; restarting", target)
         remove_checkpoints(target)
-    log.info("training the default SAE into %s (once, up to ~20 minutes on a CPU)", target)
+    log.info("training the default SAE into %s (once)", target)
+    cached = cached_training_data(
+        settings, subject, DEFAULT_HOOKPOINT, None, corpus.heldout, progress=progress
+    )
     train_on_texts(
         settings,
         subject,
@@ -263,5 +277,13 @@ def prepare_default_sae(settings: Settings, progress: bool = True) -> Path:
         resume=True,
         progress=progress,
         source_name="default corpus (train split)",
+        cached=cached,
     )
     return target
+
+
+def prepare_default_cache(settings: Settings, progress: bool = True) -> None:
+    """The default corpus read once at the default hookpoint into its activation cache
+    (when absent): what the default SAE trains on and its evidence is read from."""
+    subject = loaders.open_subject_model(settings)
+    corpus_activation_cache(settings, subject, DEFAULT_HOOKPOINT, None, progress)

@@ -46,6 +46,7 @@ class EvidenceJob:
     output_side: Callable[[EvidenceConfig], OutputSide | None] | None
     tokenizer: Any
     read_from: str = "model"  # or "activation cache <folder>"
+    n_tokens: int | None = None  # the corpus' tokens, when known from its token cache
 
 
 def evidence_root(settings: Settings) -> Path:
@@ -138,6 +139,7 @@ def sae_job(
         output_side=output_side if sae.d_sae > 1 else None,
         tokenizer=subject.tokenizer,
         read_from="model" if cache is None else f"activation cache {cache.folder}",
+        n_tokens=tokens.n_tokens,
     )
 
 
