@@ -54,6 +54,7 @@ from probes.evidence.files import (
 from probes.evidence.pool import ContextPool
 from probes.evidence.sources import ChunkReader, ContextChunk, EntryBatch, merge_batches, n_chunks
 from probes.evidence.stats import FeatureStats
+from probes.evidence.token_firing import TokenFiring
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +71,23 @@ class _Accumulators:
             n_features, config.hist_bins, config.hist_lo, config.hist_hi, device
         )
         self.pool = ContextPool(config.pool_size, seed + 2, device=device)
+        self.tokens = TokenFiring(n_features, device)
 
-    def parts(self) -> dict[str, StreamingTopK | StreamingSample | FeatureStats | ContextPool]:
+    def parts(
+        self,
+    ) -> dict[str, StreamingTopK | StreamingSample | FeatureStats | ContextPool | TokenFiring]:
         return {
             "top": self.top,
             "explain": self.explain,
             "score": self.score,
             "stats": self.stats,
             "pool": self.pool,
+            "tokens": self.tokens,
         }
 
-    def update(self, batch: EntryBatch, split_C: Tensor, first_id: int) -> None:
-        """Fold a batch in; `split_C` gives the split of contexts first_id, first_id+1..."""
+    def update(self, batch: EntryBatch, split_C: Tensor, contexts: ContextChunk) -> None:
+        """Fold a batch in; `split_C` gives the split of the chunk's `contexts`."""
+        first_id = contexts.first_id
         split_N = split_C[batch.context_N - first_id]
         for split, selections in ((EXPLAIN, (self.top, self.explain)), (SCORE, (self.score,))):
             on_N = split_N == split
@@ -96,6 +102,14 @@ class _Accumulators:
             batch.context_N[fires_N],
             batch.feature_N[fires_N],
         )
+        # token ids of the explain split's firings and of all its tokens
+        device = batch.feature_N.device
+        offsets = contexts.offsets.to(device)
+        token_ids = contexts.token_ids.to(device)
+        on_N = fires_N & (split_N == EXPLAIN)
+        at_N = offsets[batch.context_N[on_N] - first_id] + batch.pos_N[on_N]
+        explain_T = torch.repeat_interleave(split_C.to(device) == EXPLAIN, torch.diff(offsets))
+        self.tokens.update(batch.feature_N[on_N], token_ids[at_N], token_ids[explain_T])
 
     def state_dict(self) -> dict[str, Tensor]:
         return {
@@ -290,7 +304,7 @@ class _Run:
         # One update per chunk: the per-update cost of the selections is mostly per
         # feature, so fewer, larger updates are cheaper.
         batch = merge_batches(list(batches))
-        self.accumulators.update(batch, split_C.to(self.device), contexts.first_id)
+        self.accumulators.update(batch, split_C.to(self.device), contexts)
         self.pending.append((contexts, split_C))
         self.progress.n_contexts += contexts.n_contexts
         self.progress.n_tokens += batch.n_tokens
@@ -321,6 +335,7 @@ class _Run:
             "stats.hist": acc.stats.hist_FB.cpu(),
             "stats.hist_edges": acc.stats.bin_edges.cpu(),
             "stats.tokens": acc.stats.tokens_seen.reshape(1).cpu(),
+            **{f"tokens.{k}": v for k, v in acc.tokens.finish(self.config.token_table).items()},
         }
         if extra is not None:
             lens = extra.lens.cpu()

@@ -45,6 +45,8 @@ class EvidenceConfig(BaseModel):
     hist_hi: float = Field(default=1e4, gt=0.0)
     logit_lens_n: int = Field(default=20, ge=1)
     similar_n: int = Field(default=10, ge=1)
+    # per feature, its most-fired tokens over the whole explain split, with their counts
+    token_table: int = Field(default=64, ge=1)
     seed: int = 0
     max_tokens: int | None = Field(default=None, ge=1)
 

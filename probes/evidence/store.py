@@ -89,6 +89,16 @@ class FeatureStatistics(BaseModel):
     hist_edges: list[float]
 
 
+class TokenFiring(BaseModel):
+    """A token the feature fired on in the explain split: how often it fired there and
+    how often the token occurs in the split (fires / occurrences estimates P(fires | token))."""
+
+    token: str
+    token_id: int
+    fires: int
+    occurrences: int
+
+
 class FeatureEvidence(BaseModel):
     """What an explainer may see about a feature: explain split only."""
 
@@ -101,6 +111,8 @@ class FeatureEvidence(BaseModel):
     promoted: list[TokenValue] | None
     suppressed: list[TokenValue] | None
     similar: list[Neighbour] | None
+    # its most-fired tokens over the whole explain split (None: evidence built without)
+    token_firing: list[TokenFiring] | None = None
 
 
 class ScoringExamples(BaseModel):
@@ -135,6 +147,8 @@ class EvidenceStore:
         self._pool_members, self._pool_feature = pool["members"], pool["feature"]
         self._pool_context = pool["context"]
         self._strings: dict[int, str] = {}
+        self._feature_names = set(self._features.keys())
+        self._token_count: Tensor | None = None
 
     @property
     def n_features(self) -> int:
@@ -162,7 +176,31 @@ class EvidenceStore:
             promoted=self._lens(feature, "promoted"),
             suppressed=self._lens(feature, "suppressed"),
             similar=self._similar(feature),
+            token_firing=self.token_firing(feature),
         )
+
+    def token_firing(self, feature: int) -> list[TokenFiring] | None:
+        """The feature's most-fired tokens over the whole explain split, most first."""
+        self._check(feature)
+        if "tokens.ids" not in self._feature_names:
+            return None
+        ids, fires = self._row("tokens.ids", feature), self._row("tokens.fires", feature)
+        if self._token_count is None:
+            self._token_count = self._features.get_tensor("tokens.count")
+        count = self._token_count
+        out = []
+        for token_id, n in zip(ids.tolist(), fires.tolist(), strict=True):
+            if token_id < 0:
+                break
+            out.append(
+                TokenFiring(
+                    token=self.token_string(token_id),
+                    token_id=token_id,
+                    fires=n,
+                    occurrences=int(count[token_id]) if token_id < count.numel() else 0,
+                )
+            )
+        return out
 
     def scoring_examples(
         self, feature: int, per_quantile: int | None = None, non_activating: int = 50
