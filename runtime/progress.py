@@ -53,8 +53,6 @@ class StepProgress:
     def __enter__(self) -> StepProgress:
         if self._bar is not None:
             self._bar.start()
-        elif self._lines:
-            self._print_line("started")
         return self
 
     def __exit__(
@@ -65,7 +63,7 @@ class StepProgress:
     ) -> None:
         if self._bar is not None:
             self._bar.stop()
-        elif self._lines and exc is None:
+        elif self._lines and exc is None and self.done:  # nothing read: nothing to say
             self._print_line("done")
 
     def rate(self) -> str:
@@ -76,7 +74,9 @@ class StepProgress:
         self.done += n
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done, rate=self.rate())
-        elif self._lines and time.monotonic() - self._last_line >= self.every:
+        elif self._lines and (
+            self.done == n or time.monotonic() - self._last_line >= self.every
+        ):  # the first step, then one line per `every` seconds
             self._print_line()
 
     def _print_line(self, state: str = "") -> None:
