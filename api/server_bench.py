@@ -27,7 +27,7 @@ router = APIRouter(prefix="/bench", tags=["bench"])
 
 LEASE_S = 30
 # The names runtime.bench knows, spelled out so the OpenAPI schema lists them.
-Explainer = Literal["agent", "oneshot", "toptokens"]
+Explainer = Literal["agent", "oneshot", "toptokens", "tokenstats"]
 Scorer = Literal[
     "detection", "fuzzing", "simulation", "embedding", "generative", "predictive", "truth"
 ]

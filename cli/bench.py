@@ -44,7 +44,9 @@ def bench_command(
             help='"sample:200", "0:100" or "3,7,9"; planted: also ids. Default: all planted.'
         ),
     ] = None,
-    explainers: Annotated[str, typer.Option(help="agent, oneshot, toptokens.")] = "agent,toptokens",
+    explainers: Annotated[
+        str, typer.Option(help="agent, oneshot, toptokens, tokenstats.")
+    ] = "agent,toptokens",
     scorers: Annotated[
         str,
         typer.Option(

@@ -135,7 +135,7 @@ def make_explainers(
     imported: dict[str, dict[int, Explained]],
 ) -> list[Explainer]:
     from evals.explainers.oneshot import OneShotExplainer
-    from evals.explainers.toptokens import TopTokensExplainer
+    from evals.explainers.toptokens import TokenStatsExplainer, TopTokensExplainer
 
     made: list[Explainer] = []
     for name in names:
@@ -143,6 +143,8 @@ def make_explainers(
             made.append(AgentExplainer(setup.deps, budget))
         elif name == "oneshot":
             made.append(OneShotExplainer(llm_client(settings, oneshot_llm)))
+        elif name == "tokenstats":
+            made.append(TokenStatsExplainer())
         else:
             made.append(TopTokensExplainer())
     made += [ImportedExplainer(name, found) for name, found in imported.items()]

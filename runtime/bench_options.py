@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from errors import UserError
 
-EXPLAINERS = ("agent", "oneshot", "toptokens")
+EXPLAINERS = ("agent", "oneshot", "toptokens", "tokenstats")
 SCORERS = ("detection", "fuzzing", "simulation", "embedding", "generative", "predictive", "truth")
 JUDGES = ("predicate", "llm", "local")
 

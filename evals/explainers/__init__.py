@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from evals.explainers.agent import AgentExplanationError, from_explanation, from_record
 from evals.explainers.base import Explainer, NothingToExplainError
 from evals.explainers.imported import ImportedExplanationsError, load_delphi, load_neuronpedia
-from evals.explainers.toptokens import TopTokensExplainer
+from evals.explainers.toptokens import TokenStatsExplainer, TopTokensExplainer
 
 if TYPE_CHECKING:
     from evals.explainers.oneshot import OneShotExplainer
@@ -25,6 +25,7 @@ __all__ = [
     "ImportedExplanationsError",
     "NothingToExplainError",
     "OneShotExplainer",
+    "TokenStatsExplainer",
     "TopTokensExplainer",
     "from_explanation",
     "from_record",

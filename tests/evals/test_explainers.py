@@ -127,6 +127,48 @@ def test_toptokens_ranks_by_firing_count_normalised_each_context_once() -> None:
     assert explained.text == 'Fires on the tokens "cat", "owl", "emu".'
 
 
+def test_tokenstats_lists_the_reliable_tokens_of_the_whole_split() -> None:
+    from evals.explainers.toptokens import MAX_WORDS, TokenStatsExplainer
+    from probes.evidence.store import TokenFiring
+
+    top = [example(1, [" cat", " sat"], [2.0, 0.0])]
+    seen = [
+        TokenFiring(token=" Wombat", token_id=1, fires=40, occurrences=50),
+        TokenFiring(token="wombat", token_id=2, fires=30, occurrences=30),  # the same word
+        TokenFiring(token=" the", token_id=3, fires=25, occurrences=5000),  # unreliable
+        TokenFiring(token=" koala", token_id=4, fires=2, occurrences=2),  # too rare
+        TokenFiring(token="\n", token_id=6, fires=9, occurrences=9),  # no word
+        TokenFiring(token=" emu", token_id=5, fires=3, occurrences=10),
+        *(TokenFiring(token=f" w{i}", token_id=10 + i, fires=3, occurrences=3) for i in range(40)),
+    ]
+    evidence = evidence_of(top, []).model_copy(update={"token_firing": seen})
+    explained = asyncio.run(TokenStatsExplainer().explain(3, evidence))
+    assert explained.explainer == "tokenstats" and explained.predicate is not None
+    words = explained.predicate["words"]
+    assert words[:3] == ("wombat", "emu", "w0") and len(words) == MAX_WORDS
+    assert "the" not in words and "koala" not in words
+    # nothing reliable: the most frequent firing tokens of the sampled contexts instead
+    unreliable = evidence.model_copy(update={"token_firing": seen[2:4]})
+    fallback = asyncio.run(TokenStatsExplainer().explain(3, unreliable))
+    assert fallback.predicate is not None and fallback.predicate["words"] == ("cat",)
+    with pytest.raises(ValueError, match="no token firing table"):
+        asyncio.run(TokenStatsExplainer().explain(3, evidence_of(top, [])))
+
+
+def test_tokenstats_on_planted_word_love_holds_on_held_out_text(
+    planted_evidence: Planted,
+) -> None:
+    from evals.explainers.toptokens import TokenStatsExplainer
+
+    feature, evidence = love(planted_evidence)
+    assert evidence.token_firing  # the evidence pass counted the whole split
+    explained = asyncio.run(TokenStatsExplainer().explain(feature, evidence))
+    assert explained.predicate is not None
+    assert {"love", "loves", "loved", "loving"} <= set(explained.predicate["words"])
+    held = held_out_agreement(planted_evidence[0], feature, explained.predicate)
+    assert held.recall >= 0.95 and held.precision >= 0.8, held
+
+
 def test_explainers_refuse_evidence_that_cannot_be_explained() -> None:
     quiet = evidence_of([example(1, [" a", " b"], [0.0, 0.0])], [])
     with pytest.raises(NothingToExplainError, match="feature 3 never fired"):
