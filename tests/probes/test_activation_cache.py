@@ -123,7 +123,7 @@ def test_evidence_from_the_cache_equals_evidence_from_the_model(
     cache = build_activation_cache(plan, reader, tokens, source, texts_per_chunk=PER_CHUNK)
     sae = topk_sae(tiny_llama.d_model)
     key = {"kind": "test"}
-    common = {"config": CONFIG, "texts_per_chunk": PER_CHUNK}
+    common: dict[str, Any] = {"config": CONFIG, "texts_per_chunk": PER_CHUNK}
     from_model = SAEChunkReader(reader, sae)  # tokenizes every chunk again
     build_evidence(from_model, texts, tmp_path / "model", key, **common)
     with_tokens = SAEChunkReader(reader, sae, tokens=tokens)
