@@ -25,6 +25,7 @@ def print_feature(
     _header(found, named, manifest)
     scale = found.stats.max_act
     _histogram(found.stats)
+    _token_firing(found)
     _title(f"top {len(found.top)} contexts (activation, then the context)")
     for example in found.top:
         console.print(_line(f"{example.max_act:.4g}", example, scale))
@@ -40,6 +41,25 @@ def print_feature(
     for example in found.non_activating[:NON_ACTIVATING_SHOWN]:
         console.print(_line("0", example, scale, style="dim"))
     _output_side(found)
+
+
+TOKENS_SHOWN = 16
+
+
+def _token_firing(found: FeatureEvidence) -> None:
+    """The tokens it fires on most over the whole explain split: fires / occurrences."""
+    if not found.token_firing:
+        return
+    _title("fires most on (whole explain split: firings / occurrences of the token)")
+    console.print(
+        Text("  ").join(
+            Text.assemble(
+                (_shown(t.token).replace(" ", "␣"), "bold"),
+                f" {t.fires:,}/{t.occurrences:,}",
+            )
+            for t in found.token_firing[:TOKENS_SHOWN]
+        )
+    )
 
 
 def _title(text: str) -> None:

@@ -109,11 +109,17 @@ def test_feature_by_name_shows_the_planted_words(
     assert all(_is_love_piece(_peak_token(e)) for e in doc["top"]), doc["top"]
     assert all(max(e["acts"]) == 0 for e in doc["non_activating"])
     assert doc["promoted"] is None and doc["similar"] is None  # no decoder for planted
+    # over the whole explain split: the rule's tokens, each firing wherever it occurs
+    firing = doc["token_firing"]
+    pieces = [t["token"].strip().lower() for t in firing]
+    assert "love" in pieces and all(any(p in form for form in LOVE_FORMS) for p in pieces)
+    assert all(t["fires"] == t["occurrences"] > 0 for t in firing)
 
     shown = run_cli("feature", "word-love", "--planted", env={**planted_env, "FORCE_COLOR": "1"})
     assert shown.returncode == 0, shown.stderr
     assert "word-love" in shown.stdout and "activation histogram" in shown.stdout
     assert "\x1b[" in shown.stdout and " love" in shown.stdout  # highlighted contexts
+    assert "fires most on" in shown.stdout
 
 
 def test_feature_errors_are_clear(
