@@ -11,7 +11,7 @@ import logging
 from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from api.server_auth import ApiKey, check_feature_count, read_access
 from api.services import Services, services
@@ -20,7 +20,13 @@ from evals.results import BenchConfig, BenchResults, list_runs
 from identifiers import redis_keys
 from runtime.apikeys import TooManyRuns
 from runtime.bench import BenchOptions
-from runtime.bench_options import EXPLAINERS, JUDGES, SCORERS, BenchOptionError
+from runtime.bench_options import (
+    EXPLAINERS,
+    JUDGES,
+    SCORERS,
+    BenchOptionError,
+    check_run_name,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/bench", tags=["bench"])
@@ -50,6 +56,11 @@ class BenchRequest(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**31)
     max_rounds: int = Field(default=10, ge=1, le=50)
     run: str | None = Field(default=None, pattern=r"^[\w.-]{1,64}$")
+
+    @field_validator("run")
+    @classmethod
+    def _run_name(cls, value: str | None) -> str | None:
+        return value if value is None else check_run_name(value)
 
 
 class BenchView(BaseModel):

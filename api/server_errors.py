@@ -4,6 +4,7 @@ schema documents it for every route, so clients (and schemathesis) can rely on i
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,12 +36,26 @@ def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "request"
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with what JSON (strict, UTF-8) cannot carry spelled out: NaN and infinities
+    as strings, lone surrogates escaped. An echoed bad input must not turn a 422 into a 500."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    problems = error.errors()
+    problems = json_safe(jsonable_encoder(error.errors()))
     summary = "; ".join(f"{_where(p['loc'])}: {p['msg']}" for p in problems[:5])
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-    body = ErrorBody(detail=f"invalid request: {summary}{more}", errors=jsonable_encoder(problems))
+    body = ErrorBody(detail=f"invalid request: {summary}{more}", errors=problems)
     return JSONResponse(body.model_dump(), status_code=422)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from agent.deps import AgentDeps
 from agent.state import AgentState, Budget
@@ -22,7 +22,14 @@ from probes.evidence.store import EvidenceStore, FeatureEvidence
 from probes.planted import PlantedFeatures
 from runtime.agent import AgentSetup
 from runtime.bench_corpus import score_corpus_store
-from runtime.bench_options import EXPLAINERS, JUDGES, SCORERS, BenchOptionError, split_names
+from runtime.bench_options import (
+    EXPLAINERS,
+    JUDGES,
+    SCORERS,
+    BenchOptionError,
+    check_run_name,
+    split_names,
+)
 from runtime.settings import Settings
 
 RECURSION_LIMIT = 200  # graph steps per run; the budget stops rounds far earlier
@@ -182,6 +189,11 @@ class BenchOptions(BaseModel):
     score_corpus: Path | None = None
     run: str | None = None  # a name; default: derived from everything above
 
+    @field_validator("run")
+    @classmethod
+    def _run_name(cls, value: str | None) -> str | None:
+        return value if value is None else check_run_name(value)
+
 
 def plan_bench(
     settings: Settings,
@@ -295,4 +307,5 @@ def run_id_for(parts: dict[str, Any]) -> str:
 
 
 def bench_dir(settings: Settings, run_id: str) -> Path:
-    return Path(settings.data_dir) / "bench" / run_id
+    """The run's report folder: always inside DATA_DIR/bench (the name is checked)."""
+    return Path(settings.data_dir) / "bench" / check_run_name(run_id)

@@ -3,6 +3,8 @@ the error for what a benchmark cannot provide."""
 
 from __future__ import annotations
 
+import re
+
 from errors import UserError
 
 EXPLAINERS = ("agent", "oneshot", "toptokens", "tokenstats")
@@ -12,6 +14,19 @@ JUDGES = ("predicate", "llm", "local")
 
 class BenchOptionError(UserError):
     """An explainer, scorer or judge the benchmark cannot provide, with what to do."""
+
+
+RUN_NAME = re.compile(r"[\w.-]{1,64}")
+
+
+def check_run_name(name: str) -> str:
+    """A benchmark run's name: it names a folder under DATA_DIR/bench, so only letters,
+    digits, `_`, `.` and `-`, at most 64, and not only dots (`.`, `..` leave the folder)."""
+    if not RUN_NAME.fullmatch(name) or not name.strip("."):
+        raise BenchOptionError(
+            f"run name {name[:80]!r}: use 1-64 letters, digits, '_', '.' or '-', not only dots"
+        )
+    return name
 
 
 def split_names(value: str, known: tuple[str, ...], what: str) -> list[str]:
