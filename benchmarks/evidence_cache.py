@@ -91,7 +91,7 @@ def main() -> None:
     plan = plan_cache(work / "acts", reader, tokens, source, texts_per_chunk=per_chunk)
 
     def cache_build() -> None:
-        build_activation_cache(plan, reader, tokens, source, texts_per_chunk=per_chunk)
+        build_activation_cache(plan, reader, tokens)
 
     timed(evidence("warm-up", SAEChunkReader(reader, sae, tokens=tokens)))  # first-call costs
     seconds = {
@@ -100,7 +100,7 @@ def main() -> None:
         "model_tokens": timed(evidence("model_tokens", SAEChunkReader(reader, sae, tokens=tokens))),
         "cache_build": timed(cache_build),
     }
-    cache = build_activation_cache(plan, reader, tokens, source, texts_per_chunk=per_chunk)
+    cache = build_activation_cache(plan, reader, tokens)
     seconds["cached"] = timed(evidence("cached", CachedChunkReader(cache, tokens, reader, sae)))
 
     def files(name: str) -> dict[str, bytes]:

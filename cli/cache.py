@@ -44,6 +44,7 @@ def build_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Tokenize the corpus once and read the hookpoint's activations of all of it once."""
+    from probes.activation_cache import build_activation_cache
     from runtime import caches, loaders
     from runtime.evidence import corpus_texts
 
@@ -63,7 +64,7 @@ def build_command(
             f"in {plan.folder}" + (" (already built)" if plan.done else "")
         )
         with StepProgress("reading activations", plan.n_tokens, show=not plan.done) as bar:
-            cache = caches.build_activations(settings, reader, tokens, plan, on_tokens=bar.advance)
+            cache = build_activation_cache(plan, reader, tokens, on_tokens=bar.advance)
     summary = {
         "folder": str(cache.folder),
         "hookpoint": name,

@@ -178,6 +178,10 @@ class CachePlan:
     corpus_tokens: int
     bytes: int
     done: bool
+    # what the key was made of, so the build stores exactly what the plan names
+    source: dict[str, str]
+    dtype: CacheDtype
+    texts_per_chunk: int
 
 
 def plan_cache(
@@ -205,6 +209,9 @@ def plan_cache(
         corpus_tokens=tokens.n_tokens,
         bytes=2 * d_model * n_tokens,
         done=open_activation_cache(folder) is not None,
+        source=source,
+        dtype=dtype,
+        texts_per_chunk=texts_per_chunk,
     )
 
 
@@ -212,13 +219,11 @@ def build_activation_cache(
     plan: CachePlan,
     reader: ActivationReader,
     tokens: TokenCache,
-    source: dict[str, str],
-    dtype: CacheDtype = "float16",
-    texts_per_chunk: int = TEXTS_PER_CHUNK,
     on_tokens: Callable[[int], None] | None = None,
 ) -> ActivationCache:
     """Build (or resume, or reuse) the cache `plan` describes. `on_tokens(n)` is called
     after each chunk with the tokens it added (progress; resumed chunks count at once)."""
+    dtype, texts_per_chunk = plan.dtype, plan.texts_per_chunk
     opened = open_activation_cache(plan.folder)
     if opened is not None:
         return opened
@@ -229,7 +234,7 @@ def build_activation_cache(
         )
     manifest = ActivationCacheManifest(
         key=plan.key,
-        source=source,
+        source=plan.source,
         tokens_key=tokens.key,
         dtype=dtype,
         d_model=reader.subject.d_model,

@@ -21,7 +21,6 @@ import torch
 from probes.activation_cache import (
     ActivationCache,
     CachePlan,
-    build_activation_cache,
     open_activation_cache,
     plan_cache,
     reader_source,
@@ -96,23 +95,6 @@ def activation_plan(
         _source(settings, reader),
         max_bytes=int(bound * GIB),
         texts_per_chunk=texts_per_chunk(str(reader.subject.device)),
-    )
-
-
-def build_activations(
-    settings: Settings,
-    reader: ActivationReader,
-    tokens: TokenCache,
-    plan: CachePlan,
-    on_tokens: Callable[[int], None] | None = None,
-) -> ActivationCache:
-    return build_activation_cache(
-        plan,
-        reader,
-        tokens,
-        _source(settings, reader),
-        texts_per_chunk=texts_per_chunk(str(reader.subject.device)),
-        on_tokens=on_tokens,
     )
 
 

@@ -192,7 +192,8 @@ def corpus_activation_cache(
     """The activation cache of the whole corpus (`corpus`, else the default one) at
     `hookpoint`, read first when absent (the same cache the evidence pass of any SAE at
     `hookpoint` reads), with its token cache and the corpus texts in its order."""
-    from runtime.caches import activation_plan, build_activations, pass_reader
+    from probes.activation_cache import build_activation_cache
+    from runtime.caches import activation_plan, pass_reader
     from runtime.evidence import corpus_texts
 
     texts = corpus_texts(settings, corpus, subject.tokenizer)
@@ -207,7 +208,7 @@ def corpus_activation_cache(
         plan.bytes / (1 << 30),
     )
     with StepProgress("reading activations", plan.n_tokens, show=progress and not plan.done) as bar:
-        cache = build_activations(settings, reader, tokens, plan, on_tokens=bar.advance)
+        cache = build_activation_cache(plan, reader, tokens, on_tokens=bar.advance)
     return cache, tokens, texts
 
 

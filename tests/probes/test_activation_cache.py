@@ -40,19 +40,17 @@ def _cache(tmp_path: Path, subject: Any, texts: list[str], **kw: Any) -> Any:
     tokens = token_cache(tmp_path / "tokens", texts, subject.tokenizer)
     source = reader_source(reader, "tiny", "float32")
     plan = plan_cache(tmp_path / "acts", reader, tokens, source, texts_per_chunk=PER_CHUNK, **kw)
-    return plan, reader, tokens, source
+    return plan, reader, tokens
 
 
 def test_cache_holds_the_rounded_activations_in_corpus_order(
     tiny_llama: Any, tmp_path: Path
 ) -> None:
     texts = make_texts(40)
-    plan, reader, tokens, source = _cache(tmp_path, tiny_llama, texts)
+    plan, reader, tokens = _cache(tmp_path, tiny_llama, texts)
     assert not plan.done and plan.n_tokens == tokens.n_tokens
     seen: list[int] = []
-    cache = build_activation_cache(
-        plan, reader, tokens, source, texts_per_chunk=PER_CHUNK, on_tokens=seen.append
-    )
+    cache = build_activation_cache(plan, reader, tokens, on_tokens=seen.append)
     assert sum(seen) == tokens.n_tokens
     for i in (0, 17, 39):  # per text: what the reader gives for it alone
         (alone,) = reader.read([texts[i]])
@@ -60,7 +58,7 @@ def test_cache_holds_the_rounded_activations_in_corpus_order(
         torch.testing.assert_close(
             cache.tokens(begin, end), round_to(alone.acts_TD[HOOK], "float16"), atol=2e-3, rtol=1e-3
         )
-    again = plan_cache(tmp_path / "acts", reader, tokens, source, texts_per_chunk=PER_CHUNK)
+    again = plan_cache(tmp_path / "acts", reader, tokens, plan.source, texts_per_chunk=PER_CHUNK)
     assert again.done and again.folder == plan.folder
     with pytest.raises(ActivationCacheError, match="outside"):
         cache.tokens(0, cache.n_tokens + 1)
@@ -68,10 +66,10 @@ def test_cache_holds_the_rounded_activations_in_corpus_order(
 
 def test_interrupted_build_resumes_to_the_same_bytes(tiny_llama: Any, tmp_path: Path) -> None:
     texts = make_texts(50)
-    plan, reader, tokens, source = _cache(tmp_path / "whole", tiny_llama, texts)
-    whole = build_activation_cache(plan, reader, tokens, source, texts_per_chunk=PER_CHUNK)
+    plan, reader, tokens = _cache(tmp_path / "whole", tiny_llama, texts)
+    whole = build_activation_cache(plan, reader, tokens)
 
-    plan, reader, tokens, source = _cache(tmp_path / "cut", tiny_llama, texts)
+    plan, reader, tokens = _cache(tmp_path / "cut", tiny_llama, texts)
     calls = []
 
     def stop_after_two(n: int) -> None:
@@ -80,14 +78,10 @@ def test_interrupted_build_resumes_to_the_same_bytes(tiny_llama: Any, tmp_path: 
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_activation_cache(
-            plan, reader, tokens, source, texts_per_chunk=PER_CHUNK, on_tokens=stop_after_two
-        )
+        build_activation_cache(plan, reader, tokens, on_tokens=stop_after_two)
     assert open_activation_cache(plan.folder) is None  # unfinished: not served
     resumed_calls: list[int] = []
-    resumed = build_activation_cache(
-        plan, reader, tokens, source, texts_per_chunk=PER_CHUNK, on_tokens=resumed_calls.append
-    )
+    resumed = build_activation_cache(plan, reader, tokens, on_tokens=resumed_calls.append)
     assert len(resumed_calls) == 1 + 2  # the two finished chunks at once, then the last two
     assert sum(resumed_calls) == tokens.n_tokens
     assert torch.equal(resumed.acts.view(torch.int16), whole.acts.view(torch.int16))
@@ -98,14 +92,14 @@ def test_size_bound_keeps_the_first_texts(tiny_llama: Any, tmp_path: Path) -> No
     d_model = tiny_llama.d_model
     tokens = token_cache(tmp_path / "t", texts, tiny_llama.tokenizer)
     bound = 2 * d_model * int(tokens.text_offsets[10]) + 2 * d_model  # ten texts and a bit
-    plan, reader, tokens, source = _cache(tmp_path, tiny_llama, texts, max_bytes=bound)
+    plan, reader, tokens = _cache(tmp_path, tiny_llama, texts, max_bytes=bound)
     assert plan.n_texts == 10 and plan.bytes <= bound
-    cache = build_activation_cache(plan, reader, tokens, source, texts_per_chunk=PER_CHUNK)
+    cache = build_activation_cache(plan, reader, tokens)
     assert cache.n_tokens == int(tokens.text_offsets[10])
     assert (plan.folder / "acts.bin").stat().st_size == plan.bytes
-    tiny = plan_cache(tmp_path / "other", reader, tokens, source, max_bytes=1)
+    tiny = plan_cache(tmp_path / "other", reader, tokens, plan.source, max_bytes=1)
     with pytest.raises(ActivationCacheError, match="raise it"):
-        build_activation_cache(tiny, reader, tokens, source)
+        build_activation_cache(tiny, reader, tokens)
     sae = topk_sae(d_model)
     with pytest.raises(ValueError, match="activation cache holds 10"):
         CachedChunkReader(cache, tokens, reader, sae).read(texts[5:15], 5, 0, 8)
@@ -119,8 +113,8 @@ def test_evidence_from_the_cache_equals_evidence_from_the_model(
     tiny_llama: Any, tmp_path: Path
 ) -> None:
     texts = make_texts(70)
-    plan, reader, tokens, source = _cache(tmp_path, tiny_llama, texts)
-    cache = build_activation_cache(plan, reader, tokens, source, texts_per_chunk=PER_CHUNK)
+    plan, reader, tokens = _cache(tmp_path, tiny_llama, texts)
+    cache = build_activation_cache(plan, reader, tokens)
     sae = topk_sae(tiny_llama.d_model)
     key = {"kind": "test"}
     common: dict[str, Any] = {"config": CONFIG, "texts_per_chunk": PER_CHUNK}
@@ -149,8 +143,8 @@ def test_evidence_from_the_cache_equals_evidence_from_the_model(
 
 def test_a_cache_of_another_corpus_is_refused(tiny_llama: Any, tmp_path: Path) -> None:
     texts = make_texts(20)
-    plan, reader, tokens, source = _cache(tmp_path, tiny_llama, texts)
-    cache = build_activation_cache(plan, reader, tokens, source, texts_per_chunk=PER_CHUNK)
+    plan, reader, tokens = _cache(tmp_path, tiny_llama, texts)
+    cache = build_activation_cache(plan, reader, tokens)
     other = token_cache(tmp_path / "tokens", make_texts(20, seed=5), tiny_llama.tokenizer)
     with pytest.raises(ValueError, match="another corpus"):
         CachedChunkReader(cache, other, reader, topk_sae(tiny_llama.d_model))
