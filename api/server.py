@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+REDIS_RETRY_S = 1.0  # how often a service waiting for Redis tries it again
+
 
 def create_app(
     settings: Settings | None = None, planted: bool = False, spec: Path | None = None
@@ -49,10 +51,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from runtime.redis_server import connect
-
         app.state.settings = settings
-        app.state.redis = connect(settings)
+        app.state.redis = _client(settings)  # connects on first use: Redis may be down yet
         app.state.services = None
         app.state.load_error = None
         async with contextlib.AsyncExitStack() as stack:
@@ -106,6 +106,34 @@ async def _load(
     planted: bool,
     spec: Path | None,
 ) -> None:
+    """Wait for Redis, then load the services; a load that Redis failed is tried again
+    when it answers, any other failure is kept for /ready to report."""
+    while True:
+        await _wait_for_redis(app, settings)
+        try:
+            async with contextlib.AsyncExitStack() as attempt:
+                loaded = await _services(app, attempt, settings, planted, spec)
+                stack.push_async_exit(attempt.pop_all())  # kept open until shutdown
+        except Exception as error:
+            if not _unreachable(error):  # /ready reports it; the process stays up to say so
+                log.exception("loading the service failed")
+                app.state.load_error = str(error)
+                return
+            log.warning("Redis went away while loading; waiting for it: %s", error)
+            await asyncio.sleep(REDIS_RETRY_S)
+            continue
+        app.state.services, app.state.load_error = loaded, None
+        log.info("glossator service ready: %s", loaded.setup.subject)
+        return
+
+
+async def _services(
+    app: FastAPI,
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    planted: bool,
+    spec: Path | None,
+) -> Services:
     """Load model, SAE and evidence off the event loop, then the checkpointed graph."""
     from redis.asyncio import from_url
 
@@ -115,20 +143,59 @@ async def _load(
     from runtime.agent import agent_setup
     from runtime.redis_server import redis_url
 
-    try:
-        setup = await asyncio.to_thread(agent_setup, settings, planted, spec)
-        stack.push_async_callback(setup.deps.aclose)
-        url = redis_url(settings)
-        saver = await stack.enter_async_context(async_redis_checkpointer(url))
-        graph = build_graph(setup.deps).compile(checkpointer=saver)
-        aredis = from_url(url, socket_timeout=60)  # above the SSE reads' XREAD BLOCK
-        stack.push_async_callback(aredis.aclose)
-        runs = RunManager(settings, setup, graph, app.state.redis)
-        app.state.services = Services(setup, graph, runs, aredis)
-        log.info("glossator service ready: %s", setup.subject)
-    except Exception as error:  # /ready reports it; the process stays up to say so
-        log.exception("loading the service failed")
-        app.state.load_error = str(error)
+    setup = await asyncio.to_thread(agent_setup, settings, planted, spec)
+    stack.push_async_callback(setup.deps.aclose)
+    url = redis_url(settings)
+    saver = await stack.enter_async_context(async_redis_checkpointer(url))
+    graph = build_graph(setup.deps).compile(checkpointer=saver)
+    aredis = from_url(url, socket_timeout=60)  # above the SSE reads' XREAD BLOCK
+    stack.push_async_callback(aredis.aclose)
+    runs = RunManager(settings, setup, graph, app.state.redis)
+    return Services(setup, graph, runs, aredis)
+
+
+def _client(settings: Settings) -> redis.Redis:
+    """A client of the configured (or the embedded) server that connects when first used,
+    so the service starts while Redis is down and its routes answer 503 until it is up."""
+    from runtime.redis_server import EmbeddedRedis
+
+    url = settings.redis_url or EmbeddedRedis(settings.data_dir).url
+    return redis.Redis.from_url(url, socket_connect_timeout=5.0)
+
+
+async def _wait_for_redis(app: FastAPI, settings: Settings) -> None:
+    """Until Redis answers (the embedded server started if it is the one), with /ready
+    saying why the service is waiting."""
+    from runtime.redis_server import RedisUnavailableError, connect
+
+    waited = False
+    while True:
+        try:
+            probe = await asyncio.to_thread(connect, settings)
+        except RedisUnavailableError as error:
+            if not waited:
+                log.warning("waiting for Redis (/ready answers 503 until it is up): %s", error)
+            waited = True
+            app.state.load_error = f"waiting for Redis: {error}"
+            await asyncio.sleep(REDIS_RETRY_S)
+            continue
+        probe.close()
+        if waited:
+            log.info("Redis is up")
+        app.state.load_error = None
+        return
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) says Redis could not be reached."""
+    from runtime.redis_server import RedisUnavailableError
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, redis.ConnectionError | RedisUnavailableError | ConnectionError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _add_health_routes(app: FastAPI) -> None:
