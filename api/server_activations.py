@@ -1,18 +1,22 @@
 """POST /activations: texts in, tokens out with the chosen features' activations, or
 the strongest features of each token. The forwards are batched with the running agents'
-probes (ProbeRunner.activations), so concurrent requests share the model."""
+probes (ProbeRunner.activations), so concurrent requests share the model. A request
+without an API key spends its texts from its address's token bucket
+(settings.anonymous_texts_per_minute; 429 with Retry-After when empty)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from api.server_auth import check_texts, read_access
+from api.server_auth import check_texts, limit_anonymous, optional_key, read_access
 from api.services import Services, services
 from identifiers.features import unknown_feature
 from probes.activations import FeatureActivations
+from runtime.apikeys import KeyInfo
 
 router = APIRouter(tags=["activations"], dependencies=[Depends(read_access)])
 
@@ -61,12 +65,18 @@ class ActivationsResponse(BaseModel):
     summary="Per-token activations of chosen features, or each token's strongest features",
 )
 async def activations(
-    body: ActivationsRequest, request: Request, svc: Annotated[Services, Depends(services)]
+    body: ActivationsRequest,
+    request: Request,
+    svc: Annotated[Services, Depends(services)],
+    key: Annotated[KeyInfo | None, Depends(optional_key)],
 ) -> ActivationsResponse:
     check_texts(body.texts, request.app.state.settings)
     n = svc.setup.deps.store.n_features
     if problem := unknown_feature(body.features or [], n):
         raise HTTPException(404, problem)
+    # After the checks (a refused request costs no CPU), before the forwards; Redis in a
+    # thread, so the event loop never waits on it.
+    await asyncio.to_thread(limit_anonymous, request, key, len(body.texts))
     top = body.top if body.top is not None or body.features else 5
     results = await svc.setup.deps.probe.activations(body.texts)
     return ActivationsResponse(

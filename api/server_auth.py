@@ -6,16 +6,20 @@ Contract with the app: `request.app.state.settings` is the `Settings` and
 `ApiKey`; routes that read take `ReadAccess`, open unless `settings.read_requires_key`.
 Errors are HTTPExceptions, so clients get `{"detail": "<message>"}`:
 401 (with `WWW-Authenticate: Bearer`) for a missing, malformed, unknown or revoked key,
-413/422 for a request over a limit or empty, 429 when the key has too many runs, and
-503 when Redis is unreachable.
+403 when a key changes (cancels, writes into, resumes) a job, chat thread, run or
+benchmark that is not its own and it is no admin key, 413/422 for a request over a
+limit or empty, 429 when the key has too many runs or is over a quota (and for
+anonymous callers over their rate, with Retry-After), and 503 when Redis is unreachable.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import redis
 from fastapi import Depends, HTTPException, Request
 
 from runtime.apikeys import (
@@ -26,8 +30,10 @@ from runtime.apikeys import (
     RunSlots,
     TooManyRuns,
 )
+from runtime.quotas import QuotaExceeded, TokenBucket
 from runtime.settings import Settings
 
+log = logging.getLogger(__name__)
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _HOW = (
     "send 'Authorization: Bearer <token>' or 'X-API-Key: <token>' "
@@ -81,8 +87,61 @@ def read_access(request: Request) -> KeyInfo | None:
     return require_key(request)
 
 
+def optional_key(request: Request) -> KeyInfo | None:
+    """The caller's verified key when one is sent (401 for a bad one), else None."""
+    if request.headers.get("authorization") is None and request.headers.get("x-api-key") is None:
+        return None
+    return require_key(request)
+
+
 ApiKey = Annotated[KeyInfo, Depends(require_key)]
 ReadAccess = Annotated[KeyInfo | None, Depends(read_access)]
+
+
+def may_change(key: KeyInfo, owner: str | None) -> bool:
+    """Whether `key` may change a thing `owner` (a key id) made. A thing with no owner
+    was made before owners were recorded, or by the CLI or a worker (no key): only an
+    admin key may change it."""
+    return key.admin or (owner is not None and owner == key.id)
+
+
+def check_owner(key: KeyInfo, owner: str | None, what: str, action: str, hint: str = "") -> None:
+    """403 unless `key` owns `what` or is an admin key. Reads are not checked here:
+    who made what is no secret (reads are open, or open to every key), so a 404 would
+    hide nothing."""
+    if may_change(key, owner):
+        return
+    whose = (
+        f"API key {owner}"
+        if owner is not None
+        else "no API key (it was made before owners were recorded, or by the CLI or a worker)"
+    )
+    raise HTTPException(
+        403,
+        f"{what} belongs to {whose}; only its owner or an admin key "
+        f"(`glossator apikey create --admin`) may {action} it{hint}",
+    )
+
+
+def quota_error(error: QuotaExceeded) -> HTTPException:
+    """429, with Retry-After when waiting is enough."""
+    headers = None if error.retry_after_s is None else {"Retry-After": str(error.retry_after_s)}
+    return HTTPException(429, str(error), headers=headers)
+
+
+def limit_anonymous(request: Request, key: KeyInfo | None, cost: int) -> None:
+    """Spend `cost` of the anonymous caller's token bucket (per client address); keyed
+    callers are not limited here (their runs and quotas are). 429 with Retry-After."""
+    if key is not None:
+        return
+    address = request.client.host if request.client is not None else "unknown"
+    bucket = TokenBucket("activations", _settings(request).anonymous_texts_per_minute)
+    try:
+        bucket.take(_redis(request), address, cost)
+    except QuotaExceeded as error:
+        raise quota_error(error) from error
+    except redis.RedisError as error:  # the limit guards CPU; Redis down must not stop
+        log.warning("anonymous rate limit not checked (Redis: %s)", error)  # the model
 
 
 @asynccontextmanager

@@ -2,23 +2,32 @@
 Redis): POST /bench starts (or resumes) one in this process and returns its id at once;
 GET /bench lists the runs; GET /bench/{run_id} is its progress, its summary so far
 (mean and 95% interval per explainer and scorer, paired differences, cost, failures)
-and its status. A run cut off by a restart resumes where it was when POSTed again."""
+and its status. A run cut off by a restart resumes where it was when POSTed again, by
+the key that started it or an admin key (403 for others); a run that a quiet process
+holds answers 409 with Retry-After (see runtime/leases.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
+import math
+import time
 from typing import Annotated, Any, Literal, get_args
 
+import redis
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field, field_validator
 
-from api.server_auth import ApiKey, check_feature_count, read_access
+from api.server_auth import ApiKey, check_feature_count, check_owner, read_access
 from api.services import Services, services
 from evals.report import Summary, summarize
 from evals.results import BenchConfig, BenchResults, list_runs
 from identifiers import redis_keys
-from runtime.apikeys import TooManyRuns
+from identifiers.redis_keys import decoded
+from runtime import leases
+from runtime.apikeys import ApiKeyStoreError, TooManyRuns
 from runtime.bench import BenchOptions
 from runtime.bench_options import (
     EXPLAINERS,
@@ -31,7 +40,7 @@ from runtime.bench_options import (
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/bench", tags=["bench"])
 
-LEASE_S = 30
+SLOT_REFRESH_S = 10.0  # the run slot's refresh (its ttl is 60 s)
 # The names runtime.bench knows, spelled out so the OpenAPI schema lists them.
 Explainer = Literal["agent", "oneshot", "toptokens", "tokenstats"]
 Scorer = Literal[
@@ -76,6 +85,30 @@ def _live_key(run_id: str) -> str:
     return redis_keys.bench_live(run_id)
 
 
+def _owner_key(run_id: str) -> str:
+    return redis_keys.bench_owner(run_id)
+
+
+def _lease(client: Any, run_id: str, driving_here: bool) -> bool:
+    """Take the run's lease: True when this request drives it, False when a live
+    process does (follow it); 409 with Retry-After when a quiet process holds it."""
+    standing = leases.take(client, _live_key(run_id))
+    if standing is None:
+        return True
+    action, wait_s = leases.verdict(standing, driving_here)
+    if action == "take" and leases.take(client, _live_key(run_id), replace=standing) is None:
+        return True
+    if action == "follow":
+        return False
+    wait = max(1, math.ceil(wait_s))
+    raise HTTPException(
+        409,
+        f"benchmark run {run_id} is held by {standing.holder}, quiet for "
+        f"{standing.quiet_s:.0f} s (stopped, or stuck); POST again in {wait} s to resume it",
+        headers={"Retry-After": str(wait)},
+    )
+
+
 @router.post("", status_code=202, summary="Start (or resume) a benchmark run")
 async def start_bench(
     body: BenchRequest,
@@ -90,28 +123,40 @@ async def start_bench(
     features = body.features or store.firing_features()
     check_feature_count(len(features), settings)
     options = BenchOptions(features=features, **body.model_dump(exclude={"features"}))
+    began = time.time()
     try:
         bench = await asyncio.to_thread(plan_bench, settings, svc.setup, options)
     except (BenchOptionError, ValueError) as error:
         raise HTTPException(422, str(error)) from error
     run_id = bench.config.run_id
     client = request.app.state.redis
-    if not client.set(_live_key(run_id), 1, ex=LEASE_S, nx=True):
-        return _view(client, run_id)  # already running somewhere
+    if bench.config.created_at >= began:  # stored by this request: a new run, the key's
+        client.set(_owner_key(run_id), key.id, nx=True)
+    if (view := _view(client, run_id)).status == "finished":
+        return view  # nothing left to change
+    owner = client.get(_owner_key(run_id))
+    # No owner: stored before owners were recorded, or by the CLI: admin keys only.
+    check_owner(key, None if owner is None else decoded(owner), f"benchmark run {run_id}", "resume")
+    slot = f"bench:{run_id}"
+    here = svc.runs.tasks.get(slot)
+    if not _lease(client, run_id, here is not None and not here.done()):
+        return view  # a live process drives it
     try:
-        await asyncio.to_thread(svc.runs.slots.acquire, key.id, f"bench:{run_id}")
+        await asyncio.to_thread(svc.runs.slots.acquire, key.id, slot)
     except TooManyRuns as error:
-        client.delete(_live_key(run_id))
+        leases.release(client, _live_key(run_id))
         raise HTTPException(429, str(error)) from error
 
     async def run() -> None:
         from evals.runner import run_bench
 
         async def keep_lease() -> None:
-            while True:
-                await asyncio.sleep(LEASE_S / 3)
-                client.set(_live_key(run_id), 1, ex=LEASE_S)
-                svc.runs.slots.refresh(key.id, f"bench:{run_id}")
+            for n in itertools.count(1):
+                await asyncio.sleep(leases.BEAT_S)
+                with contextlib.suppress(redis.RedisError, ApiKeyStoreError):
+                    leases.beat(client, _live_key(run_id))
+                    if n % round(SLOT_REFRESH_S / leases.BEAT_S) == 0:
+                        svc.runs.slots.refresh(key.id, slot)
 
         lease = asyncio.create_task(keep_lease())
         try:
@@ -120,10 +165,11 @@ async def start_bench(
             log.exception("benchmark %s failed", run_id)
         finally:
             lease.cancel()
-            client.delete(_live_key(run_id))
-            svc.runs.slots.release(key.id, f"bench:{run_id}")
+            with contextlib.suppress(redis.RedisError, ApiKeyStoreError):
+                leases.release(client, _live_key(run_id))
+                svc.runs.slots.release(key.id, slot)
 
-    svc.runs.keep(asyncio.create_task(run()))
+    svc.runs.tasks[slot] = asyncio.create_task(run())
     return _view(client, run_id)
 
 

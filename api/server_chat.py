@@ -1,12 +1,14 @@
 """Chat about one feature over HTTP. Threads live in Redis (agent/chat), so they survive
 a restart of the service.
 
-- POST /features/{feature}/chat: a new thread (key needed);
+- POST /features/{feature}/chat: a new thread (key needed; a key starts at most
+  settings.max_chat_threads_per_key, 429 beyond), owned by that key;
 - GET /features/{feature}/chat: the feature's threads, newest first;
 - GET /chat/{thread_id}: a thread and its messages, oldest first;
 - POST /chat/{thread_id}/messages: send a message (a question, a hypothesis, or test
   texts in quotes); the answer streams as Server-Sent Events: understood, experiment
-  (each probe run as it lands), verdict, answer, then done or error.
+  (each probe run as it lands), verdict, answer, then done or error. Only the thread's
+  owner or an admin key may write into it (403).
 
 A turn runs to the end and stores its reply even if the client goes away mid-stream."""
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -33,9 +36,11 @@ from agent.chat import (
     ChatStoreError,
     ChatThread,
     UnknownThreadError,
+    new_id,
 )
-from api.server_auth import ApiKey, read_access
+from api.server_auth import ApiKey, check_owner, quota_error, read_access
 from api.services import Services, services
+from runtime import quotas
 from runtime.apikeys import TooManyRuns
 
 router = APIRouter(tags=["chat"])
@@ -82,9 +87,15 @@ def new_thread(
     body: NewThread | None = None,
 ) -> ChatThread:
     index = svc.feature(feature)
+    client, thread_id = request.app.state.redis, new_id()
+    limit = request.app.state.settings.max_chat_threads_per_key
+    try:  # counted first, so two requests at once cannot both slip under the limit
+        quotas.add_thread(client, key.id, thread_id, time.time(), limit)
+    except quotas.QuotaExceeded as error:
+        raise quota_error(error) from error
     with _chat_errors():
         return ChatAgent(svc.setup.deps).start_thread(
-            _store(request, svc), index, (body or NewThread()).title
+            _store(request, svc), index, (body or NewThread()).title, key.id, thread_id
         )
 
 
@@ -129,6 +140,7 @@ async def send_message(
     store = _store(request, svc)
     with _chat_errors():
         thread = store.thread(thread_id)
+    check_owner(key, thread.owner, f"chat thread {thread_id}", "write into")
     turn = f"chat:{thread_id}:{uuid.uuid4().hex[:8]}"
     slots = svc.runs.slots
     try:

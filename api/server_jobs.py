@@ -1,8 +1,9 @@
 """Batch jobs over HTTP, run by `glossator worker` processes (jobs/explain_jobs.py, jobs/queue.py):
 POST /jobs queues a feature range or list with an agent budget and returns the job at
 once; GET /jobs and GET /jobs/{job_id} follow progress and failures (with reasons);
-POST /jobs/{job_id}/cancel stops what has not started; GET /workers lists the workers
-listening for this service's features."""
+POST /jobs/{job_id}/cancel stops what has not started (the job's owner, or an admin
+key); GET /workers lists the workers listening for this service's features. A key has
+at most settings.max_open_jobs_per_key jobs queued or running at once (429 beyond)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,19 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
 from agent.state import Budget
-from api.server_auth import ApiKey, check_feature_count, read_access
+from api.server_auth import ApiKey, check_feature_count, check_owner, quota_error, read_access
 from api.services import Services, services
 from errors import UserError
 from identifiers.features import select_features
-from jobs.explain_jobs import JobStatus, JobStore, UnknownJobError, live_workers, submit_explain_job
+from jobs.explain_jobs import (
+    JobStatus,
+    JobStore,
+    UnknownJobError,
+    live_workers,
+    new_job_id,
+    submit_explain_job,
+)
+from runtime import quotas
 
 router = APIRouter(tags=["jobs"])
 
@@ -75,10 +84,20 @@ async def create_job(
         features = list(dict.fromkeys(body.features or []))
     check_feature_count(len(features), settings)
     budget = Budget(max_rounds=body.max_rounds, max_probe_texts=body.max_probes)
+    client, job_id = request.app.state.redis, new_job_id()
+    try:  # counted before it exists, so two requests at once cannot both slip under
+        quotas.add_open_job(client, key.id, job_id, settings.max_open_jobs_per_key)
+    except quotas.QuotaExceeded as error:
+        raise quota_error(error) from error
     try:
-        job = await submit_explain_job(settings, svc.setup, features, budget, new=body.new)
-    except ValueError as error:
-        raise HTTPException(422, str(error)) from error
+        job = await submit_explain_job(
+            settings, svc.setup, features, budget, new=body.new, owner=key.id, job_id=job_id
+        )
+    except BaseException as error:
+        quotas.forget_job(client, key.id, job_id)
+        if isinstance(error, ValueError):
+            raise HTTPException(422, str(error)) from error
+        raise
     return _view(request, svc, job)
 
 
@@ -95,12 +114,14 @@ def get_job(job_id: str, request: Request, svc: Annotated[Services, Depends(serv
         raise HTTPException(404, str(error)) from error
 
 
-@router.post("/jobs/{job_id}/cancel", summary="Cancel what has not started")
+@router.post("/jobs/{job_id}/cancel", summary="Cancel what has not started (owner or admin)")
 def cancel_job(
     job_id: str, request: Request, svc: Annotated[Services, Depends(services)], key: ApiKey
 ) -> JobView:
+    jobs = _jobs(request)
     try:
-        return _view(request, svc, _jobs(request).cancel(job_id))
+        check_owner(key, jobs.status(job_id).owner, f"job {job_id}", "cancel")
+        return _view(request, svc, jobs.cancel(job_id))
     except UnknownJobError as error:
         raise HTTPException(404, str(error)) from error
 

@@ -12,21 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from typing import Annotated, Any, Literal
 
+import redis
 from fastapi import APIRouter, Depends, Header, HTTPException
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, JSONServerSentEvent
 
 from agent.state import AgentState, Budget
-from api.server_auth import ApiKey, read_access
+from api.server_auth import ApiKey, check_owner, read_access
 from api.services import Services, services
 from identifiers.redis_keys import decoded
 from identifiers.runs import parse_run_id
-from runtime import run_events
+from runtime import leases, run_events
 from runtime.agent import AgentSetup
-from runtime.apikeys import ApiKeyStoreError, RunSlots, TooManyRuns
+from runtime.apikeys import ApiKeyStoreError, KeyInfo, RunSlots, TooManyRuns
 from runtime.run_events import RunEvent
 from runtime.runs import finished, thread_namer
 from runtime.settings import Settings
@@ -35,6 +37,12 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["runs"])
 
 RunStatus = Literal["running", "finished", "interrupted", "failed"]
+STOPPED = "the server stopped mid-run; POST the run again to resume it"
+UNSAID = (
+    "the process driving it stopped without a word (killed, or its host went away); "
+    "POST the run again to resume it from its last step"
+)
+RECORD_TRIES = 600  # seconds to wait for Redis to come back to be told why a run ended
 
 
 class RunRequest(BaseModel):
@@ -49,8 +57,18 @@ class RunView(BaseModel):
     name: str
     status: RunStatus
     state: AgentState | None
-    error: str | None = None
+    error: str | None = None  # why it failed, or why it was interrupted
+    owner: str | None = None  # the API key id that started it over HTTP
     events_url: str
+
+
+class RunBusy(Exception):
+    """Another process holds the run's lease and has gone quiet: it may be dead, or
+    stuck; the run can be taken over once the lease lapses (409 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
 
 
 class RunManager:
@@ -61,16 +79,19 @@ class RunManager:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.slots = RunSlots(client, settings.max_runs_per_key)
         self.background: set[asyncio.Task[None]] = set()  # e.g. chat turns
+        # Why runs ended early, while Redis is away to be told: run id -> (kind, reason).
+        self.endings: dict[str, tuple[str, str]] = {}
 
     def run_id(self, feature: int, budget: Budget, new: bool) -> str:
         """The CLI's and the workers' thread id for this run (so each finds the others')."""
         suffix = f":{uuid.uuid4().hex[:8]}" if new else ""
         return thread_namer(self.settings, self.setup, budget, suffix)(feature)
 
-    async def start(self, feature: int, budget: Budget, new: bool, key_id: str) -> str:
-        """Start (or resume) the run; a run already going or finished is left alone.
-        The run holds one of the key's run slots until it ends (TooManyRuns when none
-        is free)."""
+    async def start(self, feature: int, budget: Budget, new: bool, key: KeyInfo) -> str:
+        """Start (or resume) the run; a run going here or finished is left alone, one a
+        live process drives elsewhere is followed. Resuming needs the run's owner or an
+        admin key (403). The run holds one of the key's run slots until it ends
+        (TooManyRuns when none is free). RunBusy when a quiet process holds it."""
         run_id = self.run_id(feature, budget, new)
         running = self.tasks.get(run_id)
         if running is not None and not running.done():
@@ -78,19 +99,44 @@ class RunManager:
         saved = await self._saved(run_id)
         if saved is not None and finished(saved):
             return run_id
-        # The lease, taken atomically: a run that another server or a worker is driving
-        # is followed, never driven twice at once.
-        if not self.client.set(run_events.live_key(run_id), 1, ex=run_events.LEASE_S, nx=True):
-            return run_id
+        owner = self.client.get(run_events.owner_key(run_id))
+        if owner is not None or saved is not None:  # never started: the first key owns it
+            owner_id = None if owner is None else decoded(owner)
+            hint = '; POST {"new": true} for a run of your own'
+            check_owner(key, owner_id, f"run {run_id}", "resume", hint)
+        self._take_lease(run_id)
         try:
-            await asyncio.to_thread(self.slots.acquire, key_id, run_id)
+            await asyncio.to_thread(self.slots.acquire, key.id, run_id)
         except BaseException:
-            self.client.delete(run_events.live_key(run_id))
+            leases.release(self.client, run_events.live_key(run_id))
             raise
-        self.client.delete(run_events.error_key(run_id))  # a retry of a failed run
+        self.client.set(run_events.owner_key(run_id), key.id, nx=True)
+        run_events.forget_end(self.client, run_id)  # a retry of a failed or cut-off run
+        self.endings.pop(run_id, None)
         start = AgentState(feature=feature, budget=budget)
-        self.tasks[run_id] = asyncio.create_task(self._drive(run_id, start, key_id))
+        self.tasks[run_id] = asyncio.create_task(self._drive(run_id, start, key.id))
         return run_id
+
+    def _take_lease(self, run_id: str) -> None:
+        """Take the run's lease, atomically: a run that a live process drives is
+        followed, never driven twice at once. FollowRun when one does, RunBusy when
+        its holder went quiet."""
+        key = run_events.live_key(run_id)
+        standing = leases.take(self.client, key)
+        if standing is None:
+            return
+        action, wait_s = leases.verdict(standing)
+        if action == "take" and leases.take(self.client, key, replace=standing) is None:
+            log.warning("run %s: took over from %s (gone)", run_id, standing.holder)
+            return
+        if action == "follow":
+            raise FollowRun(run_id)
+        raise RunBusy(
+            f"run {run_id} is held by {standing.holder}, quiet for {standing.quiet_s:.0f} s "
+            f"(stopped, or stuck); it can be resumed once its lease lapses: POST again in "
+            f"{math.ceil(wait_s)} s",
+            wait_s or leases.BEAT_S,
+        )
 
     async def _drive(self, run_id: str, start: AgentState, key_id: str) -> None:
         from runtime.runs import drive, store_run
@@ -109,15 +155,40 @@ class RunManager:
                 self.client, run_id, "done", {"explanation": explanation, "stored": stored}
             )
         except asyncio.CancelledError:  # the server stops: the checkpoint resumes it later
-            run_events.publish(self.client, run_id, "interrupted", {"reason": "server stopped"})
+            with contextlib.suppress(redis.RedisError):
+                run_events.record_end(self.client, run_id, "interrupted", STOPPED)
             raise
         except Exception as error:  # every failure is the run's, told to its readers
-            log.exception("run %s failed", run_id)
-            self.client.set(run_events.error_key(run_id), str(error), ex=run_events.KEEP_S)
-            run_events.publish(self.client, run_id, "error", {"message": str(error)})
+            if run_events.redis_unreachable(error):  # its checkpoint holds every step done
+                reason = f"Redis became unreachable mid-run ({error}); POST again to resume it"
+                self._ended(run_id, "interrupted", reason)
+            else:
+                log.exception("run %s failed", run_id)
+                self._ended(run_id, "error", str(error) or type(error).__name__)
         finally:
             with contextlib.suppress(ApiKeyStoreError):
                 self.slots.release(key_id, run_id)
+
+    def _ended(self, run_id: str, kind: str, reason: str) -> None:
+        """Record why the run ended; while Redis is away, keep trying in the background."""
+        self.endings[run_id] = (kind, reason)
+        try:
+            run_events.record_end(self.client, run_id, kind, reason)
+        except redis.RedisError:
+            self.keep(asyncio.create_task(self._record_later(run_id, kind, reason)))
+            return
+        self.endings.pop(run_id, None)
+
+    async def _record_later(self, run_id: str, kind: str, reason: str) -> None:
+        for _ in range(RECORD_TRIES):
+            await asyncio.sleep(1.0)
+            try:
+                await asyncio.to_thread(run_events.record_end, self.client, run_id, kind, reason)
+            except redis.RedisError:
+                continue
+            self.endings.pop(run_id, None)
+            return
+        log.warning("run %s ended (%s) and Redis never came back to be told", run_id, reason)
 
     async def _saved(self, run_id: str) -> Any:
         """The run's checkpoint snapshot, or None when there is none."""
@@ -135,24 +206,34 @@ class RunManager:
             )
         assert feature is not None
         state = AgentState.model_validate(saved.values) if saved is not None else None
-        error = self.client.get(run_events.error_key(run_id))
-        status: RunStatus
-        if live:
-            status = "running"  # perhaps before its first checkpoint
-        elif saved is not None and finished(saved):
-            status = "finished"
-        else:
-            status = "failed" if error else "interrupted"
+        status, error = self._status(run_id, live, saved)
         names = self.setup.feature_names
+        owner = self.client.get(run_events.owner_key(run_id))
         return RunView(
             run_id=run_id,
             feature=feature,
             name=str(feature) if names is None else names[feature],
             status=status,
             state=state,
-            error=decoded(error),
+            error=error,
+            owner=None if owner is None else decoded(owner),
             events_url=f"/runs/{run_id}/events",
         )
+
+    def _status(self, run_id: str, live: bool, saved: Any) -> tuple[RunStatus, str | None]:
+        """The run's status, and why it failed or stopped (never None when it did)."""
+        if live:
+            return "running", None  # perhaps before its first checkpoint
+        if saved is not None and finished(saved):
+            return "finished", None
+        error = self.client.get(run_events.error_key(run_id))
+        if error is not None:
+            return "failed", decoded(error)
+        said = self.client.get(run_events.interrupted_key(run_id))
+        kind, reason = self.endings.get(run_id, ("interrupted", UNSAID))
+        if said is None and kind == "error":
+            return "failed", reason
+        return "interrupted", reason if said is None else decoded(said)
 
     def keep(self, task: asyncio.Task[None]) -> None:
         """Hold a background task (the loop keeps only weak references) until it ends."""
@@ -166,6 +247,10 @@ class RunManager:
         for task in every:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+class FollowRun(Exception):
+    """A live process drives the run: the caller follows it (its view, 202)."""
 
 
 def _feature_of(run_id: str, subject: str, n_features: int) -> int | None:
@@ -195,9 +280,14 @@ async def start_run(
         )
     budget = Budget(max_rounds=body.max_rounds, max_probe_texts=body.max_probes)
     try:
-        run_id = await svc.runs.start(index, budget, body.new, key.id)
+        run_id = await svc.runs.start(index, budget, body.new, key)
+    except FollowRun as following:
+        run_id = str(following)
     except TooManyRuns as error:
         raise HTTPException(429, str(error)) from error
+    except RunBusy as error:
+        headers = {"Retry-After": str(error.retry_after_s)}
+        raise HTTPException(409, str(error), headers=headers) from error
     return await svc.runs.view(run_id)
 
 
@@ -231,14 +321,14 @@ async def run_events_stream(
         kind = {"finished": "done", "failed": "error"}.get(view.status, "interrupted")
         return RunEvent("0-0", kind, {"status": view.status, "state": state, "error": view.error})
 
+    try:  # checked before the 200: Redis would refuse a bad id mid-stream
+        given = (last_event_id or "").strip()
+        after = run_events.parse_event_id(given) if given else "0"
+    except run_events.BadEventId as error:
+        raise HTTPException(400, str(error)) from error
+
     async def stream() -> Any:
-        after = last_event_id if last_event_id and _stream_id(last_event_id) else "0"
         async for event in run_events.follow(svc.aredis, run_id, after, still_going):
             yield JSONServerSentEvent(data=event.data, event=event.type, id=event.id)
 
     return EventSourceResponse(stream(), ping=15)
-
-
-def _stream_id(text: str) -> bool:
-    left, _, right = text.partition("-")
-    return left.isdigit() and (right == "" or right.isdigit())

@@ -38,16 +38,25 @@ def _store() -> Iterator[ApiKeyStore]:
 @apikey_app.command()
 def create(
     name: Annotated[str, typer.Argument(help="A name to tell the key by, e.g. ci or alice.")],
+    admin: Annotated[
+        bool,
+        typer.Option(
+            "--admin",
+            help="The key may cancel, resume and write into every key's jobs, chat threads, "
+            "runs and benchmarks, not only its own.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a key and print its token (only now: it cannot be shown again)."""
     with _store() as store:
-        info, token = store.create(name)
+        info, token = store.create(name, admin=admin)
     if as_json:
-        print_json({"id": info.id, "name": info.name, "token": token})
+        print_json({"id": info.id, "name": info.name, "admin": info.admin, "token": token})
         return
     # The token alone on stdout (TOKEN=$(glossator apikey create ci) works); the rest on stderr.
-    err_console.print(f"created API key [bold]{info.id}[/] ({info.name})")
+    kind = "admin API key" if info.admin else "API key"
+    err_console.print(f"created {kind} [bold]{info.id}[/] ({info.name})")
     print(token)
     err_console.print(
         "[yellow]warning:[/] store this token now: it cannot be shown again "
@@ -80,11 +89,12 @@ def list_keys(as_json: JsonFlag = False) -> None:
     if not keys:
         console.print("no API keys; create one with `glossator apikey create NAME`")
         return
-    table = Table("id", "name", "created", "last used", "status")
+    table = Table("id", "name", "admin", "created", "last used", "status")
     for info in keys:
         table.add_row(
             info.id,
             info.name,
+            "admin" if info.admin else "",
             _when(info.created_at),
             _when(info.last_used_at),
             _status(info),

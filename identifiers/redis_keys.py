@@ -32,6 +32,11 @@ def bench_live(run_id: str) -> str:
     return f"{BENCH}:{run_id}:live"
 
 
+def bench_owner(run_id: str) -> str:
+    """The API key id that started a benchmark run over HTTP."""
+    return f"{BENCH}:{run_id}:owner"
+
+
 def workers(subject_key: str) -> str:
     """The workers serving one subject (model, SAE, hookpoint) and their heartbeats."""
     return f"{ROOT}:workers:{subject_key}"

@@ -2,16 +2,18 @@
 
 Python API (the CLI and the HTTP service use the same calls):
 
-- `await submit_explain_job(settings, setup, features, budget, new=False, spec_path=None)
-  -> JobStatus`: records the job and puts one message per feature on the subject's queue
-  (`jobs.queue`); `glossator worker` processes take them. Raises ValueError for an empty
-  list, an index outside the evidence, or more than `settings.max_features_per_job`;
-  a feature that never fired is failed by its worker, with that reason. `new`: fresh
-  runs named after the job, else each feature's run of this configuration is resumed
-  (or, when finished, counted without running again). Its Redis calls are brief and
-  sync; call it from an async handler as is.
+- `await submit_explain_job(settings, setup, features, budget, new=False,
+  spec_path=None, owner=None, job_id=None) -> JobStatus`: records the job and puts one
+  message per feature on the subject's queue (`jobs.queue`); `glossator worker`
+  processes take them. Raises ValueError for an empty list, an index outside the
+  evidence, or more than `settings.max_features_per_job`; a feature that never fired is
+  failed by its worker, with that reason. `new`: fresh runs named after the job, else
+  each feature's run of this configuration is resumed (or, when finished, counted
+  without running again). Its Redis calls are brief and sync; call it from an async
+  handler as is.
 - `JobStore(client)` (a sync redis client, bytes or str replies):
-  `create(spec) -> JobStatus`, `status(job_id) -> JobStatus`, `spec(job_id) -> JobSpec`,
+  `create(spec, owner=None, job_id=None) -> JobStatus` (`owner`: the API key id that
+  made it over HTTP), `status(job_id) -> JobStatus`, `spec(job_id) -> JobSpec`,
   `runs(job_id) -> dict[int, str]` (feature -> the run id that explained it),
   `list(limit=50) -> list[JobStatus]` (newest first), `cancel(job_id) -> JobStatus`;
   unknown ids raise `UnknownJobError` (a KeyError). The workers call `begin`, `finish`
@@ -28,8 +30,9 @@ delivered twice (at-least-once) never counts twice.
 
 Keys (`{id}` a job id; values are versioned pydantic JSON or plain strings):
 - `glossator:job:{id}:spec`: the `JobSpec`;
-- `glossator:job:{id}:meta`: a hash: kind, subject, total, created_at, started_at,
-  finished_at, cancelled_at (ISO 8601 times);
+- `glossator:job:{id}:meta`: a hash: kind, subject, total, owner (an API key id; absent
+  for jobs of the CLI and those made before owners were recorded), created_at,
+  started_at, finished_at, cancelled_at (ISO 8601 times);
 - `glossator:job:{id}:done` / `:failed`: hashes, feature -> run id / reason;
 - `glossator:job:{id}:starts`: a hash, feature -> deliveries started (see MAX_STARTS);
 - `glossator:jobs`: a sorted set of job ids by creation time;
@@ -102,6 +105,7 @@ class JobStatus(BaseModel):
     kind: str
     subject: str
     state: JobState
+    owner: str | None = None  # the API key id that made it; None: admin keys only
     total: int
     done: int  # features explained (and stored)
     failed: dict[int, str]  # feature -> why
@@ -152,20 +156,23 @@ class JobStore:
     def key(job_id: str, part: str) -> str:
         return f"{PREFIX}:{job_id}:{part}"
 
-    def create(self, spec: JobSpec) -> JobStatus:
-        job_id = uuid.uuid4().hex[:16]
+    def create(
+        self, spec: JobSpec, owner: str | None = None, job_id: str | None = None
+    ) -> JobStatus:
+        """Record a job (`job_id` when the caller chose it, see `new_job_id`)."""
+        job_id = job_id or new_job_id()
         created = _now()
+        meta: dict[str, Any] = {
+            "kind": spec.kind,
+            "subject": spec.subject,
+            "total": len(spec.features),
+            "created_at": created,
+        }
+        if owner is not None:
+            meta["owner"] = owner
         with self.client.pipeline(transaction=True) as pipe:
             pipe.set(self.key(job_id, "spec"), spec.model_dump_json())
-            pipe.hset(
-                self.key(job_id, "meta"),
-                mapping={
-                    "kind": spec.kind,
-                    "subject": spec.subject,
-                    "total": len(spec.features),
-                    "created_at": created,
-                },
-            )
+            pipe.hset(self.key(job_id, "meta"), mapping=meta)
             pipe.zadd(INDEX_KEY, {job_id: datetime.now(UTC).timestamp()})
             pipe.execute()
         return self.status(job_id)
@@ -198,6 +205,7 @@ class JobStore:
             kind=meta["kind"],
             subject=meta["subject"],
             state=state,
+            owner=meta.get("owner"),
             total=total,
             done=done,
             failed=failed,
@@ -263,6 +271,10 @@ class JobStore:
         self._finish(keys=keys, args=[feature, outcome, value, _now()])
 
 
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 def workers_key(subject_key: str) -> str:
     return redis_keys.workers(subject_key)
 
@@ -308,9 +320,12 @@ async def submit_explain_job(
     budget: Budget,
     new: bool = False,
     spec_path: Path | None = None,
+    owner: str | None = None,
+    job_id: str | None = None,
 ) -> JobStatus:
-    """Record a job over `features` and queue one message per feature for the workers
-    of `setup`'s subject. A job that could not be fully queued is cancelled."""
+    """Record a job over `features` (owned by the API key id `owner`, under `job_id`
+    when given) and queue one message per feature for the workers of `setup`'s subject.
+    A job that could not be fully queued is cancelled."""
     from jobs.queue import enqueue_features
     from runtime.redis_server import connect, redis_url
 
@@ -337,7 +352,7 @@ async def submit_explain_job(
     client = connect(settings)
     jobs = JobStore(client)
     try:
-        status = jobs.create(spec)
+        status = jobs.create(spec, owner, job_id)
         try:
             await enqueue_features(redis_url(settings), spec.subject, status.id, chosen)
         except BaseException:

@@ -71,6 +71,9 @@ class KeyRecord(BaseModel):
     token_sha256: str
     created_at: datetime
     revoked_at: datetime | None = None
+    # Acts on every key's jobs, chat threads, runs and bench runs, and on those made
+    # before owners were recorded. Records written before the flag existed read as False.
+    admin: bool = False
 
 
 class KeyInfo(BaseModel):
@@ -81,6 +84,7 @@ class KeyInfo(BaseModel):
     created_at: datetime
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    admin: bool = False
 
     @property
     def active(self) -> bool:
@@ -116,8 +120,9 @@ class ApiKeyStore:
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def create(self, name: str) -> tuple[KeyInfo, str]:
-        """A new key named `name` and its token (shown once; only its hash is kept)."""
+    def create(self, name: str, admin: bool = False) -> tuple[KeyInfo, str]:
+        """A new key named `name` and its token (shown once; only its hash is kept);
+        `admin` keys may act on every key's things."""
         if not _NAME_RE.fullmatch(name) or _ID_RE.fullmatch(name):
             raise ApiKeyError(
                 f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-', "
@@ -126,7 +131,11 @@ class ApiKeyStore:
         key_id = secrets.token_hex(8)
         token = f"{TOKEN_PREFIX}_{key_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
         record = KeyRecord(
-            id=key_id, name=name, token_sha256=_sha256(token), created_at=datetime.now(UTC)
+            id=key_id,
+            name=name,
+            token_sha256=_sha256(token),
+            created_at=datetime.now(UTC),
+            admin=admin,
         )
 
         def write(pipe: Any) -> None:
@@ -259,6 +268,7 @@ def _info(record: KeyRecord, last_used_at: datetime | None) -> KeyInfo:
         created_at=record.created_at,
         revoked_at=record.revoked_at,
         last_used_at=last_used_at,
+        admin=record.admin,
     )
 
 

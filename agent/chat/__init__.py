@@ -31,6 +31,7 @@ from agent.chat.models import (
     UnknownFeatureError,
     UnknownThreadError,
     VerdictEvent,
+    new_id,
 )
 from agent.chat.store import ChatStore
 
@@ -57,5 +58,6 @@ __all__ = [
     "UnknownFeatureError",
     "UnknownThreadError",
     "VerdictEvent",
+    "new_id",
     "understand",
 ]

@@ -94,10 +94,17 @@ class ChatAgent:
         if problem := unknown_feature([feature], self.deps.store.n_features):
             raise UnknownFeatureError(problem)
 
-    def start_thread(self, store: ChatStore, feature: int, title: str = "") -> ChatThread:
-        """A new thread about a feature that exists."""
+    def start_thread(
+        self,
+        store: ChatStore,
+        feature: int,
+        title: str = "",
+        owner: str | None = None,
+        thread_id: str | None = None,
+    ) -> ChatThread:
+        """A new thread about a feature that exists (see `ChatStore.create`)."""
         self.check_feature(feature)
-        return store.create(feature, title)
+        return store.create(feature, title, owner, thread_id)
 
     async def respond(
         self, store: ChatStore, thread_id: str, feature: int, user_text: str

@@ -97,6 +97,9 @@ class ChatThread(BaseModel):
     subject: str  # `Subject.key` of what the feature belongs to
     created_at: datetime = Field(default_factory=_now)
     title: str = ""  # the first user message (shortened) unless given
+    # The API key id that started it over HTTP. None: started before owners were
+    # recorded (or with no key, from Python): only an admin key may write into it.
+    owner: str | None = None
 
 
 # -- events of one turn, in order: understood, experiment*, verdict?, answer, done|error --

@@ -23,6 +23,7 @@ from agent.chat.models import (
     ChatStoreError,
     ChatThread,
     UnknownThreadError,
+    new_id,
 )
 from agent.explanations import Subject
 from identifiers import redis_keys
@@ -52,10 +53,23 @@ class ChatStore:
     def messages_key(self, thread_id: str) -> str:
         return f"{self.thread_key(thread_id)}:messages"
 
-    def create(self, feature: int, title: str = "") -> ChatThread:
-        """A new, empty thread about `feature` (the caller checks that the feature exists:
-        see `ChatAgent.start_thread`)."""
-        thread = ChatThread(feature=feature, subject=self.subject.key, title=title[:TITLE_CHARS])
+    def create(
+        self,
+        feature: int,
+        title: str = "",
+        owner: str | None = None,
+        thread_id: str | None = None,
+    ) -> ChatThread:
+        """A new, empty thread about `feature`, owned by the API key id `owner`, under
+        `thread_id` when the caller chose it (`new_id()`). The caller checks that the
+        feature exists: see `ChatAgent.start_thread`."""
+        thread = ChatThread(
+            id=thread_id or new_id(),
+            feature=feature,
+            subject=self.subject.key,
+            title=title[:TITLE_CHARS],
+            owner=owner,
+        )
         with self._redis(), self.client.pipeline(transaction=True) as pipe:
             pipe.set(self.thread_key(thread.id), thread.model_dump_json())
             pipe.zadd(self.threads_key(feature), {thread.id: thread.created_at.timestamp()})
