@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,11 +20,21 @@ from cli.common import (
     shown_token,
     user_errors,
 )
+from cli.faults import run_guarded
 from cli.features import sae_activations
 from runtime import loaders
 from runtime.settings import Settings, get_settings
 
-app = typer.Typer(
+
+class GlossatorApp(typer.Typer):
+    """The app; a fault that escapes a command's own `user_errors()` (an undecodable
+    argument, a failure while printing) is reported the same way, never as a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return run_guarded(super().__call__, *args, **kwargs)
+
+
+app = GlossatorApp(
     help="Explain and test the features of sparse autoencoders.", no_args_is_help=True
 )
 

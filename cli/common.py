@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from errors import GlossatorError, UserError
+from cli.faults import UTF8_HINT, fault_message
+from errors import UserError
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # paths in messages stay whole
@@ -30,14 +31,6 @@ def set_verbose(verbose: bool) -> None:
     _verbose[0] = verbose
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    from pydantic import ValidationError
-
-    # Errors glossator raises on purpose (a user error, or a service that is down), and
-    # a malformed value in a file or option the user gave.
-    return (GlossatorError, ValidationError)
-
-
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Errors the user can act on become a one-paragraph message and exit code 2; any
@@ -47,10 +40,12 @@ def user_errors() -> Iterator[None]:
         yield
     except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
         raise  # an exit a command chose, or click's own usage errors
-    except _user_errors() as err:
-        err_console.print(f"[bold red]error:[/] {escape(str(err))}")
-        raise typer.Exit(2) from err
     except Exception as err:
+        # Errors glossator raises on purpose, a malformed value in a file or option,
+        # input that is not UTF-8, a Redis or a data dir it cannot use (cli/faults.py).
+        if (message := fault_message(err)) is not None:
+            err_console.print(f"[bold red]error:[/] {escape(message)}")
+            raise typer.Exit(2) from err
         if _verbose[0]:
             raise
         err_console.print(
@@ -61,8 +56,14 @@ def user_errors() -> Iterator[None]:
 
 
 def read_text(text: str) -> str:
+    """A text argument, or with '-' standard input; refused when empty, too long, or
+    not UTF-8 (Python would hand undecodable bytes on as lone surrogates)."""
     if text == "-":
-        text = sys.stdin.read()
+        text = _read_stdin()
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"the text is not valid UTF-8; {UTF8_HINT}") from None
     if not text.strip():
         raise UserError("the text is empty; give some text, or '-' to read it from stdin")
     if len(text) > MAX_TEXT_CHARS:
@@ -71,6 +72,21 @@ def read_text(text: str) -> str:
             "split it, or use a corpus for bulk work"
         )
     return text
+
+
+def _read_stdin() -> str:
+    """Standard input decoded as strict UTF-8, whatever the locale's error handler."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text-only stream (tests): already decoded
+        return sys.stdin.read()
+    data = stream.read()
+    try:
+        return str(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"standard input is not valid UTF-8 (byte {data[err.start]:#04x} at offset "
+            f"{err.start}); {UTF8_HINT}"
+        ) from None
 
 
 def print_json(document: Any) -> None:

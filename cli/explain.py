@@ -42,7 +42,9 @@ def explain_command(
     ] = None,
     features: Annotated[
         str | None,
-        typer.Option(help='Many at once: "0:200", "3,7,9" or "sample:8" (firing ones).'),
+        typer.Option(
+            help='Many at once: "0:200", "3,7,9" (planted: also ids) or "sample:8" (firing ones).'
+        ),
     ] = None,
     local: Annotated[
         bool,

@@ -44,8 +44,8 @@ def explain_many(
 
     store = setup.deps.store
     alive = store.firing_features()
-    chosen = parse_features(spec, alive, store.n_features)
     names = setup.feature_names
+    chosen = parse_features(spec, alive, store.n_features, names)
     if not local:
         explanations, failed = explain_queued(settings, setup, chosen, budget, new)
         print_table(explanations, names, as_json)
@@ -128,13 +128,15 @@ def stored_explanations(client: Any, setup: AgentSetup, runs: dict[int, str]) ->
     return found
 
 
-def parse_features(spec: str, alive: list[int], n_features: int) -> list[int]:
+def parse_features(
+    spec: str, alive: list[int], n_features: int, names: list[str] | None = None
+) -> list[int]:
     """`select_features`, saying which listed features were skipped (never fired)."""
     from identifiers.features import select_features
 
-    selection = select_features(spec, alive, n_features)
+    selection = select_features(spec, alive, n_features, names)
     if selection.silent:  # nothing to explain: say so rather than fail the whole batch
-        shown = ", ".join(map(str, selection.silent[:10]))
+        shown = ", ".join(str(f) if names is None else names[f] for f in selection.silent[:10])
         err_console.print(f"skipped (never fired in the evidence): {shown}")
     return selection.features
 

@@ -14,7 +14,8 @@ it finished, and `ExplanationStore.record` sees the run id again and writes noth
 The message is acknowledged only once its outcome is in the job: explained, failed
 with its reason (an LLM that kept failing, a feature that never fired, ...: never
 retried), or skipped (the job was cancelled or already has it). A lost Redis
-connection is waited out (up to REDIS_WAIT_S) and the run resumed from its checkpoint.
+connection is waited out (up to REDIS_WAIT_S) and the run resumed from its checkpoint;
+a configured Redis that is not up yet when the worker starts is waited for.
 
 With no GLOSSATOR_REDIS_URL the worker starts (or reuses) the embedded Valkey server of
 its data dir, and leaves it running when it exits, as other workers, and the commands
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -44,7 +46,13 @@ from jobs.explain_jobs import JobSpec, JobStore, beat, forget_worker
 from jobs.queue import CLAIM_AFTER_S, EXPLAIN_TASK, REDIS_DOWN, RETRY_S, JobBroker
 from runtime import run_events
 from runtime.agent import AgentSetup, agent_setup
-from runtime.redis_server import EmbeddedRedis, connect, embedded_server, redis_url
+from runtime.redis_server import (
+    EmbeddedRedis,
+    RedisUnavailableError,
+    connect,
+    embedded_server,
+    redis_url,
+)
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -198,7 +206,9 @@ async def serve(
     broker.register_task(explain_feature, task_name=EXPLAIN_TASK)
     stop = asyncio.Event()
     _on_signals(stop)
-    client = connect(settings)
+    client = await _wait_for_redis(settings, stop)
+    if client is None:
+        return  # stopped while waiting
     async with checkpointed_graph(settings, setup) as graph:
         worker = Worker(settings, setup, graph, client, broker, concurrency, server)
         broker.state.worker = worker
@@ -214,6 +224,27 @@ async def serve(
         finally:
             beating.cancel()
             await _leave(worker)
+
+
+async def _wait_for_redis(settings: Settings, stop: asyncio.Event) -> Any | None:
+    """A client of the configured Redis, once it answers: a worker started before its
+    server (or during a restart) waits, saying so once, as a running one waits a restart
+    out. None when stopped first. The embedded server is not waited for: it is this
+    process's to start, and its error says what to fix."""
+    waiting = False
+    while True:
+        try:
+            return await asyncio.to_thread(connect, settings)
+        except RedisUnavailableError as err:
+            if settings.redis_url is None:
+                raise
+            if not waiting:
+                err_console.print(f"waiting for Redis (trying every {RETRY_S:g} s): {err}")
+                waiting = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RETRY_S)
+        if stop.is_set():
+            return None
 
 
 async def _leave(worker: Worker) -> None:
