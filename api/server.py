@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
-from api.middleware import RequestBodyGuard
+from api.middleware import RequestBodyGuard, SecurityHeaders
 from api.server_errors import ERROR_RESPONSES, add_error_handlers
 from api.services import Services
 from runtime.settings import Settings, get_settings
@@ -95,7 +95,7 @@ def create_app(
     add_web(app)
     # Outermost last: the headers go on every answer, the guard's 413s and 422s included.
     app.add_middleware(RequestBodyGuard, max_bytes=settings.max_body_bytes)
-    # app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

@@ -8,9 +8,10 @@ page, every other client the JSON (`PageNegotiation`, which also sends `Vary: Ac
 The pages themselves live under /ui/... as well, and / is the feature browser.
 
 Reads follow the API's rule: open unless settings.read_requires_key, and then a page
-takes the key from the `glossator_key` cookie the UI sets when the user saves a key
-(reads only: every write still needs the Authorization header, so a cookie alone can
-never start a run).
+takes the key from the `glossator_key` cookie the server sets (HttpOnly) when the user
+saves a key. The UI's scripts never see the key: their requests carry a header that no
+other site can send, and only with it does the cookie stand for the Authorization header
+(api/web/key.py), so a cookie alone can never start a run.
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ SHOWN: dict[str, dict[str, bool]] = {
 
 def add_web(app: FastAPI) -> None:
     """Mount the UI on `app`: /static, the pages, and the HTML-or-JSON negotiation."""
-    from api.web import bench, feature, runs
+    from api.web import bench, feature, key, runs
 
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
-    for pages in (router, feature.router, runs.router, bench.router):
+    for pages in (router, feature.router, runs.router, bench.router, key.router):
         app.include_router(pages)
     app.add_middleware(PageNegotiation)
+    app.add_middleware(key.UiKeyCookie)
 
 
 class PageNegotiation:

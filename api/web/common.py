@@ -13,7 +13,7 @@ from api.services import NotReady, Services, loaded_services
 from api.web.views import templates
 from errors import GlossatorError
 
-KEY_COOKIE = "glossator_key"  # set by app.js when the user saves a key; used for reads only
+KEY_COOKIE = "glossator_key"  # HttpOnly, set by POST /ui/key (api/web/key.py)
 pages = templates()
 
 
@@ -30,6 +30,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
     context.setdefault("subject", svc.setup.subject if svc is not None else None)
     context.setdefault("evidence_id", svc.setup.deps.store.manifest.evidence_id if svc else None)
     context.setdefault("reasoner", svc.setup.deps.reasoner.name if svc else None)
+    context.setdefault("key_saved", bool(request.cookies.get(KEY_COOKIE, "").strip()))
     response: HTMLResponse = pages.TemplateResponse(request, name, context, status_code=status)
     return response
 

@@ -86,12 +86,15 @@ def browser() -> Iterator[Any]:
 class Tab:
     """A page in a fresh browser context, with its script errors collected."""
 
-    def __init__(self, browser: Any, scheme: str = "light", key: str | None = None) -> None:
+    def __init__(
+        self, browser: Any, scheme: str = "light", key: str | None = None, url: str = ""
+    ) -> None:
         self.context = browser.new_context(
             viewport={"width": 1280, "height": 900}, color_scheme=scheme
         )
         if key is not None:  # as if the user had saved it in the key dialog
-            self.context.add_init_script(f"localStorage.setItem('glossator.key', {key!r})")
+            cookie = {"name": "glossator_key", "value": key, "url": url, "httpOnly": True}
+            self.context.add_cookies([{**cookie, "sameSite": "Strict"}])
         self.page = self.context.new_page()
         self.page.set_default_timeout(30_000)
         self.errors: list[str] = []
@@ -119,6 +122,15 @@ def tab(browser: Any) -> Iterator[Tab]:
     opened = Tab(browser)
     yield opened
     opened.close()
+
+
+def wait_for(page: Any, condition: str, timeout_s: float = 30) -> None:
+    """Until the JavaScript `condition` holds on the page. (Playwright's wait_for_function
+    evaluates its predicate with eval, which the pages' CSP rightly forbids.)"""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(condition):
+        assert time.monotonic() < deadline, f"still false after {timeout_s} s: {condition}"
+        time.sleep(0.1)
 
 
 def unlabelled(page: Any) -> list[str]:
@@ -246,7 +258,7 @@ def test_search_sort_and_open_a_feature_with_the_keyboard(
     search = page.get_by_label("Search explanations")
     assert page.evaluate("document.activeElement.id") == "search"
     search.type("love")
-    page.wait_for_function("!document.getElementById('count').textContent.includes('of 25')")
+    wait_for(page, "!document.getElementById('count').textContent.includes('of 25')")
     assert rows.first.get_attribute("id") == "row-0"
     assert all("love" in text.lower() for text in rows.all_inner_texts())
     assert "q=love" in page.url
@@ -258,8 +270,8 @@ def test_search_sort_and_open_a_feature_with_the_keyboard(
 
     page.goto(f"{web}/")
     page.get_by_role("link", name=re.compile("^Density")).click()
-    page.wait_for_function(
-        "document.querySelector('th[aria-sort=descending]')?.textContent.includes('Density')"
+    wait_for(
+        page, "document.querySelector('th[aria-sort=descending]')?.textContent.includes('Density')"
     )
     densities = [float(d) for d in rows.evaluate_all("rs => rs.map(r => r.dataset.density)")]
     assert densities == sorted(densities, reverse=True) and densities[0] > densities[-1]
@@ -275,7 +287,7 @@ def test_search_sort_and_open_a_feature_with_the_keyboard(
 
     page.goto(f"{web}/")
     page.get_by_label("Show").select_option("silent")
-    page.wait_for_function("document.querySelector('#count').textContent.includes('of 10')")
+    wait_for(page, "document.querySelector('#count').textContent.includes('of 10')")
     assert "never fired" in rows.first.inner_text()
 
     page.keyboard.press("?")
@@ -330,8 +342,32 @@ def test_the_theme_toggle_and_the_key_dialog(web: str, tab: Tab) -> None:
     page.get_by_role("textbox", name="API key").fill("not a key!")
     page.get_by_role("button", name="Save key").click()
     assert "does not look like a key" in page.locator("#key-note").inner_text()
+    page.get_by_role("textbox", name="API key").fill("glsk_0123456789abcdef_nope")
+    page.get_by_role("button", name="Save key").click()
+    wait_for(page, "document.getElementById('key-note').textContent.includes('refused')")
     page.keyboard.press("Escape")
     assert page.locator("#key-state").inner_text() == "none"
+
+
+def test_a_key_left_in_local_storage_moves_into_the_httponly_cookie(
+    web: str, browser: Any, token: str
+) -> None:
+    tab = Tab(browser)
+    tab.context.add_init_script(f"localStorage.setItem('glossator.key', {token!r})")
+    page = tab.page
+    page.goto(f"{web}/")  # as an earlier version of the UI left it
+    wait_for(page, "document.getElementById('key-state').textContent === 'set'")
+    assert page.evaluate("localStorage.getItem('glossator.key')") is None
+    assert token not in page.evaluate("document.cookie")
+    (cookie,) = [c for c in tab.context.cookies() if c["name"] == "glossator_key"]
+    assert cookie["value"] == token and cookie["httpOnly"]
+    page.reload()  # the page itself now says a key is saved
+    assert page.locator("#key-state").inner_text() == "set"
+    page.get_by_role("button", name=re.compile("API key")).click()
+    page.get_by_role("button", name="Forget key").click()
+    wait_for(page, "document.getElementById('key-state').textContent === 'none'")
+    assert not [c for c in tab.context.cookies() if c["name"] == "glossator_key"]
+    tab.close()
 
 
 def test_a_chat_streams_the_agents_steps(web: str, tab: Tab, token: str) -> None:
@@ -348,7 +384,11 @@ def test_a_chat_streams_the_agents_steps(web: str, tab: Tab, token: str) -> None
     page.get_by_role("button", name=re.compile("API key")).click()
     page.get_by_role("textbox", name="API key").fill(token)
     page.get_by_role("button", name="Save key").click()
-    assert page.locator("#key-state").inner_text() == "set"
+    wait_for(page, "document.getElementById('key-state').textContent === 'set'")
+    # The server keeps the key in a cookie no script can read, and nowhere else.
+    assert token not in page.evaluate("document.cookie + JSON.stringify(localStorage)")
+    (cookie,) = [c for c in tab.context.cookies() if c["name"] == "glossator_key"]
+    assert cookie["value"] == token and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
 
     page.evaluate(
         """() => {
@@ -388,7 +428,7 @@ def test_a_chat_streams_the_agents_steps(web: str, tab: Tab, token: str) -> None
 def test_a_run_started_in_the_browser_shows_its_hypotheses_as_they_update(
     web: str, browser: Any, token: str
 ) -> None:
-    tab = Tab(browser, key=token)
+    tab = Tab(browser, key=token, url=web)
     page = tab.page
     page.goto(f"{web}/features/colour-words")
     page.get_by_label("Max rounds").fill("6")
@@ -396,9 +436,10 @@ def test_a_run_started_in_the_browser_shows_its_hypotheses_as_they_update(
     page.get_by_role("button", name="Start run").click()
     page.wait_for_url(re.compile(r"/runs/explain:"))
     state = page.locator("#run-state")
-    page.wait_for_function(
+    wait_for(
+        page,
         "document.getElementById('run-state').textContent.trim() === 'finished'",
-        timeout=90_000,
+        timeout_s=90,
     )
     updates = int(page.locator("#live").get_attribute("data-updates") or 0)
     assert updates >= 2, updates  # the page followed the run's steps
@@ -409,7 +450,7 @@ def test_a_run_started_in_the_browser_shows_its_hypotheses_as_they_update(
     assert page.locator("#experiments mark.tok").count() >= 1
     assert "red" in page.locator("#run-explanation .gloss").inner_text().lower()
     assert state.inner_text() == "finished"
-    page.wait_for_function("!document.querySelector('.flash')")  # the update highlight
+    wait_for(page, "!document.querySelector('.flash')")  # the update highlight
     tab.shot("run-light")
     page.emulate_media(color_scheme="dark")
     tab.shot("run-dark")
@@ -437,8 +478,9 @@ def test_a_benchmark_report_shows_its_table_and_plots(web: str, tab: Tab, token:
     assert re.match(r"[0-9.]+ \[[0-9.]+, [0-9.]+\] n=2", table.locator("td").first.inner_text())
     images = page.locator(".plots img")
     assert images.count() == 2
-    page.wait_for_function(
+    wait_for(
+        page,
         "[...document.querySelectorAll('.plots img')].every(i => i.complete && i.naturalWidth)",
-        timeout=60_000,
+        timeout_s=60,
     )
     tab.shot("bench-light")

@@ -4,39 +4,57 @@
 "use strict";
 
 const G = (window.glossator = {});
-const KEY = "glossator.key";
+const OLD_KEY = "glossator.key"; // where earlier versions kept the key, readable by scripts
 const THEME = "glossator.theme";
-const KEY_COOKIE = "glossator_key";
+// Sent with every request of ours: only with it does the server read the key from its
+// HttpOnly cookie (another site's page cannot send it).
+const UI_HEADER = { "X-Glossator-UI": "1" };
 
 // -- the API key ---------------------------------------------------------------------------
+// The server keeps the key in an HttpOnly cookie: this script sends it once, to
+// /ui/key, and never sees it again. The page says whether one is saved.
 
-G.key = () => {
-  try { return localStorage.getItem(KEY) || ""; } catch (e) { return ""; }
-};
+G.hasKey = () => document.getElementById("key-state")?.textContent === "set";
 
-function saveKey(value) {
+function showKeyState(saved) {
+  const state = document.getElementById("key-state");
+  if (state) state.textContent = saved ? "set" : "none";
+}
+
+// "" when saved (or forgotten, for an empty value), else what went wrong.
+async function saveKey(value) {
   const key = value.trim();
   if (key && !/^[A-Za-z0-9_.-]+$/.test(key)) return "That does not look like a key (glsk_…).";
+  let response;
   try {
-    if (key) localStorage.setItem(KEY, key); else localStorage.removeItem(KEY);
-  } catch (e) { return "This browser does not allow storing the key."; }
-  const age = key ? "max-age=31536000" : "max-age=0";
-  document.cookie = `${KEY_COOKIE}=${key}; path=/; SameSite=Strict; ${age}`;
-  showKeyState();
+    response = await fetch("/ui/key", key ? {
+      method: "POST",
+      headers: { ...UI_HEADER, "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ key }),
+    } : { method: "DELETE", headers: UI_HEADER });
+  } catch (e) { return `The server could not be reached: ${e.message}`; }
+  if (!response.ok) {
+    const error = await G.failure(response);
+    return error.status === 401 ? `The server refused this key: ${error.message}` : error.message;
+  }
+  showKeyState(!!key);
   return "";
 }
 
-function showKeyState() {
-  const state = document.getElementById("key-state");
-  if (state) state.textContent = G.key() ? "set" : "none";
+// A key an earlier version left in local storage moves into the cookie.
+async function moveOldKey() {
+  let old = "";
+  try { old = localStorage.getItem(OLD_KEY) || ""; } catch (e) { return; }
+  if (!old) return;
+  if (!(await saveKey(old))) {
+    try { localStorage.removeItem(OLD_KEY); } catch (e) { /* left there */ }
+  }
 }
 
 // -- HTTP --------------------------------------------------------------------------------
 
 G.request = (path, options = {}) => {
-  const headers = { Accept: "application/json", ...(options.headers || {}) };
-  const key = G.key();
-  if (key) headers.Authorization = `Bearer ${key}`;
+  const headers = { Accept: "application/json", ...UI_HEADER, ...(options.headers || {}) };
   const init = { method: options.method || "GET", headers, signal: options.signal };
   if (options.body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -67,7 +85,7 @@ G.json = async (path, options) => {
 // What to tell the user about a failed request.
 G.explain = (error) => {
   if (error.status === 401) {
-    if (!G.key()) {
+    if (!G.hasKey()) {
       return "This needs an API key: press “API key” at the top and paste one " +
         "(create one with `glossator apikey create NAME`).";
     }
@@ -296,7 +314,7 @@ G.keys["?"] = () => document.getElementById("help-dialog").showModal();
 // -- start -----------------------------------------------------------------------------------
 
 function start() {
-  showKeyState();
+  moveOldKey();
   showTheme();
   document.getElementById("theme-button").addEventListener("click", nextTheme);
   document.getElementById("help-button").addEventListener("click", () =>
@@ -306,23 +324,26 @@ function start() {
   const input = document.getElementById("api-key");
   const note = document.getElementById("key-note");
   document.getElementById("key-button").addEventListener("click", () => {
-    input.value = G.key();
+    input.value = ""; // the saved key stays with the server's cookie, out of the page
     note.textContent = "";
     dialog.showModal();
     input.focus();
   });
-  document.getElementById("key-form").addEventListener("submit", (event) => {
+  document.getElementById("key-form").addEventListener("submit", async (event) => {
     if (event.submitter && event.submitter.value !== "save") return;
-    const problem = saveKey(input.value);
-    if (problem) {
-      event.preventDefault();
-      note.textContent = problem;
-      return;
-    }
-    G.toast(G.key() ? "API key saved in this browser" : "API key forgotten");
+    event.preventDefault(); // the dialog closes once the server has taken the key
+    note.textContent = "Checking the key…";
+    const problem = await saveKey(input.value);
+    note.textContent = problem;
+    if (problem) return;
+    input.value = "";
+    dialog.close();
+    G.toast(G.hasKey() ? "API key saved in this browser" : "API key forgotten");
   });
-  document.getElementById("key-forget").addEventListener("click", () => {
-    saveKey("");
+  document.getElementById("key-forget").addEventListener("click", async () => {
+    const problem = await saveKey("");
+    note.textContent = problem;
+    if (problem) return;
     input.value = "";
     dialog.close();
     G.toast("API key forgotten");
