@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import redis
 from fastapi import Depends, HTTPException, Request
 
+from api.server_errors import ErrorBody
 from runtime.apikeys import (
     ApiKeyStore,
     ApiKeyStoreError,
@@ -103,6 +104,14 @@ def may_change(key: KeyInfo, owner: str | None) -> bool:
     was made before owners were recorded, or by the CLI or a worker (no key): only an
     admin key may change it."""
     return key.admin or (owner is not None and owner == key.id)
+
+
+def error_docs(**codes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for a route's own error codes: `error_docs(e403="why")`."""
+    return {int(code[1:]): {"model": ErrorBody, "description": why} for code, why in codes.items()}
+
+
+OWNER_ONLY = "the thing belongs to another API key (or predates owners): owner or admin only"
 
 
 def check_owner(key: KeyInfo, owner: str | None, what: str, action: str, hint: str = "") -> None:

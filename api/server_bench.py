@@ -20,7 +20,14 @@ import redis
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field, field_validator
 
-from api.server_auth import ApiKey, check_feature_count, check_owner, read_access
+from api.server_auth import (
+    OWNER_ONLY,
+    ApiKey,
+    check_feature_count,
+    check_owner,
+    error_docs,
+    read_access,
+)
 from api.services import Services, services
 from evals.report import Summary, summarize
 from evals.results import BenchConfig, BenchResults, list_runs
@@ -109,7 +116,12 @@ def _lease(client: Any, run_id: str, driving_here: bool) -> bool:
     )
 
 
-@router.post("", status_code=202, summary="Start (or resume) a benchmark run")
+@router.post(
+    "",
+    status_code=202,
+    summary="Start (or resume) a benchmark run",
+    responses=error_docs(e403=OWNER_ONLY, e409="a quiet process holds the run: see Retry-After"),
+)
 async def start_bench(
     body: BenchRequest,
     request: Request,

@@ -38,7 +38,7 @@ from agent.chat import (
     UnknownThreadError,
     new_id,
 )
-from api.server_auth import ApiKey, check_owner, quota_error, read_access
+from api.server_auth import OWNER_ONLY, ApiKey, check_owner, error_docs, quota_error, read_access
 from api.services import Services, services
 from runtime import quotas
 from runtime.apikeys import TooManyRuns
@@ -129,6 +129,7 @@ def get_thread(
     "/chat/{thread_id}/messages",
     summary="Send a message; the agent's experiments and answer stream back (SSE)",
     response_class=EventSourceResponse,
+    responses=error_docs(e403=OWNER_ONLY),
 )
 async def send_message(
     thread_id: str,

@@ -13,7 +13,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
 from agent.state import Budget
-from api.server_auth import ApiKey, check_feature_count, check_owner, quota_error, read_access
+from api.server_auth import (
+    OWNER_ONLY,
+    ApiKey,
+    check_feature_count,
+    check_owner,
+    error_docs,
+    quota_error,
+    read_access,
+)
 from api.services import Services, services
 from errors import UserError
 from identifiers.features import select_features
@@ -114,7 +122,11 @@ def get_job(job_id: str, request: Request, svc: Annotated[Services, Depends(serv
         raise HTTPException(404, str(error)) from error
 
 
-@router.post("/jobs/{job_id}/cancel", summary="Cancel what has not started (owner or admin)")
+@router.post(
+    "/jobs/{job_id}/cancel",
+    summary="Cancel what has not started (owner or admin)",
+    responses=error_docs(e403=OWNER_ONLY),
+)
 def cancel_job(
     job_id: str, request: Request, svc: Annotated[Services, Depends(services)], key: ApiKey
 ) -> JobView:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, JSONServerSentEvent
 
 from agent.state import AgentState, Budget
-from api.server_auth import ApiKey, check_owner, read_access
+from api.server_auth import OWNER_ONLY, ApiKey, check_owner, error_docs, read_access
 from api.services import Services, services
 from identifiers.redis_keys import decoded
 from identifiers.runs import parse_run_id
@@ -265,6 +265,7 @@ def _feature_of(run_id: str, subject: str, n_features: int) -> int | None:
     "/features/{feature}/runs",
     status_code=202,
     summary="Start (or resume) the agent on a feature; returns the run at once",
+    responses=error_docs(e403=OWNER_ONLY, e409="a quiet process holds the run: see Retry-After"),
 )
 async def start_run(
     feature: str,
@@ -305,12 +306,18 @@ async def get_run(run_id: str, svc: Annotated[Services, Depends(services)]) -> R
     summary="The run's steps as Server-Sent Events (state, then done, error or interrupted)",
     dependencies=[Depends(read_access)],
     response_class=EventSourceResponse,
+    responses=error_docs(e400="a Last-Event-ID that is no event id"),
 )
 async def run_events_stream(
     run_id: str,
     svc: Annotated[Services, Depends(services)],
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
+    try:  # checked before the 200: Redis would refuse a bad id mid-stream
+        given = (last_event_id or "").strip()
+        after = run_events.parse_event_id(given) if given else "0"
+    except run_events.BadEventId as error:
+        raise HTTPException(400, str(error)) from error
     await svc.runs.view(run_id)  # 404 before the stream starts
 
     async def still_going() -> RunEvent | None:
@@ -320,12 +327,6 @@ async def run_events_stream(
         state = view.state.model_dump(mode="json") if view.state else None
         kind = {"finished": "done", "failed": "error"}.get(view.status, "interrupted")
         return RunEvent("0-0", kind, {"status": view.status, "state": state, "error": view.error})
-
-    try:  # checked before the 200: Redis would refuse a bad id mid-stream
-        given = (last_event_id or "").strip()
-        after = run_events.parse_event_id(given) if given else "0"
-    except run_events.BadEventId as error:
-        raise HTTPException(400, str(error)) from error
 
     async def stream() -> Any:
         async for event in run_events.follow(svc.aredis, run_id, after, still_going):
