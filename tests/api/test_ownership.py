@@ -5,6 +5,7 @@ recorded are admin-only to change."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from runtime import run_events
 from runtime.apikeys import ApiKeyStore, KeyInfo
 from runtime.redis_server import open_client
 from runtime.runs import run_key
+from tests.cli_helpers import run_cli
 from tests.server_fixtures import settings_of, sse_events
 
 
@@ -54,11 +56,18 @@ def _forbidden(reply: httpx.Response, *words: str) -> None:
     assert "only its owner or an admin key" in detail and all(w in detail for w in words), detail
 
 
-def test_admin_keys_are_stored_and_listed(redis_of: Any) -> None:
-    admin, _ = ApiKeyStore(redis_of).create(f"root-{time.monotonic_ns()}", admin=True)
+def test_admin_keys_are_made_and_listed_by_the_cli(
+    redis_of: Any, planted_env: dict[str, str]
+) -> None:
+    made = run_cli("apikey", "create", "--admin", f"root-{time.monotonic_ns()}", env=planted_env)
+    assert made.returncode == 0 and "created admin API key" in made.stderr, made.stderr
     plain, _ = ApiKeyStore(redis_of).create(f"plain-{time.monotonic_ns()}")
-    listed = {key.id: key.admin for key in ApiKeyStore(redis_of).list()}
-    assert listed[admin.id] is True and listed[plain.id] is False
+    shown = run_cli("apikey", "list", "--json", env=planted_env)
+    listed = {key["id"]: key["admin"] for key in json.loads(shown.stdout)}
+    admin_id = made.stdout.strip().split("_")[1]  # glsk_<id>_<secret>
+    assert listed[admin_id] is True and listed[plain.id] is False
+    table = run_cli("apikey", "list", env={**planted_env, "COLUMNS": "200"}).stdout
+    assert "admin" in next(line for line in table.splitlines() if admin_id in line)
     # A record written before the flag existed reads as a plain key.
     record = f"glossator:apikey:{plain.id}"
     raw = redis_of.hget(record, "record").decode().replace(',"admin":false', "")
