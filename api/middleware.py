@@ -113,10 +113,10 @@ async def _refuse(
     send: Send,
 ) -> None:
     body = ErrorBody(detail=detail, errors=errors).model_dump(exclude_none=True)
-    # The unread rest of a refused body is not waited for: the server closes the connection.
-    await JSONResponse(body, status_code=status, headers={"Connection": "close"})(
-        scope, receive, send
-    )
+    # No "Connection: close": closing with the client still sending would reset the
+    # connection, and the client might lose this answer. The server reads the unread rest
+    # of a refused body and drops it (uvicorn does), holding none of it.
+    await JSONResponse(body, status_code=status)(scope, receive, send)
 
 
 def lone_surrogate(body: bytes) -> tuple[str, dict[str, Any]] | None:
