@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.table import Table
 from rich.text import Text
@@ -20,8 +22,9 @@ from cli.common import (
     shown_token,
     user_errors,
 )
-from cli.faults import run_guarded
+from cli.faults import undecodable_argument
 from cli.features import sae_activations
+from errors import UserError
 from runtime import loaders
 from runtime.settings import Settings, get_settings
 
@@ -31,7 +34,13 @@ class GlossatorApp(typer.Typer):
     argument, a failure while printing) is reported the same way, never as a traceback."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return run_guarded(super().__call__, *args, **kwargs)
+        try:
+            with user_errors():
+                if not args and (problem := undecodable_argument(sys.argv[1:])):
+                    raise UserError(problem)
+                return super().__call__(*args, **kwargs)
+        except (click.exceptions.Exit, typer.Exit) as exit_:  # how user_errors() ends
+            sys.exit(exit_.exit_code)
 
 
 app = GlossatorApp(

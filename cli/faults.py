@@ -1,13 +1,11 @@
 """Which failures of a `glossator` command are expected faults (the user can act on
 them: a message and exit code 2) and which are bugs (an internal error, exit code 1,
-the traceback with -v), and the guard around the whole app that reports both, so no
-fault escapes as a traceback from outside a command's own `user_errors()`."""
+the traceback with -v); `cli.common.user_errors` reports both, around each command and
+around the whole app (`cli.app.GlossatorApp`)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any
 
 from errors import GlossatorError
 
@@ -70,21 +68,3 @@ def undecodable_argument(argv: list[str]) -> str | None:
             shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             return f"argument {position} ('{shown}') is not valid UTF-8; {UTF8_HINT}"
     return None
-
-
-def run_guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
-    """`call(*args, **kwargs)` (the click command), with any exception that escapes it
-    reported as `user_errors()` reports one, then the process exits with its code."""
-    import click
-    import typer
-
-    from cli.common import user_errors
-    from errors import UserError
-
-    try:
-        with user_errors():
-            if not args and (problem := undecodable_argument(sys.argv[1:])):
-                raise UserError(problem)
-            return call(*args, **kwargs)
-    except (click.exceptions.Exit, typer.Exit) as exit_:  # user_errors() ends with one
-        sys.exit(exit_.exit_code)
