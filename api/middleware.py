@@ -39,11 +39,9 @@ class RequestBodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        declared = headers.get("content-length")
-        if declared is None and "chunked" not in headers.get("transfer-encoding", "").lower():
-            await self.app(scope, receive, send)  # no body to read
-            return
+        # Every request's body is read here, even where no header announces one (HTTP/2
+        # needs none): a bodiless request's first message comes at once, empty.
+        declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
             await self._too_large(scope, receive, send)  # not a byte of it read
             return
