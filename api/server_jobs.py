@@ -85,7 +85,7 @@ async def create_job(
     if body.range is not None:
         alive = store.firing_features()
         try:
-            features = select_features(body.range, alive, store.n_features).features
+            features = select_features(body.range, alive, store.n_features, svc.names).features
         except ValueError as error:
             raise HTTPException(422, f"range {body.range!r}: {error}") from error
     else:
