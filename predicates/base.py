@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import ClassVar
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from probes.regex_limit import LimitedPattern, limited
 
 SHOWN = 5  # words of a list an explanation prints; the rest are counted
 QUOTES = '"“”'
@@ -148,7 +151,8 @@ class _Listed(_Predicate):
 
 
 class _Pattern(_Predicate):
-    """A regex, with its plain-English reading when known."""
+    """A regex, with its plain-English reading when known. It may come from a stored
+    explanation or an HTTP request: it runs under a time limit (probes.regex_limit)."""
 
     pattern: str
     meaning: str = ""
@@ -157,15 +161,18 @@ class _Pattern(_Predicate):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, pattern: str) -> str:
-        re.compile(pattern)
+        try:
+            _compile(pattern)
+        except regex.error as err:
+            raise ValueError(f"invalid regex {pattern!r}: {err}") from None
         return pattern
 
     def describe(self) -> str:
         return self.meaning or f"{self._unnamed} /{self.pattern}/"
 
     @property
-    def _compiled(self) -> re.Pattern[str]:
-        return _compile(self.pattern)
+    def _compiled(self) -> LimitedPattern:
+        return limited(self.pattern)  # cached there: one call on the hot path
 
 
 def _overlapping(view: TokenView, spans: list[tuple[int, int]]) -> list[bool]:
@@ -183,6 +190,7 @@ def _as_set(words: tuple[str, ...]) -> frozenset[str]:
     return frozenset(words)
 
 
-@lru_cache(maxsize=4096)
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compile(pattern: str, shown: str | None = None) -> LimitedPattern:
+    """A predicate's regex, compiled once, to run under the time limit; `shown` is the
+    rule as written when `pattern` wraps it."""
+    return limited(pattern, 0, shown)

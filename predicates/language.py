@@ -83,7 +83,7 @@ class Preceded(_Pattern):
     _unnamed: ClassVar[str] = "words right after"
 
     def evaluate(self, view: TokenView) -> list[bool]:
-        compiled = _compile(f"(?:{self.pattern})$")
+        compiled = _compile(f"(?:{self.pattern})$", self.pattern)
         return [  # searched in the few characters before the word, not the whole text
             span is not None
             and compiled.search(view.text, max(0, span[0] - LOOK_BACK), span[0]) is not None

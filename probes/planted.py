@@ -11,7 +11,9 @@ A token's activation is the feature's `activation` when the token's character sp
 overlaps a match of the rule, else 0. A `words` rule matches whole words (not next to a
 letter, digit or underscore); whitespace inside an entry matches any run of whitespace.
 A `regex` rule may mark the part of its match that activates with a named group
-`(?P<active>...)`; otherwise the whole match activates. Zero-width matches and tokens
+`(?P<active>...)`; otherwise the whole match activates. Rules run under a time limit
+(probes.regex_limit): one that backtracks catastrophically is refused when the spec is
+read if stress texts show it, else when it runs past the limit. Zero-width matches and tokens
 with empty spans never activate. Tokens come from the subject model's tokenizer, so
 planted features speak the same `FeatureSource` interface as a model + SAE.
 """
@@ -29,6 +31,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 
+import regex
 import torch
 from pydantic import (
     BaseModel,
@@ -43,9 +46,11 @@ from pydantic import (
 
 from errors import UserError
 from probes.activations import FeatureActivations, TokenSpan
+from probes.regex_limit import LimitedPattern, RegexTimeLimitError, check_backtracking, limited
 
 ACTIVE_GROUP = "active"
 _FLAG_BITS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+_RULE_FLAGS = re.IGNORECASE | re.MULTILINE | re.DOTALL | re.VERBOSE  # same bits in `regex`
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 _TOKENIZE_CHUNK = 256
 
@@ -83,8 +88,8 @@ class RegexRule(BaseModel):
     @model_validator(mode="after")
     def _compiles(self) -> RegexRule:
         try:
-            self.compile()
-        except re.error as err:
+            check_backtracking(limited_rule(self.compile()))
+        except (re.error, regex.error) as err:
             raise UserError(f"invalid regex {self.regex!r}: {err}") from None
         return self
 
@@ -287,8 +292,16 @@ class _TokenIndex:
                 yield self.order[i]
 
 
-def match_spans(pattern: re.Pattern[str], text: str) -> Iterator[tuple[int, int]]:
-    """Non-empty character spans that activate: each match, or its `active` group."""
+def limited_rule(pattern: re.Pattern[str]) -> LimitedPattern:
+    """A rule's compiled regex, to run under the time limit."""
+    return limited(pattern.pattern, pattern.flags & _RULE_FLAGS)
+
+
+def match_spans(pattern: re.Pattern[str] | LimitedPattern, text: str) -> Iterator[tuple[int, int]]:
+    """Non-empty character spans that activate: each match, or its `active` group. The
+    search runs under the time limit (RegexTimeLimitError past it)."""
+    if not isinstance(pattern, LimitedPattern):
+        pattern = limited_rule(pattern)
     group: int | str = ACTIVE_GROUP if ACTIVE_GROUP in pattern.groupindex else 0
     for m in pattern.finditer(text):
         start, end = m.span(group)
@@ -310,7 +323,7 @@ class PlantedFeatures:
         self.tokenizer = tokenizer
         self._names = ids
         self._index = {name: i for i, name in enumerate(ids)}
-        self._patterns = [s.rule.compile() for s in specs]
+        self._patterns = [limited_rule(s.rule.compile()) for s in specs]
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], tokenizer: Any) -> PlantedFeatures:
@@ -342,8 +355,13 @@ class PlantedFeatures:
         entries: list[tuple[int, int]] = []  # (token position, feature)
         for feature, pattern in enumerate(self._patterns):
             active: set[int] = set()
-            for start, end in match_spans(pattern, text):
-                active.update(index.overlapping(start, end))
+            try:
+                for start, end in match_spans(pattern, text):
+                    active.update(index.overlapping(start, end))
+            except RegexTimeLimitError as err:
+                raise RegexTimeLimitError(
+                    f"planted feature {self._names[feature]!r}: {err}"
+                ) from None
             entries.extend((pos, feature) for pos in active)
         entries.sort()
         values = [self.specs[f].activation for _, f in entries]
