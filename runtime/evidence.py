@@ -5,7 +5,10 @@ Evidence lives in `<data dir>/evidence/<evidence id>/`; the id is a hash of the 
 (model, SAE file contents, hookpoint, ...), the corpus texts and the config, so a rerun
 with the same inputs finds the finished folder and reuses it. `latest.json` maps each
 source (without corpus and config) to the id of its most recent build, which is what
-`glossator feature N` and the agent read by default.
+`glossator feature N` and the agent read by default. Models, SAEs and tokenizers inside
+the data dir are recorded relative to it, so a data dir moved or mounted elsewhere keeps
+its evidence; builds that recorded absolute paths are still found (in place by those
+paths, moved by the content hashes of their SAE or planted spec).
 """
 
 from __future__ import annotations
@@ -14,13 +17,22 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probes.evidence.build import build_evidence
-from probes.evidence.config import EvidenceConfig, EvidenceError, EvidenceManifest, OutputSide
+from probes.evidence.config import (
+    PATH_FIELDS,
+    EvidenceConfig,
+    EvidenceError,
+    EvidenceManifest,
+    OutputSide,
+    read_manifest,
+    recorded_file,
+    recorded_path,
+)
 from probes.evidence.sources import ChunkReader
 from runtime import loaders
 from runtime.caches import texts_per_chunk
@@ -115,10 +127,10 @@ def sae_job(
     source = {
         "kind": "sae",
         "model": subject.name,
-        "model_path": str(loaders.subject_model_path(settings)),
+        "model_path": recorded_path(loaders.subject_model_path(settings), settings.data_dir),
         "prefix_ids": json.dumps(list(subject.prefix_ids)),
         "dtype": settings.dtype,
-        "sae_path": str(loaders.sae_path(settings)),
+        "sae_path": recorded_path(loaders.sae_path(settings), settings.data_dir),
         "sae_hash": fingerprint(loaders.sae_path(settings)),
         "hookpoint": name,
         "context_length": str(settings.context_length),
@@ -162,7 +174,7 @@ def planted_job(settings: Settings, corpus: Path | None, spec: Path | None) -> E
         "kind": PLANTED,
         "spec_path": str(spec_path),
         "spec_hash": fingerprint(spec_path),
-        "tokenizer": str(loaders.subject_model_path(settings)),
+        "tokenizer": recorded_path(loaders.subject_model_path(settings), settings.data_dir),
     }
     return EvidenceJob(
         reader=SourceChunkReader(planted, tokenizer),
@@ -193,16 +205,17 @@ def run_job(
     (unless `record_latest` is False: a score-only corpus must not become what
     `glossator explain` reads). Returns the manifest, the folder, and whether a finished
     build was reused."""
-    from probes.evidence.config import corpus_hash, evidence_id, read_manifest
+    from probes.evidence.config import corpus_hash
 
-    key = evidence_id(job.source, corpus_hash(job.texts), config)
+    corpus = corpus_hash(job.texts)
+    source, key = _same_build(settings, job.source, corpus, config)
     folder = evidence_root(settings) / key
     reused = read_manifest(folder) is not None
     manifest = build_evidence(
         job.reader,
         job.texts,
         folder,
-        job.source,
+        source,
         config,
         device=job.device,
         output_side=job.output_side,
@@ -213,6 +226,28 @@ def run_job(
     if record_latest:
         _record_latest(settings, source_slug(job.source), key)
     return manifest, folder, reused
+
+
+def _same_build(
+    settings: Settings, source: dict[str, str], corpus: str, config: EvidenceConfig
+) -> tuple[dict[str, str], str]:
+    """The source and key to build under: `source`'s own, unless a finished build of the
+    same corpus and config records the same source another way (absolute paths, written
+    before relative ones, in place or since moved): that one is reused as it is."""
+    from probes.evidence.config import evidence_id
+
+    key = evidence_id(source, corpus, config)
+    root = evidence_root(settings)
+    if read_manifest(root / key) is None:
+        for other in sorted(root.glob("*/manifest.json")):
+            manifest = _manifest_or_none(other.parent)
+            if (
+                manifest is not None
+                and (manifest.corpus_hash, manifest.config) == (corpus, config)
+                and same_source(manifest.source, source)
+            ):
+                return manifest.source, other.parent.name
+    return source, key
 
 
 def _record_latest(settings: Settings, slug: str, key: str) -> None:
@@ -227,26 +262,103 @@ def _record_latest(settings: Settings, slug: str, key: str) -> None:
 def latest_folder(
     settings: Settings, planted: Path | None = None, use_planted: bool = False
 ) -> Path:
-    """The most recent evidence folder of the configured SAE (or of planted features)."""
+    """The most recent evidence folder of the configured SAE (or of planted features):
+    by the paths its source records (relative to the data dir, or absolute as older
+    builds recorded them), else by content hash (an older build in a data dir that has
+    moved since)."""
     path = evidence_root(settings) / "latest.json"
-    latest = json.loads(path.read_text()) if path.exists() else {}
+    latest: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     if use_planted:
-        spec = planted_spec_path(planted)
-        tokenizer = loaders.subject_model_path(settings)
-        slug = f"planted:{spec}@{tokenizer}"
+        key = _latest_planted(settings, latest, planted_spec_path(planted))
         how = "glossator evidence build --planted"
     else:
-        sae_dir = loaders.sae_path(settings)
-        matches = [k for k in latest if k.startswith(f"sae:{sae_dir}@")]
-        slug = matches[0] if len(matches) == 1 else ""
+        key = _latest_sae(settings, latest)
         how = "glossator evidence build"
-        if len(matches) > 1:
-            raise EvidenceError(
-                f"several hookpoints have evidence for the SAE at {sae_dir}; pass --evidence"
-            )
-    if slug not in latest:
+    if key is None:
         raise EvidenceError(f"no evidence built for this source yet; run `{how}` first")
-    return evidence_root(settings) / latest[slug]
+    return evidence_root(settings) / key
+
+
+def _latest_planted(settings: Settings, latest: dict[str, str], spec: Path) -> str | None:
+    model = loaders.subject_model_path(settings)
+    tokenizer = recorded_path(model, settings.data_dir)
+    for slug in (f"planted:{spec}@{tokenizer}", f"planted:{spec}@{model}"):
+        if slug in latest:
+            return latest[slug]
+    if not spec.is_file():
+        return None
+    spec_hash = fingerprint(spec)
+    same = [
+        key
+        for key, source in _latest_sources(settings, latest)
+        if source.get("kind") == PLANTED
+        and source.get("spec_hash") == spec_hash
+        and _same_path(source.get("tokenizer", ""), tokenizer)
+    ]
+    return _newest(settings, same)
+
+
+def _latest_sae(settings: Settings, latest: dict[str, str]) -> str | None:
+    sae_dir = loaders.sae_path(settings)
+    by_hookpoint: dict[str, str] = {}
+    for prefix in (f"sae:{sae_dir}@", f"sae:{recorded_path(sae_dir, settings.data_dir)}@"):
+        for slug, key in latest.items():  # the current slug last: it wins over an older one
+            if slug.startswith(prefix):
+                by_hookpoint[slug.removeprefix(prefix)] = key
+    if not by_hookpoint and sae_dir.exists():
+        sae_hash = fingerprint(sae_dir)
+        for key, source in _latest_sources(settings, latest):
+            if source.get("kind") == "sae" and source.get("sae_hash") == sae_hash:
+                by_hookpoint[source.get("hookpoint", "")] = key
+    if len(by_hookpoint) > 1:
+        raise EvidenceError(
+            f"several hookpoints have evidence for the SAE at {sae_dir}; pass --evidence"
+        )
+    return next(iter(by_hookpoint.values()), None)
+
+
+def _latest_sources(
+    settings: Settings, latest: dict[str, str]
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """Each build `latest.json` names, with the source its manifest records."""
+    for key in dict.fromkeys(latest.values()):
+        manifest = _manifest_or_none(evidence_root(settings) / key)
+        if manifest is not None:
+            yield key, manifest.source
+
+
+def _manifest_or_none(folder: Path) -> EvidenceManifest | None:
+    """A folder's manifest; None when it has none or a broken one (another build's
+    broken manifest must not hide this one)."""
+    try:
+        return read_manifest(folder)
+    except EvidenceError:
+        return None
+
+
+def _newest(settings: Settings, keys: list[str]) -> str | None:
+    """The most recently finished of these builds."""
+    if not keys:
+        return None
+    return max(keys, key=lambda k: (evidence_root(settings) / k / "manifest.json").stat().st_mtime)
+
+
+def same_source(recorded: dict[str, str], current: dict[str, str]) -> bool:
+    """Whether a build's recorded source is `current`, its paths perhaps recorded the
+    way older versions did (see `_same_path`)."""
+    return recorded.keys() == current.keys() and all(
+        _same_path(recorded[field], value) if field in PATH_FIELDS else recorded[field] == value
+        for field, value in current.items()
+    )
+
+
+def _same_path(recorded: str, current: str) -> bool:
+    """Whether a path a build recorded names `current` (as this version records it): the
+    same, or an absolute one from before relative paths that ends in the same folders."""
+    here = Path(current)
+    if here.is_absolute():
+        return recorded == current
+    return Path(recorded).parts[-len(here.parts) :] == here.parts
 
 
 def evidence_folder(
@@ -275,6 +387,6 @@ def open_store(settings: Settings, folder: Path) -> EvidenceStore:
     manifest = read_manifest(folder)
     source = manifest.source if manifest is not None else {}
     recorded = source.get("model_path") or source.get("tokenizer")
-    if recorded and Path(recorded).exists():
-        return EvidenceStore(folder, load_tokenizer(recorded))
+    if recorded and recorded_file(recorded, settings.data_dir).exists():
+        return EvidenceStore(folder, load_tokenizer(recorded_file(recorded, settings.data_dir)))
     return EvidenceStore(folder, loaders.open_tokenizer(settings))

@@ -19,6 +19,11 @@ from probes.evidence.output_side import LogitLens
 MANIFEST_VERSION = 1
 EXPLAIN, SCORE = EXPLAIN_SPLIT, SCORE_SPLIT
 SPLITS = ("explain", "score")
+# Source fields that name a model, SAE or tokenizer folder: one inside the data dir is
+# recorded relative to it, so that a data dir moved or mounted elsewhere keeps its
+# evidence (its key and its lookup). A planted spec's path stays as given: its content
+# hash (`spec_hash`) finds it again.
+PATH_FIELDS = ("model_path", "sae_path", "tokenizer")
 
 
 class EvidenceError(UserError):
@@ -91,6 +96,22 @@ def evidence_id(source: dict[str, str], corpus: str, config: EvidenceConfig) -> 
         sort_keys=True,
     )
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
+def recorded_path(path: Path, data_dir: Path) -> str:
+    """How a source records `path`: relative to `data_dir` when inside it, else as given."""
+    try:
+        inside = path.expanduser().resolve().relative_to(data_dir.expanduser().resolve())
+    except ValueError:
+        return str(path)
+    return inside.as_posix()
+
+
+def recorded_file(value: str, data_dir: Path) -> Path:
+    """The file a source's recorded path names: a relative one is inside `data_dir`
+    (manifests written before paths were recorded so hold absolute ones)."""
+    path = Path(value)
+    return path if path.is_absolute() else data_dir / path
 
 
 def read_manifest(out_dir: Path) -> EvidenceManifest | None:
