@@ -12,6 +12,11 @@ redoing finished steps only when it runs with `durability=DURABILITY` ("sync": e
 checkpoint is written before the next step starts). Measured here with SIGKILL in the
 second of three nodes: LangGraph's default "async" sometimes reran the first node or lost
 the thread's first checkpoint, and "exit" kept nothing.
+
+The savers revive only LangGraph's own safe types and the agent's state types named in
+CHECKPOINTED_TYPES: LangGraph (1.x) revives unregistered types with a warning that a
+future version will block them, which would leave runs checkpointed before an upgrade
+unable to resume.
 """
 
 from __future__ import annotations
@@ -22,9 +27,21 @@ from contextlib import asynccontextmanager, contextmanager
 from urllib.parse import urlsplit
 
 import redis
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.types import Durability
 from langgraph_checkpoint_plainredis import AsyncRedisSaver, RedisSaver
 
+from agent.state import (
+    AgentState,
+    Budget,
+    Cost,
+    Expect,
+    Experiment,
+    Explanation,
+    Hypothesis,
+    Outcome,
+    Status,
+)
 from errors import ServiceError
 from identifiers import redis_keys
 
@@ -32,6 +49,23 @@ from identifiers import redis_keys
 CHECKPOINT_PREFIX = redis_keys.CHECKPOINT
 # Pass as `durability=` to invoke/stream (and their async twins) for resumable runs.
 DURABILITY: Durability = "sync"
+# Every type of agent.state a checkpoint may hold (the graph's state is AgentState).
+CHECKPOINTED_TYPES = (
+    AgentState,
+    Hypothesis,
+    Experiment,
+    Outcome,
+    Budget,
+    Cost,
+    Explanation,
+    Status,
+    Expect,
+)
+
+
+def checkpoint_serde() -> JsonPlusSerializer:
+    """The savers' serializer: LangGraph's own, reviving only its safe types and ours."""
+    return JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINTED_TYPES)
 
 
 class CheckpointStoreError(ServiceError):
@@ -84,7 +118,7 @@ def redis_checkpointer(
 ) -> Iterator[GlossatorRedisSaver]:
     """A sync saver on the Redis at `url` (redis://, rediss:// or unix://), checked with
     PING and closed on exit. `ttl_s` expires idle threads; None keeps them forever."""
-    saver = GlossatorRedisSaver(url=url, prefix=prefix, ttl=ttl_s)
+    saver = GlossatorRedisSaver(url=url, prefix=prefix, ttl=ttl_s, serde=checkpoint_serde())
     try:
         saver.client.ping()
     except (redis.RedisError, OSError) as error:
@@ -101,7 +135,7 @@ async def async_redis_checkpointer(
     url: str, *, prefix: str = CHECKPOINT_PREFIX, ttl_s: int | None = None
 ) -> AsyncIterator[AsyncGlossatorRedisSaver]:
     """The async twin of `redis_checkpointer`; same keys, so either may resume a thread."""
-    saver = AsyncGlossatorRedisSaver(url=url, prefix=prefix, ttl=ttl_s)
+    saver = AsyncGlossatorRedisSaver(url=url, prefix=prefix, ttl=ttl_s, serde=checkpoint_serde())
     try:
         await saver.client.ping()
     except (redis.RedisError, OSError) as error:
