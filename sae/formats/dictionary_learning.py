@@ -12,8 +12,11 @@ of ours (nn.Linear weights are stored [out, in], hence the transposes):
     JumpReluAutoEncoder     relu(pre * (pre > threshold)), x as is         -> jumprelu
     GatedAutoEncoder        gate and magnitude paths sharing `encoder`     -> gated
 
-The weights are taken as saved (dictionary_learning's `from_pretrained` may rescale an
-AutoEncoder to unit decoder norms; that changes feature scales, not reconstructions).
+An AutoEncoder is read as the library's own `utils.load_dictionary` reads it:
+`AutoEncoder.from_pretrained` renormalises decoder columns to unit norm and multiplies
+the encoder's rows and bias by the old norms (trainers after the April update leave the
+norms free), so reconstructions are unchanged and feature activations are the library's.
+Other classes are taken as saved, as the library does.
 """
 
 from __future__ import annotations
@@ -58,7 +61,29 @@ class Mapped:
 
 def _autoencoder(s: Tensors, d_in: int, d_sae: int) -> Mapped:
     t = {"W_enc": s["encoder.weight"].T, "b_enc": s["encoder.bias"]}
-    return Mapped("standard", {**t, "W_dec": s["decoder.weight"].T, "b_dec": s["bias"]})
+    t |= {"W_dec": s["decoder.weight"].T, "b_dec": s["bias"]}
+    return Mapped("standard", t, notes=_unit_decoder_norms(t))
+
+
+def _unit_decoder_norms(t: Tensors) -> dict[str, Any]:
+    """Fold decoder row norms n into the encoder, in place, as dictionary_learning's
+    `AutoEncoder.normalize_decoder` does on load: W_dec / n, W_enc * n, b_enc * n.
+
+    Like the library, nothing changes when all norms are already 1 (torch.allclose).
+    Zero rows (the library fails on them) keep their scale: they decode to nothing.
+    """
+    norms = t["W_dec"].float().norm(dim=-1)
+    if torch.allclose(norms, torch.ones_like(norms)):
+        return {}
+    n = torch.where(norms > 0, norms, 1).double()
+
+    def scaled(name: str, factor: torch.Tensor) -> torch.Tensor:
+        return (t[name].double() * factor).to(t[name].dtype)
+
+    t["W_dec"] = scaled("W_dec", 1 / n[:, None])
+    t["W_enc"] = scaled("W_enc", n[None, :])
+    t["b_enc"] = scaled("b_enc", n)
+    return {"decoder_norms_folded": {"min": float(norms.min()), "max": float(norms.max())}}
 
 
 def _autoencoder_new(s: Tensors, d_in: int, d_sae: int) -> Mapped:
@@ -183,6 +208,8 @@ def load(
     main = mapped.tensors["W_enc"]
     target = parse_dtype(dtype if dtype is not None else main.dtype, config_path)
     metadata: dict[str, Any] = {"config": raw, "file": ae_path.name}
+    if "decoder_norms_folded" in mapped.notes:
+        metadata["decoder_norms_folded"] = mapped.notes.pop("decoder_norms_folded")
     if mapped.notes:
         metadata["buffers"] = mapped.notes
     cfg = make_config(

@@ -13,16 +13,13 @@ and our own metadata travels in the SAELens metadata under "glossator".
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
-from identifiers.hookpoints import hookpoint_from_name
 from sae.base import SAEConfig, SAEError, SparseAutoencoder
 from sae.formats import (
     as_int,
@@ -35,25 +32,32 @@ from sae.formats import (
     read_safetensors,
     require,
 )
+from sae.formats.saelens_names import (
+    AS_JUMPRELU,
+    CFG_FILE,
+    FORMAT_VERSION,
+    FROM_SAELENS,
+    SAVED_AS,
+    SCALER_FILE,
+    TO_SAELENS,
+    TOPK_FAMILY,
+    WEIGHTS_FILE,
+    hook_name_from_hookpoint,
+    hookpoint_from_hook_name,
+)
+from sae.formats.saelens_write import write
 
-CFG_FILE = "cfg.json"
-WEIGHTS_FILE = "sae_weights.safetensors"
-SCALER_FILE = "activation_scaler.json"  # SAELens training checkpoints: {"scaling_factor": s}
-# The version marker we write: SAELens reads configs older than 6.0 as flat legacy ones.
-FORMAT_VERSION = "6.0.0"
+__all__ = [
+    "CFG_FILE",
+    "SCALER_FILE",
+    "TO_SAELENS",
+    "WEIGHTS_FILE",
+    "hook_name_from_hookpoint",
+    "hookpoint_from_hook_name",
+    "load",
+    "write",
+]
 
-# SAELens architecture -> ours. SAELens saves trained BatchTopK/Matryoshka SAEs as
-# "jumprelu"; "batchtopk" and "matryoshka_batchtopk" are its training checkpoints.
-FROM_SAELENS = {
-    "standard": "standard",
-    "topk": "topk",
-    "jumprelu": "jumprelu",
-    "gated": "gated",
-    "batchtopk": "batchtopk",
-    "matryoshka_batchtopk": "matryoshka",
-}
-TO_SAELENS = {ours: theirs for theirs, ours in FROM_SAELENS.items()}
-TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")
 # Fields SAELens moves from a pre-6.0 flat config into `metadata` (its LLM_METADATA_KEYS).
 LEGACY_METADATA_KEYS = (
     "model_name",
@@ -90,35 +94,6 @@ CONSUMED = {
     "metadata",
     "meta",
 }
-
-# -- hook names ---------------------------------------------------------------------------
-
-_HOOK = re.compile(r"blocks\.(\d+)\.hook_(resid_post|resid_pre|mlp_out|attn_out)")
-
-
-def hookpoint_from_hook_name(hook_name: str | None) -> str | None:
-    """Our hookpoint for a TransformerLens hook name, or None when we have no such point.
-
-    blocks.N.hook_resid_post -> layers.N, hook_mlp_out -> layers.N.mlp, hook_attn_out ->
-    layers.N.attn, blocks.N.hook_resid_pre -> layers.{N-1} (the embeddings for N = 0:
-    not a hookpoint of ours).
-    """
-    match = _HOOK.fullmatch(hook_name) if isinstance(hook_name, str) else None
-    if match is None:
-        return None
-    layer, site = int(match.group(1)), match.group(2)
-    if site == "resid_pre":
-        return f"layers.{layer - 1}" if layer > 0 else None
-    return f"layers.{layer}" + {"resid_post": "", "mlp_out": ".mlp", "attn_out": ".attn"}[site]
-
-
-def hook_name_from_hookpoint(hookpoint: str | None) -> str | None:
-    parsed = hookpoint_from_name(hookpoint)
-    if parsed is None:
-        return None
-    site = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}[parsed.site]
-    return f"blocks.{parsed.layer}.hook_{site}"
-
 
 # -- loading ------------------------------------------------------------------------------
 
@@ -204,6 +179,10 @@ def _parse(
             f"{', '.join(sorted(FROM_SAELENS))} (transcoders and other variants are not supported)"
         )
     architecture = FROM_SAELENS[theirs]
+    saved_as = _saved_as(modern, theirs, source)
+    if saved_as:
+        architecture = saved_as["architecture"]
+        modern = {**modern, **{k: v for k, v in saved_as.items() if k != "architecture"}}
     _refuse_unsupported(modern, source)
     tensor_dtype = parse_dtype(
         dtype if dtype is not None else modern.get("dtype") or "float32", source
@@ -215,6 +194,7 @@ def _parse(
             sl_meta["glossator"] = glossator
         glossator = {}
     ours = dict(glossator)
+    ours.pop(SAVED_AS, None)  # read by _saved_as
     model_name = sl_meta.pop("model_name", None)
     hook_name = sl_meta.pop("hook_name", None)
     if sl_meta.get("sae_lens_version") == FORMAT_VERSION:
@@ -251,6 +231,22 @@ def _parse(
         **fields,
     )
     return cfg, tensor_dtype
+
+
+def _saved_as(modern: dict[str, Any], theirs: str, source: Path) -> dict[str, Any]:
+    """What a "jumprelu" file we saved from a BatchTopK/Matryoshka SAE was (saelens_write)."""
+    glossator = modern["metadata"].get("glossator")
+    if theirs != "jumprelu" or not isinstance(glossator, dict):
+        return {}
+    saved_as = glossator.get(SAVED_AS)
+    if saved_as is None:
+        return {}
+    if not isinstance(saved_as, dict) or saved_as.get("architecture") not in AS_JUMPRELU:
+        raise SAEError(
+            f"{source}: metadata.glossator.{SAVED_AS} must name one of "
+            f"{', '.join(AS_JUMPRELU)}, found {saved_as!r}"
+        )
+    return saved_as
 
 
 def _matryoshka_widths(modern: dict[str, Any], source: Path) -> list[int]:
@@ -297,6 +293,15 @@ def _our_tensors(
         if "threshold" in tensors:
             raise SAEError(f"{source} holds both 'threshold' and 'topk_threshold'; keep one")
         tensors["threshold"] = tensors.pop("topk_threshold")
+    threshold = tensors.get("threshold")
+    if (
+        raw.get("architecture") == "jumprelu"
+        and cfg.architecture in AS_JUMPRELU
+        and threshold is not None
+        and threshold.numel() > 0
+        and bool((threshold == threshold.flatten()[0]).all())
+    ):
+        tensors["threshold"] = threshold.flatten()[0].clone()  # our global θ, saved per feature
     for name in ("scaling_factor", "finetuning_scaling_factor"):
         if name in tensors:
             _fold_finetuning_scale(
@@ -356,102 +361,4 @@ def _fold_normalization(
         if name in tensors:
             tensors[name] = (tensors[name].double() * op).to(tensors[name].dtype)
     cfg.metadata["folded_norm_scaling_factor"] = float(factor)
-    return tensors
-
-
-# -- saving -------------------------------------------------------------------------------
-
-
-def write(sae: SparseAutoencoder, folder: Path) -> None:
-    """Write cfg.json and sae_weights.safetensors into the (new, empty) `folder`."""
-    cfg = sae.cfg
-    if cfg.architecture not in TO_SAELENS:
-        raise SAEError(
-            f"cannot save a {cfg.architecture!r} SAE in SAELens format; "
-            f"supported: {', '.join(sorted(TO_SAELENS))}"
-        )
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in sae.tensors().items()}
-    rescale = cfg.rescale_acts_by_decoder_norm
-    if rescale and cfg.architecture not in TOPK_FAMILY:
-        tensors = _fold_decoder_norm(tensors, cfg.architecture)  # SAELens has no such field
-        rescale = False
-    threshold = tensors.get("threshold")
-    if (
-        cfg.architecture in ("batchtopk", "matryoshka")
-        and threshold is not None
-        and threshold.dim() == 0
-    ):
-        tensors["topk_threshold"] = tensors.pop("threshold")  # SAELens' name for the scalar
-    out: dict[str, Any] = dict(
-        architecture=TO_SAELENS[cfg.architecture],
-        d_in=cfg.d_in,
-        d_sae=cfg.d_sae,
-        dtype=dtype_name(sae.dtype),
-        device="cpu",
-        apply_b_dec_to_input=cfg.apply_b_dec_to_input,
-        normalize_activations="none",
-        reshape_activations="none",
-        metadata=_metadata_out(cfg),
-    )
-    if cfg.architecture in TOPK_FAMILY:
-        out.update(k=cfg.k, rescale_acts_by_decoder_norm=rescale)
-    if cfg.architecture == "matryoshka":
-        out["matryoshka_widths"] = list(cfg.matryoshka_widths or [])
-    for key, value in cfg.metadata.get("saelens", {}).get("extra", {}).items():
-        out.setdefault(key, value)
-    try:
-        text = json.dumps(out, indent=2, allow_nan=False) + "\n"
-    except (TypeError, ValueError) as error:
-        raise SAEError(
-            f"cannot save: the SAE's config is not plain JSON ({error}); keep only strings, "
-            "numbers, booleans, lists and dicts in cfg.metadata"
-        ) from error
-    save_file(tensors, str(folder / WEIGHTS_FILE))
-    (folder / CFG_FILE).write_text(text, encoding="utf-8")
-
-
-def _metadata_out(cfg: SAEConfig) -> dict[str, Any]:
-    meta = dict(cfg.metadata)
-    preserved = meta.pop("saelens", {})
-    original = meta.pop("hook_name", None)
-    if original is not None and (
-        cfg.hookpoint is None or hookpoint_from_hook_name(original) == cfg.hookpoint
-    ):
-        hook_name = original
-    else:
-        hook_name = hook_name_from_hookpoint(cfg.hookpoint)
-    if hookpoint_from_hook_name(hook_name) != cfg.hookpoint:
-        meta["hookpoint"] = cfg.hookpoint  # not derivable from hook_name: keep it ourselves
-    out = dict(preserved.get("metadata", {}))
-    out.update(model_name=cfg.model_name, hook_name=hook_name)
-    out.setdefault("sae_lens_version", FORMAT_VERSION)
-    if meta:
-        out["glossator"] = meta
-    return out
-
-
-def _fold_decoder_norm(
-    tensors: dict[str, torch.Tensor], architecture: str
-) -> dict[str, torch.Tensor]:
-    """The same function without rescale_acts_by_decoder_norm, for SAELens' standard,
-    jumprelu and gated SAEs (which lack the field): with n = ||W_dec[i]||, the rescaled
-    pre-activations are those of W_enc * n, b_enc * n (gated: r_mag + log n, b_mag * n),
-    and f / n @ W_dec = f @ (W_dec / n). JumpReLU thresholds already apply to them."""
-    tensors = dict(tensors)
-    norms = tensors["W_dec"].double().norm(dim=-1)
-    if not bool((norms > 0).all()):
-        raise SAEError(
-            "cannot save: rescale_acts_by_decoder_norm is set and some decoder rows are zero"
-        )
-
-    def scaled(name: str, factor: torch.Tensor) -> None:
-        tensors[name] = (tensors[name].double() * factor).to(tensors[name].dtype)
-
-    scaled("W_dec", 1 / norms[:, None])
-    if architecture == "gated":
-        scaled("b_mag", norms)
-        tensors["r_mag"] = (tensors["r_mag"].double() + norms.log()).to(tensors["r_mag"].dtype)
-    else:
-        scaled("W_enc", norms[None, :])
-        scaled("b_enc", norms)
     return tensors

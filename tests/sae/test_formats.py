@@ -615,6 +615,8 @@ def param_state(seed: int) -> dict[str, torch.Tensor]:
 
 def test_dl_autoencoder(tmp_path: Path) -> None:
     s = {**linear_state(500), "bias": rand(D_IN, seed=504)}
+    # Unit decoder columns: read as saved (other norms: tests/sae/test_formats_peers.py).
+    s["decoder.weight"] = s["decoder.weight"] / s["decoder.weight"].norm(dim=0)
     sae = load_sae(write_dl(tmp_path / "ae", "AutoEncoder", s))
     assert (sae.cfg.architecture, sae.cfg.hookpoint) == ("standard", "layers.3")
     assert sae.cfg.model_name == "EleutherAI/pythia-70m-deduped"

@@ -1,0 +1,247 @@
+"""glossator against the peer libraries' own math, on files written in their formats.
+
+Each peer's formula is written out here from its source (cited per test), never
+imported: the peers are not installed in this environment. float32, compared to 1e-5.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sae import SAEConfig, build_sae, load_sae, save_sae
+from sae.architectures import BatchTopKSAE
+
+D_IN, D_SAE, K = 8, 32, 4
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal to 1e-5 (float32), the issue's bar for agreeing with a peer library."""
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def rand(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+def inputs(n: int = 16, seed: int = 99) -> torch.Tensor:
+    return rand(n, D_IN, seed=seed, scale=2.0)
+
+
+# == dictionary_learning: AutoEncoder decoder renormalisation ===========================
+
+
+def write_dl_autoencoder(folder: Path, state: dict[str, torch.Tensor]) -> Path:
+    """ae.pt + config.json as dictionary_learning's trainers save them."""
+    folder.mkdir(parents=True)
+    trainer = {
+        "trainer_class": "StandardTrainerAprilUpdate",
+        "dict_class": "AutoEncoder",
+        "activation_dim": D_IN,
+        "dict_size": D_SAE,
+        "lm_name": "EleutherAI/pythia-70m-deduped",
+        "submodule_name": "resid_post_layer_3",
+    }
+    (folder / "config.json").write_text(json.dumps({"trainer": trainer}))
+    torch.save(state, folder / "ae.pt")
+    return folder
+
+
+def dl_load_dictionary(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """saprmarks/dictionary_learning, dictionary.py: `AutoEncoder.from_pretrained`
+    (normalize_decoder=True, what utils.load_dictionary calls) -> `normalize_decoder`."""
+    s = {name: t.clone() for name, t in state.items()}
+    norms = torch.norm(s["decoder.weight"], dim=0)
+    if torch.allclose(norms, torch.ones_like(norms)):
+        return s
+    s["decoder.weight"] /= norms
+    s["encoder.weight"] *= norms[:, None]
+    s["encoder.bias"] *= norms
+    return s
+
+
+def dl_encode(s: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """AutoEncoder.encode: ReLU(encoder(x - bias))."""
+    return torch.relu((x - s["bias"]) @ s["encoder.weight"].T + s["encoder.bias"])
+
+
+def dl_decode(s: dict[str, torch.Tensor], f: torch.Tensor) -> torch.Tensor:
+    """AutoEncoder.decode: decoder(f) + bias."""
+    return f @ s["decoder.weight"].T + s["bias"]
+
+
+def test_dl_autoencoder_activations_match_load_dictionary(tmp_path: Path) -> None:
+    """Decoder column norms 0.27-0.38 (as a StandardTrainerAprilUpdate run leaves them):
+    feature activations are those of the library's loader, not of the raw weights."""
+    w_dec = rand(D_IN, D_SAE, seed=1)
+    norms = torch.linspace(0.27, 0.38, D_SAE)
+    state = {
+        "bias": rand(D_IN, seed=2, scale=0.5),
+        "encoder.weight": rand(D_SAE, D_IN, seed=3),
+        "encoder.bias": rand(D_SAE, seed=4, scale=0.1),
+        "decoder.weight": w_dec / w_dec.norm(dim=0) * norms,
+    }
+    sae = load_sae(write_dl_autoencoder(tmp_path / "ae", state))
+    theirs = dl_load_dictionary(state)
+    x = inputs()
+    codes = dl_encode(theirs, x)
+    assert int((codes > 0).sum()) > 0
+    close(sae.encode(x), codes)
+    close(sae(x), dl_decode(theirs, codes))
+    # Reconstructions are those of the raw weights too: only the feature scale moved.
+    close(sae(x), dl_decode(state, dl_encode(state, x)))
+    assert (dl_encode(state, x) - codes).abs().max() > 0.1  # the raw scales differ
+    close(sae.W_dec.norm(dim=-1), torch.ones(D_SAE))
+    folded = sae.cfg.metadata["dictionary_learning"]["decoder_norms_folded"]
+    assert folded["min"] == pytest.approx(0.27, abs=1e-4)
+
+
+def test_dl_autoencoder_with_unit_norms_is_read_as_saved(tmp_path: Path) -> None:
+    w_dec = rand(D_IN, D_SAE, seed=11)
+    state = {
+        "bias": rand(D_IN, seed=12),
+        "encoder.weight": rand(D_SAE, D_IN, seed=13),
+        "encoder.bias": rand(D_SAE, seed=14),
+        "decoder.weight": w_dec / w_dec.norm(dim=0),
+    }
+    sae = load_sae(write_dl_autoencoder(tmp_path / "ae", state))
+    assert torch.equal(sae.W_enc, state["encoder.weight"].T)
+    assert "decoder_norms_folded" not in sae.cfg.metadata["dictionary_learning"]
+
+
+# == SAELens: what its inference loader makes of the folders we save =====================
+
+# sae_lens/__init__.py: register_sae_class(...) names (SAE.load_from_disk looks them up).
+SAELENS_INFERENCE_ARCHITECTURES = {
+    "standard",
+    "gated",
+    "topk",
+    "jumprelu",
+    "transcoder",
+    "skip_transcoder",
+    "jumprelu_transcoder",
+}
+
+
+# sae_lens/saes/sae.py SAEConfig: the fields JumpReLUSAEConfig.from_dict keeps.
+JUMPRELU_CONFIG_FIELDS = {
+    "d_in",
+    "d_sae",
+    "dtype",
+    "device",
+    "apply_b_dec_to_input",
+    "normalize_activations",
+    "reshape_activations",
+    "metadata",
+}
+
+
+def saelens_load_jumprelu(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """SAE.load_from_disk for a SAELens >= 6 folder, as far as it decides anything:
+    the architecture must be registered, the config is filtered to the class's fields,
+    and JumpReLUSAE.load_state_dict is strict (exact names and shapes)."""
+    cfg = json.loads((folder / "cfg.json").read_text())
+    assert int(cfg["metadata"]["sae_lens_version"].split(".")[0]) >= 6
+    assert cfg["architecture"] in SAELENS_INFERENCE_ARCHITECTURES, cfg["architecture"]
+    assert cfg["architecture"] == "jumprelu"
+    kept = {k: v for k, v in cfg.items() if k in JUMPRELU_CONFIG_FIELDS}
+    assert kept["normalize_activations"] == "none" and kept["reshape_activations"] == "none"
+    state = load_file(folder / "sae_weights.safetensors")
+    d_in, d_sae = kept["d_in"], kept["d_sae"]
+    shapes = {
+        "W_enc": (d_in, d_sae),
+        "W_dec": (d_sae, d_in),
+        "b_enc": (d_sae,),
+        "b_dec": (d_in,),
+        "threshold": (d_sae,),
+    }
+    assert {name: tuple(t.shape) for name, t in state.items()} == shapes
+    return kept, state
+
+
+def saelens_jumprelu_encode(
+    cfg: dict[str, Any], s: dict[str, torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    """sae_lens/saes/jumprelu_sae.py JumpReLUSAE.encode (process_sae_in subtracts b_dec
+    when apply_b_dec_to_input): ReLU(pre) * (pre > threshold)."""
+    sae_in = x - s["b_dec"] * cfg["apply_b_dec_to_input"]
+    hidden_pre = sae_in @ s["W_enc"] + s["b_enc"]
+    return torch.relu(hidden_pre) * (hidden_pre > s["threshold"]).to(hidden_pre.dtype)
+
+
+def saelens_jumprelu_decode(s: dict[str, torch.Tensor], f: torch.Tensor) -> torch.Tensor:
+    """JumpReLUSAE.decode: f @ W_dec + b_dec."""
+    return f @ s["W_dec"] + s["b_dec"]
+
+
+def trained_like(architecture: str, rescale: bool, seed: int) -> BatchTopKSAE:
+    cfg = SAEConfig(
+        architecture=architecture,
+        d_in=D_IN,
+        d_sae=D_SAE,
+        k=K,
+        matryoshka_widths=[8, D_SAE] if architecture == "matryoshka" else None,
+        rescale_acts_by_decoder_norm=rescale,
+        hookpoint="layers.2",
+        model_name="SmolLM2-135M",
+    )
+    sae = build_sae(cfg)
+    assert isinstance(sae, BatchTopKSAE)  # Matryoshka is one too
+    sae.init_weights(seed=seed)
+    with torch.no_grad():
+        for i, tensor in enumerate(sae.tensors().values()):
+            if tensor.dim() > 0:
+                tensor.add_(rand(*tensor.shape, seed=seed + 10 + i, scale=0.3))
+    sae.train()  # a threshold as training leaves it: the mean of kept minima
+    for batch in range(3):
+        sae.update_threshold_(sae.encode_sparse(inputs(seed=seed + batch)))
+    sae.eval()
+    return sae
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+@pytest.mark.parametrize("architecture", ["batchtopk", "matryoshka"])
+def test_batchtopk_family_is_saved_as_saelens_saves_it(
+    tmp_path: Path, architecture: str, rescale: bool
+) -> None:
+    """sae_lens/saes/batchtopk_sae.py: BatchTopK (and Matryoshka, its subclass) training
+    SAEs are saved for inference as JumpReLU (get_inference_config_class), with
+    threshold = ones_like(b_enc) * topk_threshold, decoder norms folded when rescaled."""
+    sae = trained_like(architecture, rescale, seed=40)
+    assert float(sae.threshold) > 0
+    folder = save_sae(sae, tmp_path / architecture)
+    cfg, state = saelens_load_jumprelu(folder)
+    close(state["threshold"], sae.threshold.expand(D_SAE))
+    x = inputs(seed=7)
+    codes = saelens_jumprelu_encode(cfg, state, x)
+    ours = sae.encode(x)
+    assert int((ours > 0).sum()) > 0
+    close(codes, ours)  # rescaled: SAELens folds the norms
+    close(saelens_jumprelu_decode(state, codes), sae(x))
+    # glossator reads its own file back as the architecture it saved.
+    back = load_sae(folder)
+    assert isinstance(back, BatchTopKSAE)
+    assert (back.cfg.architecture, back.cfg.k) == (architecture, K)
+    assert back.cfg.matryoshka_widths == sae.cfg.matryoshka_widths
+    assert back.threshold.dim() == 0
+    close(back.encode(x), ours)
+    close(back(x), sae(x))
+    assert "saved_as_jumprelu" not in back.cfg.metadata
+
+
+def test_topk_still_round_trips_exactly(tmp_path: Path) -> None:
+    cfg = SAEConfig(architecture="topk", d_in=D_IN, d_sae=D_SAE, k=K, hookpoint="layers.2")
+    sae = build_sae(cfg)
+    sae.init_weights(seed=5)
+    folder = save_sae(sae, tmp_path / "topk")
+    assert json.loads((folder / "cfg.json").read_text())["architecture"] == "topk"
+    back = load_sae(folder)
+    assert back.cfg.metadata.pop("hook_name") == "blocks.2.hook_resid_post"
+    assert back.cfg == sae.cfg
+    for name, tensor in sae.tensors().items():
+        assert torch.equal(back.tensors()[name], tensor), name
