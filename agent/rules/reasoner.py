@@ -15,7 +15,7 @@ import numpy as np
 
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.rules.generalize import unseen_member_tests
-from agent.rules.hypotheses import RIVALS, evidence_data, hypotheses_from, labeled
+from agent.rules.hypotheses import RIVALS, evidence_data, hypotheses_from
 from agent.rules.offload import Offload
 from agent.rules.pool_index import PoolIndex
 from agent.rules.senses import split_predicate, unrelated_parts
@@ -27,9 +27,10 @@ from agent.rules.synthesis import (
     synthesize,
     synthesize_many,
 )
+from agent.rules.tiers import tiered
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from lexicon.embeddings import Embed, MiniLMEmbedder
-from predicates.language import AnyOf, Predicate, Tiered, TokenView, as_dict, from_dict
+from predicates.language import AnyOf, Predicate, TokenView, as_dict, from_dict
 from probes.evidence.store import FeatureEvidence
 
 MAX_TEST_CHARS = 200
@@ -38,7 +39,6 @@ DECIDE = 2  # consistent tests needed to confirm or refute (as in SAGE)
 MOSTLY = 0.75  # share of agreeing tests that confirms despite a miss
 MAX_REFINES = 2  # rewordings of one hypothesis
 REFINED_KEPT = 256  # re-syntheses remembered (oldest dropped first)
-STRONG_SHARE = 0.5  # of a part's firings that reach the threshold, to call it strong
 
 
 @dataclass
@@ -227,7 +227,7 @@ class RulesReasoner:
         if self.embed is not None:  # off the event loop: the first call loads a model
             predicate, polysemantic = await asyncio.to_thread(self._senses, predicate, data)
         parts = predicate.parts if isinstance(predicate, AnyOf) else (predicate,)
-        if not polysemantic and len(parts) > 1:
+        if not polysemantic:
             predicate = tiered(parts, evidence, state.threshold)
         return Conclusion(
             text=_sentence(predicate, parts, polysemantic=polysemantic),
@@ -244,33 +244,6 @@ class RulesReasoner:
         assert self.embed is not None
         split = split_predicate(predicate, data, self.embed)
         return split, split is not predicate or unrelated_parts(split, data, self.embed)
-
-
-def tiered(parts: Sequence[Predicate], evidence: FeatureEvidence, threshold: float) -> Predicate:
-    """The parts of an "or" as strength tiers when they differ: those whose firings in
-    the evidence mostly reach the firing threshold are strong, the rest weak. It fires
-    on the same tokens as the "or"; only the levels it predicts differ."""
-    examples = evidence.top + [e for b in evidence.quantiles for e in b.examples]
-    fired = labeled(examples)
-    strong_labels = [tuple(a >= threshold > 0 for a in e.acts) for e in examples]
-    strong: list[Predicate] = []
-    weak: list[Predicate] = []
-    for part in parts:
-        hits = strong_hits = 0
-        for item, strong_row in zip(fired, strong_labels, strict=True):
-            for on, label, is_strong in zip(
-                item.verdicts(part), item.labels, strong_row, strict=True
-            ):
-                hits += on and label
-                strong_hits += on and is_strong
-        (strong if hits and strong_hits >= STRONG_SHARE * hits else weak).append(part)
-    if not strong or not weak:
-        return _any_of(list(parts))
-    return Tiered(strong=_any_of(strong), weak=_any_of(weak))
-
-
-def _any_of(parts: list[Predicate]) -> Predicate:
-    return parts[0] if len(parts) == 1 else AnyOf(parts=tuple(parts))
 
 
 def _sentence(predicate: Predicate, parts: Sequence[Predicate], polysemantic: bool) -> str:

@@ -89,7 +89,7 @@ def test_tiers_give_levels() -> None:
 
 
 def test_an_or_whose_parts_fire_at_different_strengths_concludes_as_tiers() -> None:
-    from agent.rules.reasoner import tiered
+    from agent.rules.tiers import tiered
     from predicates.language import AnyOf, WordIn
     from probes.evidence.store import Example, FeatureEvidence, FeatureStatistics
 

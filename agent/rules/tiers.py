@@ -1,0 +1,114 @@
+"""Strength tiers: which parts of a concluded predicate the feature fires on strongly,
+and which only weakly. Real features have a core and a periphery; a predicate judge
+simulates the two levels, and writes its generative test texts from the core only.
+
+A part is strong when most of its firings in the evidence reach the firing threshold
+and, for the words a list names, when the word fires on most of its occurrences over
+the whole explain split (the evidence's token firing table): a word the feature fires
+on strongly once in a hundred occurrences writes texts it does not fire on. Lists are
+tiered word by word, so one list can give words to both tiers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from agent.rules.hypotheses import labeled
+from predicates.base import _Listed, normal
+from predicates.language import AnyOf, Predicate, Tiered, TokenIn
+from predicates.lexical import LemmaIn
+from probes.evidence.store import FeatureEvidence
+
+STRONG_SHARE = 0.5  # of a part's firings that reach the threshold, to call it strong
+STRONG_PRECISION = 0.5  # of a strong token's occurrences the feature fires on
+
+
+def tiered(parts: Sequence[Predicate], evidence: FeatureEvidence, threshold: float) -> Predicate:
+    """The parts of an "or" (and the words of its lists) as strength tiers when they
+    differ. It fires on the same tokens as the "or"; only the levels it predicts differ."""
+    examples = evidence.top + [e for b in evidence.quantiles for e in b.examples]
+    fired = labeled(examples)
+    strong_rows = [tuple(a >= threshold > 0 for a in e.acts) for e in examples]
+    precision = _token_precision(evidence)
+    strong: list[Predicate] = []
+    weak: list[Predicate] = []
+    for part in parts:
+        for piece in _pieces(part):
+            hits = strong_hits = 0
+            for item, strong_row in zip(fired, strong_rows, strict=True):
+                for on, label, is_strong in zip(
+                    item.verdicts(piece), item.labels, strong_row, strict=True
+                ):
+                    hits += on and label
+                    strong_hits += on and is_strong
+            reliable = precision.get(_token_key(piece), 1.0) >= STRONG_PRECISION
+            is_strong = hits > 0 and strong_hits >= STRONG_SHARE * hits and reliable
+            (strong if is_strong else weak).append(piece)
+    if not strong or not weak:
+        return any_of(list(parts))
+    return Tiered(strong=any_of(_joined(strong)), weak=any_of(_joined(weak)))
+
+
+def any_of(parts: list[Predicate]) -> Predicate:
+    return parts[0] if len(parts) == 1 else AnyOf(parts=tuple(parts))
+
+
+def _pieces(part: Predicate) -> list[Predicate]:
+    """A list as one single-word list per word; any other part as itself."""
+    if isinstance(part, _Listed):
+        return [part.model_copy(update={"words": (w,)}) for w in part.words]
+    if isinstance(part, LemmaIn):
+        return [part.model_copy(update={"lemmas": (w,)}) for w in part.lemmas]
+    return [part]
+
+
+def _joined(pieces: list[Predicate]) -> list[Predicate]:
+    """Single-word lists of the same kind joined back into one list, in order."""
+    words: dict[tuple[str, bool], list[str]] = defaultdict(list)
+    out: list[Predicate] = []
+    for piece in pieces:
+        key = _list_kind(piece)
+        if key is None or key not in words:
+            out.append(piece)
+        if key is not None:
+            words[key].extend(_words(piece))
+    return [p if (k := _list_kind(p)) is None else _with_words(p, tuple(words[k])) for p in out]
+
+
+def _list_kind(piece: Predicate) -> tuple[str, bool] | None:
+    if isinstance(piece, _Listed):
+        return piece.kind, piece.case_sensitive
+    if isinstance(piece, LemmaIn):
+        return piece.kind, False
+    return None
+
+
+def _words(piece: Predicate) -> tuple[str, ...]:
+    if isinstance(piece, LemmaIn):
+        return piece.lemmas
+    return piece.words if isinstance(piece, _Listed) else ()
+
+
+def _with_words(piece: Predicate, words: tuple[str, ...]) -> Predicate:
+    field = "lemmas" if isinstance(piece, LemmaIn) else "words"
+    return piece.model_copy(update={field: words})
+
+
+def _token_key(piece: Predicate) -> str | None:
+    """The token a one-token list names, as the firing table is keyed; else None."""
+    if isinstance(piece, TokenIn) and not piece.case_sensitive and len(piece.words) == 1:
+        return piece.words[0]
+    return None
+
+
+def _token_precision(evidence: FeatureEvidence) -> dict[str | None, float]:
+    """P(fires | token) over the whole explain split, per normalised token, for the
+    tokens of the evidence's firing table (its forms pooled: " Hard" and "hard")."""
+    fires: dict[str | None, int] = defaultdict(int)
+    seen: dict[str | None, int] = defaultdict(int)
+    for row in evidence.token_firing or []:
+        key = normal(row.token)
+        fires[key] += row.fires
+        seen[key] += row.occurrences
+    return {k: fires[k] / seen[k] for k in fires if seen[k]}

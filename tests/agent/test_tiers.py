@@ -1,0 +1,56 @@
+"""Strength tiers split lists word by word, and keep out of the strong tier the words
+the feature fires on only in a few of their occurrences (the judge writes its
+generative texts from the strong tier)."""
+
+from __future__ import annotations
+
+from agent.rules.tiers import tiered
+from predicates.language import TokenIn, Tiered, TokenView
+from probes.evidence.store import Example, FeatureEvidence, FeatureStatistics, TokenFiring
+
+
+def _example(tokens: list[str], acts: list[float]) -> Example:
+    return Example(
+        context=0, text_index=0, start=0, token_ids=[0] * len(tokens),
+        tokens=tokens, acts=acts, max_act=max(acts),
+    )  # fmt: skip
+
+
+def _evidence(examples: list[Example], firing: list[TokenFiring] | None = None) -> FeatureEvidence:
+    stats = FeatureStatistics(
+        fired_tokens=len(examples), tokens=3 * len(examples), density=0.3, mean_act=5.0,
+        max_act=9.0, hist_counts=[], hist_edges=[],
+    )  # fmt: skip
+    return FeatureEvidence(
+        feature=0, evidence_id="x", stats=stats, top=examples, quantiles=[],
+        non_activating=[], promoted=None, suppressed=None, similar=None, token_firing=firing,
+    )  # fmt: skip
+
+
+STRONG_DOG = [_example([" the", " dog", " ran"], [0.0, 9.0, 0.0])] * 3
+WEAK_CAT = [_example([" a", " cat", " sat"], [0.0, 2.0, 0.0])] * 3
+
+
+def test_a_list_is_tiered_word_by_word() -> None:
+    listed = TokenIn(words=("cat", "dog", "fox"))
+    fox = [_example([" a", " fox", " hid"], [0.0, 8.0, 0.0])] * 2
+    found = tiered((listed,), _evidence(STRONG_DOG + WEAK_CAT + fox), threshold=4.5)
+    assert found == Tiered(strong=TokenIn(words=("dog", "fox")), weak=TokenIn(words=("cat",)))
+    view = TokenView.of([" cat", " and", " fox"])
+    assert found.evaluate(view) == listed.evaluate(view)  # the same tokens, other levels
+
+
+def test_a_strong_word_that_rarely_fires_over_the_split_is_weak() -> None:
+    listed = TokenIn(words=("dog", "fox"))
+    fox = [_example([" a", " fox", " hid"], [0.0, 8.0, 0.0])] * 2
+    firing = [
+        TokenFiring(token=" dog", token_id=1, fires=40, occurrences=50),
+        TokenFiring(token=" fox", token_id=2, fires=5, occurrences=500),  # fires on 1%
+    ]
+    found = tiered((listed,), _evidence(STRONG_DOG + fox, firing), threshold=4.5)
+    assert found == Tiered(strong=TokenIn(words=("dog",)), weak=TokenIn(words=("fox",)))
+
+
+def test_a_list_whose_words_fire_alike_stays_whole() -> None:
+    listed = TokenIn(words=("dog", "cat"))
+    assert tiered((listed,), _evidence(STRONG_DOG + WEAK_CAT), threshold=1.0) == listed
