@@ -20,7 +20,6 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,7 @@ from rich.console import Console
 from rich.progress import Progress
 from torch import nn
 
-from probes.hookpoints import hookpoint_module, parse_hookpoint
+from probes.hookpoints import attach, hookpoint_width, parse_hookpoint
 from probes.model import SubjectModel
 from probes.tokenization import Overflow, TokenBatch, tokenize_batch
 from sae.base import SparseAutoencoder
@@ -60,30 +59,30 @@ class SpliceLosses:
 def spliced(
     model: nn.Module, hookpoint: str, valid_BT: torch.Tensor, replace: Replace
 ) -> Iterator[None]:
-    """Within the block, the hookpoint's output at `valid_BT` positions is `replace(x)`.
+    """Within the block, the hookpoint's tensor at `valid_BT` positions is `replace(x)`.
 
-    `valid_BT` must have the shape of the next forward's input ids. A tuple output
-    (attention modules) has its first element replaced; other positions stay untouched.
+    `valid_BT` must have the shape of the next forward's input ids; other positions stay
+    untouched. Every hookpoint can be written: a module's output or input is swapped,
+    and `resid_mid` through what attention adds (see `probes.hookpoints.attach`).
     """
-    module = hookpoint_module(model, parse_hookpoint(model, hookpoint))
 
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-        hidden_BTD = output[0] if isinstance(output, tuple) else output
+    def write(hidden_BTD: torch.Tensor) -> torch.Tensor:
         if hidden_BTD.shape[:2] != valid_BT.shape:
             raise RuntimeError(
                 f"splice mask {tuple(valid_BT.shape)} does not match the hookpoint's "
-                f"output {tuple(hidden_BTD.shape)}"
+                f"activations {tuple(hidden_BTD.shape)}"
             )
         mask_BT = valid_BT.to(hidden_BTD.device)
         new_BTD = hidden_BTD.clone()
         new_BTD[mask_BT] = replace(hidden_BTD[mask_BT]).to(hidden_BTD.dtype)
-        return (new_BTD, *output[1:]) if isinstance(output, tuple) else new_BTD
+        return new_BTD
 
-    handle = module.register_forward_hook(hook)
+    handles = attach(model, parse_hookpoint(model, hookpoint), write)
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def sae_replacement(sae: SparseAutoencoder, stats: ReconstructionStats | None = None) -> Replace:
@@ -154,11 +153,12 @@ def splice_losses(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    parse_hookpoint(subject.model, hookpoint)  # a bad name fails before any work
-    if sae.d_in != subject.d_model:
+    width = hookpoint_width(subject.model, hookpoint)  # a bad name fails before any work
+    if sae.d_in != width:
         raise ValueError(
-            f"the SAE reads {sae.d_in}-wide activations but {subject.name} has "
-            f"d_model={subject.d_model}; use an SAE trained on this model"
+            f"the SAE reads {sae.d_in}-wide activations but {hookpoint} of {subject.name} "
+            f"is {width} wide (d_model={subject.d_model}); use an SAE trained on this model and "
+            "hookpoint"
         )
     batch = tokenize_batch(
         subject.tokenizer,

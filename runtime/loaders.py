@@ -94,10 +94,20 @@ def open_sae(settings: Settings, subject: SubjectModel) -> SparseAutoencoder:
 
 def sae_hookpoint(settings: Settings, sae: SparseAutoencoder, explicit: str | None = None) -> str:
     """Where to read `sae`: `explicit` if given (warned when it differs from the SAE's own
-    hookpoint), else the hookpoint recorded in the SAE, else the configured one."""
+    hookpoint), else the hookpoint recorded in the SAE, else a hookpoint the user set
+    (GLOSSATOR_HOOKPOINT). An SAE that records none is never run at the default one."""
+    from sae.base import SAEError
+
     own = sae.cfg.hookpoint
     if explicit is not None:
         if own and explicit != own:
             log.warning("reading the SAE at %s, but it was trained on %s", explicit, own)
         return explicit
-    return own or settings.hookpoint
+    if own:
+        return own
+    if "hookpoint" not in settings.model_fields_set:
+        raise SAEError(
+            f"the SAE at {sae_path(settings)} does not record the hookpoint it was trained "
+            "on; set GLOSSATOR_HOOKPOINT to it (e.g. layers.6, layers.6.mlp)"
+        )
+    return settings.hookpoint

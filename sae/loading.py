@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from identifiers.hookpoints import UnknownHookNameError, resolve_hook_name
 from sae.base import SAEError, SparseAutoencoder
 from sae.formats import dictionary_learning, saelens, sparsify
 
@@ -97,7 +98,22 @@ def load_sae(
         "dictionary_learning": dictionary_learning.load,
     }[fmt]
     sae = reader(target, device, dtype, expected_d_in)
+    _resolve_hookpoint(sae, target)
     return sae.eval()
+
+
+def _resolve_hookpoint(sae: SparseAutoencoder, source: Path) -> None:
+    """Set the SAE's hookpoint from the name its files record (ours, or SAELens'
+    `hook_name`), or refuse it: a dictionary must never read a tensor it was not trained
+    on, so a name we cannot map is an error, never None that later becomes the default."""
+    cfg = sae.cfg
+    recorded = cfg.hookpoint if cfg.hookpoint is not None else cfg.metadata.get("hook_name")
+    if recorded is None:
+        return
+    try:
+        cfg.hookpoint = resolve_hook_name(str(recorded))
+    except UnknownHookNameError as error:
+        raise SAEError(f"{source}: the SAE was trained on an {error}") from error
 
 
 def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:

@@ -18,7 +18,7 @@ TEXTS = [
 
 def test_default_model_shape(default_model: Any) -> None:
     assert default_model.d_model == 576
-    assert len(hookpoint_names(default_model.model)) == 30 * 3
+    assert len(hookpoint_names(default_model.model)) == 1 + 30 * 6
     assert default_model.model.config.vocab_size == 49152
 
 

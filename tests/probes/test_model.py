@@ -19,7 +19,7 @@ def test_loads_from_a_saved_folder(tiny_llama: Any) -> None:
     assert tiny_llama.d_model == 32
     assert tiny_llama.device.type == "cpu"
     assert not tiny_llama.model.training
-    assert len(hookpoint_names(tiny_llama.model)) == 4 * 3
+    assert len(hookpoint_names(tiny_llama.model)) == 1 + 4 * 6  # embed, 6 sites per block
 
 
 def test_missing_or_wrong_paths_say_what_to_fix(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_missing_or_wrong_paths_say_what_to_fix(tmp_path: Path) -> None:
         load_model(tmp_path / "weights.bin")
 
 
-@pytest.mark.parametrize("name", ["layers.9", "layer.1", "layers.1.mlp2", "embed"])
+@pytest.mark.parametrize("name", ["layers.9", "layer.1", "layers.1.mlp2", "embeddings"])
 def test_unknown_hookpoint_lists_valid_ones(tiny_llama: Any, name: str) -> None:
     with pytest.raises(UnknownHookpointError, match=r"layers\.N.*0\.\.3"):
         ActivationReader(tiny_llama, [name])
