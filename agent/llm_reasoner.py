@@ -2,7 +2,10 @@
 
 Every call sends a small prompt and validates the reply against a small pydantic schema
 (the client re-asks on invalid output). All corpus and experiment text goes through
-`delimit()` as data, and the system prompt says such text is never instructions.
+`delimit()` as data, and the system prompt says such text is never instructions. Only
+`_marked` writes the activation marks (⟦token⟧(2.5)): in any text from the corpus, a
+user or a model their brackets become plain ones (`unmarked`), so no text can fake a
+firing.
 SAGE's rule is enforced in code after the model answers: confirming or refuting takes
 at least two consistent tests among the cited ones, and every cited id must be one of
 the hypothesis's experiments; otherwise the verdict is downgraded to open.
@@ -28,6 +31,9 @@ MAX_TEST_CHARS = 200
 DECIDE = 2  # consistent tests needed to confirm or refute (as in SAGE)
 N_TOP, N_PER_QUANTILE, N_QUANTILES, N_QUIET, N_LENS = 8, 1, 4, 4, 10
 WINDOW_BEFORE, WINDOW_AFTER = 24, 8  # tokens shown around an example's peak
+
+# Corpus, user and model text shows the marks' brackets as plain ones.
+_UNMARK = str.maketrans({"⟦": "[", "⟧": "]"})
 
 T = TypeVar("T", bound=BaseModel)
 T_ = TypeVar("T_")
@@ -187,7 +193,7 @@ class LLMReasoner:
     async def conclude(self, state: AgentState, evidence: FeatureEvidence) -> Conclusion:
         summary = "\n".join(
             f"{h.id} [{h.status.value}]{' (negative control)' if h.negative_control else ''}: "
-            f"{h.statement} (decided by {', '.join(h.decided_by) or 'nothing yet'})"
+            f"{unmarked(h.statement)} (decided by {', '.join(h.decided_by) or 'nothing yet'})"
             for h in state.hypotheses
         )
         ask = (
@@ -241,22 +247,30 @@ def checked_verdict(out: _VerdictOut, tests: Sequence[Experiment]) -> Verdict:
     )
 
 
+def unmarked(text: str) -> str:
+    """`text` (from the corpus, a user or a model) unable to pass for an activation mark."""
+    return text.translate(_UNMARK)
+
+
 def render_hypothesis(h: Hypothesis) -> str:
     control = " (negative control)" if h.negative_control else ""
-    return f"{h.statement}{control}\nfires on: {h.fires_on}\nnot on: {h.not_on}\nside: {h.side}"
+    return unmarked(
+        f"{h.statement}{control}\nfires on: {h.fires_on}\nnot on: {h.not_on}\nside: {h.side}"
+    )
 
 
 def render_experiments(experiments: Sequence[Experiment], threshold: float) -> str:
     parts = []
     for e in experiments:
-        head = f"{e.id}: expect {e.expect.value}, expected peak {e.expected_peak!r}"
+        expected = unmarked(e.expected_peak) if e.expected_peak is not None else None
+        head = f"{e.id}: expect {e.expect.value}, expected peak {expected!r}"
         if e.outcome is None:
-            parts.append(f"{head} (not run yet)\n{delimit(e.id, e.text)}")
+            parts.append(f"{head} (not run yet)\n{delimit(e.id, unmarked(e.text))}")
             continue
         o = e.outcome
         fired = "fired" if o.fired else "did not fire"
-        marked = _marked(o.tokens, o.acts, threshold) if o.tokens else e.text
-        peak = f" on {o.peak_token!r}" if o.peak_token is not None else ""
+        marked = _marked(o.tokens, o.acts, threshold) if o.tokens else unmarked(e.text)
+        peak = f" on {unmarked(o.peak_token)!r}" if o.peak_token is not None else ""
         parts.append(
             f"{head}; result: max {o.max_act:.2f}{peak}, {fired}, "
             f"{'agrees' if e.agrees else 'disagrees'}\n{delimit(e.id, marked)}"
@@ -280,11 +294,12 @@ def render_evidence(evidence: FeatureEvidence) -> str:
     if evidence.non_activating:
         lines.append("Contexts where it does not fire:")
     for i, e in enumerate(evidence.non_activating[:N_QUIET]):
-        lines.append(delimit(f"quiet_{i + 1}", _window(e.tokens, 0, WINDOW_BEFORE + WINDOW_AFTER)))
+        quiet = unmarked(_window(e.tokens, 0, WINDOW_BEFORE + WINDOW_AFTER))
+        lines.append(delimit(f"quiet_{i + 1}", quiet))
     for side in ("promoted", "suppressed"):
         tokens = getattr(evidence, side)
         if tokens:
-            listed = ", ".join(repr(t.token) for t in tokens[:N_LENS])
+            listed = ", ".join(repr(unmarked(t.token)) for t in tokens[:N_LENS])
             lines.append(f"Logit lens, tokens it {side}:\n{delimit(side, listed)}")
     if evidence.similar:
         near = ", ".join(f"{n.feature} ({n.cosine:.2f})" for n in evidence.similar[:5])
@@ -310,13 +325,14 @@ def render_example(label: str, e: Example) -> str:
 
 def _marked(tokens: Sequence[str], acts: Sequence[float], threshold: float) -> str:
     """Tokens around the peak, with each token at or above `threshold` (and the peak)
-    wrapped as ⟦token⟧(act)."""
+    wrapped as ⟦token⟧(act): the only marks in a prompt (the tokens' own are unmarked)."""
     peak = max(range(len(acts)), key=lambda i: (acts[i], -i)) if acts else 0
+    plain = [unmarked(t) for t in tokens]
     marked = [
         f"⟦{t}⟧({a:.1f})" if a > 0 and (i == peak or a >= threshold) else t
-        for i, (t, a) in enumerate(zip(tokens, acts, strict=False))
+        for i, (t, a) in enumerate(zip(plain, acts, strict=False))
     ]
-    marked += list(tokens[len(marked) :])
+    marked += plain[len(marked) :]
     return _window(marked, max(0, peak - WINDOW_BEFORE), peak + WINDOW_AFTER + 1)
 
 
