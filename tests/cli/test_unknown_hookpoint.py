@@ -42,3 +42,18 @@ def test_a_hugging_face_block_path_reads_that_block(tiny_llama_dir: Path, tmp_pa
     result = run_cli("activations", "hello world", "--features", "0,1", "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["hookpoint"] == "layers.1"
+
+
+def test_an_sae_recording_no_hookpoint_is_not_run_at_the_default(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    sae = write_saelens(tmp_path / "sae", None, d_in=32)
+    env = env_for(tiny_llama_dir, sae, tmp_path / "data")
+    args = ("activations", "hello world", "--features", "0,1", "--json")
+    refused = run_cli(*args, env=env)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "does not record the hookpoint" in refused.stderr
+    assert "GLOSSATOR_HOOKPOINT" in refused.stderr
+    chosen = run_cli(*args, env={**env, "GLOSSATOR_HOOKPOINT": "layers.2.mlp_in"})
+    assert chosen.returncode == 0, chosen.stderr
+    assert json.loads(chosen.stdout)["hookpoint"] == "layers.2.mlp_in"

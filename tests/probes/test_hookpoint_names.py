@@ -79,8 +79,8 @@ def test_an_unknown_hook_name_is_an_error_listing_the_known_ones(hook_name: str)
         assert known in message
 
 
-def write_saelens(folder: Path, hook_name: str, d_in: int = D_IN) -> Path:
-    """A standard SAELens 6 folder whose metadata records `hook_name`."""
+def write_saelens(folder: Path, hook_name: str | None, d_in: int = D_IN) -> Path:
+    """A standard SAELens 6 folder whose metadata records `hook_name` (none if None)."""
     folder.mkdir(parents=True)
     cfg = {
         "architecture": "standard",
@@ -89,8 +89,10 @@ def write_saelens(folder: Path, hook_name: str, d_in: int = D_IN) -> Path:
         "dtype": "float32",
         "apply_b_dec_to_input": True,
         "normalize_activations": "none",
-        "metadata": {"hook_name": hook_name, "sae_lens_version": "6.5.1"},
+        "metadata": {"sae_lens_version": "6.5.1"},
     }
+    if hook_name is not None:
+        cfg["metadata"] = {"hook_name": hook_name, "sae_lens_version": "6.5.1"}
     (folder / "cfg.json").write_text(json.dumps(cfg))
     torch.manual_seed(0)
     tensors = {
