@@ -325,10 +325,9 @@ def test_saelens_expected_average_only_in_folds_the_scaler(tmp_path: Path) -> No
         ("blocks.2.hook_mlp_out", "layers.2.mlp"),
         ("blocks.11.hook_attn_out", "layers.11.attn"),
         ("blocks.7.hook_resid_pre", "layers.6"),
-        ("blocks.0.hook_resid_pre", None),  # the embeddings: not a hookpoint of ours
-        ("blocks.4.hook_resid_mid", None),
-        ("blocks.4.attn.hook_z", None),
-        ("hook_embed", None),
+        ("blocks.0.hook_resid_pre", "embed"),  # the embeddings
+        ("blocks.4.hook_resid_mid", "layers.4.resid_mid"),
+        ("blocks.4.attn.hook_z", "layers.4.attn.z"),
     ],
 )
 def test_hook_names_map_to_hookpoints(
@@ -349,7 +348,17 @@ def test_hookpoints_map_to_hook_names() -> None:
     assert hook_name_from_hookpoint("layers.6") == "blocks.6.hook_resid_post"
     assert hook_name_from_hookpoint("layers.6.mlp") == "blocks.6.hook_mlp_out"
     assert hook_name_from_hookpoint("layers.6.attn") == "blocks.6.hook_attn_out"
-    assert hook_name_from_hookpoint("embed") is None
+    assert hook_name_from_hookpoint("embed") == "blocks.0.hook_resid_pre"
+    assert hook_name_from_hookpoint("layers.6.mlp_in") == "blocks.6.ln2.hook_normalized"
+    assert hook_name_from_hookpoint("nowhere") is None
+
+
+def test_an_unknown_hook_name_is_refused_at_load(tmp_path: Path) -> None:
+    assert hookpoint_from_hook_name("hook_embed") is None
+    cfg = modern_cfg()
+    cfg["metadata"]["hook_name"] = "hook_embed"
+    with pytest.raises(SAEError, match="unknown hook name 'hook_embed'"):
+        load_sae(write_saelens(tmp_path / "sae", cfg, base_tensors()))
 
 
 def round_trip_cases() -> dict[str, tuple[dict[str, Any], dict[str, torch.Tensor]]]:
