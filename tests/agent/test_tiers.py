@@ -5,7 +5,7 @@ generative texts from the strong tier)."""
 from __future__ import annotations
 
 from agent.rules.tiers import tiered
-from predicates.language import TokenIn, Tiered, TokenView
+from predicates.language import Tiered, TokenIn, TokenView
 from probes.evidence.store import Example, FeatureEvidence, FeatureStatistics, TokenFiring
 
 
