@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from cli.common import JsonFlag, console, print_json, user_errors
 from errors import UserError
@@ -196,3 +197,59 @@ def _summary(folder: Path, stats: dict[str, Any], cfg: Any) -> dict[str, Any]:
         "heldout": stats.get("heldout", {}),
         "source": stats.get("source", {}),
     }
+
+
+@sae_app.command("inspect")
+def inspect_command(
+    path: Annotated[Path, typer.Argument(help="An SAE folder or file, or a folder of SAEs.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Say what PATH holds (format, architecture, hookpoint, sizes, normalisation) and
+    whether glossator can use it, and why not."""
+    from sae.formats.inspect import inspect_path
+
+    with user_errors():
+        if not path.exists():
+            raise UserError(f"{path} does not exist; give an SAE folder or file")
+        report = inspect_path(path)
+    if as_json:
+        print_json(report)
+        return
+    saes = report.get("saes")
+    if saes is not None:
+        console.print(
+            f"[bold]{escape(str(path))}[/] holds {len(saes)} SAEs, one per hookpoint:",
+            soft_wrap=True,
+        )
+    for entry in saes if saes is not None else [report]:
+        _print_inspection(entry)
+
+
+_SHOWN = (
+    ("format", "format"),
+    ("architecture", "architecture"),
+    ("glossator_architecture", "read as"),
+    ("hookpoint", "hookpoint"),
+    ("hook_name", "TransformerLens hook"),
+    ("recorded_hook_name", "recorded hook name"),
+    ("d_in", "d_in"),
+    ("width", "width"),
+    ("k", "k"),
+    ("matryoshka_widths", "matryoshka widths"),
+    ("threshold", "threshold"),
+    ("normalization", "normalisation"),
+    ("folded_on_load", "folded on load"),
+    ("model_name", "model"),
+)
+
+
+def _print_inspection(entry: dict[str, Any]) -> None:
+    console.print(f"\n[bold]{escape(entry['path'])}[/]", soft_wrap=True)
+    for key, label in _SHOWN:
+        if entry.get(key) is not None:
+            console.print(f"  {label}: {escape(str(entry[key]))}", soft_wrap=True)
+    verdict = "[green]yes[/]" if entry["usable"] else "[red]no[/]"
+    console.print(f"  usable by glossator: {verdict}")
+    if entry.get("reason"):
+        why = "note" if entry["usable"] else "why not"
+        console.print(f"  {why}: {escape(entry['reason'])}", soft_wrap=True)

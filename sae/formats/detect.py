@@ -78,12 +78,12 @@ def hookpoint_of(fmt: str, folder: Path) -> str | None:
     """Where the SAE in `folder` reads, in glossator's names, from its files alone."""
     if fmt == "sparsify":
         return sparsify.hookpoint_from_sparsify(folder.name)
-    config = _json(folder / (saelens.CFG_FILE if fmt == "saelens" else "config.json"))
+    config = json_or_empty(folder / (saelens.CFG_FILE if fmt == "saelens" else "config.json"))
     if fmt == "saelens":
-        meta = _object(config.get("metadata"))
+        meta = as_object(config.get("metadata"))
         name = meta.get("hook_name") or config.get("hook_name") or config.get("hook_point")
         return hookpoint_from_hook_name(name) if isinstance(name, str) else None
-    trainer = _object(config.get("trainer"))
+    trainer = as_object(config.get("trainer"))
     return dictionary_learning.hookpoint_from_submodule(trainer.get("submodule_name"))
 
 
@@ -111,7 +111,7 @@ def _pick(path: Path, inner: dict[str, Path], hookpoint: str | None) -> tuple[st
 def _detect_file(path: Path, hookpoint: str | None) -> tuple[str, Path]:
     if path.name in (saelens.CFG_FILE, saelens.WEIGHTS_FILE, sparsify.WEIGHTS_FILE):
         return detect_format(path.parent, hookpoint)
-    if path.name == dictionary_learning.CONFIG_FILE and "trainer" in _json(path):
+    if path.name == dictionary_learning.CONFIG_FILE and "trainer" in json_or_empty(path):
         return detect_format(path.parent, hookpoint)
     if path.suffix == ".pt":
         return _detect_pt(path)
@@ -121,7 +121,7 @@ def _detect_file(path: Path, hookpoint: str | None) -> tuple[str, Path]:
 def _detect_pt(path: Path) -> tuple[str, Path]:
     """A .pt file is a dictionary_learning checkpoint when its config.json says so; a
     sparsify run's training-state files hold no SAE and say where its SAEs are."""
-    config = _json(dictionary_learning.config_path_for(path))
+    config = json_or_empty(dictionary_learning.config_path_for(path))
     if isinstance(config.get("trainer"), dict):
         return "dictionary_learning", path
     inner = hookpoint_folders(path.parent)
@@ -148,7 +148,7 @@ def _detect_pt(path: Path) -> tuple[str, Path]:
 
 def _refuse_incomplete(folder: Path) -> None:
     """A folder with a config but no weights: say which format's weights are missing."""
-    cfg = _json(folder / saelens.CFG_FILE)
+    cfg = json_or_empty(folder / saelens.CFG_FILE)
     if (folder / saelens.CFG_FILE).is_file():
         theirs = (
             f"{sparsify.WEIGHTS_FILE} (a sparsify config)"
@@ -158,7 +158,7 @@ def _refuse_incomplete(folder: Path) -> None:
             else f"{saelens.WEIGHTS_FILE} (SAELens) or {sparsify.WEIGHTS_FILE} (sparsify)"
         )
         raise SAEError(f"{folder} has cfg.json but not {theirs}; the weights file is missing")
-    config = _json(folder / dictionary_learning.CONFIG_FILE)
+    config = json_or_empty(folder / dictionary_learning.CONFIG_FILE)
     checkpoints = sorted((folder / "checkpoints").glob("ae_*.pt"))
     if isinstance(config.get("trainer"), dict):
         hint = (
@@ -172,7 +172,7 @@ def _refuse_incomplete(folder: Path) -> None:
         )
 
 
-def _json(path: Path) -> dict[str, Any]:
+def json_or_empty(path: Path) -> dict[str, Any]:
     """The JSON object in `path`, or {} when it is absent or unreadable (detection only:
     the format's reader reports a bad file precisely)."""
     try:
@@ -182,5 +182,5 @@ def _json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _object(value: Any) -> dict[str, Any]:
+def as_object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
