@@ -332,10 +332,15 @@ def _fold_finetuning_scale(
 def _fold_normalization(
     tensors: dict[str, torch.Tensor], cfg: SAEConfig, modern: dict[str, Any], folder: Path
 ) -> dict[str, torch.Tensor]:
-    """Fold expected_average_only_in's scaling factor s, as SAELens' trainer does at the end.
+    """Fold expected_average_only_in's scaling factor s, as SAELens' trainer does at the end
+    (sae_trainer.py: sae.fold_activation_norm_scaling_factor(s) before the final save).
 
     The SAE sees x * s and its output is divided by s; W_enc * s, W_dec / s and b_dec / s
-    compute the same thing on x itself.
+    compute the same reconstruction on x itself. With rescale_acts_by_decoder_norm the
+    decoder norms shrink by s too, so feature activations come out divided by s (TopK's
+    choice of features is unchanged), as in SAELens' folded SAE; a BatchTopK threshold,
+    compared with those activations, is divided by s to keep the same features active.
+    A scaler file whose scaling_factor is null scaled nothing (SAELens' ActivationScaler).
     """
     if (modern.get("normalize_activations") or "none") == "none":
         return tensors
@@ -349,15 +354,20 @@ def _fold_normalization(
             f"{folder / CFG_FILE}: normalize_activations='expected_average_only_in' needs the "
             f"norm scaling factor, and {scaler_path} is absent; {how}"
         )
-    factor = read_json(scaler_path, how).get("scaling_factor")
+    factor = read_json(scaler_path, how).get("scaling_factor", 0)
+    if factor is None:
+        return tensors
     if isinstance(factor, bool) or not isinstance(factor, int | float) or not math.isfinite(factor):
         raise SAEError(
             f"{scaler_path}: scaling_factor must be a finite number, found {factor!r}; {how}"
         )
-    if factor <= 0 or (cfg.rescale_acts_by_decoder_norm and factor != 1):
-        raise SAEError(f"{scaler_path}: cannot fold scaling_factor={factor} exactly; {how}")
+    if factor <= 0:
+        raise SAEError(f"{scaler_path}: scaling_factor must be positive, found {factor}; {how}")
     tensors = dict(tensors)
-    for name, op in (("W_enc", factor), ("W_dec", 1 / factor), ("b_dec", 1 / factor)):
+    ops = [("W_enc", factor), ("W_dec", 1 / factor), ("b_dec", 1 / factor)]
+    if cfg.rescale_acts_by_decoder_norm:
+        ops.append(("threshold", 1 / factor))
+    for name, op in ops:
         if name in tensors:
             tensors[name] = (tensors[name].double() * op).to(tensors[name].dtype)
     cfg.metadata["folded_norm_scaling_factor"] = float(factor)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from sae import SAEConfig, build_sae, load_sae, save_sae
 from sae.architectures import BatchTopKSAE
@@ -245,3 +245,94 @@ def test_topk_still_round_trips_exactly(tmp_path: Path) -> None:
     assert back.cfg == sae.cfg
     for name, tensor in sae.tensors().items():
         assert torch.equal(back.tensors()[name], tensor), name
+
+
+# == SAELens: activation_scaler.json of expected_average_only_in checkpoints ============
+
+
+def saelens_checkpoint(folder: Path, cfg: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
+    """A SAELens training checkpoint: cfg.json + sae_weights.safetensors +
+    activation_scaler.json (ActivationScaler.save: {"scaling_factor": s})."""
+    folder.mkdir(parents=True)
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()}, str(folder / "sae_weights.safetensors")
+    )
+    (folder / "activation_scaler.json").write_text(json.dumps({"scaling_factor": SCALE}))
+    return folder
+
+
+SCALE = 2.5
+
+
+def saelens_fold_scaler(t: dict[str, torch.Tensor], s: float) -> dict[str, torch.Tensor]:
+    """sae_lens/saes/sae.py SAE.fold_activation_norm_scaling_factor, which the trainer
+    (training/sae_trainer.py) applies before the final save: W_enc *= s, W_dec /= s,
+    b_dec /= s."""
+    return {**t, "W_enc": t["W_enc"] * s, "W_dec": t["W_dec"] / s, "b_dec": t["b_dec"] / s}
+
+
+def saelens_topk_encode(t: dict[str, torch.Tensor], x: torch.Tensor, k: int) -> torch.Tensor:
+    """sae_lens/saes/topk_sae.py TopKSAE.encode with rescale_acts_by_decoder_norm: hidden_pre
+    * ||W_dec||, then TopK (top k, ReLU on the kept values)."""
+    hidden_pre = (x - t["b_dec"]) @ t["W_enc"] + t["b_enc"]
+    hidden_pre = hidden_pre * t["W_dec"].norm(dim=-1)
+    values, indices = torch.topk(hidden_pre, k=k, dim=-1)
+    return torch.zeros_like(hidden_pre).scatter(-1, indices, values.relu())
+
+
+def saelens_topk_decode(t: dict[str, torch.Tensor], f: torch.Tensor) -> torch.Tensor:
+    """TopKSAE.decode with rescale_acts_by_decoder_norm."""
+    return (f / t["W_dec"].norm(dim=-1)) @ t["W_dec"] + t["b_dec"]
+
+
+def scaler_cfg(architecture: str, **fields: Any) -> dict[str, Any]:
+    meta = {"hook_name": "blocks.2.hook_resid_post", "sae_lens_version": "6.5.1"}
+    return {
+        "architecture": architecture,
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "dtype": "float32",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "expected_average_only_in",
+        "reshape_activations": "none",
+        "metadata": meta,
+        **fields,
+    }
+
+
+def raw_tensors(seed: int) -> dict[str, torch.Tensor]:
+    return {
+        "W_enc": rand(D_IN, D_SAE, seed=seed),
+        "b_enc": rand(D_SAE, seed=seed + 1, scale=0.1),
+        "W_dec": rand(D_SAE, D_IN, seed=seed + 2, scale=0.3),
+        "b_dec": rand(D_IN, seed=seed + 3, scale=0.5),
+    }
+
+
+def test_scaler_of_a_rescaled_topk_checkpoint_is_folded_as_saelens_does(tmp_path: Path) -> None:
+    t = raw_tensors(60)
+    cfg = scaler_cfg("topk", k=K, rescale_acts_by_decoder_norm=True)
+    sae = load_sae(saelens_checkpoint(tmp_path / "ckpt", cfg, t))
+    folded = saelens_fold_scaler(t, SCALE)
+    x = inputs()
+    codes = saelens_topk_encode(folded, x, K)
+    close(sae.encode(x), codes)
+    close(sae(x), saelens_topk_decode(folded, codes))
+    # The same reconstruction as the checkpoint run on scaled input, unscaled (evals.py).
+    unfolded = saelens_topk_decode(t, saelens_topk_encode(t, x * SCALE, K)) / SCALE
+    close(sae(x), unfolded)
+
+
+def test_scaler_of_a_rescaled_batchtopk_checkpoint_keeps_its_features(tmp_path: Path) -> None:
+    t = {**raw_tensors(70), "topk_threshold": torch.tensor(0.8, dtype=torch.float64)}
+    cfg = scaler_cfg("batchtopk", k=K, rescale_acts_by_decoder_norm=True)
+    sae = load_sae(saelens_checkpoint(tmp_path / "ckpt", cfg, t))
+    x = inputs()
+    # BatchTopK's inference rule on the checkpoint, on scaled input (batchtopk_sae.py).
+    pre = ((x * SCALE - t["b_dec"]) @ t["W_enc"] + t["b_enc"]) * t["W_dec"].norm(dim=-1)
+    codes = pre.relu() * (pre > 0.8)
+    assert int((codes > 0).sum()) > 0
+    close(sae.encode(x) * SCALE, codes)  # the same features, activations divided by s
+    recon = (codes / t["W_dec"].norm(dim=-1)) @ t["W_dec"] + t["b_dec"]
+    close(sae(x), recon / SCALE)
