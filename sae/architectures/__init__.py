@@ -1,18 +1,31 @@
 """One module per architecture; `ARCHITECTURES` lists every class (the registry reads it)."""
 
+from sae.architectures.abstopk import AbsTopKSAE
 from sae.architectures.batchtopk import BatchTopKSAE
 from sae.architectures.gated import GatedSAE
+from sae.architectures.groupmax import GroupMaxSAE
 from sae.architectures.jumprelu import JumpReLUSAE
 from sae.architectures.matryoshka import MatryoshkaSAE
 from sae.architectures.standard import StandardSAE
 from sae.architectures.topk import TopKSAE
 
-ARCHITECTURES = (StandardSAE, TopKSAE, BatchTopKSAE, MatryoshkaSAE, JumpReLUSAE, GatedSAE)
+ARCHITECTURES = (
+    StandardSAE,
+    TopKSAE,
+    BatchTopKSAE,
+    MatryoshkaSAE,
+    JumpReLUSAE,
+    GatedSAE,
+    AbsTopKSAE,
+    GroupMaxSAE,
+)
 
 __all__ = [
     "ARCHITECTURES",
+    "AbsTopKSAE",
     "BatchTopKSAE",
     "GatedSAE",
+    "GroupMaxSAE",
     "JumpReLUSAE",
     "MatryoshkaSAE",
     "StandardSAE",

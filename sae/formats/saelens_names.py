@@ -23,9 +23,10 @@ FROM_SAELENS = {
     "gated": "gated",
     "batchtopk": "batchtopk",
     "matryoshka_batchtopk": "matryoshka",
+    "abstopk": "abstopk",
 }
 TO_SAELENS = {ours: theirs for theirs, ours in FROM_SAELENS.items()}
-TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")
+TOPK_FAMILY = ("topk", "abstopk", "batchtopk", "matryoshka")  # have k
 # Ours that SAELens' inference loader only knows as "jumprelu" with per-feature thresholds.
 AS_JUMPRELU = ("batchtopk", "matryoshka")
 # Our key in metadata["glossator"] of such a file: how to read it back as it was.

@@ -44,7 +44,7 @@ def write(sae: SparseAutoencoder, folder: Path) -> None:
         )
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in sae.tensors().items()}
     rescale = cfg.rescale_acts_by_decoder_norm
-    if rescale and cfg.architecture not in ("topk",):
+    if rescale and cfg.architecture not in ("topk", "abstopk"):  # those keep the field
         tensors = _fold_decoder_norm(tensors, cfg.architecture)  # SAELens has no such field
         rescale = False
     architecture = TO_SAELENS[cfg.architecture]

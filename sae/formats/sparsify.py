@@ -3,7 +3,8 @@
 A sparsify SparseCoder encodes top_k(ReLU(encoder(x - b_dec))) and decodes
 acts @ W_dec + b_dec, with tensors encoder.weight [d_sae, d_in], encoder.bias [d_sae],
 W_dec [d_sae, d_in], b_dec [d_in]: our "topk" with apply_b_dec_to_input (ReLU and top-k
-commute, so the kept values are the same). A training run saves one such folder per
+commute, so the kept values are the same); `activation: "groupmax"` keeps the largest of
+each of k equal groups instead (our "groupmax"). A training run saves one such folder per
 hookpoint, named after it ("layers.6"), next to the run's config.json.
 """
 
@@ -67,8 +68,10 @@ def load(
                 "sparse autoencoders only"
             )
     activation = raw.get("activation", "topk")
-    if activation != "topk":
-        raise SAEError(f"{cfg_path}: activation {activation!r} is not supported; only 'topk' is")
+    if activation not in ("topk", "groupmax"):
+        raise SAEError(
+            f"{cfg_path}: activation {activation!r} is not supported; 'topk' and 'groupmax' are"
+        )
     k = as_int(require(raw, "k", cfg_path), "k", cfg_path)
     hookpoint = hookpoint_from_sparsify(folder.name)
     if raw.get("d_in") is not None:  # fail before reading the weights when we can
@@ -95,7 +98,7 @@ def load(
     target = parse_dtype(dtype if dtype is not None else encoder.dtype, cfg_path)
     cfg = make_config(
         cfg_path,
-        architecture="topk",
+        architecture=activation,  # groupmax: k groups of d_sae / k features
         d_in=d_in,
         d_sae=d_sae,
         k=k,

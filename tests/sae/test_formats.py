@@ -569,7 +569,7 @@ def test_sparsify_checkpoint_folder_asks_to_choose(tmp_path: Path) -> None:
     [
         ({"skip_connection": True}, "skip_connection=true"),
         ({"transcode": True}, "transcode=true"),
-        ({"activation": "groupmax"}, "activation 'groupmax'"),
+        ({"activation": "signed_topk"}, "activation 'signed_topk'"),
         ({"k": None}, "required field 'k'"),
         ({"d_in": 16}, "d_in=16 but encoder.weight has d_in=8"),
         ({"num_latents": 64}, "asks for 64 latents"),
@@ -790,7 +790,7 @@ def test_corrupt_safetensors(tmp_path: Path) -> None:
         ({"d_in": None}, "lacks the required field 'd_in'"),
         (
             {"architecture": "crosscoder"},
-            "unknown SAELens architecture 'crosscoder'; known: batchtopk, gated",
+            "unknown SAELens architecture 'crosscoder'; known: abstopk, batchtopk, gated",
         ),
         ({"architecture": "topk"}, "a 'topk' SAE needs 'k'"),
         ({"architecture": "topk", "k": 2.5}, "k must be an integer, found 2.5"),

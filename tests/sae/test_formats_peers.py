@@ -336,3 +336,77 @@ def test_scaler_of_a_rescaled_batchtopk_checkpoint_keeps_its_features(tmp_path: 
     close(sae.encode(x) * SCALE, codes)  # the same features, activations divided by s
     recon = (codes / t["W_dec"].norm(dim=-1)) @ t["W_dec"] + t["b_dec"]
     close(sae(x), recon / SCALE)
+
+
+# == SAELens abstopk, sparsify groupmax =================================================
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_saelens_abstopk_matches_and_round_trips(tmp_path: Path, rescale: bool) -> None:
+    """sae_lens/saes/abstopk_sae.py: AbsTopKSAE is TopKSAE (rescale by ||W_dec|| included)
+    with AbsTopK: topk(|hidden_pre|) indices, signed values scattered, no ReLU."""
+    t = raw_tensors(80)
+    cfg = {**scaler_cfg("abstopk", k=K, rescale_acts_by_decoder_norm=rescale)}
+    cfg["normalize_activations"] = "none"
+    folder = tmp_path / "abstopk"
+    folder.mkdir()
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    save_file(t, str(folder / "sae_weights.safetensors"))
+    sae = load_sae(folder)
+    assert (sae.cfg.architecture, sae.cfg.k) == ("abstopk", K)
+    x = inputs()
+    hidden_pre = (x - t["b_dec"]) @ t["W_enc"] + t["b_enc"]
+    if rescale:
+        hidden_pre = hidden_pre * t["W_dec"].norm(dim=-1)
+    indices = torch.topk(hidden_pre.abs(), k=K, dim=-1).indices
+    codes = torch.zeros_like(hidden_pre).scatter(-1, indices, hidden_pre.gather(-1, indices))
+    assert bool((codes < 0).any())  # it does fire negatively
+    close(sae.encode(x), codes)
+    decoded = (codes / t["W_dec"].norm(dim=-1) if rescale else codes) @ t["W_dec"] + t["b_dec"]
+    close(sae(x), decoded)
+    saved = save_sae(sae, tmp_path / "saved")
+    written = json.loads((saved / "cfg.json").read_text())
+    assert (written["architecture"], written["k"]) == ("abstopk", K)
+    assert written["rescale_acts_by_decoder_norm"] is rescale
+    back = load_sae(saved)
+    assert back.cfg == sae.cfg
+    close(back(x), sae(x))
+
+
+def test_sparsify_groupmax_matches_its_encoder(tmp_path: Path) -> None:
+    """sparsify/fused_encoder.py FusedEncoder (activation "groupmax"): relu(linear(x -
+    b_dec)), max over k contiguous groups, indices offset by the group start; decode
+    (sparse_coder.py): sum of acts * W_dec rows + b_dec."""
+    g = torch.Generator().manual_seed(90)
+    t = {
+        "encoder.weight": torch.randn(D_SAE, D_IN, generator=g),
+        "encoder.bias": torch.randn(D_SAE, generator=g) * 0.1,
+        "W_dec": torch.randn(D_SAE, D_IN, generator=g),
+        "b_dec": torch.randn(D_IN, generator=g),
+    }
+    folder = tmp_path / "layers.3"
+    folder.mkdir()
+    cfg = {
+        "activation": "groupmax",
+        "expansion_factor": 4,
+        "normalize_decoder": True,
+        "num_latents": 0,
+        "k": K,
+        "multi_topk": False,
+        "skip_connection": False,
+        "transcode": False,
+        "d_in": D_IN,
+    }
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    save_file(t, str(folder / "sae.safetensors"))
+    sae = load_sae(folder)
+    assert (sae.cfg.architecture, sae.cfg.k, sae.cfg.hookpoint) == ("groupmax", K, "layers.3")
+    x = inputs()
+    preacts = torch.relu((x - t["b_dec"]) @ t["encoder.weight"].T + t["encoder.bias"])
+    values, within = preacts.unflatten(-1, (K, -1)).max(dim=-1)
+    indices = within + torch.arange(0, D_SAE, D_SAE // K)
+    codes = torch.zeros_like(preacts).scatter(-1, indices, values)
+    close(sae.encode(x), codes)
+    sparse = sae.encode_sparse(x)
+    assert torch.equal(sparse.indices, indices)
+    close(sae.decode(sparse), codes @ t["W_dec"] + t["b_dec"])
