@@ -108,8 +108,8 @@ def recorded_path(path: Path, data_dir: Path) -> str:
 
 
 def recorded_file(value: str, data_dir: Path) -> Path:
-    """The file a source's recorded path names: a relative one is inside `data_dir`
-    (manifests written before paths were recorded so hold absolute ones)."""
+    """The file a source's recorded path names: a relative one is inside `data_dir`; an
+    absolute one is used as it is (manifests from before relative paths hold those)."""
     path = Path(value)
     return path if path.is_absolute() else data_dir / path
 
