@@ -20,7 +20,15 @@ from probes.evidence.config import EvidenceConfig, EvidenceError
 from probes.evidence.store import EvidenceStore
 from runtime.agent import AgentSetup
 from runtime.bench_options import BenchOptionError
-from runtime.evidence import PLANTED, EvidenceJob, open_store, planted_job, run_job, sae_job
+from runtime.evidence import (
+    PLANTED,
+    EvidenceJob,
+    open_store,
+    planted_job,
+    run_job,
+    sae_job,
+    same_source,
+)
 from runtime.settings import Settings
 
 ALL_HELD_OUT = 1.0  # score_fraction: every text of the score corpus is held out
@@ -41,7 +49,7 @@ def score_corpus_store(
     settings no longer name the source the bench's evidence was built from."""
     main = setup.deps.store.manifest
     job = _job(settings, setup, path)
-    if job.source != main.source:
+    if not same_source(main.source, job.source):
         keys = job.source.keys() | main.source.keys()
         differ = sorted(k for k in keys if job.source.get(k) != main.source.get(k))
         raise ScoreCorpusError(
