@@ -2,10 +2,17 @@
 
 An SAE maps activations x [..., d_in] to feature activations f [..., d_sae] and back:
 
+    x    = norm(x)                            (only with normalize_activations, per row)
     pre  = (x - b_dec if apply_b_dec_to_input else x) @ W_enc + b_enc
     pre *= ||W_dec[i]||                       (only with rescale_acts_by_decoder_norm)
     f    = activate(pre)                      (one rule per architecture)
     x^   = (f / ||W_dec[i]|| if rescaled) @ W_dec + b_dec
+    x^   = norm^-1(x^)                        (only with normalize_activations)
+
+Run-time normalisation is SAELens' (sae_lens/saes/sae.py, _setup_activation_normalization):
+"constant_norm_rescale" scales each row to norm sqrt(d_in); "layer_norm" centres it and
+divides by its standard deviation (+1e-5). Undoing it needs the row, so such SAEs
+reconstruct with `reconstruct(x)` (or `sae(x)`), and `decode` alone refuses.
 
 Weights follow SAELens' names and shapes: W_enc [d_in, d_sae], W_dec [d_sae, d_in],
 b_enc [d_sae], b_dec [d_in].
@@ -14,7 +21,8 @@ b_enc [d_sae], b_dec [d_in].
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +59,7 @@ class SAEConfig(BaseModel):
     matryoshka_widths: list[int] | None = None  # nested prefix sizes; last == d_sae
     apply_b_dec_to_input: bool = True
     rescale_acts_by_decoder_norm: bool = False
+    normalize_activations: Literal["none", "layer_norm", "constant_norm_rescale"] = "none"
     hookpoint: str | None = None  # glossator's name, e.g. "layers.6"
     model_name: str | None = None
     dtype: str = "float32"
@@ -113,10 +122,24 @@ class SparseAutoencoder(nn.Module, ABC):
                 "read activations from the hookpoint this SAE was trained on"
             )
 
+    def _normalized(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """(x normalised as the SAE was trained to read it, the inverse for its output)."""
+        how = self.cfg.normalize_activations
+        if how == "constant_norm_rescale":
+            coeff = self.d_in**0.5 / x.norm(dim=-1, keepdim=True)
+            return x * coeff, lambda out: out / coeff
+        if how == "layer_norm":
+            mu = x.mean(dim=-1, keepdim=True)
+            std = (x - mu).std(dim=-1, keepdim=True)
+            return (x - mu) / (std + 1e-5), lambda out: out * std + mu  # SAELens: no eps out
+        return x, lambda out: out
+
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder pre-activations [..., d_sae] (the input to `activate`)."""
         self._check_input(x)
-        x = x.to(self.dtype)
+        x = self._normalized(x.to(self.dtype))[0]
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
         pre = x @ self.W_enc + self.b_enc
@@ -144,6 +167,20 @@ class SparseAutoencoder(nn.Module, ABC):
 
     def decode(self, codes: torch.Tensor | SparseCodes) -> torch.Tensor:
         """Reconstruction [..., d_in] from dense codes [..., d_sae] or SparseCodes."""
+        if self.cfg.normalize_activations != "none":
+            raise SAEError(
+                f"this SAE normalises each input at run time ({self.cfg.normalize_activations}),"
+                " so its reconstruction depends on the input: use reconstruct(x)"
+            )
+        return self._decode(codes)
+
+    def reconstruct(self, x: torch.Tensor) -> tuple[SparseCodes, torch.Tensor]:
+        """(codes of x, the reconstruction of x [..., d_in]), run-time normalisation undone."""
+        codes = self.encode_sparse(x)
+        undo = self._normalized(x.to(self.dtype))[1]
+        return codes, undo(self._decode(codes))
+
+    def _decode(self, codes: torch.Tensor | SparseCodes) -> torch.Tensor:
         if isinstance(codes, SparseCodes):
             return self._decode_sparse(codes)
         dense: torch.Tensor = codes
@@ -171,7 +208,7 @@ class SparseAutoencoder(nn.Module, ABC):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of x."""
-        return self.decode(self.encode_sparse(x))
+        return self.reconstruct(x)[1]
 
     # -- training helpers ----------------------------------------------------------------
 

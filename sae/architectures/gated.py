@@ -31,7 +31,7 @@ class GatedSAE(SparseAutoencoder):
 
     def _sae_in(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        x = x.to(self.dtype)
+        x = self._normalized(x.to(self.dtype))[0]
         return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:

@@ -80,6 +80,9 @@ LEGACY_RENAMES = {
     "activation_fn_str": "activation_fn",
 }
 # Modern fields read into SAEConfig (or checked and dropped); everything else is "extra".
+# SAELens' per-input normalisations, applied at run time (sae.base); the third,
+# expected_average_only_in, is a constant factor folded into the weights on load.
+RUN_TIME_NORMS = ("layer_norm", "constant_norm_rescale")
 CONSUMED = {
     "architecture",
     "d_in",
@@ -217,12 +220,14 @@ def _parse(
     extra = {k: v for k, v in modern.items() if k not in consumed}
     if sl_meta or extra:
         ours["saelens"] = {"metadata": sl_meta, "extra": extra}
+    norm = modern.get("normalize_activations")
     cfg = make_config(
         source,
         architecture=architecture,
         d_in=as_int(require(modern, "d_in", source), "d_in", source),
         d_sae=as_int(require(modern, "d_sae", source), "d_sae", source),
         apply_b_dec_to_input=bool(modern.get("apply_b_dec_to_input", True)),
+        normalize_activations=norm if norm in RUN_TIME_NORMS else "none",
         rescale_acts_by_decoder_norm=bool(modern.get("rescale_acts_by_decoder_norm", False)),
         hookpoint=hookpoint,
         model_name=model_name,
@@ -273,10 +278,10 @@ def _refuse_unsupported(modern: dict[str, Any], source: Path) -> None:
             f"{source}: hook_head_index={head} (an SAE on one attention head) is not supported"
         )
     norm = modern.get("normalize_activations") or "none"
-    if norm not in ("none", "expected_average_only_in"):
+    if norm not in ("none", "expected_average_only_in", *RUN_TIME_NORMS):
         raise SAEError(
-            f"{source}: normalize_activations={norm!r} rescales each input at run time, which "
-            "glossator does not support; use an SAE saved with normalize_activations='none'"
+            f"{source}: unknown normalize_activations={norm!r}; SAELens knows 'none', "
+            f"'expected_average_only_in', {', '.join(map(repr, RUN_TIME_NORMS))}"
         )
 
 
@@ -342,8 +347,8 @@ def _fold_normalization(
     compared with those activations, is divided by s to keep the same features active.
     A scaler file whose scaling_factor is null scaled nothing (SAELens' ActivationScaler).
     """
-    if (modern.get("normalize_activations") or "none") == "none":
-        return tensors
+    if modern.get("normalize_activations") != "expected_average_only_in":
+        return tensors  # none, or a run-time normalisation (SAEConfig.normalize_activations)
     scaler_path = folder / SCALER_FILE
     how = (
         "fold the norm scaling factor into the weights (SAELens: "

@@ -64,7 +64,7 @@ def write(sae: SparseAutoencoder, folder: Path) -> None:
         dtype=dtype_name(sae.dtype),
         device="cpu",
         apply_b_dec_to_input=cfg.apply_b_dec_to_input,
-        normalize_activations="none",
+        normalize_activations=cfg.normalize_activations,
         reshape_activations="none",
         metadata=_metadata_out(cfg, saved_as),
     )

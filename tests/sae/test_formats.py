@@ -796,7 +796,7 @@ def test_corrupt_safetensors(tmp_path: Path) -> None:
         ({"architecture": "topk", "k": 2.5}, "k must be an integer, found 2.5"),
         ({"architecture": "topk", "k": 999}, "k=999 must be between 1 and d_sae=32"),
         ({"dtype": "int8"}, "unsupported dtype 'int8'"),
-        ({"normalize_activations": "layer_norm"}, "normalize_activations='layer_norm'"),
+        ({"normalize_activations": "whiten"}, "unknown normalize_activations='whiten'"),
         ({"normalize_activations": "expected_average_only_in"}, "activation_scaler.json is absent"),
         ({"reshape_activations": "hook_z"}, "reshape_activations='hook_z'"),
     ],

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sae import SAEConfig, build_sae, load_sae, save_sae
+from sae import SAEConfig, SAEError, build_sae, load_sae, save_sae
 from sae.architectures import BatchTopKSAE
 
 D_IN, D_SAE, K = 8, 32, 4
@@ -410,3 +410,45 @@ def test_sparsify_groupmax_matches_its_encoder(tmp_path: Path) -> None:
     sparse = sae.encode_sparse(x)
     assert torch.equal(sparse.indices, indices)
     close(sae.decode(sparse), codes @ t["W_dec"] + t["b_dec"])
+
+
+# == SAELens run-time normalisation: layer_norm, constant_norm_rescale ==================
+
+
+def saelens_norm_in(how: str, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """sae_lens/saes/sae.py SAE._setup_activation_normalization: the input transform and
+    its inverse for the output (run_time_activation_norm_fn_in / _out)."""
+    if how == "constant_norm_rescale":
+        coeff = (D_IN**0.5) / x.norm(dim=-1, keepdim=True)
+        return x * coeff, lambda out: out / coeff
+    mu = x.mean(dim=-1, keepdim=True)
+    centred = x - mu
+    std = centred.std(dim=-1, keepdim=True)
+    return centred / (std + 1e-5), lambda out: out * std + mu
+
+
+@pytest.mark.parametrize("how", ["layer_norm", "constant_norm_rescale"])
+def test_saelens_run_time_normalisation(tmp_path: Path, how: str) -> None:
+    """StandardSAE.encode: process_sae_in (norm, then - b_dec) @ W_enc + b_enc, ReLU;
+    decode: f @ W_dec + b_dec, then the output norm function."""
+    t = raw_tensors(100)
+    cfg = {**scaler_cfg("standard"), "normalize_activations": how}
+    folder = tmp_path / how
+    folder.mkdir()
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    save_file(t, str(folder / "sae_weights.safetensors"))
+    sae = load_sae(folder)
+    assert sae.cfg.normalize_activations == how
+    x = inputs() + 3.0  # an offset for layer_norm's mean to matter
+    sae_in, norm_out = saelens_norm_in(how, x)
+    codes = torch.relu((sae_in - t["b_dec"]) @ t["W_enc"] + t["b_enc"])
+    close(sae.encode(x), codes)
+    expected = norm_out(codes @ t["W_dec"] + t["b_dec"])
+    close(sae(x), expected)
+    sparse, recon = sae.reconstruct(x)
+    close(recon, expected)
+    with pytest.raises(SAEError, match=r"normalises each input at run time .* reconstruct\(x\)"):
+        sae.decode(sparse)  # the inverse needs x: never a silently unnormalised output
+    saved = save_sae(sae, tmp_path / "saved")
+    assert json.loads((saved / "cfg.json").read_text())["normalize_activations"] == how
+    close(load_sae(saved)(x), expected)

@@ -30,6 +30,12 @@ def inspect(path: Path, *extra: str) -> Any:
     return json.loads(result.output) if "--json" in extra else result.output
 
 
+def test_run_time_normalisation_is_shown(tmp_path: Path) -> None:
+    cfg = modern_cfg("topk", k=K, normalize_activations="layer_norm")
+    report = inspect(write_saelens(tmp_path / "ln", cfg, base_tensors()), "--json")
+    assert (report["normalization"], report["usable"]) == ("layer_norm", True)
+
+
 def test_saelens_jumprelu_in_both_namings(tmp_path: Path) -> None:
     tensors = {**base_tensors(seed=1), "threshold": rand(D_SAE, seed=2).abs()}
     cfg = modern_cfg("jumprelu")
@@ -49,15 +55,11 @@ def test_saelens_jumprelu_in_both_namings(tmp_path: Path) -> None:
 
 
 def test_a_refused_sae_is_described_and_says_why(tmp_path: Path) -> None:
-    cfg = modern_cfg("topk", k=K, normalize_activations="layer_norm")
-    report = inspect(write_saelens(tmp_path / "ln", cfg, base_tensors()), "--json")
-    assert (report["architecture"], report["k"], report["normalization"]) == (
-        "topk",
-        K,
-        "layer_norm",
-    )
+    cfg = modern_cfg("topk", k=K, reshape_activations="hook_z")
+    report = inspect(write_saelens(tmp_path / "z", cfg, base_tensors()), "--json")
+    assert (report["architecture"], report["k"], report["width"]) == ("topk", K, D_SAE)
     assert report["usable"] is False
-    assert "normalize_activations='layer_norm'" in report["reason"]
+    assert "reshape_activations='hook_z'" in report["reason"]
     unknown = modern_cfg()
     unknown["metadata"]["hook_name"] = "blocks.3.ln1.hook_normalized"
     report = inspect(write_saelens(tmp_path / "hook", unknown, base_tensors()), "--json")
