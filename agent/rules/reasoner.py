@@ -27,7 +27,7 @@ from agent.rules.synthesis import (
     synthesize,
     synthesize_many,
 )
-from agent.rules.tiers import tiered
+from agent.rules.tiers import tiered, with_reliable_tokens
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from lexicon.embeddings import Embed, MiniLMEmbedder
 from predicates.language import AnyOf, Predicate, TokenView, as_dict, from_dict
@@ -228,7 +228,7 @@ class RulesReasoner:
             predicate, polysemantic = await asyncio.to_thread(self._senses, predicate, data)
         parts = predicate.parts if isinstance(predicate, AnyOf) else (predicate,)
         if not polysemantic:
-            predicate = tiered(parts, evidence, state.threshold)
+            predicate = with_reliable_tokens(tiered(parts, evidence, state.threshold), evidence)
         return Conclusion(
             text=_sentence(predicate, parts, polysemantic=polysemantic),
             labels=[p.describe() for p in parts],

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from agent.rules.hypotheses import labeled
 from predicates.base import _Listed, normal
-from predicates.language import AnyOf, Predicate, Tiered, TokenIn
+from predicates.language import AnyOf, Predicate, Tiered, TokenIn, TokenView
 from predicates.lexical import LemmaIn
 from probes.evidence.store import FeatureEvidence
 
@@ -112,3 +112,33 @@ def _token_precision(evidence: FeatureEvidence) -> dict[str | None, float]:
         fires[key] += row.fires
         seen[key] += row.occurrences
     return {k: fires[k] / seen[k] for k in fires if seen[k]}
+
+
+RELIABLE_PRECISION = 0.35  # of a token's occurrences the feature fires on, to add it
+RELIABLE_MIN_FIRES = 3
+RELIABLE_ADDED = 3  # tokens added at most: a few examples, not a recital
+
+
+def with_reliable_tokens(predicate: Predicate, evidence: FeatureEvidence) -> Predicate:
+    """`predicate` with, in its weak tier, up to RELIABLE_ADDED tokens it misses that
+    the feature fires on in many of their occurrences over the whole explain split
+    (the evidence's firing table): the sampled contexts a predicate is synthesised from
+    hold a few hundred firings; the table counts every one."""
+    added: list[str] = []
+    for row in evidence.token_firing or []:
+        word = normal(row.token)
+        reliable = row.occurrences and row.fires / row.occurrences >= RELIABLE_PRECISION
+        if not word or word in added or not reliable or row.fires < RELIABLE_MIN_FIRES:
+            continue
+        if any(predicate.evaluate(TokenView.of([row.token]))):
+            continue
+        added.append(word)
+        if len(added) == RELIABLE_ADDED:
+            break
+    if not added:
+        return predicate
+    more = TokenIn(words=tuple(added))
+    if isinstance(predicate, Tiered):
+        weak = predicate.weak.parts if isinstance(predicate.weak, AnyOf) else (predicate.weak,)
+        return Tiered(strong=predicate.strong, weak=any_of(_joined([*weak, more])))
+    return Tiered(strong=predicate, weak=more)

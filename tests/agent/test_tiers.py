@@ -54,3 +54,24 @@ def test_a_strong_word_that_rarely_fires_over_the_split_is_weak() -> None:
 def test_a_list_whose_words_fire_alike_stays_whole() -> None:
     listed = TokenIn(words=("dog", "cat"))
     assert tiered((listed,), _evidence(STRONG_DOG + WEAK_CAT), threshold=1.0) == listed
+
+
+def test_reliable_tokens_the_predicate_misses_join_its_weak_tier() -> None:
+    from agent.rules.tiers import RELIABLE_ADDED, with_reliable_tokens
+
+    firing = [
+        TokenFiring(token=" dog", token_id=1, fires=90, occurrences=100),  # already named
+        TokenFiring(token=" the", token_id=2, fires=80, occurrences=4000),  # fires on 2%
+        TokenFiring(token=" puppy", token_id=3, fires=30, occurrences=40),
+        TokenFiring(token=" Puppy", token_id=4, fires=5, occurrences=6),  # the same word
+        TokenFiring(token=" hound", token_id=5, fires=2, occurrences=2),  # too few to tell
+        *(TokenFiring(token=f" w{i}", token_id=10 + i, fires=9, occurrences=10) for i in range(5)),
+    ]
+    dog = TokenIn(words=("dog",))
+    found = with_reliable_tokens(dog, _evidence(STRONG_DOG, firing))
+    assert isinstance(found, Tiered) and found.strong == dog
+    added = found.weak
+    assert isinstance(added, TokenIn) and len(added.words) == RELIABLE_ADDED
+    assert added.words[0] == "puppy" and not {"dog", "the", "hound"} & set(added.words)
+    # Nothing reliable to add: the predicate is left as it was.
+    assert with_reliable_tokens(dog, _evidence(STRONG_DOG, firing[:2])) == dog
