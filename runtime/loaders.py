@@ -49,7 +49,7 @@ def open_tokenizer(settings: Settings) -> Any:
 
 
 # The default dictionary for the default model: TopK, 4096 features, on layers.6.
-DEFAULT_SAE_NAME = "SmolLM2-135M-Instruct.layers.6.topk-4096-k16"  # a new recipe, a new name
+DEFAULT_SAE_NAME = "SmolLM2-135M-Instruct.layers.6.topk-4096-k8"  # a new recipe, a new name
 
 
 def default_sae_dir(settings: Settings) -> Path:
