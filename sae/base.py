@@ -14,8 +14,10 @@ Run-time normalisation is SAELens' (sae_lens/saes/sae.py, _setup_activation_norm
 divides by its standard deviation (+1e-5). Undoing it needs the row, so such SAEs
 reconstruct with `reconstruct(x)` (or `sae(x)`), and `decode` alone refuses.
 
-Weights follow SAELens' names and shapes: W_enc [d_in, d_sae], W_dec [d_sae, d_in],
-b_enc [d_sae], b_dec [d_in].
+Weights follow SAELens' names and shapes: W_enc [d_in, d_sae], W_dec [d_sae, d_out],
+b_enc [d_sae], b_dec [d_out], where d_out = d_in except for transcoders, which read one
+hookpoint (`hookpoint`) and write another (`output_hookpoint`; see
+sae/architectures/transcoder.py).
 """
 
 from __future__ import annotations
@@ -55,12 +57,14 @@ class SAEConfig(BaseModel):
     architecture: str
     d_in: int = Field(gt=0)
     d_sae: int = Field(gt=0)
+    d_out: int | None = Field(default=None, gt=0)  # transcoders; None: d_in
     k: int | None = Field(default=None, gt=0)  # topk, batchtopk, matryoshka
     matryoshka_widths: list[int] | None = None  # nested prefix sizes; last == d_sae
     apply_b_dec_to_input: bool = True
     rescale_acts_by_decoder_norm: bool = False
     normalize_activations: Literal["none", "layer_norm", "constant_norm_rescale"] = "none"
-    hookpoint: str | None = None  # glossator's name, e.g. "layers.6"
+    hookpoint: str | None = None  # glossator's name, e.g. "layers.6"; transcoders: the input
+    output_hookpoint: str | None = None  # transcoders: where the decoder writes
     model_name: str | None = None
     dtype: str = "float32"
     metadata: dict[str, Any] = Field(default_factory=dict)  # provenance, training stats
@@ -82,20 +86,30 @@ class SparseAutoencoder(nn.Module, ABC):
         self.cfg = cfg
         self.W_enc = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_sae))
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
-        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, self.d_out))
+        self.b_dec = nn.Parameter(torch.zeros(self.d_out))
 
     @classmethod
     def validate_config(cls, cfg: SAEConfig) -> None:
         """Raise SAEError when `cfg` lacks what this architecture needs."""
         if cfg.architecture != cls.architecture:
             raise SAEError(f"config is for {cfg.architecture!r}, not {cls.architecture!r}")
+        if cfg.d_out not in (None, cfg.d_in) and cfg.apply_b_dec_to_input:
+            raise SAEError(
+                f"d_out={cfg.d_out} differs from d_in={cfg.d_in}, so b_dec cannot be "
+                "subtracted from the input; set apply_b_dec_to_input false"
+            )
 
     # -- shapes and devices -------------------------------------------------------------
 
     @property
     def d_in(self) -> int:
         return self.cfg.d_in
+
+    @property
+    def d_out(self) -> int:
+        """Width of the reconstruction: d_in, or a transcoder's output width."""
+        return self.cfg.d_out or self.cfg.d_in
 
     @property
     def d_sae(self) -> int:
@@ -166,19 +180,28 @@ class SparseAutoencoder(nn.Module, ABC):
     # -- decoding ------------------------------------------------------------------------
 
     def decode(self, codes: torch.Tensor | SparseCodes) -> torch.Tensor:
-        """Reconstruction [..., d_in] from dense codes [..., d_sae] or SparseCodes."""
-        if self.cfg.normalize_activations != "none":
+        """Reconstruction [..., d_out] from dense codes [..., d_sae] or SparseCodes."""
+        why = self.decode_needs_input()
+        if why is not None:
             raise SAEError(
-                f"this SAE normalises each input at run time ({self.cfg.normalize_activations}),"
-                " so its reconstruction depends on the input: use reconstruct(x)"
+                f"this SAE {why}, so its output depends on the input: use reconstruct(x)"
             )
         return self._decode(codes)
 
+    def decode_needs_input(self) -> str | None:
+        """Why the output cannot be computed from the codes alone, or None when it can."""
+        how = self.cfg.normalize_activations
+        return None if how == "none" else f"normalises each input at run time ({how})"
+
     def reconstruct(self, x: torch.Tensor) -> tuple[SparseCodes, torch.Tensor]:
-        """(codes of x, the reconstruction of x [..., d_in]), run-time normalisation undone."""
+        """(codes of x, the output for x [..., d_out]): the reconstruction of x, with the
+        run-time normalisation undone; a transcoder's prediction of its output side."""
         codes = self.encode_sparse(x)
-        undo = self._normalized(x.to(self.dtype))[1]
-        return codes, undo(self._decode(codes))
+        return codes, self._finish(x.to(self.dtype), self._decode(codes))
+
+    def _finish(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The output from the decoded codes and the input: undo the normalisation."""
+        return self._normalized(x)[1](out)
 
     def _decode(self, codes: torch.Tensor | SparseCodes) -> torch.Tensor:
         if isinstance(codes, SparseCodes):
@@ -204,7 +227,7 @@ class SparseAutoencoder(nn.Module, ABC):
             per_sample_weights=values.reshape(-1, k).to(self.dtype),
             mode="sum",
         )
-        return out.reshape(*lead, self.d_in) + self.b_dec
+        return out.reshape(*lead, self.d_out) + self.b_dec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of x."""

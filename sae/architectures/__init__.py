@@ -8,6 +8,7 @@ from sae.architectures.jumprelu import JumpReLUSAE
 from sae.architectures.matryoshka import MatryoshkaSAE
 from sae.architectures.standard import StandardSAE
 from sae.architectures.topk import TopKSAE
+from sae.architectures.transcoder import TRANSCODERS
 
 ARCHITECTURES = (
     StandardSAE,
@@ -18,10 +19,12 @@ ARCHITECTURES = (
     GatedSAE,
     AbsTopKSAE,
     GroupMaxSAE,
+    *TRANSCODERS,
 )
 
 __all__ = [
     "ARCHITECTURES",
+    "TRANSCODERS",
     "AbsTopKSAE",
     "BatchTopKSAE",
     "GatedSAE",

@@ -9,6 +9,8 @@ estimator that lives with the trainer, if ever.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -18,7 +20,7 @@ from sae.base import SAEConfig, SparseAutoencoder, SparseCodes
 
 class JumpReLUSAE(SparseAutoencoder):
     architecture = "jumprelu"
-    extra_tensors = ("threshold",)
+    extra_tensors: ClassVar[tuple[str, ...]] = ("threshold",)
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__(cfg)

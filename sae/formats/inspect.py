@@ -76,7 +76,10 @@ def _from_sae(sae: SparseAutoencoder, hookpoint: str | None) -> dict[str, Any]:
         "glossator_architecture": cfg.architecture,
         "hookpoint": hookpoint,
         "hook_name": hook_name_from_hookpoint(hookpoint),
+        "output_hookpoint": cfg.output_hookpoint,
+        "output_hook_name": hook_name_from_hookpoint(cfg.output_hookpoint),
         "d_in": cfg.d_in,
+        "d_out": sae.d_out,
         "width": cfg.d_sae,
         "k": cfg.k,
         "matryoshka_widths": cfg.matryoshka_widths,
@@ -110,7 +113,7 @@ def _from_config(fmt: str, target: Path) -> dict[str, Any]:
     if fmt == "sparsify":
         cfg = json_or_empty(target / sparsify.CFG_FILE)
         shape = _shape(target / sparsify.WEIGHTS_FILE, "encoder.weight")
-        flags = [key for key in sparsify.UNSUPPORTED if cfg.get(key)]
+        flags = [k for k in ("transcode", "skip_connection", *sparsify.UNSUPPORTED) if cfg.get(k)]
         return {
             "architecture": "+".join([str(cfg.get("activation", "topk")), *flags]),
             "recorded_hook_name": target.name,

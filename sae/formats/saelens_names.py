@@ -24,7 +24,13 @@ FROM_SAELENS = {
     "batchtopk": "batchtopk",
     "matryoshka_batchtopk": "matryoshka",
     "abstopk": "abstopk",
+    "transcoder": "transcoder",
+    "skip_transcoder": "skip_transcoder",
+    "jumprelu_transcoder": "jumprelu_transcoder",
+    "jumprelu_skip_transcoder": "jumprelu_skip_transcoder",
 }
+# SAELens' transcoders: d_out in the config, metadata.hook_name_out the output hook.
+TRANSCODERS = ("transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder")
 TO_SAELENS = {ours: theirs for theirs, ours in FROM_SAELENS.items()}
 TOPK_FAMILY = ("topk", "abstopk", "batchtopk", "matryoshka")  # have k
 # Ours that SAELens' inference loader only knows as "jumprelu" with per-feature thresholds.

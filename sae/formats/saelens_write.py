@@ -28,6 +28,7 @@ from sae.formats.saelens_names import (
     SAVED_AS,
     TO_SAELENS,
     TOPK_FAMILY,
+    TRANSCODERS,
     WEIGHTS_FILE,
     hook_name_from_hookpoint,
     hookpoint_from_hook_name,
@@ -70,6 +71,8 @@ def write(sae: SparseAutoencoder, folder: Path) -> None:
     )
     if architecture in TOPK_FAMILY:
         out.update(k=cfg.k, rescale_acts_by_decoder_norm=rescale)
+    if architecture in TRANSCODERS:
+        out["d_out"] = sae.d_out
     for key, value in cfg.metadata.get("saelens", {}).get("extra", {}).items():
         out.setdefault(key, value)
     try:
@@ -88,21 +91,29 @@ def _metadata_out(cfg: SAEConfig, saved_as: dict[str, Any] | None) -> dict[str, 
     if saved_as is not None:
         meta[SAVED_AS] = saved_as
     preserved = meta.pop("saelens", {})
-    original = meta.pop("hook_name", None)
-    if original is not None and (
-        cfg.hookpoint is None or hookpoint_from_hook_name(original) == cfg.hookpoint
-    ):
-        hook_name = original
-    else:
-        hook_name = hook_name_from_hookpoint(cfg.hookpoint)
-    if hookpoint_from_hook_name(hook_name) != cfg.hookpoint:
-        meta["hookpoint"] = cfg.hookpoint  # not derivable from hook_name: keep it ourselves
     out = dict(preserved.get("metadata", {}))
-    out.update(model_name=cfg.model_name, hook_name=hook_name)
+    out.update(model_name=cfg.model_name, hook_name=_hook_name(meta, "hook_name", cfg.hookpoint))
+    if cfg.architecture in TRANSCODERS:
+        out["hook_name_out"] = _hook_name(meta, "hook_name_out", cfg.output_hookpoint)
     out.setdefault("sae_lens_version", FORMAT_VERSION)
     if meta:
         out["glossator"] = meta
     return out
+
+
+def _hook_name(meta: dict[str, Any], key: str, hookpoint: str | None) -> str | None:
+    """The TransformerLens name to write for `hookpoint`: the file's original one (popped
+    from `meta`) when it still names it; our hookpoint goes into `meta` when no name does."""
+    original = meta.pop(key, None)
+    if original is not None and (
+        hookpoint is None or hookpoint_from_hook_name(original) == hookpoint
+    ):
+        name = original
+    else:
+        name = hook_name_from_hookpoint(hookpoint)
+    if hookpoint_from_hook_name(name) != hookpoint:
+        meta["hookpoint" if key == "hook_name" else "output_hookpoint"] = hookpoint
+    return name
 
 
 def _fold_decoder_norm(

@@ -3,9 +3,10 @@
 A sparsify SparseCoder encodes top_k(ReLU(encoder(x - b_dec))) and decodes
 acts @ W_dec + b_dec, with tensors encoder.weight [d_sae, d_in], encoder.bias [d_sae],
 W_dec [d_sae, d_in], b_dec [d_in]: our "topk" with apply_b_dec_to_input (ReLU and top-k
-commute, so the kept values are the same); `activation: "groupmax"` keeps the largest of
-each of k equal groups instead (our "groupmax"). A training run saves one such folder per
-hookpoint, named after it ("layers.6"), next to the run's config.json.
+commute, so the kept values are the same); transcoders (`transcode`, `skip_connection`)
+are read as sae/architectures/transcoder.py's TopK ones; `activation: "groupmax"` keeps
+the largest of each of k equal groups instead (our "groupmax"). A training run saves one
+such folder per hookpoint, named after it ("layers.6"), next to the run's config.json.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from sae.formats import (
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
 UNSUPPORTED = {
-    "transcode": "a transcoder, which predicts a module's output from its input",
-    "skip_connection": "a linear skip connection W_skip",
     "signed": "signed top-k (by absolute value)",
     "embed_skip": "a skip connection from the embeddings",
     "gram_lookup": "an n-gram lookup table subtracted from its input",
@@ -73,7 +72,7 @@ def load(
             f"{cfg_path}: activation {activation!r} is not supported; 'topk' and 'groupmax' are"
         )
     k = as_int(require(raw, "k", cfg_path), "k", cfg_path)
-    hookpoint = hookpoint_from_sparsify(folder.name)
+    architecture, hookpoint, output = _kind(raw, activation, folder.name, cfg_path)
     if raw.get("d_in") is not None:  # fail before reading the weights when we can
         d_in_cfg = as_int(raw["d_in"], "d_in", cfg_path)
         check_d_in(d_in_cfg, expected_d_in, hookpoint or folder.name, cfg_path)
@@ -94,16 +93,19 @@ def load(
         "W_dec": (d_sae, d_in),
         "b_dec": (d_in,),
     }
+    if raw.get("skip_connection"):
+        shapes["W_skip"] = (d_in, d_in)
     check_file_tensors(weights, shapes, weights_path, "a sparsify sparse autoencoder")
     target = parse_dtype(dtype if dtype is not None else encoder.dtype, cfg_path)
     cfg = make_config(
         cfg_path,
-        architecture=activation,  # groupmax: k groups of d_sae / k features
+        architecture=architecture,
         d_in=d_in,
         d_sae=d_sae,
         k=k,
-        apply_b_dec_to_input=True,
+        apply_b_dec_to_input=not raw.get("transcode"),  # SparseCoder.encode
         hookpoint=hookpoint,
+        output_hookpoint=output,
         model_name=_run_model_name(folder),
         dtype=dtype_name(target),
         metadata={"sparsify": {"hookpoint": folder.name, "config": raw}},
@@ -114,7 +116,35 @@ def load(
         "W_dec": weights["W_dec"],
         "b_dec": weights["b_dec"],
     }
+    if "W_skip" in weights:
+        tensors["W_skip"] = weights["W_skip"]
     return assemble(cfg, tensors, weights_path, device=device, dtype=target)
+
+
+def _kind(
+    raw: dict[str, Any], activation: str, name: str, source: Path
+) -> tuple[str, str | None, str | None]:
+    """(architecture, input hookpoint, output hookpoint) of a SparseCoder.
+
+    A transcoder (transcode=true) on an MLP ("layers.6.mlp") reads the MLP's input,
+    layers.6.mlp_in, and predicts its output, layers.6.mlp; skip_connection adds
+    x @ W_skip.T to the output (SparseCoder.forward), with or without transcode.
+    """
+    hookpoint = hookpoint_from_sparsify(name)
+    transcode, skip = bool(raw.get("transcode")), bool(raw.get("skip_connection"))
+    if not (transcode or skip):
+        return activation, hookpoint, None
+    if activation != "topk":
+        raise SAEError(f"{source}: a {activation!r} transcoder is not supported; only 'topk'")
+    architecture = "topk_skip_transcoder" if skip else "topk_transcoder"
+    if not transcode:
+        return architecture, hookpoint, hookpoint
+    if hookpoint is None or not hookpoint.endswith(".mlp"):
+        raise SAEError(
+            f"{source}: a transcoder on {name!r}; glossator reads transcoders of an MLP "
+            "(a folder named like layers.6.mlp), whose input and output it can hook"
+        )
+    return architecture, f"{hookpoint}_in", hookpoint
 
 
 def _check_sizes(raw: dict[str, Any], d_in: int, d_sae: int, source: Path) -> None:

@@ -567,8 +567,7 @@ def test_sparsify_checkpoint_folder_asks_to_choose(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"skip_connection": True}, "skip_connection=true"),
-        ({"transcode": True}, "transcode=true"),
+        ({"transcode": True}, "a transcoder on 'layers.1'; glossator reads transcoders of an MLP"),
         ({"activation": "signed_topk"}, "activation 'signed_topk'"),
         ({"k": None}, "required field 'k'"),
         ({"d_in": 16}, "d_in=16 but encoder.weight has d_in=8"),

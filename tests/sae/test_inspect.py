@@ -83,11 +83,11 @@ def test_a_sparsify_run_lists_each_hookpoint(tmp_path: Path) -> None:
     )
     assert all(entry["usable"] for entry in saes.values())
     assert "holds 3 SAEs, one per hookpoint" in inspect(run)
-    skip = sparsify_sae(tmp_path / "skip" / "layers.1", seed=5)
-    cfg = json.loads((skip / "cfg.json").read_text())
-    (skip / "cfg.json").write_text(json.dumps({**cfg, "skip_connection": True}))
-    report = inspect(skip, "--json")
-    assert report["architecture"] == "topk+skip_connection" and report["usable"] is False
+    signed = sparsify_sae(tmp_path / "signed" / "layers.1", seed=5)
+    cfg = json.loads((signed / "cfg.json").read_text())
+    (signed / "cfg.json").write_text(json.dumps({**cfg, "signed": True}))
+    report = inspect(signed, "--json")
+    assert report["architecture"] == "topk+signed" and report["usable"] is False
 
 
 def test_dictionary_learning_and_a_path_that_is_no_sae(tmp_path: Path) -> None:
