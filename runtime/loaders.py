@@ -78,7 +78,8 @@ def open_sae(settings: Settings, subject: SubjectModel) -> SparseAutoencoder:
             "or set GLOSSATOR_SAE to an SAE folder"
         )
         raise SAEError(f"no SAE found: {how}")
-    sae = load_sae(path, device=subject.device, expected_d_in=subject.d_model)
+    chosen = settings.hookpoint if "hookpoint" in settings.model_fields_set else None
+    sae = load_sae(path, device=subject.device, expected_d_in=subject.d_model, hookpoint=chosen)
     if sae.d_in != subject.d_model:  # formats check this too; never run a misfit
         raise SAEError(
             f"the SAE at {path} reads {sae.d_in}-wide activations but {subject.name} has "

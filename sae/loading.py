@@ -22,59 +22,11 @@ import torch
 from identifiers.hookpoints import UnknownHookNameError, resolve_hook_name
 from sae.base import SAEError, SparseAutoencoder
 from sae.formats import dictionary_learning, saelens, sparsify
+from sae.formats.detect import detect_format  # by content; picks a folder's hookpoint
 
 FORMATS = ("saelens", "sparsify", "dictionary_learning")
 # What save_sae may replace: an SAELens folder (sparsity.safetensors: its feature densities).
 _REPLACEABLE = {saelens.CFG_FILE, saelens.WEIGHTS_FILE, "sparsity.safetensors"}
-_FILE_NAMES = {
-    saelens.CFG_FILE,
-    saelens.WEIGHTS_FILE,
-    sparsify.WEIGHTS_FILE,
-    dictionary_learning.CONFIG_FILE,
-}
-_EXPECTED = (
-    "expected one of: cfg.json + sae_weights.safetensors (SAELens), cfg.json + "
-    "sae.safetensors (sparsify), ae.pt + config.json (dictionary_learning)"
-)
-
-
-def detect_format(path: str | Path) -> tuple[str, Path]:
-    """(format name, the folder or file to read) for an SAE at `path`."""
-    path = Path(path)
-    if not path.exists():
-        raise SAEError(f"{path} does not exist; give the folder that holds the SAE's files")
-    if path.is_file():
-        if path.suffix == ".pt":
-            return "dictionary_learning", path
-        if path.name in _FILE_NAMES:
-            return detect_format(path.parent)
-        raise SAEError(f"{path} is not an SAE file; give the SAE's folder ({_EXPECTED})")
-    found = _format_of(path)
-    if found is not None:
-        return found
-    if (path / saelens.CFG_FILE).is_file():
-        raise SAEError(
-            f"{path} has cfg.json but neither {saelens.WEIGHTS_FILE} (SAELens) nor "
-            f"{sparsify.WEIGHTS_FILE} (sparsify); the weights file is missing"
-        )
-    inner = sorted(p.name for p in path.iterdir() if p.is_dir() and _format_of(p) is not None)
-    if inner:
-        listing = ", ".join(inner)
-        raise SAEError(
-            f"{path} holds one SAE per hookpoint ({listing}); choose one and load its folder, "
-            f"e.g. load_sae({str(path / inner[0])!r})"
-        )
-    raise SAEError(f"no SAE found in {path}; {_EXPECTED}")
-
-
-def _format_of(folder: Path) -> tuple[str, Path] | None:
-    if (folder / saelens.WEIGHTS_FILE).is_file():
-        return "saelens", folder
-    if (folder / sparsify.WEIGHTS_FILE).is_file():
-        return "sparsify", folder
-    if (folder / dictionary_learning.AE_FILE).is_file():
-        return "dictionary_learning", folder / dictionary_learning.AE_FILE
-    return None
 
 
 def load_sae(
@@ -82,8 +34,11 @@ def load_sae(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype | None = None,
     expected_d_in: int | None = None,
+    hookpoint: str | None = None,
 ) -> SparseAutoencoder:
     """The SAE stored at `path`, in eval mode, on `device`.
+
+    hookpoint: picks the SAE of a folder that holds one per hookpoint (a sparsify run).
 
     dtype: the file's dtype when None, else e.g. "bfloat16" or torch.float32.
     expected_d_in: the model's width at the hookpoint the SAE will read; a different
@@ -91,7 +46,7 @@ def load_sae(
     Raises SAEError (saying what is wrong, in which file, and how to fix it) for anything
     unusable; no partially loaded SAE is ever returned.
     """
-    fmt, target = detect_format(path)
+    fmt, target = detect_format(path, hookpoint)
     reader = {
         "saelens": saelens.load,
         "sparsify": sparsify.load,
