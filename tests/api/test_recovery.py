@@ -77,8 +77,8 @@ def test_a_run_of_a_killed_server_is_taken_over_by_a_post(
         assert "POST again" in again.json()["detail"]
         time.sleep(int(again.headers["Retry-After"]))
     assert again.status_code == 202 and again.json()["run_id"] == run_id, again.text
-    assert time.monotonic() - killed_at < 15
-    view = _until(service, run_id, lambda v: v["status"] != "running", timeout_s=25)
+    assert time.monotonic() - killed_at < 25  # the lease itself lapses only at 30 s
+    view = _until(service, run_id, lambda v: v["status"] != "running", timeout_s=120)
     assert view["status"] == "finished", view
 
 
@@ -99,11 +99,11 @@ def test_a_run_cut_off_by_redis_says_why_and_resumes(
             own.stop()  # Redis goes away mid-run
             time.sleep(2)
             own.start()
-            view = _until(url, run_id, lambda v: v["status"] != "running", timeout_s=20)
+            view = _until(url, run_id, lambda v: v["status"] != "running", timeout_s=60)
             assert view["status"] == "interrupted" and "Redis" in view["error"], view
             resumed = httpx.post(runs, json={"max_rounds": 4}, headers=key)
             assert resumed.status_code == 202, resumed.text
-            view = _until(url, run_id, lambda v: v["status"] != "running", timeout_s=60)
+            view = _until(url, run_id, lambda v: v["status"] != "running", timeout_s=120)
             assert view["status"] == "finished" and view["error"] is None, view
     finally:
         own.stop()
