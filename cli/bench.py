@@ -108,7 +108,7 @@ def bench_command(
     with user_errors():
         settings = get_settings()
         setup = agent_setup(settings, planted or spec is not None, spec)
-        chosen = _features(setup.deps.store, features, setup.feature_names)
+        chosen = _features(setup.deps.store, features, setup.feature_names, seed)
         options = BenchOptions(
             features=chosen,
             explainers=explainers.split(","),
@@ -212,7 +212,9 @@ def _show(report: Path) -> None:
     console.print(f"[dim]report: {report}[/]")
 
 
-def _features(store: EvidenceStore, spec: str | None, names: list[str] | None) -> list[int]:
+def _features(
+    store: EvidenceStore, spec: str | None, names: list[str] | None, seed: int
+) -> list[int]:
     from cli.explain_many import parse_features
     from identifiers.features import parse_feature
 
@@ -223,7 +225,7 @@ def _features(store: EvidenceStore, spec: str | None, names: list[str] | None) -
         return alive
     if names is not None and not spec.startswith("sample:") and ":" not in spec:
         return [parse_feature(p, names) for p in spec.split(",") if p.strip()]
-    return parse_features(spec, alive, store.n_features)
+    return parse_features(spec, alive, store.n_features, seed=seed)
 
 
 def _imported(neuronpedia: Path | None, delphi: Path | None) -> dict[str, dict[int, Explained]]:

@@ -129,12 +129,12 @@ def stored_explanations(client: Any, setup: AgentSetup, runs: dict[int, str]) ->
 
 
 def parse_features(
-    spec: str, alive: list[int], n_features: int, names: list[str] | None = None
+    spec: str, alive: list[int], n_features: int, names: list[str] | None = None, seed: int = 0
 ) -> list[int]:
     """`select_features`, saying which listed features were skipped (never fired)."""
     from identifiers.features import select_features
 
-    selection = select_features(spec, alive, n_features, names)
+    selection = select_features(spec, alive, n_features, names, seed)
     if selection.silent:  # nothing to explain: say so rather than fail the whole batch
         shown = ", ".join(str(f) if names is None else names[f] for f in selection.silent[:10])
         err_console.print(f"skipped (never fired in the evidence): {shown}")

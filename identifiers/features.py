@@ -51,17 +51,22 @@ class FeatureSelection:
 
 
 def select_features(
-    spec: str, alive: list[int], n_features: int, names: Sequence[str] | None = None
+    spec: str,
+    alive: list[int],
+    n_features: int,
+    names: Sequence[str] | None = None,
+    seed: int = 0,
 ) -> FeatureSelection:
     """The features `spec` names that fired in the evidence (`alive`). A list may name
     planted features by id when `names` are given. Raises UserError, naming the valid
     syntax, for a malformed spec, a negative or reversed range, an empty sample, or an
     index outside 0..n_features-1 (never a silent clip: Python's slicing would take
-    "-3:-1" for the last features and "10:5" for none)."""
+    "-3:-1" for the last features and "10:5" for none). `seed` draws sample:N."""
     given = spec.strip()
     if given.startswith("sample:"):
         count = _count(given.removeprefix("sample:"), given)
-        return FeatureSelection(sorted(random.Random(0).sample(alive, min(count, len(alive)))), [])
+        drawn = random.Random(seed).sample(alive, min(count, len(alive)))
+        return FeatureSelection(sorted(drawn), [])
     firing = set(alive)
     if ":" in given:  # a range means its firing features: the rest go unmentioned
         return FeatureSelection([f for f in _range(given, n_features) if f in firing], [])

@@ -49,6 +49,14 @@ def test_well_formed_selections() -> None:
     assert len(select_features("sample:3", ALIVE, N_FEATURES).features) == 3
 
 
+def test_a_sample_is_drawn_with_the_seed_it_is_given() -> None:
+    alive = list(range(0, 400, 2))
+    first = select_features("sample:10", alive, 400, seed=1).features
+    assert first == select_features("sample:10", alive, 400, seed=1).features  # repeatable
+    assert first != select_features("sample:10", alive, 400, seed=2).features  # another sample
+    assert set(first) <= set(alive) and len(first) == 10
+
+
 def test_planted_ids_work_in_lists() -> None:
     chosen = select_features("c-food, c-animals", [0, 1], 3, NAMES)
     assert chosen.features == [1, 0]
