@@ -9,15 +9,12 @@ import signal
 import socket
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from runtime.apikeys import ApiKeyStore
-from runtime.redis_server import EmbeddedRedis
 from tests.cli_helpers import GLOSSATOR
-from tests.server_fixtures import api_key, read_stream, serving, settings_of
+from tests.server_fixtures import api_key, read_stream
 
 
 def _free_port() -> int:
@@ -80,33 +77,6 @@ def test_a_run_of_a_killed_server_is_taken_over_by_a_post(
     assert time.monotonic() - killed_at < 25  # the lease itself lapses only at 30 s
     view = _until(service, run_id, lambda v: v["status"] != "running", timeout_s=120)
     assert view["status"] == "finished", view
-
-
-def test_a_run_cut_off_by_redis_says_why_and_resumes(
-    planted_env: dict[str, str], tmp_path: Path
-) -> None:
-    own = EmbeddedRedis(tmp_path / "redis").start()
-    client = own.client()
-    token = ApiKeyStore(client).create("recovery")[1]
-    client.close()
-    key = {"Authorization": f"Bearer {token}"}
-    try:
-        with serving(settings_of(planted_env, redis_url=own.url)) as url:
-            runs = f"{url}/features/word-love/runs"
-            started = httpx.post(runs, json={"max_rounds": 4}, headers=key)
-            assert started.status_code == 202, started.text
-            run_id = started.json()["run_id"]
-            own.stop()  # Redis goes away mid-run
-            time.sleep(2)
-            own.start()
-            view = _until(url, run_id, lambda v: v["status"] != "running", timeout_s=60)
-            assert view["status"] == "interrupted" and "Redis" in view["error"], view
-            resumed = httpx.post(runs, json={"max_rounds": 4}, headers=key)
-            assert resumed.status_code == 202, resumed.text
-            view = _until(url, run_id, lambda v: v["status"] != "running", timeout_s=120)
-            assert view["status"] == "finished" and view["error"] is None, view
-    finally:
-        own.stop()
 
 
 def test_a_malformed_last_event_id_is_refused_before_the_stream(
