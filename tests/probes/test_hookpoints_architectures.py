@@ -13,7 +13,12 @@ import torch
 import transformers
 from torch import nn
 
-from probes.hookpoints import decoder_layers, hookpoint_width, run_to_hookpoints
+from probes.hookpoints import (
+    UnknownHookpointError,
+    decoder_layers,
+    hookpoint_width,
+    run_to_hookpoints,
+)
 from probes.splice import spliced
 
 N_LAYERS = 2
@@ -141,7 +146,9 @@ def test_new_hookpoints_are_written_where_they_are_read(
     point = "embed" if site == "embed" else f"layers.1.{site}"
     block = decoder_layers(model)[1]
     if site == "resid_mid" and getattr(block, "use_parallel_residual", False):
-        pytest.skip("parallel blocks have no resid_mid")
+        with pytest.raises(UnknownHookpointError, match="resid_mid"):  # none to read: refused
+            read(model, [point])
+        return
     names = [point, "layers.1", "layers.1.mlp"]
     clean = read(model, names)
     input_ids, _ = ids(model)
