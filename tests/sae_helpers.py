@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from sae import SAEConfig, SparseAutoencoder, build_sae
@@ -16,3 +18,21 @@ def identity_sae(d_in: int) -> SparseAutoencoder:
         sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))
         sae.W_dec.copy_(torch.cat([eye, -eye], dim=0))
     return sae
+
+
+def sparsify_cfg(d_in: int, d_sae: int, k: int, /, **fields: Any) -> dict[str, Any]:
+    """A sparsify SAE's cfg.json (SparseCoderConfig plus d_in): TopK unless `fields` say
+    otherwise."""
+    cfg: dict[str, Any] = {
+        "activation": "topk",
+        "expansion_factor": d_sae // d_in,
+        "normalize_decoder": True,
+        "num_latents": 0,
+        "k": k,
+        "multi_topk": False,
+        "skip_connection": False,
+        "transcode": False,
+        "d_in": d_in,
+    }
+    cfg.update(fields)
+    return cfg

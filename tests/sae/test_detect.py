@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from sae.base import SAEError
 from sae.formats import sparsify
 from sae.formats.detect import detect_format
+from tests.sae_helpers import sparsify_cfg
 
 D_IN, D_SAE, K = 8, 16, 2
 
@@ -26,17 +27,7 @@ D_IN, D_SAE, K = 8, 16, 2
 def sparsify_sae(folder: Path, seed: int) -> Path:
     """SparseCoder.save_to_disk: cfg.json (SparseCoderConfig + d_in) + sae.safetensors."""
     folder.mkdir(parents=True)
-    cfg = {
-        "activation": "topk",
-        "expansion_factor": 2,
-        "normalize_decoder": True,
-        "num_latents": 0,
-        "k": K,
-        "multi_topk": False,
-        "skip_connection": False,
-        "transcode": False,
-        "d_in": D_IN,
-    }
+    cfg = sparsify_cfg(D_IN, D_SAE, K)
     (folder / "cfg.json").write_text(json.dumps(cfg))
     g = torch.Generator().manual_seed(seed)
     tensors = {

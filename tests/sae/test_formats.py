@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from sae import SAEConfig, SAEError, SparseAutoencoder, SparseCodes, build_sae, load_sae, save_sae
 from sae.formats.saelens import hook_name_from_hookpoint, hookpoint_from_hook_name
+from tests.sae_helpers import sparsify_cfg as shared_sparsify_cfg
 
 D_IN, D_SAE, K = 8, 32, 4
 
@@ -508,19 +509,7 @@ def sparsify_tensors(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def sparsify_cfg(**fields: Any) -> dict[str, Any]:
-    cfg = {
-        "activation": "topk",
-        "expansion_factor": D_SAE // D_IN,
-        "normalize_decoder": True,
-        "num_latents": 0,
-        "k": K,
-        "multi_topk": False,
-        "skip_connection": False,
-        "transcode": False,
-        "d_in": D_IN,
-    }
-    cfg.update(fields)
-    return cfg
+    return shared_sparsify_cfg(D_IN, D_SAE, K, **fields)
 
 
 def write_sparsify(folder: Path, cfg: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:

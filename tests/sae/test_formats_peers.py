@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from sae import SAEConfig, SAEError, build_sae, load_sae, save_sae
 from sae.architectures import BatchTopKSAE
+from tests.sae_helpers import sparsify_cfg
 
 D_IN, D_SAE, K = 8, 32, 4
 
@@ -386,17 +387,7 @@ def test_sparsify_groupmax_matches_its_encoder(tmp_path: Path) -> None:
     }
     folder = tmp_path / "layers.3"
     folder.mkdir()
-    cfg = {
-        "activation": "groupmax",
-        "expansion_factor": 4,
-        "normalize_decoder": True,
-        "num_latents": 0,
-        "k": K,
-        "multi_topk": False,
-        "skip_connection": False,
-        "transcode": False,
-        "d_in": D_IN,
-    }
+    cfg = sparsify_cfg(D_IN, D_SAE, K, activation="groupmax")
     (folder / "cfg.json").write_text(json.dumps(cfg))
     save_file(t, str(folder / "sae.safetensors"))
     sae = load_sae(folder)
