@@ -41,6 +41,7 @@ from probes.planted import PlantedFeatures
 from probes.probe_runner import ProbeRunner
 from runtime.redis_server import EmbeddedRedis
 from runtime.runs import drive
+from tests.evidence_helpers import example
 from tests.llm_server import FakeLLMServer, Reply
 
 Planted = tuple[EvidenceStore, PlantedFeatures]
@@ -384,14 +385,6 @@ def test_a_second_run_is_answered_by_the_cache(
     assert second.explanation.cost == second.cost
     assert second.explanation.model_copy(update={"cost": first.cost}) == first.explanation
     assert second.hypotheses == first.hypotheses and second.experiments == first.experiments
-
-
-def example(tokens: list[str], acts: list[float]) -> Example:
-    n = len(tokens)
-    return Example(
-        context=0, text_index=0, start=0, token_ids=[0] * n, tokens=tokens, acts=acts,
-        max_act=max(acts, default=0.0),
-    )  # fmt: skip
 
 
 def test_evidence_rendering_shows_lens_and_similar_features() -> None:

@@ -16,26 +16,18 @@ from agent.llm_reasoner import LLMReasoner, render_evidence
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Outcome
 from llm_client import LLMClient
 from probes.evidence.store import (
-    Example,
     FeatureEvidence,
     FeatureStatistics,
     QuantileBin,
     TokenValue,
 )
 from tests.agent.test_llm_reasoner import HYPOTHESES, llm_config, reply, verdict
+from tests.evidence_helpers import example
 from tests.llm_server import FakeLLMServer
 
 FAKE = "⟦x⟧(12.0)"
 MARK = re.compile(r"⟦([^⟦⟧]*)⟧\((\d+\.\d)\)")  # how the prompts mark a firing
 OPEN_OR_CLOSE = re.compile("[⟦⟧]")
-
-
-def example(tokens: list[str], acts: list[float]) -> Example:
-    n = len(tokens)
-    return Example(
-        context=0, text_index=0, start=0, token_ids=[0] * n, tokens=tokens, acts=acts,
-        max_act=max(acts, default=0.0),
-    )  # fmt: skip
 
 
 def faked_evidence() -> FeatureEvidence:

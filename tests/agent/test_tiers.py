@@ -7,13 +7,7 @@ from __future__ import annotations
 from agent.rules.tiers import tiered
 from predicates.language import Tiered, TokenIn, TokenView
 from probes.evidence.store import Example, FeatureEvidence, FeatureStatistics, TokenFiring
-
-
-def _example(tokens: list[str], acts: list[float]) -> Example:
-    return Example(
-        context=0, text_index=0, start=0, token_ids=[0] * len(tokens),
-        tokens=tokens, acts=acts, max_act=max(acts),
-    )  # fmt: skip
+from tests.evidence_helpers import example
 
 
 def _evidence(examples: list[Example], firing: list[TokenFiring] | None = None) -> FeatureEvidence:
@@ -27,13 +21,13 @@ def _evidence(examples: list[Example], firing: list[TokenFiring] | None = None) 
     )  # fmt: skip
 
 
-STRONG_DOG = [_example([" the", " dog", " ran"], [0.0, 9.0, 0.0])] * 3
-WEAK_CAT = [_example([" a", " cat", " sat"], [0.0, 2.0, 0.0])] * 3
+STRONG_DOG = [example([" the", " dog", " ran"], [0.0, 9.0, 0.0])] * 3
+WEAK_CAT = [example([" a", " cat", " sat"], [0.0, 2.0, 0.0])] * 3
 
 
 def test_a_list_is_tiered_word_by_word() -> None:
     listed = TokenIn(words=("cat", "dog", "fox"))
-    fox = [_example([" a", " fox", " hid"], [0.0, 8.0, 0.0])] * 2
+    fox = [example([" a", " fox", " hid"], [0.0, 8.0, 0.0])] * 2
     found = tiered((listed,), _evidence(STRONG_DOG + WEAK_CAT + fox), threshold=4.5)
     assert found == Tiered(strong=TokenIn(words=("dog", "fox")), weak=TokenIn(words=("cat",)))
     view = TokenView.of([" cat", " and", " fox"])
@@ -42,7 +36,7 @@ def test_a_list_is_tiered_word_by_word() -> None:
 
 def test_a_strong_word_that_rarely_fires_over_the_split_is_weak() -> None:
     listed = TokenIn(words=("dog", "fox"))
-    fox = [_example([" a", " fox", " hid"], [0.0, 8.0, 0.0])] * 2
+    fox = [example([" a", " fox", " hid"], [0.0, 8.0, 0.0])] * 2
     firing = [
         TokenFiring(token=" dog", token_id=1, fires=40, occurrences=50),
         TokenFiring(token=" fox", token_id=2, fires=5, occurrences=500),  # fires on 1%

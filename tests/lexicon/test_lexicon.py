@@ -91,13 +91,8 @@ def test_tiers_give_levels() -> None:
 def test_an_or_whose_parts_fire_at_different_strengths_concludes_as_tiers() -> None:
     from agent.rules.tiers import tiered
     from predicates.language import AnyOf, WordIn
-    from probes.evidence.store import Example, FeatureEvidence, FeatureStatistics
-
-    def example(tokens: list[str], acts: list[float]) -> Example:
-        return Example(
-            context=0, text_index=0, start=0, token_ids=[0] * len(tokens),
-            tokens=tokens, acts=acts, max_act=max(acts),
-        )  # fmt: skip
+    from probes.evidence.store import FeatureEvidence, FeatureStatistics
+    from tests.evidence_helpers import example
 
     top = [example([" the", " dog", " ran"], [0.0, 9.0, 0.0])] * 3
     weak = [example([" a", " cat", " sat"], [0.0, 2.0, 0.0])] * 3
