@@ -14,7 +14,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+import numpy as np
+
 from agent.rules.hypotheses import labeled
+from agent.rules.synthesis import evaluate
+from agent.rules.table import TokenTable
 from predicates.base import _Listed, normal
 from predicates.language import AnyOf, Predicate, Tiered, TokenIn, TokenView
 from predicates.lexical import LemmaIn
@@ -29,19 +33,15 @@ def tiered(parts: Sequence[Predicate], evidence: FeatureEvidence, threshold: flo
     differ. It fires on the same tokens as the "or"; only the levels it predicts differ."""
     examples = evidence.top + [e for b in evidence.quantiles for e in b.examples]
     fired = labeled(examples)
-    strong_rows = [tuple(a >= threshold > 0 for a in e.acts) for e in examples]
+    table = TokenTable.of(fired)  # each distinct token judged once per piece
+    at_strength = np.fromiter((a >= threshold > 0 for e in examples for a in e.acts), dtype=bool)
     precision = _token_precision(evidence)
     strong: list[Predicate] = []
     weak: list[Predicate] = []
     for part in parts:
         for piece in _pieces(part):
-            hits = strong_hits = 0
-            for item, strong_row in zip(fired, strong_rows, strict=True):
-                for on, label, is_strong in zip(
-                    item.verdicts(piece), item.labels, strong_row, strict=True
-                ):
-                    hits += on and label
-                    strong_hits += on and is_strong
+            on = evaluate(piece, fired, table)
+            hits, strong_hits = int((on & table.labels).sum()), int((on & at_strength).sum())
             reliable = precision.get(_token_key(piece), 1.0) >= STRONG_PRECISION
             is_strong = hits > 0 and strong_hits >= STRONG_SHARE * hits and reliable
             (strong if is_strong else weak).append(piece)
