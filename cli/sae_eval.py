@@ -3,6 +3,8 @@
 Registered on the `sae` sub-app by `cli.app`. One pass over the texts gives both the
 reconstruction metrics (L0, explained variance, MSE, cosine, fraction alive, from the
 hookpoint's clean activations) and the CE losses (clean / spliced / zero-ablated).
+A transcoder is scored at its output hookpoint: its prediction from its input hookpoint
+against, and spliced in place of, the model's own output there.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def eval_command(
         ),
     ] = None,
     hookpoint: Annotated[
-        str | None, typer.Option(help="Override the SAE's own hookpoint, e.g. layers.6.")
+        str | None, typer.Option(help="Override the SAE's own (input) hookpoint, e.g. layers.6.")
     ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Rows per forward pass.")
@@ -107,6 +109,7 @@ def eval_command(
         subject = loaders.open_subject_model(settings)
         model = loaders.open_sae(settings, subject)
         name = loaders.sae_hookpoint(settings, model, hookpoint)
+        output = model.cfg.output_hookpoint  # transcoders write where they do not read
         if corpus is not None:
             source = str(corpus)
             texts = take_tokens(subject.tokenizer, iter_corpus(corpus), tokens)
@@ -116,12 +119,13 @@ def eval_command(
                 loaders.default_corpus_dir(settings), tokenizer=subject.tokenizer
             )
             texts = take_tokens(subject.tokenizer, default.heldout, tokens)
-        stats = ReconstructionStats(model.d_in, model.d_sae, model.device)
+        stats = ReconstructionStats(model.d_out, model.d_sae, model.device)
         losses = splice_losses(
             subject,
             model,
             name,
             texts,
+            output_hookpoint=output,
             context_length=settings.context_length,
             batch_size=batch_size,
             overflow=settings.overflow,
@@ -142,6 +146,7 @@ def eval_command(
         "sae": str(loaders.sae_path(settings)),
         "architecture": model.cfg.architecture,
         "hookpoint": name,
+        "output_hookpoint": output or name,
         "d_in": model.d_in,
         "corpus": source,
         "n_texts": len(texts),
@@ -149,9 +154,9 @@ def eval_command(
     if as_json:
         print_json({**about, **{k: _json_number(v) for k, v in values.items()}})
         return
-    console.print(
-        f"[bold]{subject.name} · {name} · {model.cfg.architecture} SAE, {model.d_sae:,} features[/]"
-    )
+    where = name if output is None else f"{name} -> {output}"
+    kind = f"{model.cfg.architecture} SAE, {model.d_sae:,} features"
+    console.print(f"[bold]{subject.name} · {where} · {kind}[/]")
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")

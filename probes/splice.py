@@ -8,6 +8,11 @@ and zero-ablated (replaced by zeros). SAEBench's "CE loss score":
 
 1.0: the reconstruction is as good as the real activations; 0.0: no better than zeros.
 
+The dictionary's own `reconstruct(x)` makes the replacement, so run-time input
+normalisation is undone and a skip term added as the dictionary defines them. A
+transcoder reads its input hookpoint (e.g. layers.N.mlp_in) and its prediction replaces
+its output hookpoint (layers.N.mlp); zero-ablation zeroes that output hookpoint.
+
 Only positions that yield activations are replaced: never the prefix (BOS or sink
 token), padding, or a window's repeated left context. Cross-entropy is averaged over
 valid next-token targets: position t predicting token t+1 where token t+1 is valid, so
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +35,8 @@ from torch import nn
 from probes.hookpoints import attach, hookpoint_width, parse_hookpoint
 from probes.model import SubjectModel
 from probes.tokenization import Overflow, TokenBatch, tokenize_batch
-from sae.base import SparseAutoencoder
+from sae.architectures.transcoder import TRANSCODERS
+from sae.base import SAEError, SparseAutoencoder
 from sae.metrics import ReconstructionStats
 
 Replace = Callable[[torch.Tensor], torch.Tensor]  # x [N, D] at valid positions -> [N, D]
@@ -85,21 +91,64 @@ def spliced(
             handle.remove()
 
 
-def sae_replacement(sae: SparseAutoencoder, stats: ReconstructionStats | None = None) -> Replace:
-    """x -> the SAE's reconstruction of x (chunked), adding each chunk to `stats` if given."""
+def reconstruct_chunked(
+    sae: SparseAutoencoder,
+    x_ND: torch.Tensor,
+    target_ND: torch.Tensor,
+    stats: ReconstructionStats | None = None,
+) -> torch.Tensor:
+    """`sae.reconstruct(x)` in chunks (no dense [N, d_sae] codes at once), on x's device;
+    each chunk's output is scored against `target` (x itself for an SAE) into `stats`."""
     step = max(1, CHUNK_ELEMENTS // sae.d_sae)
+    parts = []
+    for chunk, target in zip(x_ND.split(step), target_ND.split(step), strict=True):
+        codes, out = sae.reconstruct(chunk.to(sae.device))
+        if stats is not None:
+            stats.update(target, out, codes)
+        parts.append(out.to(x_ND.device))
+    return torch.cat(parts) if parts else torch.zeros_like(target_ND)
 
-    def replace(x_ND: torch.Tensor) -> torch.Tensor:
-        parts = []
-        for chunk in x_ND.split(step):
-            codes = sae.encode_sparse(chunk.to(sae.device))
-            recon = sae.decode(codes)
-            if stats is not None:
-                stats.update(chunk, recon, codes)
-            parts.append(recon.to(x_ND.device))
-        return torch.cat(parts) if parts else torch.zeros_like(x_ND)
 
-    return replace
+def sae_replacement(sae: SparseAutoencoder, stats: ReconstructionStats | None = None) -> Replace:
+    """x -> the SAE's reconstruction of x, adding each chunk to `stats` if given."""
+    return lambda x_ND: reconstruct_chunked(sae, x_ND, x_ND, stats)
+
+
+@contextmanager
+def sae_spliced(
+    model: nn.Module,
+    sae: SparseAutoencoder,
+    hookpoint: str,
+    output_hookpoint: str,
+    valid_BT: torch.Tensor,
+    stats: ReconstructionStats | None = None,
+) -> Iterator[None]:
+    """Within the block, `output_hookpoint`'s tensor at `valid_BT` is the dictionary's
+    output for `hookpoint`'s: an SAE's reconstruction in place (the same hookpoint), a
+    transcoder's prediction (read at its input, written at its output)."""
+    if output_hookpoint == hookpoint:
+        with spliced(model, hookpoint, valid_BT, sae_replacement(sae, stats)):
+            yield
+        return
+    source, target = parse_hookpoint(model, hookpoint), parse_hookpoint(model, output_hookpoint)
+    if source.depth >= target.depth:
+        raise SAEError(
+            f"the transcoder reads {hookpoint} and writes {output_hookpoint}, which the model "
+            "computes first; its output hookpoint must come after its input"
+        )
+    inputs: list[torch.Tensor] = []
+
+    def keep(x_BTD: torch.Tensor) -> None:
+        inputs.append(x_BTD[valid_BT.to(x_BTD.device)])
+
+    def replace(y_ND: torch.Tensor) -> torch.Tensor:
+        return reconstruct_chunked(sae, inputs.pop(), y_ND, stats)
+
+    with ExitStack() as stack:
+        for handle in attach(model, source, keep):
+            stack.callback(handle.remove)
+        stack.enter_context(spliced(model, output_hookpoint, valid_BT, replace))
+        yield
 
 
 def zero_replacement(x_ND: torch.Tensor) -> torch.Tensor:
@@ -138,6 +187,7 @@ def splice_losses(
     hookpoint: str,
     texts: Sequence[str],
     *,
+    output_hookpoint: str | None = None,
     context_length: int = 1024,
     batch_size: int = 8,
     overflow: Overflow = "window",
@@ -147,19 +197,22 @@ def splice_losses(
 ) -> SpliceLosses:
     """Clean, spliced and zero-ablated next-token CE of the model on `texts`.
 
-    When `stats` is given, the SAE quality metrics are accumulated into it from the
-    same activations (the hookpoint's clean output at valid positions): one pass of
-    the model serves both the CE losses and the reconstruction metrics.
+    `hookpoint` is where the dictionary reads; `output_hookpoint` where its output is
+    written (None: `hookpoint`; a transcoder's must be given). When `stats` is given,
+    the quality metrics are accumulated into it from the same forwards (the output
+    hookpoint's clean activations at valid positions against the dictionary's output):
+    one pass of the model serves both the CE losses and the reconstruction metrics.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    width = hookpoint_width(subject.model, hookpoint)  # a bad name fails before any work
-    if sae.d_in != width:
-        raise ValueError(
-            f"the SAE reads {sae.d_in}-wide activations but {hookpoint} of {subject.name} "
-            f"is {width} wide (d_model={subject.d_model}); use an SAE trained on this model and "
-            "hookpoint"
+    if output_hookpoint is None and isinstance(sae, TRANSCODERS):
+        raise SAEError(
+            f"the {sae.cfg.architecture} reads {hookpoint} but records no output hookpoint "
+            "to write its prediction to; set output_hookpoint in its config"
         )
+    written = output_hookpoint or hookpoint
+    _check_width(subject, hookpoint, sae.d_in, "reads")  # a bad name fails before any work
+    _check_width(subject, written, sae.d_out, "writes")
     batch = tokenize_batch(
         subject.tokenizer,
         texts,
@@ -171,7 +224,6 @@ def splice_losses(
     model, device = subject.model, subject.device
     sums = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
     n_targets = 0
-    replace = sae_replacement(sae, stats)
     groups = list(_row_groups(batch, batch_size))
     bar = Progress(console=Console(stderr=True), transient=True) if progress else None
     with bar or nullcontext():
@@ -181,9 +233,9 @@ def splice_losses(
             mask_BT = batch.attention_mask_BT[rows, :width].to(device)
             valid_BT = batch.valid_BT[rows, :width].to(device)
             sums["clean"] += next_token_ce_sum(model, ids_BT, mask_BT, valid_BT)
-            with spliced(model, hookpoint, valid_BT, replace):
+            with sae_spliced(model, sae, hookpoint, written, valid_BT, stats):
                 sums["spliced"] += next_token_ce_sum(model, ids_BT, mask_BT, valid_BT)
-            with spliced(model, hookpoint, valid_BT, zero_replacement):
+            with spliced(model, written, valid_BT, zero_replacement):
                 sums["zero"] += next_token_ce_sum(model, ids_BT, mask_BT, valid_BT)
             n_targets += int(valid_BT[:, 1:].sum())
             if bar is not None and task is not None:
@@ -196,3 +248,13 @@ def splice_losses(
         ce_spliced=sums["spliced"] / n_targets,
         ce_zero=sums["zero"] / n_targets,
     )
+
+
+def _check_width(subject: SubjectModel, hookpoint: str, width: int, verb: str) -> None:
+    actual = hookpoint_width(subject.model, hookpoint)
+    if actual != width:
+        raise ValueError(
+            f"the SAE {verb} {width}-wide activations but {hookpoint} of {subject.name} "
+            f"is {actual} wide (d_model={subject.d_model}); use an SAE trained on this model "
+            "and hookpoint"
+        )

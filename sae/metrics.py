@@ -131,9 +131,9 @@ class ReconstructionStats:
 
 @torch.no_grad()
 def reconstruct(sae: SparseAutoencoder, x_ND: torch.Tensor) -> tuple[SparseCodes, torch.Tensor]:
-    """(sparse codes, reconstruction) of x, on the SAE's device."""
-    codes = sae.encode_sparse(x_ND.to(sae.device))
-    return codes, sae.decode(codes)
+    """(sparse codes, reconstruction) of x, on the SAE's device; `sae.reconstruct`, so a
+    run-time input normalisation is undone as the SAE defines it."""
+    return sae.reconstruct(x_ND.to(sae.device))
 
 
 @torch.no_grad()
