@@ -28,7 +28,7 @@ from predicates.base import (
     normal,
 )
 from predicates.context import CodeLike, LineStart, SentenceStart
-from predicates.lexical import FunctionWord, LemmaIn, WordClass
+from predicates.lexical import DerivedFrom, FunctionWord, LemmaIn, WordClass
 
 __all__ = ["QUOTES", "TokenView", "normal"]
 
@@ -50,6 +50,31 @@ class TokenRegex(_Pattern, _TokenLocal):
     def holds_for_token(self, token: str) -> bool:
         body = token.strip()
         return bool(body) and self._compiled.fullmatch(body) is not None
+
+
+class BlankToken(_TokenLocal):
+    """A token of whitespace only, of one shape: every other predicate strips a token's
+    surrounding whitespace, so features of spacing (the second space after a sentence,
+    indentation, line breaks) need their own."""
+
+    kind: Literal["blank"] = "blank"
+    shape: Literal["space", "newline", "tab"]
+
+    def holds_for_token(self, token: str) -> bool:
+        if not token or token.strip():
+            return False
+        if self.shape == "newline":
+            return "\n" in token
+        if self.shape == "tab":
+            return "\t" in token and "\n" not in token
+        return set(token) == {" "}
+
+    def describe(self) -> str:
+        return {
+            "space": "tokens of spaces only (such as the second space between sentences)",
+            "newline": "line breaks (whitespace tokens holding a newline)",
+            "tab": "tabs (whitespace tokens holding a tab)",
+        }[self.shape]
 
 
 class WordIn(_Listed, _WordLocal):
@@ -236,6 +261,7 @@ def levels(predicate: Predicate, view: TokenView) -> list[float]:
 Predicate = Annotated[
     TokenIn
     | TokenRegex
+    | BlankToken
     | WordIn
     | WordRegex
     | Preceded
@@ -245,6 +271,7 @@ Predicate = Annotated[
     | AfterLinePrefix
     | WordClass
     | LemmaIn
+    | DerivedFrom
     | FunctionWord
     | SentenceStart
     | LineStart

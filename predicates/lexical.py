@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from lexicon.function_words import FUNCTION_WORDS, FunctionCategory
+from lexicon.stems import built_on, root
 from lexicon.wordnet import POS_FILES, WordNetMissing, wordnet
 from predicates.base import _WordLocal
 
@@ -66,6 +67,27 @@ class LemmaIn(_WordLocal):
 
     def size(self) -> int:
         return len(self.lemmas)
+
+
+class DerivedFrom(_WordLocal):
+    """The token's word is built on one of `words`: any inflection or derivation
+    ("remark": "remarks", "remarkable", "unremarkable"), by word roots (lexicon.stems)."""
+
+    kind: Literal["derived_from"] = "derived_from"
+    words: tuple[str, ...] = Field(min_length=1)
+
+    def holds_for_word(self, word: str) -> bool:
+        return any(built_on(word, root(w)) for w in self.words)
+
+    def describe(self) -> str:
+        if len(self.words) == 1:
+            return f'the word "{self.words[0]}" and words built on it'
+        more = len(self.words) - MAX_SHOWN
+        tail = f" and {more} more" if more > 0 else ""
+        return f"the words {_examples(self.words)}{tail} and words built on them"
+
+    def size(self) -> int:
+        return len(self.words)
 
 
 def base_forms(word: str) -> set[str]:

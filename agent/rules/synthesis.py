@@ -28,6 +28,7 @@ from predicates.language import (
     AfterLinePrefix,
     AllOf,
     AnyOf,
+    BlankToken,
     InsideQuotes,
     Neighbour,
     Preceded,
@@ -221,6 +222,7 @@ def candidates(data: Sequence[Labeled], table: TokenTable | None = None) -> list
     tokens and words, contexts, WordNet classes, and word lists (judged out of fold)."""
     table = table or TokenTable.of(data)
     fixed: list[Predicate] = [TokenRegex(pattern=p, meaning=m) for p, m in TOKEN_CLASSES]
+    fixed.extend(BlankToken(shape=shape) for shape in ("space", "newline", "tab"))
     fixed.extend(WordRegex(pattern=p, meaning=m) for p, m in WORD_CLASSES)
     fixed.extend(Preceded(pattern=p) for p in _preceding_patterns(data))
     fixed.append(Preceded(pattern=r"[$£€¥]\s?[\d,.]*", meaning="amounts after a currency sign"))

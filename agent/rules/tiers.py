@@ -2,11 +2,13 @@
 and which only weakly. Real features have a core and a periphery; a predicate judge
 simulates the two levels, and writes its generative test texts from the core only.
 
-A part is strong when most of its firings in the evidence reach the firing threshold
-and, for the words a list names, when the word fires on most of its occurrences over
-the whole explain split (the evidence's token firing table): a word the feature fires
-on strongly once in a hundred occurrences writes texts it does not fire on. Lists are
-tiered word by word, so one list can give words to both tiers.
+A part is strong when, wherever it holds, the feature likely fires at strength: the
+share of its firings that reach the firing threshold (counted on the quantile samples,
+which draw firings evenly across strengths; the top examples would flatter it) times,
+for a word a list names, the share of the word's occurrences over the whole explain
+split the feature fires on (the evidence's token firing table): a word the feature
+fires on strongly once in a hundred occurrences writes texts it does not fire on.
+Lists are tiered word by word, so one list can give words to both tiers.
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ from predicates.language import AnyOf, Predicate, Tiered, TokenIn, TokenView
 from predicates.lexical import LemmaIn
 from probes.evidence.store import FeatureEvidence
 
-STRONG_SHARE = 0.5  # of a part's firings that reach the threshold, to call it strong
-STRONG_PRECISION = 0.5  # of a strong token's occurrences the feature fires on
+STRONG_RATE = 0.5  # estimated share of the places a strong part holds that fire at strength
 
 
 def tiered(parts: Sequence[Predicate], evidence: FeatureEvidence, threshold: float) -> Predicate:
     """The parts of an "or" (and the words of its lists) as strength tiers when they
     differ. It fires on the same tokens as the "or"; only the levels it predicts differ."""
-    examples = evidence.top + [e for b in evidence.quantiles for e in b.examples]
+    examples = [e for b in evidence.quantiles for e in b.examples] or evidence.top
     fired = labeled(examples)
     table = TokenTable.of(fired)  # each distinct token judged once per piece
     at_strength = np.fromiter((a >= threshold > 0 for e in examples for a in e.acts), dtype=bool)
@@ -42,9 +43,8 @@ def tiered(parts: Sequence[Predicate], evidence: FeatureEvidence, threshold: flo
         for piece in _pieces(part):
             on = evaluate(piece, fired, table)
             hits, strong_hits = int((on & table.labels).sum()), int((on & at_strength).sum())
-            reliable = precision.get(_token_key(piece), 1.0) >= STRONG_PRECISION
-            is_strong = hits > 0 and strong_hits >= STRONG_SHARE * hits and reliable
-            (strong if is_strong else weak).append(piece)
+            rate = strong_hits / hits * precision.get(_token_key(piece), 1.0) if hits else 0.0
+            (strong if rate >= STRONG_RATE else weak).append(piece)
     if not strong or not weak:
         return any_of(list(parts))
     return Tiered(strong=any_of(_joined(strong)), weak=any_of(_joined(weak)))

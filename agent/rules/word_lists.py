@@ -11,8 +11,9 @@ from collections.abc import Callable
 import numpy as np
 
 from agent.rules.table import NONE, Scored, TokenTable
+from lexicon.stems import root
 from predicates.language import Neighbour, Predicate, TokenIn, WordIn, normal
-from predicates.lexical import LemmaIn, family
+from predicates.lexical import DerivedFrom, LemmaIn, family
 
 MIN_PRECISION = 0.5  # a word joins a list only if the feature fires on most of it
 WORD_COST = 0.01  # F1 each listed word must add: the description-length penalty
@@ -52,6 +53,7 @@ def _fitters(table: TokenTable) -> list[Fit]:
         out.append(_fit(table, _keys(table.tokens, table.token_id, _normal(cs)), _token_in(cs)))
         out.append(_fit(table, _keys(table.words, table.word_id, _normal(cs)), _word_in(cs)))
     out.append(_fit(table, _keys(table.words, table.word_id, family), _lemma_in))
+    out.append(_fit(table, _keys(table.words, table.word_id, _root_word(table.words)), _derived))
     for offset, ids in ((-1, table.prev_id), (1, table.next_id)):
         out.append(_fit(table, _keys(table.tokens, ids, _normal(False)), _neighbours(offset)))
     return out
@@ -74,6 +76,19 @@ def _word_in(case_sensitive: bool) -> Make:
 
 def _lemma_in(lemmas: tuple[str, ...]) -> Predicate:
     return LemmaIn(lemmas=lemmas)
+
+
+def _derived(words: tuple[str, ...]) -> Predicate:
+    return DerivedFrom(words=words)
+
+
+def _root_word(words: list[str]) -> Callable[[str], str]:
+    """A word's key for a derivational family: the shortest word of the data with its
+    root, so the list names words ("remark"), not stems ("remark", "decis")."""
+    shortest: dict[str, str] = {}
+    for word in sorted((w.lower() for w in words if w.isalpha()), key=len, reverse=True):
+        shortest[root(word)] = word
+    return lambda word: shortest.get(root(word), "") if word.isalpha() else ""
 
 
 def _neighbours(offset: int) -> Make:

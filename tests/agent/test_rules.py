@@ -57,6 +57,33 @@ def test_word_predicates_span_tokens() -> None:
     assert fired(Preceded(pattern=r"\bof ")) == [" Tw", "ain"]
 
 
+def test_blank_tokens_by_shape() -> None:
+    from predicates.language import BlankToken
+
+    text = TokenView.of(["end", ".", " ", " Next", "\n", "\t", "\t\t", "  ", " \n  ", "x"])
+    on = {shape: BlankToken(shape=shape).evaluate(text) for shape in ("space", "newline", "tab")}
+    assert on["space"] == [False, False, True, False, False, False, False, True, False, False]
+    assert on["newline"] == [False, False, False, False, True, False, False, False, True, False]
+    assert on["tab"] == [False, False, False, False, False, True, True, False, False, False]
+
+
+def test_synthesis_finds_a_feature_of_spacing() -> None:
+    """The second space between sentences: no word list can name a blank token."""
+    texts = [
+        (["It", " rained", ".", " ", " We", " left", "."], 3),
+        (["Yes", ".", " ", " No", "."], 2),
+        (["A", " b", " c", ".", " ", " D", " e", "."], 4),
+        (["Go", " now", ".", " Then", " stop", "."], None),
+    ]
+    data = [
+        Labeled(TokenView.of(tokens), tuple(i == at for i in range(len(tokens))))
+        for tokens, at in texts * 3
+    ]
+    found = synthesize(data)
+    assert found.agreement.f1 == 1.0
+    assert "spaces only" in found.predicate.describe()
+
+
 def test_span_predicates() -> None:
     assert fired(InsideQuotes()) == ["hel", "lo", " there", '."']
     assert fired(AfterLinePrefix(prefix="--")) == [" Al", " Bob", ",", " Esq"]

@@ -11,7 +11,7 @@ import pytest
 from lexicon.wordnet import WordNet, WordNetMissing, wordnet
 from predicates.context import CodeLike, LineStart, SentenceStart
 from predicates.language import Tiered, TokenView, levels
-from predicates.lexical import FunctionWord, LemmaIn, WordClass
+from predicates.lexical import DerivedFrom, FunctionWord, LemmaIn, WordClass
 
 
 def view(*tokens: str) -> TokenView:
@@ -60,6 +60,18 @@ def test_lemma_family_covers_inflections_not_lookalikes() -> None:
     text = view("It", " changed", ",", " changes", " and", " changing", " exchange", "s")
     assert change.evaluate(text) == [False, True, False, True, False, True, False, False]
     assert change.size() == 1
+
+
+def test_a_derived_family_covers_derivations_and_negations_not_lookalikes() -> None:
+    remark = DerivedFrom(words=("remark",))
+    text = view(" remarks", " remarkable", " unremarkable", " remarked", " mark", " market")
+    assert remark.evaluate(text) == [True, True, True, True, False, False]
+    fool = DerivedFrom(words=("fool",))
+    assert fool.evaluate(view(" foolish", " foolishness", " food")) == [True, True, False]
+    # A short root matches only itself: "man" does not take "manage" or "many".
+    man = DerivedFrom(words=("man",))
+    assert man.evaluate(view(" man", " manage", " many")) == [True, False, False]
+    assert remark.describe() == 'the word "remark" and words built on it'
 
 
 def test_function_words_and_positions() -> None:
