@@ -163,6 +163,37 @@ def hookpoint_width(model: nn.Module, name: str) -> int:
     return int(config.hidden_size)
 
 
+def module_hookpoints(model: nn.Module) -> dict[str, str]:
+    """Module names whose output is exactly one of the model's hookpoints -> that hookpoint.
+
+    Names as SAELens' AutoModel path writes them (from the model: "model.layers.3.mlp")
+    and as sparsify does (from the base model: "layers.3.mlp"), plus TransformerLens'
+    bridge / circuit-tracer `blocks.N.mlp.hook_out` and `blocks.N.attn.hook_out` (the
+    MLP's and attention's raw outputs). Found by module identity, so a module is listed
+    only where the hookpoint is read from its output: Gemma's `mlp` is not layers.N.mlp.
+    """
+    names: dict[int, list[str]] = {}
+    base: Any = getattr(model, "base_model", model)
+    for root in (model, base):
+        for name, module in root.named_modules(remove_duplicate=False):
+            if name:
+                names.setdefault(id(module), []).append(name)
+    table: dict[str, str] = {}
+    for name in hookpoint_names(model):
+        hookpoint = parse_hookpoint(model, name)
+        if hookpoint.site in (EMBED, "resid_mid"):
+            continue
+        module, side = tap_site(model, hookpoint)
+        if side == "output":
+            table.update(dict.fromkeys(names.get(id(module), []), name))
+    for i, block in enumerate(decoder_layers(model)):
+        if _added_by_mlp(block) is _child(block, _MLP_NAMES, "MLP"):
+            table[f"blocks.{i}.mlp.hook_out"] = f"layers.{i}.mlp"
+        if _added_by_attention(block) is _child(block, _ATTN_NAMES, "attention"):
+            table[f"blocks.{i}.attn.hook_out"] = f"layers.{i}.attn"
+    return table
+
+
 def _swap_first(output: Any, new: torch.Tensor) -> Any:
     return (new, *output[1:]) if isinstance(output, tuple) else new
 

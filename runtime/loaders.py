@@ -71,6 +71,7 @@ def open_sae(settings: Settings, subject: SubjectModel) -> SparseAutoencoder:
 
     Raises SAEError when there is none (saying how to get one) or it does not fit.
     """
+    from probes.hookpoints import module_hookpoints
     from sae.base import SAEError
     from sae.loading import load_sae
 
@@ -84,7 +85,13 @@ def open_sae(settings: Settings, subject: SubjectModel) -> SparseAutoencoder:
         )
         raise SAEError(f"no SAE found: {how}")
     chosen = settings.hookpoint if "hookpoint" in settings.model_fields_set else None
-    sae = load_sae(path, device=subject.device, expected_d_in=subject.d_model, hookpoint=chosen)
+    sae = load_sae(
+        path,
+        device=subject.device,
+        expected_d_in=subject.d_model,
+        hookpoint=chosen,
+        modules=module_hookpoints(subject.model),  # module names map where exact here
+    )
     if sae.d_in != subject.d_model:  # formats check this too; never run a misfit
         raise SAEError(
             f"the SAE at {path} reads {sae.d_in}-wide activations but {subject.name} has "

@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from identifiers.hookpoints import UnknownHookNameError, resolve_hook_name
-from sae.base import SAEError, SparseAutoencoder
+from sae.base import SAEConfig, SAEError, SparseAutoencoder
 from sae.formats import dictionary_learning, saelens, sparsify
 from sae.formats.detect import detect_format  # by content; picks a folder's hookpoint
 
@@ -35,10 +36,14 @@ def load_sae(
     dtype: str | torch.dtype | None = None,
     expected_d_in: int | None = None,
     hookpoint: str | None = None,
+    modules: Mapping[str, str] | None = None,
 ) -> SparseAutoencoder:
     """The SAE stored at `path`, in eval mode, on `device`.
 
     hookpoint: picks the SAE of a folder that holds one per hookpoint (a sparsify run).
+    modules: the model's module names whose output is exactly one of its hookpoints
+    (probes.hookpoints.module_hookpoints); with them, a hook name that names a module
+    ("model.layers.3.mlp") is mapped where that is exact for this model, else refused.
 
     dtype: the file's dtype when None, else e.g. "bfloat16" or torch.float32.
     expected_d_in: the model's width at the hookpoint the SAE will read; a different
@@ -53,22 +58,49 @@ def load_sae(
         "dictionary_learning": dictionary_learning.load,
     }[fmt]
     sae = reader(target, device, dtype, expected_d_in)
-    _resolve_hookpoint(sae, target)
+    _resolve_hookpoint(sae, target, modules)
     return sae.eval()
 
 
-def _resolve_hookpoint(sae: SparseAutoencoder, source: Path) -> None:
-    """Set the SAE's hookpoint from the name its files record (ours, or SAELens'
-    `hook_name`), or refuse it: a dictionary must never read a tensor it was not trained
-    on, so a name we cannot map is an error, never None that later becomes the default."""
-    cfg = sae.cfg
-    recorded = cfg.hookpoint if cfg.hookpoint is not None else cfg.metadata.get("hook_name")
-    if recorded is None:
-        return
-    try:
-        cfg.hookpoint = resolve_hook_name(str(recorded))
-    except UnknownHookNameError as error:
-        raise SAEError(f"{source}: the SAE was trained on an {error}") from error
+def _resolve_hookpoint(
+    sae: SparseAutoencoder, source: Path, modules: Mapping[str, str] | None
+) -> None:
+    """Set the SAE's hookpoints from the names its files record (ours, or SAELens'
+    `hook_name` and a transcoder's `hook_name_out`), or refuse them: a dictionary must
+    never read a tensor it was not trained on, so a name we cannot map is an error, never
+    None that later becomes the default."""
+    cfg, meta = sae.cfg, sae.cfg.metadata
+    recorded = cfg.hookpoint if cfg.hookpoint is not None else meta.get("hook_name")
+    if recorded is not None:
+        try:
+            cfg.hookpoint = resolve_hook_name(str(recorded), modules)
+        except UnknownHookNameError as error:
+            raise SAEError(f"{source}: the SAE was trained on an {error}") from error
+    written = meta.get("hook_name_out")
+    if cfg.output_hookpoint is None and written is not None:
+        try:
+            cfg.output_hookpoint = resolve_hook_name(str(written), modules)
+        except UnknownHookNameError as error:
+            raise SAEError(
+                f"{source}: the transcoder writes to hook_name_out={written!r}: {error}"
+            ) from error
+    if modules is not None and "sparsify" in meta:
+        _check_sparsify_module(cfg, str(meta["sparsify"].get("hookpoint")), source, modules)
+
+
+def _check_sparsify_module(
+    cfg: SAEConfig, name: str, source: Path, modules: Mapping[str, str]
+) -> None:
+    """sparsify hooks a module's output ("layers.6.mlp" of the base model), which is
+    where glossator writes (transcoders) or reads (the rest) only if the model says so:
+    on Gemma-2/3 the MLP's output is normed before the residual receives it."""
+    ours = cfg.output_hookpoint or cfg.hookpoint
+    if modules.get(name) != ours:
+        raise SAEError(
+            f"{source}: sparsify hooked the output of module {name!r}, which on this model is "
+            f"not exactly glossator's {ours} (modules whose output is: "
+            f"{', '.join(k for k, v in modules.items() if v == ours) or 'none'})"
+        )
 
 
 def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:

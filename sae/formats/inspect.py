@@ -13,7 +13,11 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
-from identifiers.hookpoints import UnknownHookNameError, resolve_hook_name
+from identifiers.hookpoints import (
+    HookNameNeedsModelError,
+    UnknownHookNameError,
+    resolve_hook_name,
+)
 from sae.base import SAEError, SparseAutoencoder
 from sae.formats import dictionary_learning, saelens, sparsify
 from sae.formats.detect import as_object, detect_format, format_of, hookpoint_folders, json_or_empty
@@ -46,9 +50,17 @@ def describe(path: Path) -> dict[str, Any]:
     out.update(usable=True, reason=None)
     try:
         sae = READERS[fmt](target)
-        recorded = sae.cfg.hookpoint or sae.cfg.metadata.get("hook_name")
-        hookpoint = resolve_hook_name(str(recorded)) if recorded is not None else None
-    except (SAEError, UnknownHookNameError) as error:
+    except SAEError as error:
+        out.update(usable=False, reason=str(error))
+        return out
+    try:
+        hookpoint = _resolved(sae.cfg.hookpoint or sae.cfg.metadata.get("hook_name"))
+        if sae.cfg.output_hookpoint is None:
+            sae.cfg.output_hookpoint = _resolved(sae.cfg.metadata.get("hook_name_out"))
+    except HookNameNeedsModelError as error:  # a module's output: depends on the model
+        out.update(_from_sae(sae, None), reason=f"usable only with some models: {error}")
+        return out
+    except UnknownHookNameError as error:
         out.update(usable=False, reason=str(error))
         return out
     out.update(_from_sae(sae, hookpoint))
@@ -58,6 +70,10 @@ def describe(path: Path) -> dict[str, Any]:
             "it was trained on"
         )
     return out
+
+
+def _resolved(recorded: Any) -> str | None:
+    return resolve_hook_name(str(recorded)) if recorded is not None else None
 
 
 def _from_sae(sae: SparseAutoencoder, hookpoint: str | None) -> dict[str, Any]:

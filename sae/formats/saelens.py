@@ -251,13 +251,8 @@ def _transcoder_fields(
     hook_name_out = sl_meta.pop("hook_name_out", None)
     output = ours.pop("output_hookpoint", None)
     if output is None and hook_name_out is not None:
+        # None when unmapped: sae.loading maps it with the model or refuses it.
         output = hookpoint_from_hook_name(str(hook_name_out))
-        if output is None:
-            raise SAEError(
-                f"{source}: the transcoder writes to hook_name_out={hook_name_out!r}, which "
-                "glossator cannot map to a hookpoint (it knows blocks.N.hook_mlp_out, "
-                "blocks.N.hook_attn_out, blocks.N.hook_resid_post, ...)"
-            )
     if hook_name_out is not None:
         ours["hook_name_out"] = hook_name_out
     return {"d_out": d_out, "output_hookpoint": output}

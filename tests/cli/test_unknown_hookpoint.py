@@ -22,7 +22,8 @@ def env_for(model_dir: Path, sae_dir: Path, data_dir: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    "hook_name", ["blocks.1.hook_mlp_in", "blocks.1.ln1.hook_normalized", "model.layers.1.mlp"]
+    "hook_name",
+    ["blocks.1.hook_mlp_in", "blocks.1.ln1.hook_normalized", "model.layers.1.input_layernorm"],
 )
 def test_an_unknown_hook_name_fails_naming_it(
     tiny_llama_dir: Path, tmp_path: Path, hook_name: str
