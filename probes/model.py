@@ -166,10 +166,7 @@ def prepare_gguf_model(gguf: Path, cache_dir: Path) -> Path:
     an older version of the same file is then deleted (it can be gigabytes).
     """
     source = gguf.expanduser().resolve()
-    stat = source.stat()
-    record = {"path": str(source), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
-    target = cache_dir / "gguf" / f"{source.stem}-{digest}"
+    target, record = gguf_cache_folder(source, cache_dir)
     if (target / "config.json").is_file():
         return target
     _dequantize_into(source, target, record)
@@ -181,6 +178,15 @@ def prepare_gguf_model(gguf: Path, cache_dir: Path) -> Path:
 
 
 GGUF_SOURCE_FILE = "glossator-gguf-source.json"  # which file a cached copy was made from
+
+
+def gguf_cache_folder(gguf: Path, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """(where `prepare_gguf_model` caches this version of `gguf`, what it records of it)."""
+    source = gguf.expanduser().resolve()
+    stat = source.stat()
+    record = {"path": str(source), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir / "gguf" / f"{source.stem}-{digest}", record
 
 
 def _cached_from(folder: Path) -> str | None:
@@ -225,12 +231,18 @@ def _dequantize_into(gguf: Path, target: Path, record: dict[str, Any] | None = N
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_tokenizer(path: str | Path) -> Any:
-    """Just the tokenizer of a model folder or .gguf file (no weights loaded)."""
+def load_tokenizer(path: str | Path, gguf_cache: Path | None = None) -> Any:
+    """Just the tokenizer of a model folder or .gguf file (no weights loaded).
+
+    A .gguf file's tokenizer is read from its copy in `gguf_cache` when there is one:
+    converting it from the GGUF takes a minute for Gemma-3's 262k-token vocabulary."""
     from transformers import AutoTokenizer
 
     path = Path(path).expanduser()
     if path.is_file() and path.suffix == ".gguf":
+        cached = gguf_cache_folder(path, gguf_cache)[0] if gguf_cache is not None else None
+        if cached is not None and (cached / "config.json").is_file():
+            return AutoTokenizer.from_pretrained(cached)
         return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     if not (path / "config.json").is_file() and not (path / "tokenizer.json").is_file():
         raise ModelLoadError(f"{path} holds no tokenizer (a HF model folder or .gguf file)")

@@ -50,7 +50,7 @@ def open_subject_model(settings: Settings) -> SubjectModel:
 
 
 def open_tokenizer(settings: Settings) -> Any:
-    return load_tokenizer(subject_model_path(settings))
+    return load_tokenizer(subject_model_path(settings), gguf_cache=models_dir(settings))
 
 
 # The default dictionary for the default model: TopK, 4096 features, on layers.6.

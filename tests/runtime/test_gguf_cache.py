@@ -13,7 +13,7 @@ import torch
 
 import probes.model
 from probes.model import load_model, prepare_gguf_model
-from runtime.loaders import models_dir, open_subject_model
+from runtime.loaders import models_dir, open_subject_model, open_tokenizer
 from runtime.settings import get_settings
 from tests.conftest import build_bos_tokenizer
 
@@ -122,6 +122,9 @@ def test_second_load_reads_the_cache_with_the_same_logits(
     assert first.name == second.name == direct.name == "tiny-llama.Q8_0"
     torch.testing.assert_close(_logits(first), _logits(direct), rtol=0, atol=0)
     torch.testing.assert_close(_logits(second), _logits(direct), rtol=0, atol=0)
+    tokenizer = open_tokenizer(settings)  # from the copy, not converted from the GGUF again
+    assert Path(tokenizer.name_or_path) == cached[0]
+    assert tokenizer(TEXTS)["input_ids"] == direct.tokenizer(TEXTS)["input_ids"]
 
 
 def test_a_changed_file_is_cached_afresh_and_the_old_copy_deleted(
