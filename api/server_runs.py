@@ -182,6 +182,8 @@ class RunManager:
     async def _record_later(self, run_id: str, kind: str, reason: str) -> None:
         for _ in range(RECORD_TRIES):
             await asyncio.sleep(1.0)
+            if self.endings.get(run_id) != (kind, reason):  # POSTed again: no longer holds
+                return
             try:
                 await asyncio.to_thread(run_events.record_end, self.client, run_id, kind, reason)
             except redis.RedisError:
@@ -198,17 +200,43 @@ class RunManager:
 
     async def view(self, run_id: str) -> RunView:
         feature = _feature_of(run_id, self.setup.subject.key, self.setup.deps.store.n_features)
+        try:
+            return await self._view(run_id, feature)
+        except Exception as error:
+            ended = self.endings.get(run_id)
+            if feature is None or ended is None or not run_events.redis_unreachable(error):
+                raise
+            # Redis is away, but this process knows why the run ended (and tells Redis
+            # once it is back): its readers learn it now, not a 503 until then.
+            kind, reason = ended
+            status: RunStatus = "failed" if kind == "error" else "interrupted"
+            return self._shown(run_id, feature, status, None, reason, None)
+
+    async def _view(self, run_id: str, feature: int | None) -> RunView:
         saved = await self._saved(run_id) if feature is not None else None
         live = feature is not None and bool(self.client.exists(run_events.live_key(run_id)))
-        if saved is None and not live:
+        # A run cut off before its first checkpoint is known by why it ended.
+        ends = (run_events.error_key(run_id), run_events.interrupted_key(run_id))
+        if saved is None and not live and (feature is None or not self.client.exists(*ends)):
             raise HTTPException(
                 404, f"no run {run_id!r}; start one with POST /features/{{feature}}/runs"
             )
         assert feature is not None
         state = AgentState.model_validate(saved.values) if saved is not None else None
         status, error = self._status(run_id, live, saved)
-        names = self.setup.feature_names
         owner = self.client.get(run_events.owner_key(run_id))
+        return self._shown(run_id, feature, status, state, error, owner)
+
+    def _shown(
+        self,
+        run_id: str,
+        feature: int,
+        status: RunStatus,
+        state: AgentState | None,
+        error: str | None,
+        owner: bytes | str | None,
+    ) -> RunView:
+        names = self.setup.feature_names
         return RunView(
             run_id=run_id,
             feature=feature,
