@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 from predicates.language import TokenView
 from probes.evidence.config import EXPLAIN
@@ -14,20 +15,36 @@ MIN_CHARS, MAX_CHARS = 20, 200
 
 def retrieval_pool(store: EvidenceStore, n_contexts: int = 3000, seed: int = 0) -> list[TokenView]:
     """Lines (split at newline tokens) of a seeded sample of explain-split contexts."""
-    contexts = store.contexts_in_split(EXPLAIN).tolist()
+    return [
+        line for context in _shuffled(store, seed)[:n_contexts] for line in _lines(store, context)
+    ]
+
+
+def remaining_lines(
+    store: EvidenceStore, n_contexts: int = 3000, seed: int = 0
+) -> Iterator[TokenView]:
+    """The lines of the explain-split contexts `retrieval_pool` left out, read lazily in
+    a fixed order: where a rare word's lines are, once the sample has too few."""
+    for context in _shuffled(store, seed)[n_contexts:]:
+        yield from _lines(store, context)
+
+
+def _shuffled(store: EvidenceStore, seed: int) -> list[int]:
+    contexts: list[int] = store.contexts_in_split(EXPLAIN).tolist()
     random.Random(seed).shuffle(contexts)
-    pool: list[TokenView] = []
-    for context in contexts[:n_contexts]:
-        line: list[str] = []
-        for token in [*store.context_tokens(context), "\n"]:
-            if "\n" not in token:
-                line.append(token)
-                continue
-            text = "".join(line).strip()
-            if MIN_CHARS <= len(text) <= MAX_CHARS:
-                pool.append(TokenView.of(_trimmed(line)))
-            line = []
-    return pool
+    return contexts
+
+
+def _lines(store: EvidenceStore, context: int) -> Iterator[TokenView]:
+    line: list[str] = []
+    for token in [*store.context_tokens(context), "\n"]:
+        if "\n" not in token:
+            line.append(token)
+            continue
+        text = "".join(line).strip()
+        if MIN_CHARS <= len(text) <= MAX_CHARS:
+            yield TokenView.of(_trimmed(line))
+        line = []
 
 
 def _trimmed(tokens: list[str]) -> list[str]:

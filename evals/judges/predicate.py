@@ -11,17 +11,20 @@ answers would be:
 - simulate: 10 (the top of Bills et al.'s 0-10 scale) where it fires, else 0 (a
   tiered predicate: 10 where it fires strongly, 4 where only weakly);
 - generate: lines of the explain split's retrieval pool on which it fires (strongly,
-  for a tiered one), drawn with a fixed seed (texts nothing was scored on).
+  for a tiered one), drawn with a fixed seed (texts nothing was scored on); where the
+  pool's sample of contexts holds too few (a rare word), the rest of the explain split
+  is read on, in a fixed order, as a writer would look further.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from agent.rules.pool import retrieval_pool
+from agent.rules.pool import remaining_lines, retrieval_pool
 from agent.rules.synthesis import agreement
 from evals.core import Explained, Highlighted, JudgeUnavailable
 from predicates.language import Predicate, Tiered, TokenView, from_dict, levels
@@ -36,14 +39,18 @@ class PredicateJudge:
 
     name = "predicate"
 
-    def __init__(self, pool: Sequence[TokenView] = (), seed: int = 0) -> None:
+    def __init__(
+        self, pool: Sequence[TokenView] = (), seed: int = 0, more: Iterable[TokenView] = ()
+    ) -> None:
         self.pool = list(pool)
         self.seed = seed
+        self._more = iter(more)  # lines beyond the pool, read once when a search needs them
+        self._read: list[TokenView] = []
 
     @classmethod
     def for_store(cls, store: EvidenceStore, seed: int = 0) -> PredicateJudge:
         """A judge whose `generate` draws from the explain split of `store`."""
-        return cls(retrieval_pool(store, seed=seed), seed)
+        return cls(retrieval_pool(store, seed=seed), seed, remaining_lines(store, seed=seed))
 
     def can_judge(self, explained: Explained) -> bool:
         return explained.predicate is not None
@@ -99,10 +106,17 @@ class PredicateJudge:
         order = list(range(len(self.pool)))
         random.Random(f"{self.seed}:{explained.feature}").shuffle(order)
         found: list[str] = []
-        for i in order:  # a shuffled scan that stops at n: cheap on a large pool
-            view = self.pool[i]
+        # A shuffled scan that stops at n (cheap on a large pool), then the lines beyond
+        # the pool in their fixed order (the same texts whatever was judged before).
+        for view in itertools.chain((self.pool[i] for i in order), self._beyond()):
             if view.text not in found and any(predicate.evaluate(view)):
                 found.append(view.text)
                 if len(found) == n:
                     break
         return found
+
+    def _beyond(self) -> Iterator[TokenView]:
+        yield from list(self._read)
+        for view in self._more:
+            self._read.append(view)
+            yield view

@@ -320,3 +320,20 @@ def test_llm_judged_scores_count_their_own_calls(planted_evidence: Planted) -> N
     assert sum(s.llm_tokens for s in (detect, truth, wrong)) == (
         usage.input_tokens + usage.output_tokens
     )
+
+
+def test_generation_reads_past_the_pool_for_a_rare_word() -> None:
+    """A word the pool's sample of contexts lacks is looked for in the lines beyond it,
+    in their fixed order, and a second search finds the same lines again."""
+    from predicates.language import TokenIn, TokenView, as_dict
+
+    pool = [TokenView.of(["A", " plain", " line", " here"])] * 3
+    beyond = (TokenView.of(["The", " congregation", f" sang {i}"]) for i in range(5))
+    rare = PredicateJudge(pool, more=beyond)
+    explained = Explained(
+        feature=1, explainer="x", text="x", predicate=as_dict(TokenIn(words=("congregation",)))
+    )
+    first = asyncio.run(rare.generate(explained, 3))
+    assert first == [f"The congregation sang {i}" for i in range(3)]
+    assert asyncio.run(rare.generate(explained, 3)) == first
+    assert len(asyncio.run(rare.generate(explained, 10))) == 5  # all there is
