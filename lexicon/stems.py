@@ -29,10 +29,12 @@ def root(word: str) -> str:
     return stem
 
 
-def built_on(word: str, base_root: str) -> bool:
-    """Whether `word` is an inflection or derivation of a word whose root is `base_root`:
-    its own root starts with it ("foolish" on "fool"), or equals it when it is short."""
+def built_on(word: str, base_roots: tuple[str, ...]) -> bool:
+    """Whether `word` is an inflection or derivation of a word whose root is one of
+    `base_roots`: its own root starts with it ("foolish" on "fool"), or equals it when
+    it is short."""
     mine = root(word)
-    if len(base_root) < MIN_PREFIX_ROOT:
-        return mine == base_root
-    return mine.startswith(base_root)
+    return any(
+        mine.startswith(base) if len(base) >= MIN_PREFIX_ROOT else mine == base
+        for base in base_roots
+    )

@@ -5,6 +5,7 @@ belongs to, as `WordIn` does."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field
@@ -77,7 +78,7 @@ class DerivedFrom(_WordLocal):
     words: tuple[str, ...] = Field(min_length=1)
 
     def holds_for_word(self, word: str) -> bool:
-        return any(built_on(word, root(w)) for w in self.words)
+        return built_on(word, _roots(self.words))
 
     def describe(self) -> str:
         if len(self.words) == 1:
@@ -88,6 +89,11 @@ class DerivedFrom(_WordLocal):
 
     def size(self) -> int:
         return len(self.words)
+
+
+@lru_cache(maxsize=4096)
+def _roots(words: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(root(w) for w in words)
 
 
 def base_forms(word: str) -> set[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -13,13 +14,16 @@ from agent.rules.synthesis import Labeled
 from agent.rules.table import TokenTable
 from predicates.language import Predicate, TokenView
 
-KEPT = 512  # predicates whose firing lines are remembered (oldest dropped first)
+KEPT = 512  # predicates whose verdicts are remembered (oldest dropped first)
 
 
 class PoolIndex:
     def __init__(self, pool: Sequence[TokenView]) -> None:
         self.pool = pool
         self._lines: dict[Predicate, np.ndarray] = {}
+        # Token-level verdicts of the parts the table cannot judge alone (quotes, what
+        # precedes a word, code): the same classes come back feature after feature.
+        self._parts: dict[object, np.ndarray] = {}
 
     @cached_property
     def _table(self) -> TokenTable:
@@ -29,12 +33,25 @@ class PoolIndex:
         """Per pool line, whether the predicate fires anywhere on it."""
         found = self._lines.get(predicate)
         if found is None:
-            verdicts = self._table.verdicts(predicate)
-            if verdicts is None:
-                found = np.asarray([any(predicate.evaluate(v)) for v in self.pool], dtype=bool)
-            else:
-                found = np.bincount(self._table.item[verdicts], minlength=len(self.pool)) > 0
-            self._lines[predicate] = found
-            while len(self._lines) > KEPT:
-                self._lines.pop(next(iter(self._lines)))
+            verdicts = self._table.verdicts(predicate, self._part)
+            assert verdicts is not None  # every part has an answer from _part
+            found = np.bincount(self._table.item[verdicts], minlength=len(self.pool)) > 0
+            _remember(self._lines, predicate, found)
         return found
+
+    def _part(self, part: object) -> np.ndarray:
+        """Per token of the pool, a part's verdict, evaluated line by line once."""
+        found = self._parts.get(part)
+        if found is None:
+            evaluate = part.evaluate  # type: ignore[attr-defined]
+            found = np.fromiter(
+                (v for view in self.pool for v in evaluate(view)), bool, len(self._table.labels)
+            )
+            _remember(self._parts, part, found)
+        return found
+
+
+def _remember(memory: dict[Any, np.ndarray], key: object, value: np.ndarray) -> None:
+    memory[key] = value
+    while len(memory) > KEPT:
+        memory.pop(next(iter(memory)))

@@ -59,6 +59,7 @@ class RulesReasoner:
     _refined: dict[tuple[int, float, tuple[str, ...]], Predicate | None] = field(
         default_factory=dict, init=False, repr=False
     )
+    _seen: dict[tuple[str, int], set[str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         words = {t for view in self.pool for t in view.tokens if t.strip().isalnum()}
@@ -99,7 +100,7 @@ class RulesReasoner:
         rng = random.Random(f"{self.seed}:{state.feature}:{state.round}:{hypothesis.id}")
         order = list(range(len(self.pool)))
         rng.shuffle(order)
-        seen = _firing_words(evidence)
+        seen = self._firing_words(evidence)
         firing = self._index.firing(predicate)
         highs = unseen_member_tests(
             predicate, self.pool, firing, seen, self._common, set(used), rng
@@ -125,6 +126,15 @@ class RulesReasoner:
                 lows.append(NewExperiment(text=view.text, expect=Expect.LOW))
                 retrieved_low = True
         return highs + lows[:2]
+
+    def _firing_words(self, evidence: FeatureEvidence) -> set[str]:
+        """`_firing_words`, once per feature: every hypothesis of every round asks."""
+        key = (evidence.evidence_id, evidence.feature)
+        if key not in self._seen:
+            self._seen[key] = _firing_words(evidence)
+            while len(self._seen) > REFINED_KEPT:
+                self._seen.pop(next(iter(self._seen)))
+        return self._seen[key]
 
     def _substitute(
         self, view: TokenView, fires: list[bool], predicate: Predicate, rng: random.Random

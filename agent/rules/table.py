@@ -6,18 +6,20 @@ so this is most of synthesis's speed."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from predicates.base import _TokenLocal, _WordLocal, remembered
+from predicates.base import _Listed, _TokenLocal, _WordLocal, normal, remembered
 
 if TYPE_CHECKING:
     from agent.rules.synthesis import Labeled
     from predicates.language import Predicate
 
 NONE = -1  # no word here / no neighbour there
+# Verdicts per labelled token for a predicate the table cannot judge by itself.
+Fallback = Callable[[object], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class TokenTable:
     next_word_id: np.ndarray  # the word of the token after
     item: np.ndarray  # per labelled token, the index of its text in the data
     labels: np.ndarray  # per labelled token, whether the feature fired
+    _forms: dict[tuple[bool, bool], list[str]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, data: Sequence[Labeled]) -> TokenTable:
@@ -76,20 +79,20 @@ class TokenTable:
         of; False where there is none)."""
         return _spread([holds(w) for w in self.words], self.word_id if ids is None else ids)
 
-    def verdicts(self, predicate: object) -> np.ndarray | None:
+    def verdicts(self, predicate: object, other: Fallback | None = None) -> np.ndarray | None:
         """The predicate's verdict per labelled token when it reads a token or a word
-        alone, or the token or word right next to it, or combines such predicates; None
-        for any other predicate (evaluate it text by text)."""
+        alone, or the token or word right next to it, or combines such predicates; for
+        any other predicate `other`'s answer (None without one: evaluate it text by
+        text)."""
         from predicates.language import AllOf, AnyOf, Neighbour, Not, Tiered
 
-        if isinstance(predicate, _TokenLocal):
-            return self.by_token(remembered(predicate, predicate.holds_for_token))
-        if isinstance(predicate, _WordLocal):
-            return self.by_word(remembered(predicate, predicate.holds_for_word))
+        if isinstance(predicate, _TokenLocal | _WordLocal):
+            return self._local(predicate, before=None)
         if isinstance(predicate, Neighbour) and predicate.offset in (-1, 1):
-            return self._neighbour(predicate.inner, before=predicate.offset == -1)
+            found = self._neighbour(predicate.inner, before=predicate.offset == -1)
+            return found if found is not None or other is None else other(predicate)
         if isinstance(predicate, Not):
-            inner = self.verdicts(predicate.inner)
+            inner = self.verdicts(predicate.inner, other)
             return None if inner is None else ~inner
         parts = (
             (predicate.strong, predicate.weak)
@@ -99,26 +102,60 @@ class TokenTable:
             else None
         )
         if parts is None:
-            return None
-        found = [self.verdicts(p) for p in parts]
-        arrays = [f for f in found if f is not None]
-        if len(arrays) < len(found):
+            return None if other is None else other(predicate)
+        each = [self.verdicts(p, other) for p in parts]
+        arrays = [f for f in each if f is not None]
+        if len(arrays) < len(each):
             return None
         combine = np.logical_and if isinstance(predicate, AllOf) else np.logical_or
         return np.asarray(combine.reduce(arrays), dtype=bool)
 
     def _neighbour(self, inner: object, before: bool) -> np.ndarray | None:
-        if isinstance(inner, _TokenLocal):
-            ids = self.prev_id if before else self.next_id
-            return self.by_token(remembered(inner, inner.holds_for_token), ids)
-        if isinstance(inner, _WordLocal):
-            ids = self.prev_word_id if before else self.next_word_id
-            return self.by_word(remembered(inner, inner.holds_for_word), ids)
+        if isinstance(inner, _TokenLocal | _WordLocal):
+            return self._local(inner, before)
         return None
+
+    def _local(self, predicate: _TokenLocal | _WordLocal, before: bool | None) -> np.ndarray:
+        """A token- or word-local predicate's verdicts, at each token or (`before` set)
+        at the one before or after it. A list is judged by set membership of each
+        distinct text's normal form; anything else once per distinct text."""
+        by_token = isinstance(predicate, _TokenLocal)
+        if by_token:
+            ids = self.token_id if before is None else self.prev_id if before else self.next_id
+        else:
+            ids = (
+                self.word_id
+                if before is None
+                else self.prev_word_id
+                if before
+                else self.next_word_id
+            )
+        if isinstance(predicate, _Listed):
+            forms = self._normal_forms(by_token, predicate.case_sensitive)
+            wanted = predicate._set
+            return _spread_array(np.fromiter((f in wanted for f in forms), bool, len(forms)), ids)
+        if by_token:
+            assert isinstance(predicate, _TokenLocal)
+            return self.by_token(remembered(predicate, predicate.holds_for_token), ids)
+        assert isinstance(predicate, _WordLocal)
+        return self.by_word(remembered(predicate, predicate.holds_for_word), ids)
+
+    def _normal_forms(self, tokens: bool, case_sensitive: bool) -> list[str]:
+        key = (tokens, case_sensitive)
+        forms = self._forms.get(key)
+        if forms is None:
+            strings = self.tokens if tokens else self.words
+            forms = self._forms[key] = [normal(s, case_sensitive) for s in strings]
+        return forms
 
 
 def _id(index: dict[str, int], key: str) -> int:
     return index.setdefault(key, len(index))
+
+
+def _spread_array(distinct: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    verdicts: np.ndarray = np.append(distinct, False)[ids]  # NONE (-1) reads the False
+    return verdicts
 
 
 def _spread(distinct: list[bool], ids: np.ndarray) -> np.ndarray:
