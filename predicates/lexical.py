@@ -22,6 +22,12 @@ def _examples(words: tuple[str, ...]) -> str:
     return ", ".join(f'"{w}"' for w in words[:MAX_SHOWN])
 
 
+def _listed(words: tuple[str, ...]) -> str:
+    """The first words of a list, and how many more it holds ("and 3 more")."""
+    more = len(words) - MAX_SHOWN
+    return _examples(words) + (f" and {more} more" if more > 0 else "")
+
+
 class WordClass(_WordLocal):
     """The token's word belongs to a WordNet class by one of its first `senses` senses:
     a lexicographer category (`concept` "noun.animal") or everything under a synset
@@ -62,9 +68,7 @@ class LemmaIn(_WordLocal):
     def describe(self) -> str:
         if len(self.lemmas) == 1:
             return f'any form of the word "{self.lemmas[0]}"'
-        more = len(self.lemmas) - MAX_SHOWN
-        tail = f" and {more} more" if more > 0 else ""
-        return f"any form of the words {_examples(self.lemmas)}{tail}"
+        return f"any form of the words {_listed(self.lemmas)}"
 
     def size(self) -> int:
         return len(self.lemmas)
@@ -83,9 +87,7 @@ class DerivedFrom(_WordLocal):
     def describe(self) -> str:
         if len(self.words) == 1:
             return f'the word "{self.words[0]}" and words built on it'
-        more = len(self.words) - MAX_SHOWN
-        tail = f" and {more} more" if more > 0 else ""
-        return f"the words {_examples(self.words)}{tail} and words built on them"
+        return f"the words {_listed(self.words)} and words built on them"
 
     def size(self) -> int:
         return len(self.words)
