@@ -29,12 +29,20 @@ def root(word: str) -> str:
     return stem
 
 
+def root_keys(word: str) -> tuple[str, ...]:
+    """What a word's root offers to match against `base_keys`: itself exactly ("=")
+    and each of its prefixes long enough to stand for a base ("^")."""
+    mine = root(word)
+    return (f"={mine}", *(f"^{mine[:n]}" for n in range(MIN_PREFIX_ROOT, len(mine) + 1)))
+
+
+def base_keys(base_roots: tuple[str, ...]) -> frozenset[str]:
+    """The keys of words built on `base_roots`: a word is built on a base when its own
+    root starts with it ("foolish" on "fool"), or equals it when it is short."""
+    return frozenset(f"^{b}" if len(b) >= MIN_PREFIX_ROOT else f"={b}" for b in base_roots)
+
+
 def built_on(word: str, base_roots: tuple[str, ...]) -> bool:
     """Whether `word` is an inflection or derivation of a word whose root is one of
-    `base_roots`: its own root starts with it ("foolish" on "fool"), or equals it when
-    it is short."""
-    mine = root(word)
-    return any(
-        mine.startswith(base) if len(base) >= MIN_PREFIX_ROOT else mine == base
-        for base in base_roots
-    )
+    `base_roots`."""
+    return not base_keys(base_roots).isdisjoint(root_keys(word))

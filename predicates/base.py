@@ -4,7 +4,7 @@ compared (`normal`), and the base classes of listed and pattern predicates."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import ClassVar
@@ -37,18 +37,10 @@ class TokenView:
         return out
 
     @cached_property
-    def words(self) -> list[tuple[int, int] | None]:
+    def words(self) -> tuple[tuple[int, int] | None, ...]:
         """Per token, the span of the word (run of letters, digits and underscores) it
         is part of, which may run over several tokens; None for tokens without one."""
-        spans = [(m.start(), m.end()) for m in _WORD.finditer(self.text)]
-        out: list[tuple[int, int] | None] = []
-        at = 0
-        for start, token in zip(self.starts, self.tokens, strict=True):
-            end = start + len(token)
-            while at < len(spans) and spans[at][1] <= start:
-                at += 1
-            out.append(spans[at] if at < len(spans) and spans[at][0] < end else None)
-        return out
+        return _word_spans(self.tokens)
 
     def word(self, i: int) -> str | None:
         span = self.words[i]
@@ -60,6 +52,21 @@ class TokenView:
 
 
 _WORD = re.compile(r"\w+")
+
+
+@lru_cache(maxsize=8192)  # the same texts come back as new views (evidence, step after step)
+def _word_spans(tokens: tuple[str, ...]) -> tuple[tuple[int, int] | None, ...]:
+    text = "".join(tokens)
+    spans = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+    out: list[tuple[int, int] | None] = []
+    at = start = 0
+    for token in tokens:
+        end = start + len(token)
+        while at < len(spans) and spans[at][1] <= start:
+            at += 1
+        out.append(spans[at] if at < len(spans) and spans[at][0] < end else None)
+        start = end
+    return tuple(out)
 
 
 def normal(token: str, case_sensitive: bool = False) -> str:
@@ -106,6 +113,26 @@ class _WordLocal(_Predicate):
         holds = remembered(self, self.holds_for_word)
         words = (view.word(i) for i in range(len(view.tokens)))
         return [word is not None and holds(word) for word in words]
+
+
+class _Keyed(_WordLocal):
+    """A word-local predicate that holds when one of the word's keys (its base forms,
+    its root, its WordNet classes) is one it wants. A token table computes each
+    distinct word's keys once per kind of key and judges every such predicate by set
+    membership, not word by word."""
+
+    def key_kind(self) -> Hashable:
+        """Which keys it reads: predicates of one kind share the words' keys."""
+        raise NotImplementedError
+
+    def keys_of(self, word: str) -> Iterable[str]:
+        raise NotImplementedError
+
+    def wanted(self) -> frozenset[str]:
+        raise NotImplementedError
+
+    def holds_for_word(self, word: str) -> bool:
+        return not self.wanted().isdisjoint(self.keys_of(word))
 
 
 def remembered(predicate: _Predicate, holds: Callable[[str], bool]) -> Callable[[str], bool]:

@@ -5,15 +5,16 @@ belongs to, as `WordIn` does."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field
 
 from lexicon.function_words import FUNCTION_WORDS, FunctionCategory
-from lexicon.stems import built_on, root
+from lexicon.stems import base_keys, root, root_keys
 from lexicon.wordnet import POS_FILES, WordNetMissing, wordnet
-from predicates.base import _WordLocal
+from predicates.base import _Keyed
 
 MAX_SHOWN = 4  # examples an explanation names: "about 25 words" leaves room for four
 
@@ -28,7 +29,7 @@ def _listed(words: tuple[str, ...]) -> str:
     return _examples(words) + (f" and {more} more" if more > 0 else "")
 
 
-class WordClass(_WordLocal):
+class WordClass(_Keyed):
     """The token's word belongs to a WordNet class by one of its first `senses` senses:
     a lexicographer category (`concept` "noun.animal") or everything under a synset
     (`concept` "n02084071"). `name` and `examples` are how it reads, not what it does."""
@@ -39,8 +40,14 @@ class WordClass(_WordLocal):
     senses: int = Field(default=3, ge=1, le=50)
     examples: tuple[str, ...] = ()
 
-    def holds_for_word(self, word: str) -> bool:
-        return self.concept in wordnet().classes(word, self.senses)
+    def key_kind(self) -> Hashable:
+        return ("classes", self.senses)
+
+    def keys_of(self, word: str) -> Iterable[str]:
+        return wordnet().classes(word, self.senses)
+
+    def wanted(self) -> frozenset[str]:
+        return frozenset((self.concept,))
 
     def describe(self) -> str:
         shown = f", such as {_examples(self.examples)}" if self.examples else ""
@@ -55,15 +62,21 @@ class WordClass(_WordLocal):
         return wordnet().members(self.concept, self.senses)
 
 
-class LemmaIn(_WordLocal):
+class LemmaIn(_Keyed):
     """The token's word is a form of one of `lemmas` (WordNet's morphy: "changes",
     "changed" and "changing" are forms of "change")."""
 
     kind: Literal["lemma_in"] = "lemma_in"
     lemmas: tuple[str, ...] = Field(min_length=1)
 
-    def holds_for_word(self, word: str) -> bool:
-        return not base_forms(word).isdisjoint(self.lemmas)
+    def key_kind(self) -> Hashable:
+        return "base forms"
+
+    def keys_of(self, word: str) -> Iterable[str]:
+        return base_forms(word)
+
+    def wanted(self) -> frozenset[str]:
+        return frozenset(self.lemmas)
 
     def describe(self) -> str:
         if len(self.lemmas) == 1:
@@ -74,15 +87,21 @@ class LemmaIn(_WordLocal):
         return len(self.lemmas)
 
 
-class DerivedFrom(_WordLocal):
+class DerivedFrom(_Keyed):
     """The token's word is built on one of `words`: any inflection or derivation
     ("remark": "remarks", "remarkable", "unremarkable"), by word roots (lexicon.stems)."""
 
     kind: Literal["derived_from"] = "derived_from"
     words: tuple[str, ...] = Field(min_length=1)
 
-    def holds_for_word(self, word: str) -> bool:
-        return built_on(word, _roots(self.words))
+    def key_kind(self) -> Hashable:
+        return "roots"
+
+    def keys_of(self, word: str) -> Iterable[str]:
+        return root_keys(word)
+
+    def wanted(self) -> frozenset[str]:
+        return _base_keys(self.words)
 
     def describe(self) -> str:
         if len(self.words) == 1:
@@ -94,8 +113,8 @@ class DerivedFrom(_WordLocal):
 
 
 @lru_cache(maxsize=4096)
-def _roots(words: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(root(w) for w in words)
+def _base_keys(words: tuple[str, ...]) -> frozenset[str]:
+    return base_keys(tuple(root(w) for w in words))
 
 
 def base_forms(word: str) -> set[str]:
@@ -120,14 +139,20 @@ def family(word: str) -> str:
     return min(sorted(base_forms(word)), key=len)
 
 
-class FunctionWord(_WordLocal):
+class FunctionWord(_Keyed):
     """The token's word is one of a closed class of English function words."""
 
     kind: Literal["function_word"] = "function_word"
     category: FunctionCategory
 
-    def holds_for_word(self, word: str) -> bool:
-        return word.lower() in FUNCTION_WORDS[self.category]
+    def key_kind(self) -> Hashable:
+        return "lowercase"
+
+    def keys_of(self, word: str) -> Iterable[str]:
+        return (word.lower(),)
+
+    def wanted(self) -> frozenset[str]:
+        return frozenset(FUNCTION_WORDS[self.category])
 
     def describe(self) -> str:
         shown = sorted(FUNCTION_WORDS[self.category], key=len)[:3]

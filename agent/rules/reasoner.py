@@ -27,6 +27,7 @@ from agent.rules.synthesis import (
     synthesize,
     synthesize_many,
 )
+from agent.rules.table import TokenTable
 from agent.rules.tiers import tiered, with_reliable_tokens
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from lexicon.embeddings import Embed, MiniLMEmbedder
@@ -98,8 +99,8 @@ class RulesReasoner:
         predicate = _predicate(hypothesis)
         used = {e.text for e in state.experiments}
         rng = random.Random(f"{self.seed}:{state.feature}:{state.round}:{hypothesis.id}")
-        order = list(range(len(self.pool)))
-        rng.shuffle(order)
+        # numpy shuffles a pool of tens of thousands of lines far faster than random
+        order = np.random.default_rng(rng.getrandbits(64)).permutation(len(self.pool)).tolist()
         seen = self._firing_words(evidence)
         firing = self._index.firing(predicate)
         highs = unseen_member_tests(
@@ -224,9 +225,10 @@ class RulesReasoner:
         pool = confirmed or [h for h in rivals if h.status is not Status.REFUTED] or rivals
         data = evidence_data(evidence) + experiment_data(state.experiments, state.threshold)
         truth = [v for item in data for v in item.labels]
+        table = TokenTable.of(data)
 
         def fit(h: Hypothesis) -> float:
-            predicted = evaluate(_predicate(h), data)
+            predicted = evaluate(_predicate(h), data, table)
             return agreement(predicted, _array(truth)).f1
 
         best = max(pool, key=fit)

@@ -13,12 +13,14 @@ import pytest
 
 from agent.rules.hypotheses import evidence_data, hypotheses_from_evidence, labeled
 from agent.rules.synthesis import Labeled, agreement, evaluate, synthesize
+from agent.rules.table import TokenTable
 from predicates.language import (
     AfterLinePrefix,
     AllOf,
     AnyOf,
     InsideQuotes,
     Neighbour,
+    Not,
     Preceded,
     PredicateHolder,
     TokenIn,
@@ -28,6 +30,7 @@ from predicates.language import (
     WordRegex,
     from_dict,
 )
+from predicates.lexical import DerivedFrom, FunctionWord, LemmaIn, WordClass
 from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
 
@@ -88,6 +91,39 @@ def test_span_predicates() -> None:
     assert fired(InsideQuotes()) == ["hel", "lo", " there", '."']
     assert fired(AfterLinePrefix(prefix="--")) == [" Al", " Bob", ",", " Esq"]
     assert fired(AfterLinePrefix(prefix="--", until=",")) == [" Al", " Bob"]
+
+
+def test_the_token_table_judges_keyed_predicates_as_text_by_text() -> None:
+    """Word families, derivations, classes and function words are judged from each
+    distinct word's keys: the same verdicts as evaluating every text, also next door."""
+    texts = [
+        ["The", " dogs", " changed", " their", " unremarkable", " minds", "."],
+        ["A", " cat", " was", " changing", " in", " the", " market", " of", " remarks"],
+        ["Fool", "ish", " wolves", " exchange", " foods", " with", " man", "agers"],
+    ]
+    data = [Labeled(TokenView.of(t), (False,) * len(t)) for t in texts]
+    table = TokenTable.of(data)
+    keyed = [
+        LemmaIn(lemmas=("change", "mind")),
+        DerivedFrom(words=("remark", "fool", "man")),
+        WordClass(concept="noun.animal", name="animals"),
+        FunctionWord(category="prepositions"),
+    ]
+    for predicate in [*keyed, *(Neighbour(offset=o, inner=p) for p in keyed for o in (-1, 1))]:
+        by_text = [v for item in data for v in item.verdicts(predicate)]
+        found = table.verdicts(predicate)
+        assert found is not None and found.tolist() == by_text, predicate
+    assert table.verdicts(keyed[2]).sum() == 3  # dogs, cat, wolves
+    # Next to a combination, read from the table's rows when the texts are whole.
+    either = AnyOf(parts=(keyed[0], TokenIn(words=("the",))))
+    for offset in (-1, 1):
+        near = AllOf(parts=(Neighbour(offset=offset, inner=either), Not(inner=either)))
+        found = table.verdicts(near)
+        assert found is not None
+        assert found.tolist() == [v for item in data for v in item.verdicts(near)]
+    # With context-only tokens before the labels, a neighbour may be unjudged: no answer.
+    with_context = TokenTable.of([Labeled(TokenView.of(texts[0]), (False,) * 6, offset=1)])
+    assert with_context.verdicts(Neighbour(offset=-1, inner=either)) is None
 
 
 def test_combinations_describe_and_round_trip() -> None:
