@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -88,8 +88,12 @@ class EmbeddedRedis:
         self.log_file = self.redis_dir / "valkey.log"
         self.config_file = self.redis_dir / "valkey.conf"
         self.start_timeout_s = start_timeout_s
+        self.users_file = self.redis_dir / "users.lock"
         self.pid: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        # A shared lock on users_file while this object uses the server: the kernel drops
+        # it when the process dies, however it dies, so a live lock means a live user.
+        self._user_lock: IO[str] | None = None
 
     @property
     def url(self) -> str:
@@ -126,17 +130,45 @@ class EmbeddedRedis:
             self._process = None  # reaped by poll()
         self.redis_dir.mkdir(parents=True, exist_ok=True)
         with self._start_lock():  # two processes must not both start a server here
-            running = self._running_pid()
-            if running is not None:
-                log.debug("reusing Valkey server pid %d at %s", running, self.socket_path)
-                self.pid = running
-                return self
-            self._launch()
+            self._hold_user_lock()  # before reusing it: a leaving user must see this one
+            try:
+                running = self._running_pid()
+                if running is not None:
+                    log.debug("reusing Valkey server pid %d at %s", running, self.socket_path)
+                    self.pid = running
+                    return self
+                self._launch()
+            except BaseException:
+                self._release_user_lock()
+                raise
         return self
+
+    def stop_unless_shared(self) -> None:
+        """What a process does as it exits: shut the server down unless another process
+        still uses it (it may have started it or not); a server in use stays up."""
+        if self.pid is None:
+            return
+        with self._start_lock():  # no one may start using it while this one decides
+            self._release_user_lock()
+            with open(self.users_file, "a") as probe:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.info("leaving Valkey pid %d running for its other users", self.pid)
+                    self._process = self.pid = None
+                    return
+                try:
+                    if self._process is not None:
+                        self.stop()
+                    else:
+                        self._shut_down_reused()
+                finally:
+                    fcntl.flock(probe, fcntl.LOCK_UN)
 
     def stop(self) -> None:
         """Shut down the server if this object started it (a clean SHUTDOWN flushes the
         AOF); a reused server is left running for the processes that share it."""
+        self._release_user_lock()
         process, self._process = self._process, None
         if process is None:
             self.pid = None
@@ -173,6 +205,32 @@ class EmbeddedRedis:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _shut_down_reused(self) -> None:
+        """SHUTDOWN a server another process started, and wait for it to exit."""
+        pid, self.pid = self.pid, None
+        client = self.client(socket_timeout=STOP_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+        try:
+            client.shutdown()
+        except (redis.RedisError, OSError) as error:
+            log.warning("Valkey SHUTDOWN of pid %s failed (%s)", pid, error)
+            return
+        finally:
+            client.close()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while pid is not None and _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+        log.info("stopped Valkey server pid %s, its last user", pid)
+
+    def _hold_user_lock(self) -> None:
+        if self._user_lock is None:
+            self._user_lock = open(self.users_file, "a")  # noqa: SIM115 (held until stop)
+            fcntl.flock(self._user_lock, fcntl.LOCK_SH)
+
+    def _release_user_lock(self) -> None:
+        lock, self._user_lock = self._user_lock, None
+        if lock is not None:
+            lock.close()  # closing the file releases its lock
 
     @contextlib.contextmanager
     def _start_lock(self) -> Iterator[None]:
@@ -313,17 +371,17 @@ _embedded_lock = threading.Lock()
 
 
 def embedded_server(data_dir: Path) -> EmbeddedRedis:
-    """The embedded server for `data_dir`, started or reused once per process; a server
-    this process started is shut down when the process exits."""
+    """The embedded server for `data_dir`, started or reused once per process. When the
+    process exits, the server is shut down unless another process still uses it (so a
+    short command never pulls it from under a long one, whichever started it)."""
     key = Path(data_dir).expanduser().absolute()
     with _embedded_lock:
         server = _embedded.get(key)
         if server is None:
             server = _embedded[key] = EmbeddedRedis(key)
         server.start()
-        if server.started_here:
-            atexit.unregister(server.stop)  # once, however often it was restarted
-            atexit.register(server.stop)
+        atexit.unregister(server.stop_unless_shared)  # once, however often it was started
+        atexit.register(server.stop_unless_shared)
     return server
 
 

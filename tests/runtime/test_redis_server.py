@@ -85,6 +85,34 @@ def test_second_instance_reuses_running_server(tmp_path: Path) -> None:
     assert not first.pid_file.exists()  # a clean shutdown removes it
 
 
+def test_a_server_in_use_outlives_the_process_that_started_it(tmp_path: Path) -> None:
+    """Two commands on one data dir: the one that started the server exits first, and
+    the other keeps its Redis; the last user to leave shuts it down."""
+    code = (
+        "import sys; from pathlib import Path; from runtime.redis_server import embedded_server;"
+        f"s = embedded_server(Path({str(tmp_path)!r}));"
+        "print(s.pid, s.started_here, flush=True); sys.stdin.readline()"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert owner.stdout is not None and owner.stdin is not None
+    pid, started = owner.stdout.readline().split()
+    assert started == "True"
+    user = EmbeddedRedis(tmp_path).start()
+    assert user.pid == int(pid) and not user.started_here
+    user.client().set("kept", "1")
+    owner.stdin.close()  # the owner exits while this one still uses the server
+    assert owner.wait(timeout=30) == 0
+    assert user.ping() and user.client().get("kept") == b"1"
+    user.stop_unless_shared()  # the last user leaves: the server goes with it
+    assert not user.ping()
+    assert not user.pid_file.exists()  # a clean shutdown
+    with EmbeddedRedis(tmp_path) as again:  # and the data survived it
+        assert again.client().get("kept") == b"1"
+
+
 def test_start_is_idempotent(tmp_path: Path) -> None:
     with EmbeddedRedis(tmp_path) as server:
         pid = server.pid
