@@ -59,7 +59,11 @@ class ScoringSet(BaseModel):
     threshold: float
     activating: list[Example]
     quantile_of: list[int]  # per activating example, its quantile bin (0 = weakest)
-    non_activating: list[Example]
+    non_activating: list[Example]  # random contexts where it never fires
+    # Contexts that look like the feature's where it never fires (evals.hard_negatives),
+    # each with its kind ("tokens" or "similar").
+    hard_negatives: list[Example] = []
+    hard_kind: list[str] = []
 
     @property
     def examples(self) -> list[Example]:
@@ -79,15 +83,20 @@ def scoring_set(
     seed: int = 0,
     evidence: FeatureEvidence | None = None,
     held_out: EvidenceStore | None = None,
+    hard: int = 20,
 ) -> ScoringSet:
     """The held-out examples of `feature`: up to `per_quantile` from each activation
-    quantile of the score split and `non_activating` quiet contexts, drawn with `seed`
-    (the same set for every explainer). Tau comes from the explain side of `store`: pass
-    its `evidence` when already read. The examples come from `held_out` when given (the
-    evidence of a score corpus, same features), else from `store`'s score split."""
+    quantile of the score split, `non_activating` quiet contexts and `hard` hard
+    negatives, drawn with `seed` (the same set for every explainer). Tau, the top tokens
+    and the similar features come from the explain side of `store`: pass its `evidence`
+    when already read. The examples come from `held_out` when given (the evidence of a
+    score corpus, same features), else from `store`'s score split."""
+    from evals.hard_negatives import hard_negatives
     from probes.evidence.threshold import firing_threshold
 
+    evidence = evidence or store.feature(feature)
     held = (held_out or store).scoring_examples(feature, non_activating=non_activating)
+    hard_examples, hard_kind = hard_negatives(held_out or store, evidence, hard)
     rng = random.Random(f"{seed}:{feature}")
     activating: list[Example] = []
     quantile_of: list[int] = []
@@ -98,10 +107,12 @@ def scoring_set(
     return ScoringSet(
         feature=feature,
         evidence_id=held.evidence_id,
-        threshold=firing_threshold(evidence or store.feature(feature)),
+        threshold=firing_threshold(evidence),
         activating=activating,
         quantile_of=quantile_of,
         non_activating=held.non_activating[:non_activating],
+        hard_negatives=hard_examples,
+        hard_kind=hard_kind,
     )
 
 

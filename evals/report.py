@@ -52,6 +52,9 @@ class Summary(BaseModel):
     unscored_reasons: dict[str, int]  # reason -> count
     judges: dict[str, dict[str, int]]  # explainer -> judge -> scores it judged
     length: dict[str, Length]  # explainer -> median explanation length
+    # explainer -> mean detection against random and hard negatives, and specificity
+    # against random negatives and each kind of hard one (evals.hard_negatives)
+    hard: dict[str, dict[str, float | None]] = {}
 
 
 def summarize(
@@ -100,7 +103,26 @@ def summarize(
         unscored_reasons=dict(reasons.most_common()),
         judges={e: dict(judged[e]) for e in config.explainers},
         length={e: _length(e, explanations) for e in config.explainers},
+        hard={e: _hard(by[(e, "detection")]) for e in config.explainers},
     )
+
+
+HARD_COLUMNS = ("random", "hard", "random_specificity", "tokens", "similar")
+
+
+def _hard(scores: dict[int, Score]) -> dict[str, float | None]:
+    """Means over the features scored against hard negatives (None: none were)."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for s in scores.values():
+        details = s.details
+        if s.score is None or details.get("hard_negative_accuracy") is None:
+            continue
+        values["random"].append(s.score)
+        values["hard"].append(details["hard_negative_accuracy"])
+        values["random_specificity"].append(details["random_specificity"])
+        for kind, specificity in details["hard_specificity"].items():
+            values[kind].append(specificity)
+    return {k: float(np.mean(values[k])) if values[k] else None for k in HARD_COLUMNS}
 
 
 def scored_on(config: BenchConfig) -> str:
@@ -188,6 +210,8 @@ def markdown(config: BenchConfig, summary: Summary, plots: Sequence[str] = ()) -
             "",
             _table(summary, {e: c for e, c in summary.paired.items() if c}),
         ]
+    if any(row.get("hard") is not None for row in summary.hard.values()):
+        lines += ["", "## Hard negatives", "", _hard_text(), "", _hard_table(summary)]
     lines += ["", "## Explanation length (median)", "", _length_table(summary)]
     lines += ["", "## Cost per feature (mean)", "", _cost_table(summary)]
     lines += ["", "## Who judged", "", "Scores per explainer by the judge that read them.", ""]
@@ -219,6 +243,34 @@ def _fmt(cell: Cell | None) -> str:
     if cell is None or cell.mean is None:
         return "–" + (f" ({cell.unscored} unscored)" if cell and cell.unscored else "")
     return f"{cell.mean:.3f} [{cell.lo:.3f}, {cell.hi:.3f}] ({cell.n})"
+
+
+def _hard_text() -> str:
+    return (
+        "Detection's balanced accuracy with the same activating examples against random "
+        "quiet contexts and against hard negatives (held-out contexts holding one of the "
+        "feature's most-fired tokens, or where a feature with a near decoder row fires, and "
+        "it does not), and the share of each kind of negative the judge rightly rejected."
+    )
+
+
+def _hard_table(summary: Summary) -> str:
+    head = (
+        "| explainer | detection, random negatives | detection, hard negatives | difference "
+        "| rejected: random | rejected: same tokens | rejected: similar features |"
+    )
+    lines = [head, "| --- |" + " --- |" * 6]
+    for e in summary.explainers:
+        row = summary.hard.get(e, {})
+        random, hard = row.get("random"), row.get("hard")
+        difference = None if random is None or hard is None else hard - random
+        cells = [random, hard, difference, *(row.get(k) for k in HARD_COLUMNS[2:])]
+        lines.append(f"| {e} | " + " | ".join(_decimal(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _decimal(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _length_table(summary: Summary) -> str:

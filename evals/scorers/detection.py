@@ -5,12 +5,16 @@ Examples: the scoring set's activating ones (drawn across every activation quant
 and its non-activating ones. Score: balanced accuracy, (TP/P + TN/N) / 2, of "the judge's
 probability >= 0.5" against "it fired"; chance is 0.5 whatever the class balance.
 Details: F1; AUC of the probabilities when the judge gave graded ones (None for yes/no
-answers); recall per quantile (delphi reports accuracy by activation decile).
+answers); recall per quantile (delphi reports accuracy by activation decile); and, with
+hard negatives in the set (shown in the same shuffled mix), the balanced accuracy of the
+activating examples against them instead of the random ones, and the share of each kind
+of hard negative the judge rightly said no to.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from evals.core import Explained, Judge, Score, ScoringSet
 from evals.scorers.base import (
@@ -34,17 +38,22 @@ class DetectionScorer:
     async def score(self, explained: Explained, examples: ScoringSet, judge: Judge) -> Score:
         async def work() -> Outcome:
             need_both_classes(examples)
-            shown, order = shuffled(examples.examples, f"{self.seed}:{explained.feature}")
+            every = examples.examples + examples.hard_negatives
+            shown, order = shuffled(every, f"{self.seed}:{explained.feature}")
             answers = await judge.detect(explained, shown)
             check_count("probabilities", answers, len(shown))
             probs = unshuffled(answers, order)
+            n_random = len(examples.examples)
+            probs, hard = probs[:n_random], probs[n_random:]
             truth = [True] * len(examples.activating) + [False] * len(examples.non_activating)
+            said = [p >= THRESHOLD for p in probs]
             return yes_no_outcome(
                 probs,
                 truth,
-                recall_by_quantile=_recall_by_quantile(examples, [p >= THRESHOLD for p in probs]),
+                recall_by_quantile=_recall_by_quantile(examples, said),
                 n_activating=len(examples.activating),
                 n_non_activating=len(examples.non_activating),
+                **_against_hard(examples, said, [p >= THRESHOLD for p in hard]),
             )
 
         return await run_scorer(self.name, explained, judge.name, work)
@@ -56,3 +65,23 @@ def _recall_by_quantile(examples: ScoringSet, predicted: list[bool]) -> dict[str
     for q, p in zip(examples.quantile_of, said, strict=True):
         hits[q].append(p)
     return {str(q): sum(v) / len(v) for q, v in sorted(hits.items())}
+
+
+def _against_hard(examples: ScoringSet, said: list[bool], said_hard: list[bool]) -> dict[str, Any]:
+    """Balanced accuracy of the activating examples against the hard negatives, and the
+    specificity per kind of hard negative (None without any)."""
+    if not said_hard:
+        return {"hard_negative_accuracy": None, "n_hard_negatives": 0}
+    n_activating = len(examples.activating)
+    recall = sum(said[:n_activating]) / n_activating
+    specificity = 1 - sum(said_hard) / len(said_hard)
+    random_specificity = 1 - sum(said[n_activating:]) / len(examples.non_activating)
+    by_kind: dict[str, list[bool]] = defaultdict(list)
+    for kind, yes in zip(examples.hard_kind, said_hard, strict=True):
+        by_kind[kind].append(not yes)
+    return {
+        "hard_negative_accuracy": (recall + specificity) / 2,
+        "hard_specificity": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
+        "random_specificity": random_specificity,
+        "n_hard_negatives": len(said_hard),
+    }

@@ -315,15 +315,34 @@ class EvidenceStore:
     def _non_activating(self, feature: int, split: int, n: int) -> list[Example]:
         """Pool contexts of `split` where the feature never fires, in a seeded per-feature
         random order."""
+        return [self._example(int(c), [], 0.0) for c in self.quiet_contexts(feature, split)[:n]]
+
+    def quiet_contexts(self, feature: int, split: int) -> Tensor:
+        """Ids of the pool contexts of `split` where the feature never fires, in a seeded
+        per-feature random order (true negatives: every firing in the pool is recorded)."""
         members = self._pool_members[split]
         members = members[members >= 0]
-        lo = int(torch.searchsorted(self._pool_feature, feature))
-        hi = int(torch.searchsorted(self._pool_feature, feature, right=True))
-        quiet = members[~torch.isin(members, self._pool_context[lo:hi])]
+        quiet = members[~torch.isin(members, self.pool_firing([feature]))]
         seed = self.manifest.config.seed + _NON_ACTIVATING_SEED
         priority = pair_priority(seed, torch.full_like(quiet, feature), quiet)
-        chosen = quiet[torch.argsort(priority)][:n]
-        return [self._example(int(c), [], 0.0) for c in chosen]
+        return quiet[torch.argsort(priority)]
+
+    def pool_firing(self, features: list[int]) -> Tensor:
+        """Ids of the pool contexts (either split) where any of `features` fires."""
+        found = []
+        for feature in features:
+            lo = int(torch.searchsorted(self._pool_feature, feature))
+            hi = int(torch.searchsorted(self._pool_feature, feature, right=True))
+            found.append(self._pool_context[lo:hi])
+        return torch.cat(found) if found else torch.zeros(0, dtype=torch.int64)
+
+    def context_token_ids(self, context: int) -> Tensor:
+        begin, end = int(self._offsets[context]), int(self._offsets[context + 1])
+        return self._contexts.get_slice("token_ids")[begin:end]
+
+    def quiet_example(self, context: int) -> Example:
+        """A context as an example of a feature that does not fire anywhere in it."""
+        return self._example(context, [], 0.0)
 
     def firing_features(self) -> list[int]:
         """The features that fired at least once in the evidence, ascending."""

@@ -1,0 +1,98 @@
+"""Hard negatives on evidence built from a real (tiny) model and SAE, checked against
+every firing recorded in the pass: each is a held-out context where the feature never
+fires that holds one of its most-fired tokens, or where a near feature fires; and a
+judge that answers "yes" wherever the top tokens occur is caught by them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evals.core import Explained, Score, scoring_set
+from evals.hard_negatives import TOP_TOKENS, hard_negatives
+from evals.report import markdown, summarize
+from evals.results import BenchConfig
+from evals.scorers import DetectionScorer
+from probes.evidence.config import SCORE, EvidenceConfig, OutputSide
+from probes.evidence.output_side import model_logit_lens, similar_features
+from probes.evidence.store import EvidenceStore, Example
+from tests.probes.evidence.test_build import (
+    CONFIG,
+    Recording,
+    brute,
+    build,
+    make_texts,
+    sae_reader,
+    topk_sae,
+)
+
+
+class TopTokenJudge:
+    """Detects by token ids: an example fires when it holds one of `top`."""
+
+    name = "top-token-ids"
+
+    def __init__(self, top: set[int]) -> None:
+        self.top = top
+
+    async def detect(self, explained: Explained, examples: Sequence[Example]) -> list[float]:
+        return [float(bool(self.top & set(e.token_ids))) for e in examples]
+
+
+def test_hard_negatives_look_like_the_feature_and_never_fire(
+    tiny_llama: Any, tmp_path: Path
+) -> None:
+    sae = topk_sae(tiny_llama.d_model)
+
+    def output_side(config: EvidenceConfig) -> OutputSide:
+        lens = model_logit_lens(sae.W_dec.detach(), tiny_llama.model, n=config.logit_lens_n)
+        return OutputSide(lens, *similar_features(sae.W_dec.detach(), n=config.similar_n))
+
+    texts = make_texts(160, seed=3)
+    recording = Recording(sae_reader(tiny_llama, sae))
+    config = CONFIG.model_copy(update={"logit_lens_n": 4, "similar_n": 5})
+    build(recording, texts, tmp_path, {}, config, output_side=output_side)
+    store = EvidenceStore(tmp_path, tiny_llama.tokenizer)
+    truth = brute(recording, texts)
+    kinds_seen: set[str] = set()
+    caught = 0
+    scores: list[Score] = []
+    for f in store.firing_features():
+        evidence = store.feature(f)
+        found, kinds = hard_negatives(store, evidence, 12)
+        assert len(found) == len(kinds) <= 12
+        top = {t.token_id for t in (evidence.token_firing or [])[:TOP_TOKENS]}
+        near = [s.feature for s in evidence.similar or []][:5]
+        for example, kind in zip(found, kinds, strict=True):
+            assert store.context_split(example.context) == SCORE
+            assert (f, example.context) not in truth["windows"]  # it never fires there
+            kinds_seen.add(kind)
+            if kind == "tokens":
+                assert top & set(example.token_ids)
+            else:
+                assert any((g, example.context) in truth["windows"] for g in near)
+        # A judge that says yes wherever a top token occurs: no "tokens" one passes it.
+        examples = scoring_set(store, f, evidence=evidence, hard=12)
+        if "tokens" not in examples.hard_kind or not examples.activating:
+            continue
+        explained = Explained(feature=f, explainer="toptokens", text="its top tokens")
+        score = asyncio.run(DetectionScorer().score(explained, examples, TopTokenJudge(top)))
+        assert score.details["n_hard_negatives"] == len(examples.hard_negatives)
+        assert score.details["hard_specificity"]["tokens"] == 0.0
+        scores.append(score)
+        caught += 1
+    assert kinds_seen == {"tokens", "similar"}
+    assert caught > 0
+    # The report sets random against hard negatives, per kind.
+    config = BenchConfig(
+        run_id="hard", source="tiny", evidence_id="e", features=[s.feature for s in scores],
+        explainers=["toptokens"], scorers=["detection"], judges=["top-token-ids"],
+        per_quantile=2, non_activating=20, seed=0,
+    )  # fmt: skip
+    summary = summarize(config, scores, {}, {})
+    row = summary.hard["toptokens"]
+    assert row["tokens"] == 0.0 and row["hard"] is not None and row["random"] is not None
+    text = markdown(config, summary)
+    assert "## Hard negatives" in text and f"| toptokens | {row['random']:.3f} |" in text
