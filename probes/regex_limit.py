@@ -11,9 +11,10 @@ enough for the pattern's shape to bound its work go untimed (probes.regex_bounds
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 import regex
 
@@ -30,6 +31,9 @@ _FIX = (
     "or alternatives that overlap such as (a|aa)+); rewrite it so that each character "
     "can be matched in only one way, e.g. a+ for (a+)+"
 )
+
+
+T = TypeVar("T")
 
 
 class RegexTimeLimitError(UserError):
@@ -54,7 +58,9 @@ class LimitedPattern:
             # positional arguments: keyword parsing costs more than a short search
             return self.compiled.search(text, pos, endpos, None, False, _limit(text))
         except TimeoutError:
-            raise self._refused(text) from None
+            return self._again(
+                lambda: self.compiled.search(text, pos, endpos, None, False, _limit(text)), text
+            )
 
     def fullmatch(self, text: str) -> regex.Match[str] | None:
         if len(text) <= self.untimed:
@@ -62,7 +68,9 @@ class LimitedPattern:
         try:
             return self.compiled.fullmatch(text, None, None, None, False, _limit(text))
         except TimeoutError:
-            raise self._refused(text) from None
+            return self._again(
+                lambda: self.compiled.fullmatch(text, None, None, None, False, _limit(text)), text
+            )
 
     def finditer(self, text: str) -> Iterator[regex.Match[str]]:
         """Every match, found before the first is returned (the limit covers the whole
@@ -72,8 +80,19 @@ class LimitedPattern:
         try:
             found = list(self.compiled.finditer(text, timeout=_limit(text)))
         except TimeoutError:
-            raise self._refused(text) from None
+            found = self._again(
+                lambda: list(self.compiled.finditer(text, timeout=_limit(text))), text
+            )
         return iter(found)
+
+    def _again(self, run: Callable[[], T], text: str) -> T:
+        """A timed-out search tried once more before the rule is refused: the limit is
+        wall time, and a stalled process (a busy core, swapping) must not be taken for a
+        rule that backtracks; one that does runs past the limit again."""
+        try:
+            return run()
+        except TimeoutError:
+            raise self._refused(text) from None
 
     def _refused(self, text: str) -> RegexTimeLimitError:
         return RegexTimeLimitError(
