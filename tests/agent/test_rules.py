@@ -22,6 +22,7 @@ from predicates.language import (
     Neighbour,
     Not,
     Preceded,
+    Predicate,
     PredicateHolder,
     TokenIn,
     TokenRegex,
@@ -103,17 +104,19 @@ def test_the_token_table_judges_keyed_predicates_as_text_by_text() -> None:
     ]
     data = [Labeled(TokenView.of(t), (False,) * len(t)) for t in texts]
     table = TokenTable.of(data)
-    keyed = [
+    keyed: list[Predicate] = [
         LemmaIn(lemmas=("change", "mind")),
         DerivedFrom(words=("remark", "fool", "man")),
         WordClass(concept="noun.animal", name="animals"),
         FunctionWord(category="prepositions"),
     ]
-    for predicate in [*keyed, *(Neighbour(offset=o, inner=p) for p in keyed for o in (-1, 1))]:
+    near_keyed: list[Predicate] = [Neighbour(offset=o, inner=p) for p in keyed for o in (-1, 1)]
+    for predicate in keyed + near_keyed:
         by_text = [v for item in data for v in item.verdicts(predicate)]
         found = table.verdicts(predicate)
         assert found is not None and found.tolist() == by_text, predicate
-    assert table.verdicts(keyed[2]).sum() == 3  # dogs, cat, wolves
+    animals = table.verdicts(keyed[2])
+    assert animals is not None and animals.sum() == 3  # dogs, cat, wolves
     # Next to a combination, read from the table's rows when the texts are whole.
     either = AnyOf(parts=(keyed[0], TokenIn(words=("the",))))
     for offset in (-1, 1):

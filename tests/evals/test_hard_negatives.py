@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evals.core import Explained, Score, scoring_set
+from evals.core import Explained, Highlighted, JudgeUnavailable, Score, scoring_set
 from evals.hard_negatives import TOP_TOKENS, hard_negatives
 from evals.report import markdown, summarize
 from evals.results import BenchConfig
@@ -37,8 +37,22 @@ class TopTokenJudge:
     def __init__(self, top: set[int]) -> None:
         self.top = top
 
+    def can_judge(self, explained: Explained) -> bool:
+        return True
+
     async def detect(self, explained: Explained, examples: Sequence[Example]) -> list[float]:
         return [float(bool(self.top & set(e.token_ids))) for e in examples]
+
+    async def fuzz(self, explained: Explained, items: Sequence[Highlighted]) -> list[float]:
+        raise JudgeUnavailable("detection only")
+
+    async def simulate(
+        self, explained: Explained, examples: Sequence[Example]
+    ) -> list[list[float]]:
+        raise JudgeUnavailable("detection only")
+
+    async def generate(self, explained: Explained, n: int) -> list[str]:
+        raise JudgeUnavailable("detection only")
 
 
 def test_hard_negatives_look_like_the_feature_and_never_fire(
@@ -86,13 +100,13 @@ def test_hard_negatives_look_like_the_feature_and_never_fire(
     assert kinds_seen == {"tokens", "similar"}
     assert caught > 0
     # The report sets random against hard negatives, per kind.
-    config = BenchConfig(
+    bench = BenchConfig(
         run_id="hard", source="tiny", evidence_id="e", features=[s.feature for s in scores],
         explainers=["toptokens"], scorers=["detection"], judges=["top-token-ids"],
         per_quantile=2, non_activating=20, seed=0,
     )  # fmt: skip
-    summary = summarize(config, scores, {}, {})
+    summary = summarize(bench, scores, {}, {})
     row = summary.hard["toptokens"]
     assert row["tokens"] == 0.0 and row["hard"] is not None and row["random"] is not None
-    text = markdown(config, summary)
+    text = markdown(bench, summary)
     assert "## Hard negatives" in text and f"| toptokens | {row['random']:.3f} |" in text
