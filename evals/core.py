@@ -48,6 +48,7 @@ class Explained(BaseModel):
     labels: list[str] = []
     predicate: dict[str, Any] | None = None  # agent.rules predicate, when it has one
     cost: ExplainerCost = ExplainerCost()
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)  # as the explainer states it
 
 
 class ScoringSet(BaseModel):

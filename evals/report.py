@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from evals.calibration import Calibration, calibration
 from evals.core import Explained, Score
+from evals.floors import CHANCE, floor_name, is_floor
 from evals.length import listed_items, words
 from evals.metrics import bootstrap_mean_ci, paired_difference_ci
 from evals.results import BenchConfig
@@ -55,6 +57,10 @@ class Summary(BaseModel):
     # explainer -> mean detection against random and hard negatives, and specificity
     # against random negatives and each kind of hard one (evals.hard_negatives)
     hard: dict[str, dict[str, float | None]] = {}
+    # explainer -> scorer -> its scores with other features' explanations (evals.floors)
+    floor: dict[str, dict[str, Cell]] = {}
+    # explainer -> scorer -> stated confidence against held-out score (evals.calibration)
+    calibration: dict[str, dict[str, Calibration]] = {}
 
 
 def summarize(
@@ -66,6 +72,7 @@ def summarize(
     by: dict[tuple[str, str], dict[int, Score]] = defaultdict(dict)
     for s in scores:
         by[(s.explainer, s.scorer)][s.feature] = s
+    scores = [s for s in scores if not is_floor(s.explainer)]
     cells: dict[str, dict[str, Cell]] = {}
     paired: dict[str, dict[str, Cell]] = {}
     for explainer in config.explainers:
@@ -104,7 +111,38 @@ def summarize(
         judges={e: dict(judged[e]) for e in config.explainers},
         length={e: _length(e, explanations) for e in config.explainers},
         hard={e: _hard(by[(e, "detection")]) for e in config.explainers},
+        floor={
+            e: {c: _scored_cell(by[(floor_name(e), c)]) for c in config.scorers}
+            for e in config.explainers
+        },
+        calibration=_calibration(config, by, explanations),
     )
+
+
+def _calibration(
+    config: BenchConfig,
+    by: dict[tuple[str, str], dict[int, Score]],
+    explanations: dict[tuple[str, int], Explained],
+) -> dict[str, dict[str, Calibration]]:
+    out: dict[str, dict[str, Calibration]] = {}
+    for e in config.explainers:
+        for scorer in CALIBRATED:
+            pairs = [
+                (explained.confidence, s.score)
+                for f, s in by[(e, scorer)].items()
+                if s.score is not None
+                and (explained := explanations.get((e, f))) is not None
+                and explained.confidence is not None
+            ]
+            found = calibration(pairs)
+            if found is not None:
+                out.setdefault(e, {})[scorer] = found
+    return out
+
+
+def _scored_cell(scores: dict[int, Score]) -> Cell:
+    values = [s.score for s in scores.values() if s.score is not None]
+    return _cell(values, len(scores) - len(values))
 
 
 HARD_COLUMNS = ("random", "hard", "random_specificity", "tokens", "similar")
@@ -210,6 +248,10 @@ def markdown(config: BenchConfig, summary: Summary, plots: Sequence[str] = ()) -
             "",
             _table(summary, {e: c for e, c in summary.paired.items() if c}),
         ]
+    if any(c.mean is not None for row in summary.floor.values() for c in row.values()):
+        lines += ["", "## Floors", "", _FLOOR_TEXT, "", _floor_table(summary)]
+    if summary.calibration:
+        lines += ["", "## Calibration", "", _CALIBRATION_TEXT, "", _calibration_table(summary)]
     if any(row.get("hard") is not None for row in summary.hard.values()):
         lines += ["", "## Hard negatives", "", _hard_text(), "", _hard_table(summary)]
     lines += ["", "## Explanation length (median)", "", _length_table(summary)]
@@ -243,6 +285,50 @@ def _fmt(cell: Cell | None) -> str:
     if cell is None or cell.mean is None:
         return "–" + (f" ({cell.unscored} unscored)" if cell and cell.unscored else "")
     return f"{cell.mean:.3f} [{cell.lo:.3f}, {cell.hi:.3f}] ({cell.n})"
+
+
+CALIBRATED = ("detection", "fuzzing", "simulation")  # scores on a 0-1 scale worth comparing
+_CALIBRATION_TEXT = (
+    "Each explainer's stated confidence against its held-out score: expected calibration "
+    "error over ten confidence bins (0 is calibrated), with mean confidence and mean score."
+)
+
+
+def _calibration_table(summary: Summary) -> str:
+    lines = ["| explainer | scorer | features | ECE | mean confidence | mean score |"]
+    lines.append("| --- | --- | --- | --- | --- | --- |")
+    for e, by_scorer in summary.calibration.items():
+        for scorer, found in by_scorer.items():
+            confidence = sum(b.n * b.confidence for b in found.bins) / found.n
+            score = sum(b.n * b.score for b in found.bins) / found.n
+            lines.append(
+                f"| {e} | {scorer} | {found.n} | {found.ece:.3f} | {confidence:.3f} | {score:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+_FLOOR_TEXT = (
+    "Each explainer's mean score, its floor (the same explainer's explanations of other "
+    "features of the run, scored on these features by the same judge), and the distance "
+    "above the floor; the last row is what a judge that guesses gets."
+)
+
+
+def _floor_table(summary: Summary) -> str:
+    head = "| explainer | " + " | ".join(summary.scorers) + " |"
+    lines = [head, "| --- |" + " --- |" * len(summary.scorers)]
+    for e in summary.explainers:
+        cells = []
+        for scorer in summary.scorers:
+            mine, floor = summary.cells[e].get(scorer), summary.floor.get(e, {}).get(scorer)
+            if mine is None or mine.mean is None or floor is None or floor.mean is None:
+                cells.append("–")
+                continue
+            cells.append(f"{mine.mean:.3f}, floor {floor.mean:.3f} ({mine.mean - floor.mean:+.3f})")
+        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    chance = [_decimal(CHANCE.get(scorer)) for scorer in summary.scorers]
+    lines.append("| chance | " + " | ".join(chance) + " |")
+    return "\n".join(lines)
 
 
 def _hard_text() -> str:
@@ -307,11 +393,14 @@ def results_json(
     scores: Sequence[Score],
     explanations: dict[tuple[str, int], Explained],
 ) -> dict[str, Any]:
-    """The `--json` document: one row per (feature, explainer, scorer), and the summary."""
-    rows = []
+    """The `--json` document: one row per (feature, explainer, scorer), the floors' rows
+    (each feature scored with another feature's explanation, evals.floors) apart, and the
+    summary."""
+    rows: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
     for s in scores:
         explained = explanations.get((s.explainer, s.feature))
-        rows.append(
+        (floors if is_floor(s.explainer) else rows).append(
             {
                 "feature": s.feature,
                 "explainer": s.explainer,
@@ -326,7 +415,12 @@ def results_json(
                 "error": s.error,
             }
         )
-    return {"config": config.model_dump(), "results": rows, "summary": summary.model_dump()}
+    return {
+        "config": config.model_dump(),
+        "results": rows,
+        "floors": floors,
+        "summary": summary.model_dump(),
+    }
 
 
 def plot(

@@ -24,11 +24,13 @@ from evals.core import (
     JudgeUnavailable,
     Score,
     Scorer,
+    ScoringSet,
     scoring_set,
 )
 from evals.explainers.base import Explainer
+from evals.floors import borrowed, partners
 from evals.results import BenchConfig, BenchResults
-from probes.evidence.store import EvidenceStore, Example
+from probes.evidence.store import EvidenceStore, Example, FeatureEvidence
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +58,47 @@ async def run_bench(bench: Bench, on_feature_done: Callable[[int], None] | None 
             on_feature_done(feature)
 
     await asyncio.gather(*(one(f) for f in bench.config.features))
+    await _floors(bench)
+
+
+async def _floors(bench: Bench) -> None:
+    """Each feature scored with another feature's explanation by the same explainer
+    (evals.floors), once every explanation exists; stored like any score."""
+    config = bench.config
+    pairs = partners(config.features, config.seed)
+    for feature, partner in sorted(pairs.items()):
+        if bench.score_store is not None and bench.score_store.stats(feature).fired_tokens == 0:
+            continue  # nothing to score it on (see _unscorable)
+        examples: ScoringSet | None = None
+        for explainer in bench.explainers:
+            theirs = bench.results.explanation(explainer.name, partner)
+            if theirs is None:  # the partner's explainer failed: no floor for this one
+                continue
+            floor = borrowed(theirs, feature)
+            for scorer in bench.scorers:
+                done = bench.results.score(floor.explainer, scorer.name, feature)
+                if done is not None and done.score is not None:
+                    continue
+                if examples is None:
+                    examples = _examples(bench, feature)
+                judge = pick_judge(bench.judges, floor)
+                bench.results.put_score(await scorer.score(floor, examples, judge))
+
+
+def _examples(bench: Bench, feature: int, evidence: FeatureEvidence | None = None) -> ScoringSet:
+    config = bench.config
+    return scoring_set(
+        bench.store, feature, config.per_quantile, config.non_activating, config.seed,
+        evidence, held_out=bench.score_store,
+    )  # fmt: skip
 
 
 async def _feature(bench: Bench, feature: int) -> None:
-    config = bench.config
     if bench.score_store is not None and bench.score_store.stats(feature).fired_tokens == 0:
         _unscorable(bench, feature)
         return
     evidence = bench.store.feature(feature)  # for tau, and for the explainers
-    examples = scoring_set(
-        bench.store, feature, config.per_quantile, config.non_activating, config.seed,
-        evidence, held_out=bench.score_store,
-    )  # fmt: skip
+    examples = _examples(bench, feature, evidence)
     for explainer in bench.explainers:
         explained = bench.results.explanation(explainer.name, feature)
         if explained is None:

@@ -33,6 +33,7 @@ def from_explanation(explanation: Explanation, explainer: str = "agent") -> Expl
         text=explanation.text,
         labels=list(explanation.labels),
         predicate=_checked_predicate(explanation, explainer),
+        confidence=explanation.confidence,
         cost=ExplainerCost(
             llm_calls=cost.llm_calls,
             llm_tokens=cost.llm_tokens,

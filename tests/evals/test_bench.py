@@ -15,6 +15,7 @@ import redis
 
 from evals.core import Explained, ExplainerCost
 from evals.explainers.toptokens import TopTokensExplainer
+from evals.floors import is_floor
 from evals.judges.predicate import PredicateJudge
 from evals.report import summarize, write_report
 from evals.results import BenchConfig, BenchResults, BenchRunMismatch
@@ -94,8 +95,18 @@ def test_runner_scores_every_explainer_and_resumes(
         [PredicateJudge.for_store(store)], results,
     )  # fmt: skip
     asyncio.run(run_bench(bench))
-    scores = results.scores()
+    everything = results.scores()
+    scores = [s for s in everything if not is_floor(s.explainer)]
     assert len(scores) == 2 * 2 * len(features)  # two explainers that worked x two scorers
+    # Floors: each feature scored with another feature's explanation by the same
+    # explainer (the broken one wrote none, so it has none).
+    floors = [s for s in everything if is_floor(s.explainer)]
+    assert {s.explainer for s in floors} == {"toptokens~floor", "wrong~floor"}
+    assert len(floors) == 2 * 2 * len(features)
+    own = {(s.scorer, s.feature): s.score or 0.0 for s in scores if s.explainer == "toptokens"}
+    for s in floors:
+        if s.explainer == "toptokens~floor" and s.scorer == "detection":
+            assert s.score is not None and s.score < own[("detection", s.feature)] - 0.3
     assert all(s.score is not None and s.judge == "predicate" for s in scores)
     assert set(results.failures()) == {f"broken:{f}" for f in features}
     assert "server is down" in next(iter(results.failures().values()))
@@ -107,7 +118,7 @@ def test_runner_scores_every_explainer_and_resumes(
 
     # The same run again: nothing is explained or scored twice.
     asyncio.run(run_bench(bench))
-    assert top.calls == len(features) and len(results.scores()) == len(scores)
+    assert top.calls == len(features) and len(results.scores()) == len(everything)
     # Another config under the same run id is refused, not mixed in.
     with pytest.raises(BenchRunMismatch, match="another config"):
         results.start(config(run_id, features[:1], ["toptokens"]))
@@ -121,12 +132,17 @@ def test_runner_scores_every_explainer_and_resumes(
     assert summary.failures == {"toptokens": 0, "wrong": 0, "broken": 3}
     assert summary.cost["wrong"]["seconds"] == pytest.approx(0.5)
     assert summary.judges["toptokens"] == {"predicate": 6} and summary.judges["broken"] == {}
+    floor = summary.floor["toptokens"]["detection"]
+    assert floor.n == 3 and floor.mean is not None and cell.mean - floor.mean > 0.3
     densities = {f: store.feature(f).stats.density for f in features}
     report = write_report(
         tmp_path, cfg, results.scores(), results.explanations(), results.failures(), densities
     )
     text = report.read_text()
     assert "| toptokens |" in text and "| wrong |" in text and "![scores](scores.png)" in text
+    assert (
+        "## Floors" in text and f"floor {floor.mean:.3f}" in text and "| chance | 0.500 |" in text
+    )
     for png in ("scores.png", "density.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     document = json.loads((tmp_path / "results.json").read_text())
