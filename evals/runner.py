@@ -8,6 +8,8 @@ judge's name is kept with the score. An explainer that fails on a feature is rec
 as a failure with its reason; nothing is scored in its place. With a score corpus
 (`Bench.score_store`), a feature that never fires in it has nothing to be scored on:
 each of its scores is recorded unscored with that reason, and nothing is explained.
+Once every feature is explained, each is scored again with the same explainer's
+explanation of another feature (its floor, evals.floors), the same way.
 """
 
 from __future__ import annotations
@@ -64,25 +66,33 @@ async def run_bench(bench: Bench, on_feature_done: Callable[[int], None] | None 
 async def _floors(bench: Bench) -> None:
     """Each feature scored with another feature's explanation by the same explainer
     (evals.floors), once every explanation exists; stored like any score."""
-    config = bench.config
-    pairs = partners(config.features, config.seed)
-    for feature, partner in sorted(pairs.items()):
-        if bench.score_store is not None and bench.score_store.stats(feature).fired_tokens == 0:
-            continue  # nothing to score it on (see _unscorable)
-        examples: ScoringSet | None = None
-        for explainer in bench.explainers:
-            theirs = bench.results.explanation(explainer.name, partner)
-            if theirs is None:  # the partner's explainer failed: no floor for this one
+    gate = asyncio.Semaphore(bench.concurrency)
+
+    async def one(feature: int, partner: int) -> None:
+        async with gate:
+            await _floor(bench, feature, partner)
+
+    pairs = partners(bench.config.features, bench.config.seed)
+    await asyncio.gather(*(one(f, p) for f, p in sorted(pairs.items())))
+
+
+async def _floor(bench: Bench, feature: int, partner: int) -> None:
+    if bench.score_store is not None and bench.score_store.stats(feature).fired_tokens == 0:
+        return  # nothing to score it on (see _unscorable)
+    examples: ScoringSet | None = None
+    for explainer in bench.explainers:
+        theirs = bench.results.explanation(explainer.name, partner)
+        if theirs is None:  # the partner's explainer failed: no floor for this one
+            continue
+        floor = borrowed(theirs, feature)
+        for scorer in bench.scorers:
+            done = bench.results.score(floor.explainer, scorer.name, feature)
+            if done is not None and done.score is not None:
                 continue
-            floor = borrowed(theirs, feature)
-            for scorer in bench.scorers:
-                done = bench.results.score(floor.explainer, scorer.name, feature)
-                if done is not None and done.score is not None:
-                    continue
-                if examples is None:
-                    examples = _examples(bench, feature)
-                judge = pick_judge(bench.judges, floor)
-                bench.results.put_score(await scorer.score(floor, examples, judge))
+            if examples is None:
+                examples = _examples(bench, feature)
+            judge = pick_judge(bench.judges, floor)
+            bench.results.put_score(await scorer.score(floor, examples, judge))
 
 
 def _examples(bench: Bench, feature: int, evidence: FeatureEvidence | None = None) -> ScoringSet:
