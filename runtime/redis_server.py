@@ -148,6 +148,9 @@ class EmbeddedRedis:
         still uses it (it may have started it or not); a server in use stays up."""
         if self.pid is None:
             return
+        if not self.redis_dir.is_dir():  # its files are gone: no one can share it any more
+            self.stop()
+            return
         with self._start_lock():  # no one may start using it while this one decides
             self._release_user_lock()
             with open(self.users_file, "a") as probe:
