@@ -79,8 +79,7 @@ def summarize(
         cells[explainer], paired[explainer] = {}, {}
         for scorer in config.scorers:
             mine = by[(explainer, scorer)]
-            values = [s.score for s in mine.values() if s.score is not None]
-            cells[explainer][scorer] = _cell(values, len(mine) - len(values))
+            cells[explainer][scorer] = _scored_cell(mine)
             if explainer != BASELINE and (BASELINE, scorer) in by:
                 base = by[(BASELINE, scorer)]
                 both = [

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from evals.core import (
     Explained,
@@ -47,6 +47,8 @@ class Bench:
     results: BenchResults
     concurrency: int = 4
     score_store: EvidenceStore | None = None  # the score corpus's evidence, if any
+    # Each feature's scoring set, from its scoring until its floor is scored.
+    _sets: dict[int, ScoringSet] = field(default_factory=dict, repr=False)
 
 
 async def run_bench(bench: Bench, on_feature_done: Callable[[int], None] | None = None) -> None:
@@ -93,14 +95,18 @@ async def _floor(bench: Bench, feature: int, partner: int) -> None:
                 examples = _examples(bench, feature)
             judge = pick_judge(bench.judges, floor)
             bench.results.put_score(await scorer.score(floor, examples, judge))
+    bench._sets.pop(feature, None)  # its last use
 
 
 def _examples(bench: Bench, feature: int, evidence: FeatureEvidence | None = None) -> ScoringSet:
-    config = bench.config
-    return scoring_set(
-        bench.store, feature, config.per_quantile, config.non_activating, config.seed,
-        evidence, held_out=bench.score_store,
-    )  # fmt: skip
+    found = bench._sets.get(feature)
+    if found is None:
+        config = bench.config
+        found = bench._sets[feature] = scoring_set(
+            bench.store, feature, config.per_quantile, config.non_activating, config.seed,
+            evidence, held_out=bench.score_store,
+        )  # fmt: skip
+    return found
 
 
 async def _feature(bench: Bench, feature: int) -> None:
