@@ -103,3 +103,27 @@ def yes_no_outcome(probs: Sequence[float], truth: Sequence[bool], **details: Any
     _, _, f1 = precision_recall_f1(predicted, truth)
     auc = roc_auc(probs, truth) if graded(probs) else None
     return Outcome(balanced_accuracy(predicted, truth), {"f1": f1, "auc": auc, **details})
+
+
+def against_hard(
+    said_positive: Sequence[bool],
+    said_random: Sequence[bool],
+    said_hard: Sequence[bool],
+    kinds: Sequence[str],
+) -> dict[str, Any]:
+    """The details every scorer with hard negatives reports: the balanced accuracy of the
+    judge's yes on the true items (`said_positive`) against its no on the hard negatives
+    instead of the random ones, the specificity on the random negatives and on each kind
+    of hard one (evals.hard_negatives); None without hard negatives."""
+    if not said_hard:
+        return {"hard_negative_accuracy": None, "n_hard_negatives": 0}
+    recall = sum(said_positive) / len(said_positive) if said_positive else 0.0
+    by_kind: dict[str, list[bool]] = {}
+    for kind, yes in zip(kinds, said_hard, strict=True):
+        by_kind.setdefault(kind, []).append(not yes)
+    return {
+        "hard_negative_accuracy": (recall + 1 - sum(said_hard) / len(said_hard)) / 2,
+        "hard_specificity": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
+        "random_specificity": 1 - sum(said_random) / len(said_random) if said_random else None,
+        "n_hard_negatives": len(said_hard),
+    }

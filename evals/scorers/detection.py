@@ -14,12 +14,12 @@ of hard negative the judge rightly said no to.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 from evals.core import Explained, Judge, Score, ScoringSet
 from evals.scorers.base import (
     THRESHOLD,
     Outcome,
+    against_hard,
     check_count,
     need_both_classes,
     run_scorer,
@@ -43,7 +43,7 @@ class DetectionScorer:
             answers = await judge.detect(explained, shown)
             check_count("probabilities", answers, len(shown))
             probs = unshuffled(answers, order)
-            n_random = len(examples.examples)
+            n_random, n_activating = len(examples.examples), len(examples.activating)
             probs, hard = probs[:n_random], probs[n_random:]
             truth = [True] * len(examples.activating) + [False] * len(examples.non_activating)
             said = [p >= THRESHOLD for p in probs]
@@ -51,9 +51,14 @@ class DetectionScorer:
                 probs,
                 truth,
                 recall_by_quantile=_recall_by_quantile(examples, said),
-                n_activating=len(examples.activating),
+                n_activating=n_activating,
                 n_non_activating=len(examples.non_activating),
-                **_against_hard(examples, said, [p >= THRESHOLD for p in hard]),
+                **against_hard(
+                    said[:n_activating],
+                    said[n_activating:],
+                    [p >= THRESHOLD for p in hard],
+                    examples.hard_kind,
+                ),
             )
 
         return await run_scorer(self.name, explained, judge.name, work)
@@ -65,23 +70,3 @@ def _recall_by_quantile(examples: ScoringSet, predicted: list[bool]) -> dict[str
     for q, p in zip(examples.quantile_of, said, strict=True):
         hits[q].append(p)
     return {str(q): sum(v) / len(v) for q, v in sorted(hits.items())}
-
-
-def _against_hard(examples: ScoringSet, said: list[bool], said_hard: list[bool]) -> dict[str, Any]:
-    """Balanced accuracy of the activating examples against the hard negatives, and the
-    specificity per kind of hard negative (None without any)."""
-    if not said_hard:
-        return {"hard_negative_accuracy": None, "n_hard_negatives": 0}
-    n_activating = len(examples.activating)
-    recall = sum(said[:n_activating]) / n_activating
-    specificity = 1 - sum(said_hard) / len(said_hard)
-    random_specificity = 1 - sum(said[n_activating:]) / len(examples.non_activating)
-    by_kind: dict[str, list[bool]] = defaultdict(list)
-    for kind, yes in zip(examples.hard_kind, said_hard, strict=True):
-        by_kind[kind].append(not yes)
-    return {
-        "hard_negative_accuracy": (recall + specificity) / 2,
-        "hard_specificity": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
-        "random_specificity": random_specificity,
-        "n_hard_negatives": len(said_hard),
-    }

@@ -14,7 +14,7 @@ from evals.core import Explained, Highlighted, JudgeUnavailable, Score, scoring_
 from evals.hard_negatives import TOP_TOKENS, hard_negatives
 from evals.report import markdown, summarize
 from evals.results import BenchConfig
-from evals.scorers import DetectionScorer
+from evals.scorers import DetectionScorer, FuzzingScorer
 from probes.evidence.config import SCORE, EvidenceConfig, OutputSide
 from probes.evidence.output_side import model_logit_lens, similar_features
 from probes.evidence.store import EvidenceStore, Example
@@ -30,21 +30,33 @@ from tests.probes.evidence.test_build import (
 
 
 class TopTokenJudge:
-    """Detects by token ids: an example fires when it holds one of `top`."""
+    """Detects by token ids: an example fires when it holds one of `top`; a highlighting
+    fits when it marks only tokens of `known` (blind to context, as a word list is)."""
 
     name = "top-token-ids"
 
-    def __init__(self, top: set[int]) -> None:
+    def __init__(self, top: set[int], known: set[int] | None = None) -> None:
         self.top = top
+        self.known = known or top
 
-    def can_judge(self, explained: Explained) -> bool:
+    def can_judge(self, explained: Explained | None) -> bool:
         return True
 
     async def detect(self, explained: Explained, examples: Sequence[Example]) -> list[float]:
         return [float(bool(self.top & set(e.token_ids))) for e in examples]
 
     async def fuzz(self, explained: Explained, items: Sequence[Highlighted]) -> list[float]:
-        raise JudgeUnavailable("detection only")
+        return [
+            float(
+                any(item.marked)
+                and all(
+                    t in self.known
+                    for t, m in zip(item.example.token_ids, item.marked, strict=True)
+                    if m
+                )
+            )
+            for item in items
+        ]
 
     async def simulate(
         self, explained: Explained, examples: Sequence[Example]
@@ -52,6 +64,11 @@ class TopTokenJudge:
         raise JudgeUnavailable("detection only")
 
     async def generate(self, explained: Explained, n: int) -> list[str]:
+        raise JudgeUnavailable("detection only")
+
+    async def intruder(
+        self, explained: Explained | None, rounds: Sequence[Sequence[Highlighted]]
+    ) -> list[list[float]]:
         raise JudgeUnavailable("detection only")
 
 
@@ -73,6 +90,8 @@ def test_hard_negatives_look_like_the_feature_and_never_fire(
     kinds_seen: set[str] = set()
     caught = 0
     scores: list[Score] = []
+    fuzz_hard: list[float] = []
+    fuzz_random: list[float] = []
     for f in store.firing_features():
         evidence = store.feature(f)
         found, kinds = hard_negatives(store, evidence, 12)
@@ -97,8 +116,25 @@ def test_hard_negatives_look_like_the_feature_and_never_fire(
         assert score.details["hard_specificity"]["tokens"] == 0.0
         scores.append(score)
         caught += 1
+        # Fuzzing: each hard negative is highlighted on the feature's firing tokens when
+        # it holds any, so a judge that knows only those tokens accepts exactly those.
+        firing = {
+            t for e in examples.activating for t, a in zip(e.token_ids, e.acts, strict=True) if a
+        }
+        judge = TopTokenJudge(top, known=firing)
+        fuzzed = asyncio.run(FuzzingScorer().score(explained, examples, judge))
+        assert fuzzed.details["n_hard_negatives"] == len(examples.hard_negatives)
+        for kind, specificity in fuzzed.details["hard_specificity"].items():
+            mine = [
+                e for e, k in zip(examples.hard_negatives, examples.hard_kind, strict=True)
+                if k == kind
+            ]  # fmt: skip
+            assert specificity == sum(not firing & set(e.token_ids) for e in mine) / len(mine)
+        fuzz_hard.append(fuzzed.details["hard_negative_accuracy"])
+        fuzz_random.append(fuzzed.score)
     assert kinds_seen == {"tokens", "similar"}
     assert caught > 0
+    assert sum(fuzz_hard) < sum(fuzz_random)  # look-alikes fool a context-blind judge
     # The report sets random against hard negatives, per kind.
     bench = BenchConfig(
         run_id="hard", source="tiny", evidence_id="e", features=[s.feature for s in scores],
