@@ -32,7 +32,7 @@ from probes.evidence.config import SCORE
 from probes.evidence.store import EvidenceStore
 
 JACCARD = 0.5  # half of what either names is shared
-COSINE = 0.9  # near-paraphrases of one label, for prose
+COSINE = 0.8  # MiniLM puts paraphrases of one label at 0.75-0.9, unrelated ones near 0
 SCORER = "collision-detection"  # the scorer name of detection against a collision
 NAMING_FIELDS = frozenset({"pattern", "name", "category", "prefix"})  # a class's name
 

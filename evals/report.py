@@ -21,6 +21,7 @@ from evals.core import Explained, Score
 from evals.floors import CHANCE, floor_name, is_floor
 from evals.length import listed_items, words
 from evals.metrics import bootstrap_mean_ci, paired_difference_ci
+from evals.plots import mean_recall, plot
 from evals.results import BenchConfig
 
 BASELINE = "agent"  # paired differences are taken against this explainer
@@ -61,6 +62,8 @@ class Summary(BaseModel):
     floor: dict[str, dict[str, Cell]] = {}
     # explainer -> scorer -> stated confidence against held-out score (evals.calibration)
     calibration: dict[str, dict[str, Calibration]] = {}
+    # explainer -> activation quantile ("0" weakest) -> mean detection recall (evals.plots)
+    recall_by_quantile: dict[str, dict[str, float]] = {}
 
 
 def summarize(
@@ -115,6 +118,7 @@ def summarize(
             for e in config.explainers
         },
         calibration=_calibration(config, by, explanations),
+        recall_by_quantile=mean_recall(scores, config.explainers),
     )
 
 
@@ -253,6 +257,7 @@ def markdown(config: BenchConfig, summary: Summary, plots: Sequence[str] = ()) -
         lines += ["", "## Calibration", "", _CALIBRATION_TEXT, "", _calibration_table(summary)]
     if any(row.get("hard") is not None for row in summary.hard.values()):
         lines += ["", "## Hard negatives", "", _hard_text(), "", _hard_table(summary)]
+    lines += _quantile_table(summary)  # nothing without detection scores
     lines += ["", "## Explanation length (median)", "", _length_table(summary)]
     lines += ["", "## Cost per feature (mean)", "", _cost_table(summary)]
     lines += ["", "## Who judged", "", "Scores per explainer by the judge that read them.", ""]
@@ -304,6 +309,26 @@ def _calibration_table(summary: Summary) -> str:
                 f"| {e} | {scorer} | {found.n} | {found.ece:.3f} | {confidence:.3f} | {score:.3f} |"
             )
     return "\n".join(lines)
+
+
+def _quantile_table(summary: Summary) -> list[str]:
+    """The recall curves' numbers (recall_curves.png) under their heading; no lines
+    without detection scores. Floors are not in them (evals.plots.mean_recall)."""
+    curves = summary.recall_by_quantile
+    quantiles = sorted({q for recall in curves.values() for q in recall}, key=int)
+    if not quantiles:
+        return []
+    text = (
+        "Detection recall of each explainer's explanations by activation quantile of the "
+        "held-out examples (0 = weakest), mean over features: recall that falls toward 0 "
+        "says the explanation covers only the feature's strongest activations."
+    )
+    head = "| explainer | " + " | ".join(quantiles) + " |"
+    lines = ["", "## Detection recall by activation quantile", "", text, "", head]
+    lines.append("| --- |" + " --- |" * len(quantiles))
+    for e, recall in curves.items():
+        lines.append(f"| {e} | " + " | ".join(_decimal(recall.get(q)) for q in quantiles) + " |")
+    return lines
 
 
 _FLOOR_TEXT = (
@@ -420,52 +445,6 @@ def results_json(
         "floors": floors,
         "summary": summary.model_dump(),
     }
-
-
-def plot(
-    summary: Summary, scores: Sequence[Score], densities: dict[int, float], out_dir: Path
-) -> list[Path]:
-    """scores.png (distribution per explainer, one panel per scorer) and density.png
-    (score against the feature's firing density)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scorers, explainers = summary.scorers, summary.explainers
-    values: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
-    for s in scores:
-        if s.score is not None:
-            values[(s.scorer, s.explainer)].append((s.feature, s.score))
-    width = 3.2 * len(scorers)
-    fig, axes = plt.subplots(1, len(scorers), figsize=(width, 3.6), squeeze=False)
-    for ax, scorer in zip(axes[0], scorers, strict=True):
-        data = [[v for _, v in values[(scorer, e)]] or [np.nan] for e in explainers]
-        ax.boxplot(data, tick_labels=explainers)
-        ax.set_title(scorer)
-        ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    paths = [out_dir / "scores.png"]
-    fig.savefig(paths[0], dpi=110)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(scorers), figsize=(width, 3.6), squeeze=False)
-    for ax, scorer in zip(axes[0], scorers, strict=True):
-        for e in explainers:
-            points = [(densities[f], v) for f, v in values[(scorer, e)] if densities.get(f)]
-            if points:
-                xs, ys = zip(*points, strict=True)
-                ax.scatter(xs, ys, s=12, label=e, alpha=0.7)
-        ax.set_xscale("log")
-        ax.set_title(scorer)
-        ax.set_xlabel("feature density")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out_dir / "density.png")
-    fig.savefig(paths[1], dpi=110)
-    plt.close(fig)
-    return paths
 
 
 def write_report(

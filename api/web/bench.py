@@ -1,11 +1,13 @@
 """The benchmark pages: the runs, and one run's report (mean score and 95% interval per
 explainer and scorer, paired differences against the agent, cost, failures) with the
-report's plots, rendered by evals.report into the run's report folder."""
+report's plots, rendered by evals.report into the run's report folder, and the detection
+recall by activation quantile per explainer as an inline SVG chart with its table."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ def bench_page(run_id: str, request: Request) -> HTMLResponse:
         summary=summary,
         paired=[(e, cells) for e, cells in summary.paired.items() if cells],
         scored=any(c.n for cells in summary.cells.values() for c in cells.values()),
+        recall=recall_chart(summary.recall_by_quantile),
     )
 
 
@@ -99,3 +102,72 @@ def plot_file(state: Any, svc: Services, run_id: str, name: str) -> Path | None:
             write_report(folder, config, scores, explanations, failures, densities)
             marker.write_text(stamp)
     return folder / name
+
+
+# -- the recall-by-quantile chart ----------------------------------------------------------
+
+SERIES = 6  # colours and dash patterns in style.css (.series-0 ...), then they repeat
+
+
+@dataclass
+class Point:
+    x: float
+    y: float
+    quantile: str
+    recall: float
+
+
+@dataclass
+class Curve:
+    explainer: str
+    series: int  # its colour and dash pattern
+    points: list[Point]
+
+    @property
+    def polyline(self) -> str:
+        return " ".join(f"{p.x},{p.y}" for p in self.points)
+
+
+@dataclass
+class RecallChart:
+    """Geometry of the recall-by-quantile chart, drawn by bench.html as SVG (no script,
+    no plotting library in the page); `quantiles` and `curves` are also its table."""
+
+    width: int
+    height: int
+    left: int
+    right: int
+    top: int
+    bottom: int
+    quantiles: list[str]
+    x_ticks: list[tuple[float, str]]
+    y_ticks: list[tuple[float, str]]
+    curves: list[Curve]
+
+
+def recall_chart(
+    recall: dict[str, dict[str, float]], width: int = 560, height: int = 260
+) -> RecallChart | None:
+    """One line per explainer (floors are not in evals.plots.mean_recall): x the
+    activation quantile (0 weakest), y the mean recall from 0 to 1. None without
+    detection scores."""
+    quantiles = sorted({q for by_q in recall.values() for q in by_q}, key=int)
+    if not quantiles:
+        return None
+    left, right, top, bottom = 44, width - 12, 12, height - 36  # room for the axis labels
+    step = (right - left) / max(len(quantiles) - 1, 1)
+    xs = {q: round(left + i * step, 1) for i, q in enumerate(quantiles)}
+
+    def y(value: float) -> float:
+        return round(bottom - value * (bottom - top), 1)
+
+    curves = [
+        Curve(e, i % SERIES, [Point(xs[q], y(by_q[q]), q, by_q[q]) for q in quantiles if q in by_q])
+        for i, (e, by_q) in enumerate(recall.items())
+    ]
+    return RecallChart(
+        width, height, left, right, top, bottom, quantiles,
+        x_ticks=[(xs[q], q) for q in quantiles],
+        y_ticks=[(y(v), f"{v:g}") for v in (0.0, 0.25, 0.5, 0.75, 1.0)],
+        curves=curves,
+    )  # fmt: skip

@@ -1,10 +1,11 @@
 """Predictive accuracy (SAGE, Han et al. 2025): from the explanation alone, predict how
-strongly the feature fires on held-out examples from every activation range; the
-score is the Pearson correlation of the predicted with the true per-example maximum.
+strongly the feature fires on held-out exemplars drawn from every activation range; the
+score is the Pearson correlation of the predicted with the true activations, pooled over
+every token of those exemplars (as SAGE's evaluation computes it).
 
-The prediction is the maximum of the judge's per-token simulation (0-10); the truth is
-each example's max activation. Examples: every quantile of the scoring set plus its
-non-activating contexts (true maximum 0). A constant prediction scores 0.0."""
+Unlike simulation (Bills et al.), only activating exemplars are read: the question is
+whether the explanation tells strong firings from weak ones and which tokens carry
+them, not whether the feature fires at all. A constant prediction scores 0.0."""
 
 from __future__ import annotations
 
@@ -19,10 +20,15 @@ class PredictiveScorer:
 
     async def score(self, explained: Explained, examples: ScoringSet, judge: Judge) -> Score:
         async def work() -> Outcome:
-            rows = await simulated(explained, examples.examples, judge)
-            predicted = [max(row, default=0.0) for row in rows]
-            truth = [e.max_act for e in examples.examples]
-            # One "sequence" of per-example maxima: pooled Pearson is then plain Pearson.
-            return Outcome(pooled_pearson([predicted], [truth]), {"n_examples": len(truth)})
+            if not examples.activating:
+                raise ValueError(
+                    f"feature {examples.feature} has no held-out activating exemplars to predict"
+                )
+            predicted = await simulated(explained, examples.activating, judge)
+            truth = [e.acts for e in examples.activating]
+            return Outcome(
+                pooled_pearson(predicted, truth),
+                {"n_examples": len(truth), "n_tokens": sum(len(row) for row in truth)},
+            )
 
         return await run_scorer(self.name, explained, judge.name, work)

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api.web.views import num
 from tests.server_fixtures import api_key, read_stream, serving, settings_of
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
@@ -476,6 +477,20 @@ def test_a_benchmark_report_shows_its_table_and_plots(web: str, tab: Tab, token:
     table = page.locator("#scores-table")
     assert "toptokens" in table.inner_text() and "truth" in table.inner_text()
     assert re.match(r"[0-9.]+ \[[0-9.]+, [0-9.]+\] n=2", table.locator("td").first.inner_text())
+    # Detection recall by activation quantile: a line per explainer, its numbers in a table.
+    recall = httpx.get(f"{web}/bench/{run_id}").json()["summary"]["recall_by_quantile"]
+    assert set(recall) == {"toptokens"}
+    quantiles = sorted(recall["toptokens"], key=int)
+    assert len(quantiles) > 1
+    curves = page.locator("#recall-chart svg g.curve")
+    assert curves.count() == 1 and curves.first.get_attribute("data-explainer") == "toptokens"
+    assert curves.first.locator("circle").count() == len(quantiles)
+    head = page.locator("#recall-table thead th").all_inner_texts()
+    assert head[1:] == [f"q{q}" for q in quantiles]
+    rows = page.locator("#recall-table tbody tr")
+    assert rows.count() == 1 and rows.first.locator("th").inner_text() == "toptokens"
+    shown = rows.first.locator("td").all_inner_texts()
+    assert shown == [num(recall["toptokens"][q]) for q in quantiles]
     images = page.locator(".plots img")
     assert images.count() == 2
     wait_for(

@@ -131,6 +131,7 @@ def test_hard_negatives_look_like_the_feature_and_never_fire(
             ]  # fmt: skip
             assert specificity == sum(not firing & set(e.token_ids) for e in mine) / len(mine)
         fuzz_hard.append(fuzzed.details["hard_negative_accuracy"])
+        assert fuzzed.score is not None
         fuzz_random.append(fuzzed.score)
     assert kinds_seen == {"tokens", "similar"}
     assert caught > 0
