@@ -1,9 +1,10 @@
 """A benchmark run as a report: a Markdown table of mean scores with 95% bootstrap
 intervals per explainer and scorer, paired differences against the agent on the same
-features, explanation length (median words and listed items), cost per feature, what
-could not be scored and why, and two PNG plots (score distributions per explainer;
-score against feature density). It says where the scoring examples came from: the
-evidence's score split, or a score corpus."""
+features, floors (another feature's explanation) and chance lines, calibration of the
+stated confidence, hard negatives and label collisions (evals.report_robustness), recall
+by activation quantile, explanation length (median words and listed items), cost per
+feature, what could not be scored and why, and the plots (evals.plots). It says where
+the scoring examples came from: the evidence's score split, or a score corpus."""
 
 from __future__ import annotations
 
@@ -22,6 +23,17 @@ from evals.floors import CHANCE, floor_name, is_floor
 from evals.length import listed_items, words
 from evals.metrics import bootstrap_mean_ci, paired_difference_ci
 from evals.plots import mean_recall, plot
+from evals.report_robustness import (
+    COLLISION_SCORER,
+    COLLISION_TEXT,
+    HARD_TEXT,
+    CollisionRow,
+    collision_row,
+    collision_table,
+    decimal,
+    hard_row,
+    hard_table,
+)
 from evals.results import BenchConfig
 
 BASELINE = "agent"  # paired differences are taken against this explainer
@@ -58,6 +70,9 @@ class Summary(BaseModel):
     # explainer -> mean detection against random and hard negatives, and specificity
     # against random negatives and each kind of hard one (evals.hard_negatives)
     hard: dict[str, dict[str, float | None]] = {}
+    hard_fuzzing: dict[str, dict[str, float | None]] = {}  # the same for fuzzing
+    # explainer -> its label collisions (evals.collisions)
+    collisions: dict[str, CollisionRow] = {}
     # explainer -> scorer -> its scores with other features' explanations (evals.floors)
     floor: dict[str, dict[str, Cell]] = {}
     # explainer -> scorer -> stated confidence against held-out score (evals.calibration)
@@ -112,7 +127,17 @@ def summarize(
         unscored_reasons=dict(reasons.most_common()),
         judges={e: dict(judged[e]) for e in config.explainers},
         length={e: _length(e, explanations) for e in config.explainers},
-        hard={e: _hard(by[(e, "detection")]) for e in config.explainers},
+        hard={e: hard_row(by[(e, "detection")]) for e in config.explainers},
+        hard_fuzzing={e: hard_row(by[(e, "fuzzing")]) for e in config.explainers},
+        collisions={
+            e: collision_row(
+                sum(1 for (x, _) in explanations if x == e),
+                by[(e, COLLISION_SCORER)],
+                by[(e, "detection")],
+            )
+            for e in config.explainers
+            if "detection" in config.scorers
+        },
         floor={
             e: {c: _scored_cell(by[(floor_name(e), c)]) for c in config.scorers}
             for e in config.explainers
@@ -146,24 +171,6 @@ def _calibration(
 def _scored_cell(scores: dict[int, Score]) -> Cell:
     values = [s.score for s in scores.values() if s.score is not None]
     return _cell(values, len(scores) - len(values))
-
-
-HARD_COLUMNS = ("random", "hard", "random_specificity", "tokens", "similar")
-
-
-def _hard(scores: dict[int, Score]) -> dict[str, float | None]:
-    """Means over the features scored against hard negatives (None: none were)."""
-    values: dict[str, list[float]] = defaultdict(list)
-    for s in scores.values():
-        details = s.details
-        if s.score is None or details.get("hard_negative_accuracy") is None:
-            continue
-        values["random"].append(s.score)
-        values["hard"].append(details["hard_negative_accuracy"])
-        values["random_specificity"].append(details["random_specificity"])
-        for kind, specificity in details["hard_specificity"].items():
-            values[kind].append(specificity)
-    return {k: float(np.mean(values[k])) if values[k] else None for k in HARD_COLUMNS}
 
 
 def scored_on(config: BenchConfig) -> str:
@@ -255,8 +262,12 @@ def markdown(config: BenchConfig, summary: Summary, plots: Sequence[str] = ()) -
         lines += ["", "## Floors", "", _FLOOR_TEXT, "", _floor_table(summary)]
     if summary.calibration:
         lines += ["", "## Calibration", "", _CALIBRATION_TEXT, "", _calibration_table(summary)]
-    if any(row.get("hard") is not None for row in summary.hard.values()):
-        lines += ["", "## Hard negatives", "", _hard_text(), "", _hard_table(summary)]
+    hard = {"detection": summary.hard, "fuzzing": summary.hard_fuzzing}
+    if any(row.get("hard") is not None for rows in hard.values() for row in rows.values()):
+        lines += ["", "## Hard negatives", "", HARD_TEXT, "", hard_table(summary.explainers, hard)]
+    if summary.collisions:
+        lines += ["", "## Label collisions", "", COLLISION_TEXT, ""]
+        lines += [collision_table(summary.explainers, summary.collisions)]
     lines += _quantile_table(summary)  # nothing without detection scores
     lines += ["", "## Explanation length (median)", "", _length_table(summary)]
     lines += ["", "## Cost per feature (mean)", "", _cost_table(summary)]
@@ -327,7 +338,7 @@ def _quantile_table(summary: Summary) -> list[str]:
     lines = ["", "## Detection recall by activation quantile", "", text, "", head]
     lines.append("| --- |" + " --- |" * len(quantiles))
     for e, recall in curves.items():
-        lines.append(f"| {e} | " + " | ".join(_decimal(recall.get(q)) for q in quantiles) + " |")
+        lines.append(f"| {e} | " + " | ".join(decimal(recall.get(q)) for q in quantiles) + " |")
     return lines
 
 
@@ -350,37 +361,9 @@ def _floor_table(summary: Summary) -> str:
                 continue
             cells.append(f"{mine.mean:.3f}, floor {floor.mean:.3f} ({mine.mean - floor.mean:+.3f})")
         lines.append(f"| {e} | " + " | ".join(cells) + " |")
-    chance = [_decimal(CHANCE.get(scorer)) for scorer in summary.scorers]
+    chance = [decimal(CHANCE.get(scorer)) for scorer in summary.scorers]
     lines.append("| chance | " + " | ".join(chance) + " |")
     return "\n".join(lines)
-
-
-def _hard_text() -> str:
-    return (
-        "Detection's balanced accuracy with the same activating examples against random "
-        "quiet contexts and against hard negatives (held-out contexts holding one of the "
-        "feature's most-fired tokens, or where a feature with a near decoder row fires, and "
-        "it does not), and the share of each kind of negative the judge rightly rejected."
-    )
-
-
-def _hard_table(summary: Summary) -> str:
-    head = (
-        "| explainer | detection, random negatives | detection, hard negatives | difference "
-        "| rejected: random | rejected: same tokens | rejected: similar features |"
-    )
-    lines = [head, "| --- |" + " --- |" * 6]
-    for e in summary.explainers:
-        row = summary.hard.get(e, {})
-        random, hard = row.get("random"), row.get("hard")
-        difference = None if random is None or hard is None else hard - random
-        cells = [random, hard, difference, *(row.get(k) for k in HARD_COLUMNS[2:])]
-        lines.append(f"| {e} | " + " | ".join(_decimal(c) for c in cells) + " |")
-    return "\n".join(lines)
-
-
-def _decimal(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
 
 
 def _length_table(summary: Summary) -> str:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from evals.core import Explained, Highlighted, JudgeUnavailable, Score, scoring_set
 from evals.hard_negatives import TOP_TOKENS, hard_negatives
 from evals.report import markdown, summarize
@@ -114,7 +116,6 @@ def test_hard_negatives_look_like_the_feature_and_never_fire(
         score = asyncio.run(DetectionScorer().score(explained, examples, TopTokenJudge(top)))
         assert score.details["n_hard_negatives"] == len(examples.hard_negatives)
         assert score.details["hard_specificity"]["tokens"] == 0.0
-        scores.append(score)
         caught += 1
         # Fuzzing: each hard negative is highlighted on the feature's firing tokens when
         # it holds any, so a judge that knows only those tokens accepts exactly those.
@@ -130,6 +131,7 @@ def test_hard_negatives_look_like_the_feature_and_never_fire(
                 if k == kind
             ]  # fmt: skip
             assert specificity == sum(not firing & set(e.token_ids) for e in mine) / len(mine)
+        scores += [score, fuzzed]
         fuzz_hard.append(fuzzed.details["hard_negative_accuracy"])
         assert fuzzed.score is not None
         fuzz_random.append(fuzzed.score)
@@ -138,12 +140,16 @@ def test_hard_negatives_look_like_the_feature_and_never_fire(
     assert sum(fuzz_hard) < sum(fuzz_random)  # look-alikes fool a context-blind judge
     # The report sets random against hard negatives, per kind.
     bench = BenchConfig(
-        run_id="hard", source="tiny", evidence_id="e", features=[s.feature for s in scores],
-        explainers=["toptokens"], scorers=["detection"], judges=["top-token-ids"],
+        run_id="hard", source="tiny", evidence_id="e", features=sorted({s.feature for s in scores}),
+        explainers=["toptokens"], scorers=["detection", "fuzzing"], judges=["top-token-ids"],
         per_quantile=2, non_activating=20, seed=0,
     )  # fmt: skip
     summary = summarize(bench, scores, {}, {})
     row = summary.hard["toptokens"]
     assert row["tokens"] == 0.0 and row["hard"] is not None and row["random"] is not None
     text = markdown(bench, summary)
-    assert "## Hard negatives" in text and f"| toptokens | {row['random']:.3f} |" in text
+    assert "## Hard negatives" in text
+    assert f"| toptokens | detection | {row['random']:.3f} | {row['hard']:.3f} |" in text
+    fuzz = summary.hard_fuzzing["toptokens"]
+    assert fuzz["hard"] == pytest.approx(sum(fuzz_hard) / len(fuzz_hard))
+    assert f"| toptokens | fuzzing | {fuzz['random']:.3f} | {fuzz['hard']:.3f} |" in text
