@@ -51,8 +51,9 @@ SLOT_REFRESH_S = 10.0  # the run slot's refresh (its ttl is 60 s)
 # The names runtime.bench knows, spelled out so the OpenAPI schema lists them.
 Explainer = Literal["agent", "oneshot", "toptokens", "tokenstats"]
 Scorer = Literal[
-    "detection", "fuzzing", "simulation", "embedding", "generative", "predictive", "truth"
-]
+    "detection", "fuzzing", "simulation", "embedding", "generative", "predictive", "truth",
+    "intruder", "intruder-explained",
+]  # fmt: skip
 JudgeName = Literal["predicate", "llm", "local"]
 assert set(get_args(Explainer)) == set(EXPLAINERS) and set(get_args(Scorer)) == set(SCORERS)
 assert set(get_args(JudgeName)) == set(JUDGES)

@@ -50,7 +50,8 @@ def bench_command(
     scorers: Annotated[
         str,
         typer.Option(
-            help="detection, fuzzing, simulation, embedding, generative, predictive, truth."
+            help="detection, fuzzing, simulation, embedding, generative, predictive, truth, "
+            "intruder (no explanation: needs an LLM judge), intruder-explained."
         ),
     ] = "detection,fuzzing,simulation,embedding,generative,predictive",
     judges: Annotated[

@@ -6,18 +6,19 @@
 - `ScoringSet`: the held-out examples a feature is scored on. They come from the score
   split (texts no explainer ever saw) or from a whole other corpus (`--score-corpus`),
   drawn with a fixed seed across every activation quantile, plus contexts where the
-  feature never fired, so every explainer of a feature is scored on the very same
-  examples.
+  feature never fired and activating contexts of other features (intruders), so every
+  explainer of a feature is scored on the very same examples.
 - `Judge`: what reads an explanation and predicts from it (which examples activate,
-  whether a highlighting fits, per-token activations, texts that should activate). A
-  predicate judge runs the predicate; an LLM judge asks the scorer LLM.
+  whether a highlighting fits, per-token activations, texts that should activate, which
+  example is the intruder). A predicate judge runs the predicate; an LLM judge asks the
+  scorer LLM.
 - `Scorer`: turns a judge's predictions on a `ScoringSet` into one number (`Score`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,11 @@ from errors import GlossatorError
 from probes.evidence.store import EvidenceStore, Example, FeatureEvidence
 
 SCORE_VERSION = 1
+# Intruder rounds (delphi's intruder detection): k of the feature's examples and one
+# intruder from another feature; a scoring set draws one intruder per k activating ones.
+INTRUDER_K = 4
+# Other features tried per intruder wanted (some have no usable held-out example).
+INTRUDER_TRIES = 4
 
 
 class ExplainerCost(BaseModel):
@@ -65,6 +71,10 @@ class ScoringSet(BaseModel):
     # each with its kind ("tokens" or "similar").
     hard_negatives: list[Example] = []
     hard_kind: list[str] = []
+    # Held-out activating examples of other features, one feature each, with those
+    # features' own activations (for the intruder test); never a context where this
+    # feature is known to fire.
+    intruders: list[Example] = []
 
     @property
     def examples(self) -> list[Example]:
@@ -85,13 +95,15 @@ def scoring_set(
     evidence: FeatureEvidence | None = None,
     held_out: EvidenceStore | None = None,
     hard: int = 20,
+    intruders: int | None = None,
 ) -> ScoringSet:
     """The held-out examples of `feature`: up to `per_quantile` from each activation
-    quantile of the score split, `non_activating` quiet contexts and `hard` hard
-    negatives, drawn with `seed` (the same set for every explainer). Tau, the top tokens
-    and the similar features come from the explain side of `store`: pass its `evidence`
-    when already read. The examples come from `held_out` when given (the evidence of a
-    score corpus, same features), else from `store`'s score split."""
+    quantile of the score split, `non_activating` quiet contexts, `hard` hard negatives
+    and `intruders` intruders (default: one per INTRUDER_K activating examples), drawn
+    with `seed` (the same set for every explainer). Tau, the top tokens and the similar
+    features come from the explain side of `store`: pass its `evidence` when already
+    read. The examples come from `held_out` when given (the evidence of a score corpus,
+    same features), else from `store`'s score split."""
     from evals.hard_negatives import hard_negatives
     from probes.evidence.threshold import firing_threshold
 
@@ -105,6 +117,8 @@ def scoring_set(
         picked = rng.sample(b.examples, min(per_quantile, len(b.examples)))
         activating += picked
         quantile_of += [b.index] * len(picked)
+    own = {e.context for b in held.quantiles for e in b.examples}
+    wanted = len(activating) // INTRUDER_K if intruders is None else intruders
     return ScoringSet(
         feature=feature,
         evidence_id=held.evidence_id,
@@ -114,7 +128,44 @@ def scoring_set(
         non_activating=held.non_activating[:non_activating],
         hard_negatives=hard_examples,
         hard_kind=hard_kind,
+        intruders=draw_intruders(held_out or store, feature, wanted, seed, own),
     )
+
+
+def draw_intruders(
+    store: EvidenceStore, feature: int, n: int, seed: int, exclude: Collection[int] = ()
+) -> list[Example]:
+    """Up to `n` held-out activating examples of other features that fire in `store`,
+    one per feature, drawn with `seed` (a random feature, a random quantile of it, a
+    random example of that quantile, as delphi spreads intruders over quantiles). A
+    context in `exclude` or where `feature` fires in the pool is skipped: an intruder on
+    which the feature itself fires would not be one."""
+    if n <= 0:
+        return []
+    rng = random.Random(f"{seed}:{feature}:intruders")
+    others = [f for f in store.firing_features() if f != feature]
+    skip = set(exclude) | set(store.pool_firing([feature]).tolist())
+    found: list[Example] = []
+    for other in rng.sample(others, min(len(others), INTRUDER_TRIES * n)):
+        quantiles = store.scoring_examples(other, non_activating=0).quantiles
+        bins = [usable for b in quantiles if (usable := _firing(b.examples, skip))]
+        if bins:
+            found.append(rng.choice(rng.choice(bins)))
+            if len(found) == n:
+                break
+    return found
+
+
+def _firing(examples: list[Example], skip: set[int]) -> list[Example]:
+    """The examples outside `skip` with a token their feature fires on (one to mark)."""
+    return [e for e in examples if e.context not in skip and any(a > 0 for a in e.acts)]
+
+
+def needs_explanation(scorer: Scorer) -> bool:
+    """Whether `scorer`'s number depends on the explanation. One that does not (the
+    explanation-free intruder test) measures the dictionary: every explainer of a
+    feature gets the same number, and it has no floor."""
+    return bool(getattr(scorer, "needs_explanation", True))
 
 
 class Score(BaseModel):
@@ -149,7 +200,10 @@ class Judge(Protocol):
 
     name: str
 
-    def can_judge(self, explained: Explained) -> bool: ...
+    def can_judge(self, explained: Explained | None) -> bool:
+        """Whether this judge can read `explained`; with None, whether it can judge
+        without any explanation (the explanation-free intruder test)."""
+        ...
 
     async def detect(self, explained: Explained, examples: Sequence[Example]) -> list[float]:
         """Per example, the probability that the feature fires somewhere in it."""
@@ -168,6 +222,15 @@ class Judge(Protocol):
 
     async def generate(self, explained: Explained, n: int) -> list[str]:
         """`n` short texts (<= 200 characters) on which the feature should fire."""
+        ...
+
+    async def intruder(
+        self, explained: Explained | None, rounds: Sequence[Sequence[Highlighted]]
+    ) -> list[list[float]]:
+        """Per round, per item, the probability that the item is the intruder: the one
+        example of another feature among the round's items, each shown with its own
+        feature's firing tokens highlighted. With `explained`, judged by the explanation
+        of the feature the others share; with None, from the examples alone."""
         ...
 
 

@@ -10,15 +10,23 @@ as a failure with its reason; nothing is scored in its place. With a score corpu
 each of its scores is recorded unscored with that reason, and nothing is explained.
 Once every feature is explained, each is scored again with the same explainer's
 explanation of another feature (its floor, evals.floors), the same way.
+
+A scorer that ignores the explanation (the explanation-free intruder test,
+`evals.core.needs_explanation`) measures the feature, not the explainer: it is judged
+once per feature, by the first judge that can judge without an explanation, and the
+other explainers get a copy (an LLM judge is not paid twice); it has no floor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from evals.collisions import SCORER as COLLISION_SCORER
+from evals.collisions import against_collision, collisions
 from evals.core import (
     Explained,
     Highlighted,
@@ -27,11 +35,13 @@ from evals.core import (
     Score,
     Scorer,
     ScoringSet,
+    needs_explanation,
     scoring_set,
 )
 from evals.explainers.base import Explainer
 from evals.floors import borrowed, partners
 from evals.results import BenchConfig, BenchResults
+from lexicon.embeddings import MiniLMEmbedder
 from probes.evidence.store import EvidenceStore, Example, FeatureEvidence
 
 log = logging.getLogger(__name__)
@@ -63,6 +73,7 @@ async def run_bench(bench: Bench, on_feature_done: Callable[[int], None] | None 
 
     await asyncio.gather(*(one(f) for f in bench.config.features))
     await _floors(bench)
+    await _collisions(bench)
 
 
 async def _floors(bench: Bench) -> None:
@@ -88,6 +99,8 @@ async def _floor(bench: Bench, feature: int, partner: int) -> None:
             continue
         floor = borrowed(theirs, feature)
         for scorer in bench.scorers:
+            if not needs_explanation(scorer):
+                continue  # the same number whatever the explanation: no floor
             done = bench.results.score(floor.explainer, scorer.name, feature)
             if done is not None and done.score is not None:
                 continue
@@ -98,13 +111,50 @@ async def _floor(bench: Bench, feature: int, partner: int) -> None:
     bench._sets.pop(feature, None)  # its last use
 
 
+async def _collisions(bench: Bench) -> None:
+    """Each explanation that collides with another feature's (evals.collisions) scored by
+    detection against the contexts of the features it collides with; stored under the
+    scorer name `collisions.SCORER`. Only with detection among the run's scorers."""
+    detection = next((s for s in bench.scorers if s.name == "detection"), None)
+    if detection is None:
+        return
+    explained = [
+        mine
+        for e in bench.explainers
+        for f in bench.config.features
+        if (mine := bench.results.explanation(e.name, f)) is not None
+    ]
+    prose = any(e.predicate is None for e in explained)
+    others: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for c in collisions(explained, MiniLMEmbedder() if prose else None):
+        others[(c.explainer, c.feature)].append(c.other)
+    for (explainer, feature), theirs in sorted(others.items()):
+        done = bench.results.score(explainer, COLLISION_SCORER, feature)
+        if done is not None and done.score is not None:
+            continue
+        held = against_collision(
+            _examples(bench, feature), bench.score_store or bench.store, theirs,
+            bench.config.non_activating,
+        )  # fmt: skip
+        mine = bench.results.explanation(explainer, feature)
+        if held is None or mine is None:
+            continue
+        score = await detection.score(mine, held, pick_judge(bench.judges, mine))
+        details = {**score.details, "collides_with": theirs}
+        bench.results.put_score(
+            score.model_copy(update={"scorer": COLLISION_SCORER, "details": details})
+        )
+        bench._sets.pop(feature, None)
+
+
 def _examples(bench: Bench, feature: int, evidence: FeatureEvidence | None = None) -> ScoringSet:
     found = bench._sets.get(feature)
     if found is None:
         config = bench.config
+        intruders = None if any(s.name.startswith("intruder") for s in bench.scorers) else 0
         found = bench._sets[feature] = scoring_set(
             bench.store, feature, config.per_quantile, config.non_activating, config.seed,
-            evidence, held_out=bench.score_store,
+            evidence, held_out=bench.score_store, intruders=intruders,
         )  # fmt: skip
     return found
 
@@ -129,9 +179,32 @@ async def _feature(bench: Bench, feature: int) -> None:
             bench.results.put_explanation(explained)
         for scorer in bench.scorers:
             done = bench.results.score(explainer.name, scorer.name, feature)
-            if done is None or done.score is None:  # a failed scoring is tried again
-                judge = pick_judge(bench.judges, explained)
-                bench.results.put_score(await scorer.score(explained, examples, judge))
+            if done is not None and done.score is not None:
+                continue  # scored already (a failed scoring is tried again)
+            if not needs_explanation(scorer):
+                shared = _shared(bench, scorer.name, explainer.name, feature)
+                if shared is not None:
+                    bench.results.put_score(shared)
+                    continue
+            judge = pick_judge(bench.judges, explained if needs_explanation(scorer) else None)
+            bench.results.put_score(await scorer.score(explained, examples, judge))
+
+
+def _shared(bench: Bench, scorer: str, explainer: str, feature: int) -> Score | None:
+    """An explanation-free score another explainer of `feature` already got, as
+    `explainer`'s: the same number, its judge calls charged once (to the first)."""
+    for other in bench.explainers:
+        done = bench.results.score(other.name, scorer, feature)
+        if other.name != explainer and done is not None and done.score is not None:
+            source = done.details.get("shared_from", other.name)
+            return done.model_copy(
+                update={
+                    "explainer": explainer,
+                    "details": {**done.details, "shared_from": source},
+                    "llm_calls": 0, "llm_tokens": 0, "probe_texts": 0, "seconds": 0.0,
+                }
+            )  # fmt: skip
+    return None
 
 
 def _unscorable(bench: Bench, feature: int) -> None:
@@ -150,8 +223,9 @@ def _unscorable(bench: Bench, feature: int) -> None:
             bench.results.put_score(unscored)
 
 
-def pick_judge(judges: Sequence[Judge], explained: Explained) -> Judge:
-    """The first judge that can read the explanation, else one that says why none can."""
+def pick_judge(judges: Sequence[Judge], explained: Explained | None) -> Judge:
+    """The first judge that can read the explanation (None: that can judge without
+    one), else one that says why none can."""
     for judge in judges:
         if judge.can_judge(explained):
             return judge
@@ -170,8 +244,9 @@ class NoJudge:
             "prose needs an LLM judge: configure GLOSSATOR_LLM_BASE_URL and "
             "GLOSSATOR_LLM_MODEL, or add the local judge"
         )
+        self.tried = tried
 
-    def can_judge(self, explained: Explained) -> bool:
+    def can_judge(self, explained: Explained | None) -> bool:
         return False
 
     async def detect(self, explained: Explained, examples: Sequence[Example]) -> list[float]:
@@ -186,4 +261,15 @@ class NoJudge:
         raise JudgeUnavailable(self.reason)
 
     async def generate(self, explained: Explained, n: int) -> list[str]:
+        raise JudgeUnavailable(self.reason)
+
+    async def intruder(
+        self, explained: Explained | None, rounds: Sequence[Sequence[Highlighted]]
+    ) -> list[list[float]]:
+        if explained is None:
+            raise JudgeUnavailable(
+                "no judge can find intruders without an explanation (tried: "
+                f"{', '.join(self.tried) or 'none'}); that needs an LLM judge: configure "
+                "GLOSSATOR_LLM_BASE_URL and GLOSSATOR_LLM_MODEL, or add the local judge"
+            )
         raise JudgeUnavailable(self.reason)

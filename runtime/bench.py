@@ -25,6 +25,7 @@ from runtime.bench_corpus import score_corpus_store
 from runtime.bench_options import (
     EXPLAINERS,
     JUDGES,
+    OPT_IN,
     SCORERS,
     BenchOptionError,
     check_run_name,
@@ -110,6 +111,7 @@ def make_scorers(
     from evals.scorers.embedding import EmbeddingScorer
     from evals.scorers.fuzzing import FuzzingScorer
     from evals.scorers.generative import GenerativeScorer
+    from evals.scorers.intruder import IntruderScorer
     from evals.scorers.predictive import PredictiveScorer
     from evals.scorers.simulation import SimulationScorer
 
@@ -121,6 +123,8 @@ def make_scorers(
             made.append(PlantedTruth(planted))
         elif name == "generative":
             made.append(GenerativeScorer(setup.deps.probe))
+        elif name in ("intruder", "intruder-explained"):
+            made.append(IntruderScorer(explained=name == "intruder-explained"))
         else:
             kinds: dict[str, Any] = {
                 "detection": DetectionScorer,
@@ -176,9 +180,7 @@ class BenchOptions(BaseModel):
 
     features: list[int]
     explainers: list[str] = Field(default_factory=lambda: ["agent", "toptokens"])
-    scorers: list[str] = Field(
-        default_factory=lambda: [s for s in SCORERS if s != "truth"]  # truth: planted only
-    )
+    scorers: list[str] = Field(default_factory=lambda: [s for s in SCORERS if s not in OPT_IN])
     judges: list[str] | None = None  # None: predicate, then llm when a server is configured
     per_quantile: int = Field(default=2, ge=1, le=50)
     non_activating: int = Field(default=20, ge=1, le=500)

@@ -8,7 +8,13 @@ import re
 from errors import UserError
 
 EXPLAINERS = ("agent", "oneshot", "toptokens", "tokenstats")
-SCORERS = ("detection", "fuzzing", "simulation", "embedding", "generative", "predictive", "truth")
+SCORERS = (
+    "detection", "fuzzing", "simulation", "embedding", "generative", "predictive", "truth",
+    "intruder", "intruder-explained",
+)  # fmt: skip
+# Named only when asked for: truth needs planted features; the intruder tests are new
+# and the explanation-free one needs an LLM judge.
+OPT_IN = ("truth", "intruder", "intruder-explained")
 JUDGES = ("predicate", "llm", "local")
 
 

@@ -1,9 +1,9 @@
 """`LLMJudge`: the scorer LLM reads an explanation and predicts from it alone.
 
-Prompts follow delphi (Paulo et al. 2024) for detection and fuzzing and Bills et al.
-(2023) for simulation, in our own words. The explanation and every corpus text go
-through `delimit()` as data, and the system prompt carries DATA_NOTE, so a text that
-says "ignore your instructions" stays a text to read.
+Prompts follow delphi (Paulo et al. 2024) for detection, fuzzing and intruder detection
+and Bills et al. (2023) for simulation, in our own words. The explanation and every
+corpus text go through `delimit()` as data, and the system prompt carries DATA_NOTE, so
+a text that says "ignore your instructions" stays a text to read.
 
 Two modes, picked by `mode` ("auto" tries log-probabilities once and remembers when the
 server sends none; "logprobs" insists; "text" never asks):
@@ -16,7 +16,9 @@ server sends none; "logprobs" insists; "text" never asks):
   examples as JSON verdicts (0 or 1 each), and simulation asks for the JSON list of
   [token index, activation] where the feature fires (0 elsewhere).
 A log-probability reply that cannot be read (no 0/1 digit, lines missing) is asked
-again in the JSON form for that example.
+again in the JSON form for that example. Intruder detection asks once per round for the
+intruder's number: a single digit read as a probability per example from its top
+alternatives, or, without log-probabilities (or past 9 examples), {"intruder": n}.
 
 Usage: every call's LLM usage adds to `judge.usage` (all calls of this judge) and, by
 the client, to each `llm_client.metered()` block it runs in. Scorers use `metered()`:
@@ -40,9 +42,11 @@ from evals.judges.llm_replies import (
     MAX_TEXT_CHARS,
     SCALE,
     Activations,
+    Intruder,
     Texts,
     Verdicts,
     binary_probability,
+    choice_probabilities,
     simulation_values,
     sized,
 )
@@ -73,6 +77,13 @@ SYSTEM = (
     "language model. A feature activates on some tokens of a text and not on others; "
     "from the explanation alone, you predict where it activates. "
     f"{DATA_NOTE}"
+)
+INTRUDER_SYSTEM = (
+    "You study the features of a sparse autoencoder trained on a language model. A "
+    "feature activates on some tokens of a text and not on others. You see numbered "
+    "texts with the tokens where a feature activates marked as <<token>>: all of them "
+    "but one come from the same feature, and one, the intruder, comes from a different "
+    f"feature. You find the intruder. {DATA_NOTE}"
 )
 # Per task, the question asked about each text.
 _QUESTIONS = {
@@ -117,8 +128,8 @@ class LLMJudge:
         """True or False once known; None before the first call in "auto" mode."""
         return self._has_logprobs
 
-    def can_judge(self, explained: Explained) -> bool:
-        return bool(explained.text.strip())
+    def can_judge(self, explained: Explained | None) -> bool:
+        return explained is None or bool(explained.text.strip())
 
     async def detect(self, explained: Explained, examples: Sequence[Example]) -> list[float]:
         return await self._classify("detect", explained, [e.text for e in examples])
@@ -144,6 +155,41 @@ class LLMJudge:
         )
         out = await self._json(ask, sized(Texts, n), "judge-generate")
         return out.chosen()
+
+    async def intruder(
+        self, explained: Explained | None, rounds: Sequence[Sequence[Highlighted]]
+    ) -> list[list[float]]:
+        shown = "" if explained is None else self._explanation(explained) + "\n\n"
+        texts = [[marked_text(item) for item in items] for items in rounds]
+        return await self._each(lambda t: self._intruder_round(shown, t), texts)
+
+    # -- intruder detection ---------------------------------------------------------
+
+    async def _intruder_round(self, shown: str, texts: list[str]) -> list[float]:
+        if len(texts) < 2:
+            raise ValueError(f"an intruder round needs at least 2 examples, not {len(texts)}")
+        listed = "\n".join(
+            f"Example {i}:\n{delimit(f'example_{i}', t)}" for i, t in enumerate(texts, 1)
+        )
+        about = "the feature the explanation describes" if shown else "the same feature"
+        ask = (
+            f"{shown}{listed}\n\nAll examples but one come from {about}; the intruder's "
+            "marked tokens are where a different feature activates. Which example is the "
+            "intruder?"
+        )
+        if len(texts) <= 9:  # its number is a single digit to read probabilities from
+            reply = await self._logprobs(
+                f"{ask} Answer with its number only.", "judge-intruder", 2,
+                max(DETECT_TOP_LOGPROBS, len(texts)), system=INTRUDER_SYSTEM,
+            )  # fmt: skip
+            probs = None if reply is None else choice_probabilities(reply.tokens, len(texts))
+            if probs is not None:
+                return probs
+            if reply is not None:
+                log.warning("unreadable intruder reply; asking again for JSON: %r", reply.text)
+        ask = f'{ask} Reply as {{"intruder": number}}.'
+        out = await self._json(ask, sized(Intruder, len(texts)), "judge-intruder", INTRUDER_SYSTEM)
+        return out.probabilities()
 
     # -- detection and fuzzing ------------------------------------------------------
 
@@ -246,20 +292,20 @@ class LLMJudge:
             return [head, *await asyncio.gather(*(fn(x) for x in items[1:]))]
         return list(await asyncio.gather(*(fn(x) for x in items)))
 
-    def _messages(self, ask: str) -> list[Message]:
-        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ask}]
+    def _messages(self, ask: str, system: str = SYSTEM) -> list[Message]:
+        return [{"role": "system", "content": system}, {"role": "user", "content": ask}]
 
-    async def _json(self, ask: str, schema: type[T], purpose: str) -> T:
+    async def _json(self, ask: str, schema: type[T], purpose: str, system: str = SYSTEM) -> T:
         spent = LLMUsage()
         try:
             return await self.client.complete_json(
-                self._messages(ask), schema, purpose=purpose, usage=spent
+                self._messages(ask, system), schema, purpose=purpose, usage=spent
             )
         finally:
             self._charge(spent)
 
     async def _logprobs(
-        self, ask: str, purpose: str, max_tokens: int, top: int
+        self, ask: str, purpose: str, max_tokens: int, top: int, system: str = SYSTEM
     ) -> TextWithLogprobs | None:
         """The reply with log-probabilities; None when the server sends none (then
         remembered in "auto" mode; an error in "logprobs" mode)."""
@@ -268,7 +314,7 @@ class LLMJudge:
         spent = LLMUsage()
         try:
             reply = await self.client.complete_logprobs(
-                self._messages(ask),
+                self._messages(ask, system),
                 purpose=purpose,
                 top_logprobs=top,
                 max_tokens=max_tokens,

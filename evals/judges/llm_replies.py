@@ -5,8 +5,9 @@ with the reason and asked again (by `LLMClient`). Each schema depends on how man
 were asked about; `sized(Schema, n)` makes the subclass that checks that count (its name
 carries n, so cache keys differ too).
 
-Replies with log-probabilities are read by pure functions: P(1) of a 0/1 answer, and
-the expected activation of each simulated token."""
+Replies with log-probabilities are read by pure functions: P(1) of a 0/1 answer, the
+probability of each numbered choice (the intruder), and the expected activation of each
+simulated token."""
 
 from __future__ import annotations
 
@@ -77,6 +78,18 @@ class Verdicts(Sized):
 
     def in_order(self) -> list[bool]:
         return [v.answer for v in sorted(self.verdicts, key=lambda v: v.example)]
+
+
+class Intruder(Sized):
+    intruder: int  # the intruder's example number, 1 to n
+
+    @classmethod
+    def bounded(cls, n: int) -> dict[str, Any]:
+        return {"intruder": (Annotated[int, Field(ge=1, le=n)], ...)}
+
+    def probabilities(self) -> list[float]:
+        """Per example, 1.0 for the one named, else 0.0."""
+        return [float(i == self.intruder) for i in range(1, self.n + 1)]
 
 
 Activation = tuple[int, Annotated[float, Field(ge=0, le=SCALE)]]
@@ -152,6 +165,21 @@ def binary_probability(tokens: Sequence[TokenLogprobs]) -> float | None:
             mass = candidate_mass(t, ["0", "1"])
             total = mass["0"] + mass["1"]
             return mass["1"] / total if total else None
+    return None
+
+
+def choice_probabilities(tokens: Sequence[TokenLogprobs], n: int) -> list[float] | None:
+    """Per choice 1..n (single digits), its probability normalized over the choices, at
+    the first digit token; None when there is none, it names no choice, or the choices
+    have no mass among the alternatives."""
+    choices = [str(i) for i in range(1, n + 1)]
+    for t in tokens:
+        if t.token.strip().isdigit():
+            if t.token.strip() not in choices:
+                return None
+            mass = candidate_mass(t, choices)
+            total = sum(mass.values())
+            return [mass[c] / total for c in choices] if total else None
     return None
 
 

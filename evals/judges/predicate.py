@@ -13,7 +13,11 @@ answers would be:
 - generate: lines of the explain split's retrieval pool on which it fires (strongly,
   for a tiered one), drawn with a fixed seed (texts nothing was scored on); where the
   pool's sample of contexts holds too few (a rare word), the rest of the explain split
-  is read on, in a fixed order, as a writer would look further.
+  is read on, in a fixed order, as a writer would look further;
+- intruder: the item whose highlighting agrees least with where it fires (the fuzz F1)
+  is the intruder, the probability split among the items tied lowest (so a predicate
+  that fires nowhere guesses at chance). Without an explanation there is nothing to
+  run: it raises `JudgeUnavailable`.
 """
 
 from __future__ import annotations
@@ -52,8 +56,8 @@ class PredicateJudge:
         """A judge whose `generate` draws from the explain split of `store`."""
         return cls(retrieval_pool(store, seed=seed), seed, remaining_lines(store, seed=seed))
 
-    def can_judge(self, explained: Explained) -> bool:
-        return explained.predicate is not None
+    def can_judge(self, explained: Explained | None) -> bool:
+        return explained is not None and explained.predicate is not None
 
     def predicate(self, explained: Explained) -> Predicate:
         """The explanation's predicate (a malformed one raises pydantic's error)."""
@@ -80,6 +84,21 @@ class PredicateJudge:
             agreement(np.array(row), np.array(item.marked, dtype=bool)).f1
             for row, item in zip(rows, items, strict=True)
         ]
+
+    async def intruder(
+        self, explained: Explained | None, rounds: Sequence[Sequence[Highlighted]]
+    ) -> list[list[float]]:
+        if explained is None:
+            raise JudgeUnavailable(
+                "the intruder test without an explanation compares texts with each other: "
+                "a predicate judge has nothing to run (it needs an LLM judge)"
+            )
+        out: list[list[float]] = []
+        for items in rounds:
+            fits = await self.fuzz(explained, items)
+            lowest = [f == min(fits) for f in fits]  # ties split: no free win
+            out.append([1 / sum(lowest) if low else 0.0 for low in lowest])
+        return out
 
     async def simulate(
         self, explained: Explained, examples: Sequence[Example]

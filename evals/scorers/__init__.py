@@ -7,6 +7,7 @@ from evals.scorers.detection import DetectionScorer
 from evals.scorers.embedding import EmbeddingScorer
 from evals.scorers.fuzzing import FuzzingScorer
 from evals.scorers.generative import GenerativeScorer
+from evals.scorers.intruder import IntruderScorer
 from evals.scorers.predictive import PredictiveScorer
 from evals.scorers.simulation import SimulationScorer
 from evals.scorers.truth import TruthScorer
@@ -16,6 +17,7 @@ __all__ = [
     "EmbeddingScorer",
     "FuzzingScorer",
     "GenerativeScorer",
+    "IntruderScorer",
     "PredictiveScorer",
     "SimulationScorer",
     "TruthScorer",

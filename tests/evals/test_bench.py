@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 
+from evals.collisions import SCORER as COLLISION_SCORER
 from evals.core import Explained, ExplainerCost
 from evals.explainers.toptokens import TopTokensExplainer
 from evals.floors import is_floor
@@ -96,8 +97,18 @@ def test_runner_scores_every_explainer_and_resumes(
     )  # fmt: skip
     asyncio.run(run_bench(bench))
     everything = results.scores()
-    scores = [s for s in everything if not is_floor(s.explainer)]
+    scores = [s for s in everything if not is_floor(s.explainer) and s.scorer in cfg.scorers]
     assert len(scores) == 2 * 2 * len(features)  # two explainers that worked x two scorers
+    # Label collisions: "wrong" says the same of every feature, so each of its
+    # explanations is scored against the others' contexts; top tokens differ.
+    collided = {s.feature: s for s in everything if s.scorer == COLLISION_SCORER}
+    assert {s.explainer for s in collided.values()} == {"wrong"}
+    for f, s in collided.items():
+        assert sorted(s.details["collides_with"]) == sorted(set(features) - {f})
+    question = planted.feature_index("question-mark")
+    digits = planted.feature_index("digits")
+    against = {f: s.score for f, s in collided.items() if s.score is not None}
+    assert against[digits] < 0.7 and against[question] > 0.8
     # Floors: each feature scored with another feature's explanation by the same
     # explainer (the broken one wrote none, so it has none).
     floors = [s for s in everything if is_floor(s.explainer)]
@@ -111,7 +122,6 @@ def test_runner_scores_every_explainer_and_resumes(
     assert set(results.failures()) == {f"broken:{f}" for f in features}
     assert "server is down" in next(iter(results.failures().values()))
     by = {(s.explainer, s.scorer, s.feature): s.score or 0.0 for s in scores}
-    question = planted.feature_index("question-mark")
     assert by[("wrong", "detection", question)] > 0.8  # misses only tokens like '?"'
     assert by[("wrong", "detection", planted.feature_index("digits"))] < 0.7
     assert min(by[("toptokens", "detection", f)] for f in features) > 0.9
@@ -143,6 +153,8 @@ def test_runner_scores_every_explainer_and_resumes(
     assert (
         "## Floors" in text and f"floor {floor.mean:.3f}" in text and "| chance | 0.500 |" in text
     )
+    assert "## Label collisions" in text and "| wrong | 3 of 3 |" in text
+    assert summary.collisions["toptokens"].colliding == 0
     for png in ("scores.png", "density.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     document = json.loads((tmp_path / "results.json").read_text())
