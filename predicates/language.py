@@ -29,6 +29,7 @@ from predicates.base import (
 )
 from predicates.context import CodeLike, LineStart, SentenceStart
 from predicates.lexical import DerivedFrom, FunctionWord, LemmaIn, WordClass
+from predicates.semantic import SemanticField
 
 __all__ = ["QUOTES", "TokenView", "normal"]
 
@@ -273,6 +274,7 @@ Predicate = Annotated[
     | LemmaIn
     | DerivedFrom
     | FunctionWord
+    | SemanticField
     | SentenceStart
     | LineStart
     | CodeLike

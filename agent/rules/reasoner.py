@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
+from agent.rules.fields import with_field
 from agent.rules.generalize import unseen_member_tests
 from agent.rules.hypotheses import RIVALS, evidence_data, hypotheses_from
 from agent.rules.offload import Offload
@@ -241,6 +242,7 @@ class RulesReasoner:
         parts = predicate.parts if isinstance(predicate, AnyOf) else (predicate,)
         if not polysemantic:
             predicate = with_reliable_tokens(tiered(parts, evidence, state.threshold), evidence)
+            predicate = await self.offload.run(with_field, predicate, evidence)
         return Conclusion(
             text=_sentence(predicate, parts, polysemantic=polysemantic),
             labels=[p.describe() for p in parts],
