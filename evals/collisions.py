@@ -35,6 +35,7 @@ JACCARD = 0.5  # half of what either names is shared
 COSINE = 0.8  # MiniLM puts paraphrases of one label at 0.75-0.9, unrelated ones near 0
 SCORER = "collision-detection"  # the scorer name of detection against a collision
 NAMING_FIELDS = frozenset({"pattern", "name", "category", "prefix"})  # a class's name
+NAMED_LISTS = LISTED_FIELDS | {"anchors"}  # a semantic field names its anchors
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def named(predicate: dict[str, Any]) -> frozenset[str]:
 def _named(value: Any) -> Iterator[str]:
     if isinstance(value, dict):
         for key, v in value.items():
-            if key in LISTED_FIELDS and isinstance(v, list | tuple):
+            if key in NAMED_LISTS and isinstance(v, list | tuple):
                 yield from (str(item).lower() for item in v)
             elif key in NAMING_FIELDS and isinstance(v, str):
                 yield f"{key}:{v.lower()}"

@@ -7,8 +7,10 @@ when short in words, so the bench reports both.
 - `words`: whitespace-separated words of the explanation's text.
 - `listed_items`: with a predicate, the total length of every list-valued field named
   `words`, `lemmas` or `examples` anywhere in it (walked as plain JSON, so every
-  predicate kind counts, present and future); for prose, its quoted items ("x", “x”,
-  and 'x' within a listing of such) plus N for every "N more".
+  predicate kind counts, present and future), and of a semantic field's `anchors` the
+  few its description names (the field is a class judged by closeness, as a WordNet
+  class is by its synsets, and says how many anchors it has); for prose, its quoted
+  items ("x", “x”, and 'x' within a listing of such) plus N for every "N more".
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from predicates.semantic import SHOWN
+
 LISTED_FIELDS = frozenset({"words", "lemmas", "examples"})
+SHOWN_FIELDS = {"anchors": SHOWN}  # fields that list only the items a description names
 
 _DOUBLE_QUOTED = re.compile(r'"[^"\n]*"|“[^”\n]*”')
 # 'x' only within a listing of at least two ('a', 'b' or 'c'): a lone 'x' is as often
@@ -44,13 +49,18 @@ def listed_items(text: str, predicate: dict[str, Any] | None) -> int:
 def _listed_in(value: Any) -> int:
     """The total length of the listed fields anywhere in a JSON value."""
     if isinstance(value, dict):
-        return sum(
-            (len(v) if k in LISTED_FIELDS and isinstance(v, list | tuple) else 0) + _listed_in(v)
-            for k, v in value.items()
-        )
+        return sum(_listed_length(k, v) + _listed_in(v) for k, v in value.items())
     if isinstance(value, list | tuple):
         return sum(_listed_in(v) for v in value)
     return 0
+
+
+def _listed_length(key: str, value: Any) -> int:
+    if not isinstance(value, list | tuple):
+        return 0
+    if key in SHOWN_FIELDS:
+        return min(len(value), SHOWN_FIELDS[key])
+    return len(value) if key in LISTED_FIELDS else 0
 
 
 def _quoted_items(text: str) -> int:

@@ -13,6 +13,7 @@ from evals.length import listed_items, words
 from evals.report import summarize, write_report
 from evals.results import BenchConfig
 from predicates.language import TokenIn, as_dict
+from predicates.semantic import SHOWN, SemanticField
 
 
 def test_words_are_whitespace_separated() -> None:
@@ -51,6 +52,10 @@ def test_listed_items_walk_a_predicate_of_any_shape() -> None:
     }
     assert listed_items("ignored: 'a', 'b' and 99 more", predicate) == 6
     assert listed_items('"x", "y"', {"kind": "token_regex", "pattern": "[0-9]+"}) == 0
+    # A semantic field is a class: it lists the anchors its description names.
+    field = SemanticField(anchors=tuple(f"a{i}" for i in range(40)), contrast=("q",), margin=0.0)
+    assert listed_items(field.describe(), as_dict(field)) == SHOWN == 3
+    assert listed_items(field.describe(), None) == SHOWN  # three quoted, "a field of 40"
 
 
 def test_a_listing_predicate_reads_the_same_as_its_prose() -> None:
