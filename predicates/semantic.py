@@ -50,7 +50,7 @@ class SemanticField(_WordLocal):
 
     def describe(self) -> str:
         shown = ", ".join(f'"{w}"' for w in self.anchors[:SHOWN])
-        return f"words close in meaning to {shown} (a field of {len(self.anchors)} words)"
+        return f"words related to {shown}"
 
     def size(self) -> int:
         return 2  # a field and its examples, as a WordNet class

@@ -22,8 +22,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from agent.rules.tiers import any_of
-from predicates.language import AnyOf, Predicate, Tiered, TokenView
+from predicates.language import Predicate, Tiered, TokenView
 from predicates.semantic import SemanticField, content_word, field_scores
 from probes.evidence.store import Example, FeatureEvidence
 
@@ -55,9 +54,8 @@ def with_field(predicate: Predicate, evidence: FeatureEvidence) -> Predicate:
         return predicate
     field = field.model_copy(update={"margin": best})
     if isinstance(predicate, Tiered):
-        weak = predicate.weak.parts if isinstance(predicate.weak, AnyOf) else (predicate.weak,)
-        return Tiered(strong=predicate.strong, weak=any_of([*weak, field]))
-    return Tiered(strong=predicate, weak=field)
+        return predicate.model_copy(update={"faint": field})
+    return Tiered(strong=predicate, faint=field)
 
 
 def _anchors(examples: list[Example]) -> list[str]:

@@ -28,8 +28,8 @@ def generalizing_parts(predicate: Predicate) -> Iterator[WordClass | LemmaIn]:
         for part in predicate.parts:
             yield from generalizing_parts(part)
     elif isinstance(predicate, Tiered):
-        yield from generalizing_parts(predicate.strong)
-        yield from generalizing_parts(predicate.weak)
+        for tier in predicate.tiers:
+            yield from generalizing_parts(tier)
 
 
 def unseen_words(part: WordClass | LemmaIn, seen: set[str], common: set[str]) -> list[str]:

@@ -93,7 +93,7 @@ class TokenTable:
             inner = self.verdicts(predicate.inner, other)
             return None if inner is None else ~inner
         parts = (
-            (predicate.strong, predicate.weak)
+            predicate.tiers
             if isinstance(predicate, Tiered)
             else predicate.parts
             if isinstance(predicate, AnyOf | AllOf)

@@ -139,6 +139,12 @@ def with_reliable_tokens(predicate: Predicate, evidence: FeatureEvidence) -> Pre
         return predicate
     more = TokenIn(words=tuple(added))
     if isinstance(predicate, Tiered):
-        weak = predicate.weak.parts if isinstance(predicate.weak, AnyOf) else (predicate.weak,)
-        return Tiered(strong=predicate.strong, weak=any_of(_joined([*weak, more])))
+        weak = _parts(predicate.weak)
+        return predicate.model_copy(update={"weak": any_of(_joined([*weak, more]))})
     return Tiered(strong=predicate, weak=more)
+
+
+def _parts(predicate: Predicate | None) -> tuple[Predicate, ...]:
+    if predicate is None:
+        return ()
+    return predicate.parts if isinstance(predicate, AnyOf) else (predicate,)

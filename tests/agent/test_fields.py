@@ -6,7 +6,7 @@ evidence better."""
 from __future__ import annotations
 
 from agent.rules.fields import with_field
-from predicates.language import Tiered, TokenIn, TokenView, as_dict, from_dict
+from predicates.language import FAINT, Tiered, TokenIn, TokenView, as_dict, from_dict, levels
 from predicates.semantic import SemanticField, field_scores
 from probes.evidence.store import Example, FeatureEvidence, FeatureStatistics, QuantileBin
 from tests.evidence_helpers import example
@@ -45,17 +45,19 @@ def test_a_field_covers_unseen_members_and_not_its_contrast() -> None:
     # Left out of its own lists, an anchor is judged as a new word would be.
     inside, left_out = field_scores(field, ["dog"]), field_scores(field, ["dog"], leave_out=True)
     assert left_out[0] < inside[0]
-    assert "words close in meaning to" in field.describe() and '"dog"' in field.describe()
+    assert "words related to" in field.describe() and '"dog"' in field.describe()
 
 
 def test_a_predicate_gains_a_field_only_when_it_separates_the_evidence() -> None:
     found = evidence([fired_on(w) for w in ANIMALS], [quiet(w) for w in OTHER * 3])
     narrow = TokenIn(words=("dog",))
     widened = with_field(narrow, found)
-    assert isinstance(widened, Tiered) and widened.strong == narrow
-    assert isinstance(widened.weak, SemanticField)
-    view = TokenView.of([" the", " donkey", " and", " the", " table"])
-    assert widened.evaluate(view) == [False, True, False, False, False]
+    assert isinstance(widened, Tiered) and widened.strong == narrow and widened.weak is None
+    assert isinstance(widened.faint, SemanticField)
+    view = TokenView.of([" the", " donkey", " and", " the", " dog"])
+    assert widened.evaluate(view) == [False, True, False, False, True]
+    assert levels(widened, view) == [0.0, FAINT, 0.0, 0.0, 1.0]  # a field fires faintly
+    assert widened.describe().startswith('the token "dog" (strongly); faintly, words related to')
     # A predicate that already separates the evidence keeps as it is.
     exact = TokenIn(words=tuple(ANIMALS))
     assert with_field(exact, found) == exact
