@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -17,16 +18,31 @@ DIM = 384  # all-MiniLM-L6-v2's width
 
 
 class WordVectors:
-    """Loaded on first use and shared by every caller in the process."""
+    """Loaded on first use and shared by every caller in the process, with each word's
+    vector remembered (a corpus repeats its words feature after feature)."""
 
     _lock = threading.Lock()
     _loaded: tuple[object, np.ndarray] | None = None
+    _known: ClassVar[dict[str, np.ndarray]] = {}
+    KEPT = 50_000  # words remembered (about 77 MB at most)
 
     def __call__(self, words: Sequence[str]) -> np.ndarray:
         """Unit-length rows, one per word (an empty word gets zeros)."""
+        known = WordVectors._known
+        new = sorted({w for w in words if w not in known})
+        if new:
+            if len(known) + len(new) > self.KEPT:
+                known.clear()
+            known.update(zip(new, self._compute(new), strict=True))
+        out = np.zeros((len(words), DIM), dtype=np.float32)
+        for i, word in enumerate(words):
+            out[i] = known[word]
+        return out
+
+    def _compute(self, words: list[str]) -> np.ndarray:
         tokenizer, table = self._load()
         out = np.zeros((len(words), DIM), dtype=np.float32)
-        encodings = tokenizer.encode_batch(list(words), add_special_tokens=False)  # type: ignore[attr-defined]
+        encodings = tokenizer.encode_batch(words, add_special_tokens=False)  # type: ignore[attr-defined]
         for i, encoding in enumerate(encodings):
             if encoding.ids:
                 row = table[encoding.ids].mean(axis=0)
