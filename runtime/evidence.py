@@ -245,6 +245,8 @@ def _same_build(
                 manifest is not None
                 and (manifest.corpus_hash, manifest.config) == (corpus, config)
                 and same_source(manifest.source, source)
+                # built when ids were hashed otherwise (an older glossator): not reusable
+                and manifest.evidence_id == evidence_id(manifest.source, corpus, config)
             ):
                 return manifest.source, other.parent.name
     return source, key

@@ -164,3 +164,18 @@ def test_an_older_sae_build_is_reused_in_place_and_found_moved(
         json.dumps({f"sae:{settings.sae}@layers.1": old.name})  # only the old entry
     )
     assert latest_folder(there) == there.data_dir / "evidence" / old.name  # by content
+
+
+def test_a_build_whose_id_was_hashed_otherwise_is_built_again_not_refused(
+    sae_data: Path, corpus: Path
+) -> None:
+    """An older glossator hashed ids otherwise: its folder holds the same corpus and
+    config, but reusing it would fail the build's own id check."""
+    settings = sae_settings(sae_data)
+    manifest, folder, _ = run_job(settings, sae_job(settings, corpus, None), CONFIG)
+    stale = folder.rename(folder.parent / "0123456789abcdef")
+    old = manifest.model_copy(update={"evidence_id": stale.name})
+    (stale / "manifest.json").write_text(old.model_dump_json())
+    again, folder_again, reused = run_job(settings, sae_job(settings, corpus, None), CONFIG)
+    assert not reused and folder_again == folder and again.evidence_id == manifest.evidence_id
+    assert read_manifest(stale) == old  # left as it was
