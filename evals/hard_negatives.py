@@ -3,11 +3,15 @@ Random quiet contexts flatter an explanation (Paulo et al. 2024: with neighbour
 distractors, detection falls from above 0.8 toward chance). Two kinds, drawn from the
 evidence pool's contexts of the held-out split (every firing there is recorded, so a
 pool context where the feature is absent is a true negative), in a seeded order:
-- "tokens": contexts holding one of the tokens the feature fires on most;
+- "tokens": contexts holding one of the tokens the feature fires on most (over the whole
+  explain split, from the evidence's token firing table; without one, as planted
+  evidence is built, over its sampled contexts);
 - "similar": contexts where one of the features with the nearest decoder rows fires.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 
@@ -25,7 +29,7 @@ def hard_negatives(
     """Up to `n` hard negatives of `evidence.feature` from `split` of `store` (half of
     each kind when both have enough), and each one's kind."""
     quiet = store.quiet_contexts(evidence.feature, split).tolist()
-    top = [t.token_id for t in (evidence.token_firing or [])[:TOP_TOKENS]]
+    top = most_fired(evidence)
     tokens = [c for c in quiet if top and np.isin(store.context_token_ids(c).numpy(), top).any()]
     near = [s.feature for s in (evidence.similar or [])[:SIMILAR]]
     firing = set(store.pool_firing(near).tolist()).difference(tokens)
@@ -34,3 +38,12 @@ def hard_negatives(
     chosen = [(c, "tokens") for c in tokens[:take_tokens]]
     chosen += [(c, "similar") for c in similar[: n - len(chosen)]]
     return [store.quiet_example(c) for c, _ in chosen], [kind for _, kind in chosen]
+
+
+def most_fired(evidence: FeatureEvidence) -> list[int]:
+    """Ids of the TOP_TOKENS tokens the feature fires on most in the explain split."""
+    if evidence.token_firing is not None:
+        return [t.token_id for t in evidence.token_firing[:TOP_TOKENS]]
+    examples = evidence.top + [e for b in evidence.quantiles for e in b.examples]
+    fired = Counter(t for e in examples for t, a in zip(e.token_ids, e.acts, strict=True) if a > 0)
+    return [t for t, _ in fired.most_common(TOP_TOKENS)]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from evals.core import Explained, Highlighted, JudgeUnavailable, Score, scoring_set
-from evals.hard_negatives import TOP_TOKENS, hard_negatives
+from evals.hard_negatives import TOP_TOKENS, hard_negatives, most_fired
 from evals.report import markdown, summarize
 from evals.results import BenchConfig
 from evals.scorers import DetectionScorer, FuzzingScorer
@@ -153,3 +153,23 @@ def test_hard_negatives_look_like_the_feature_and_never_fire(
     fuzz = summary.hard_fuzzing["toptokens"]
     assert fuzz["hard"] == pytest.approx(sum(fuzz_hard) / len(fuzz_hard))
     assert f"| toptokens | fuzzing | {fuzz['random']:.3f} | {fuzz['hard']:.3f} |" in text
+
+
+def test_evidence_without_a_firing_table_draws_same_token_negatives_from_its_contexts(
+    planted_evidence: tuple[EvidenceStore, Any],
+) -> None:
+    """Evidence built before token firing tables (planted evidence has no decoder rows
+    either) still gets "tokens" negatives: from the tokens it fires on most in its
+    sampled contexts."""
+    store, planted = planted_evidence
+    feature = planted.feature_index("word-after-of")  # its words also occur elsewhere
+    full = store.feature(feature)
+    assert most_fired(full) == [t.token_id for t in (full.token_firing or [])[:TOP_TOKENS]]
+    evidence = full.model_copy(update={"token_firing": None, "similar": None})
+    top = set(most_fired(evidence))
+    assert len(top) == TOP_TOKENS
+    found, kinds = hard_negatives(store, evidence, 10)
+    assert found and set(kinds) == {"tokens"}
+    fired = set(store.pool_firing([feature]).tolist())
+    for example in found:
+        assert top & set(example.token_ids) and example.context not in fired
