@@ -101,8 +101,7 @@ async def _floor(bench: Bench, feature: int, partner: int) -> None:
         for scorer in bench.scorers:
             if not needs_explanation(scorer):
                 continue  # the same number whatever the explanation: no floor
-            done = bench.results.score(floor.explainer, scorer.name, feature)
-            if done is not None and done.score is not None:
+            if _scored(bench, floor.explainer, scorer.name, feature):
                 continue
             if examples is None:
                 examples = _examples(bench, feature)
@@ -118,27 +117,26 @@ async def _collisions(bench: Bench) -> None:
     detection = next((s for s in bench.scorers if s.name == "detection"), None)
     if detection is None:
         return
-    explained = [
-        mine
+    explained = {
+        (e.name, f): mine
         for e in bench.explainers
         for f in bench.config.features
         if (mine := bench.results.explanation(e.name, f)) is not None
-    ]
-    prose = any(e.predicate is None for e in explained)
+    }
+    prose = any(e.predicate is None for e in explained.values())
     others: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for c in collisions(explained, MiniLMEmbedder() if prose else None):
+    for c in collisions(list(explained.values()), MiniLMEmbedder() if prose else None):
         others[(c.explainer, c.feature)].append(c.other)
     for (explainer, feature), theirs in sorted(others.items()):
-        done = bench.results.score(explainer, COLLISION_SCORER, feature)
-        if done is not None and done.score is not None:
+        if _scored(bench, explainer, COLLISION_SCORER, feature):
             continue
         held = against_collision(
             _examples(bench, feature), bench.score_store or bench.store, theirs,
             bench.config.non_activating,
         )  # fmt: skip
-        mine = bench.results.explanation(explainer, feature)
-        if held is None or mine is None:
+        if held is None:
             continue
+        mine = explained[(explainer, feature)]
         score = await detection.score(mine, held, pick_judge(bench.judges, mine))
         details = {**score.details, "collides_with": theirs}
         bench.results.put_score(
@@ -178,9 +176,8 @@ async def _feature(bench: Bench, feature: int) -> None:
                 continue
             bench.results.put_explanation(explained)
         for scorer in bench.scorers:
-            done = bench.results.score(explainer.name, scorer.name, feature)
-            if done is not None and done.score is not None:
-                continue  # scored already (a failed scoring is tried again)
+            if _scored(bench, explainer.name, scorer.name, feature):
+                continue  # a failed scoring is tried again
             if not needs_explanation(scorer):
                 shared = _shared(bench, scorer.name, explainer.name, feature)
                 if shared is not None:
@@ -188,6 +185,13 @@ async def _feature(bench: Bench, feature: int) -> None:
                     continue
             judge = pick_judge(bench.judges, explained if needs_explanation(scorer) else None)
             bench.results.put_score(await scorer.score(explained, examples, judge))
+
+
+def _scored(bench: Bench, explainer: str, scorer: str, feature: int) -> bool:
+    """Whether a number is stored for it (a failed scoring is not one: it is tried
+    again)."""
+    done = bench.results.score(explainer, scorer, feature)
+    return done is not None and done.score is not None
 
 
 def _shared(bench: Bench, scorer: str, explainer: str, feature: int) -> Score | None:

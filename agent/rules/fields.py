@@ -33,16 +33,17 @@ MAX_ANCHORS = 80  # the most frequent firing words (a field needs its core, not 
 
 
 def with_field(predicate: Predicate, evidence: FeatureEvidence) -> Predicate:
-    """`predicate`, or `predicate` with a semantic field in its weak tier (see module)."""
+    """`predicate`, or `predicate` with a semantic field in its faint tier (see module)."""
     positives = [e for b in evidence.quantiles for e in b.examples]
     quiet = evidence.non_activating
+    words = [sorted(set(_words(e))) for e in positives + quiet]  # per example
     anchors = _anchors(positives + evidence.top)
-    contrast = sorted({w for e in quiet for w in _words(e)} - set(anchors))
+    contrast = sorted({w for found in words[len(positives) :] for w in found} - set(anchors))
     if len(anchors) < MIN_ANCHORS or not contrast or not positives or not quiet:
         return predicate
     field = SemanticField(anchors=tuple(anchors), contrast=tuple(contrast), margin=0.0)
     said = [_fires(predicate, e) for e in positives + quiet]
-    closeness = _closeness(field, positives + quiet)
+    closeness = _closeness(field, words)
     truth = np.array([True] * len(positives) + [False] * len(quiet))
 
     def accuracy(margin: float | None) -> float:
@@ -83,10 +84,9 @@ def _fires(predicate: Predicate, example: Example) -> bool:
     return any(predicate.evaluate(view)[len(example.before) :])
 
 
-def _closeness(field: SemanticField, examples: list[Example]) -> np.ndarray:
-    """Per example, the field score of its closest content word (left out of the
-    field's own lists), or -inf without one."""
-    per_example = [sorted(set(_words(e))) for e in examples]
+def _closeness(field: SemanticField, per_example: list[list[str]]) -> np.ndarray:
+    """Per example (its content words), the field score of its closest word (left out
+    of the field's own lists), or -inf without one."""
     vocabulary = sorted({w for words in per_example for w in words})
     scores = dict(zip(vocabulary, field_scores(field, vocabulary, leave_out=True), strict=True))
     return np.array([max((scores[w] for w in words), default=-np.inf) for words in per_example])
