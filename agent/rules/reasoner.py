@@ -241,7 +241,9 @@ class RulesReasoner:
             predicate, polysemantic = await asyncio.to_thread(self._senses, predicate, data)
         parts = predicate.parts if isinstance(predicate, AnyOf) else (predicate,)
         if not polysemantic:
-            predicate = with_reliable_tokens(tiered(parts, evidence, state.threshold), evidence)
+            tests = experiment_data(state.experiments, state.threshold)
+            predicate = tiered(parts, evidence, state.threshold, tests)
+            predicate = with_reliable_tokens(predicate, evidence)
             predicate = await self.offload.run(with_field, predicate, evidence)
         return Conclusion(
             text=_sentence(predicate, parts, polysemantic=polysemantic),

@@ -9,6 +9,12 @@ for a word a list names, the share of the word's occurrences over the whole expl
 split the feature fires on (the evidence's token firing table): a word the feature
 fires on strongly once in a hundred occurrences writes texts it does not fire on.
 Lists are tiered word by word, so one list can give words to both tiers.
+
+The agent's own tests weigh in: its probe texts are fresh lines where a piece holds,
+labelled at the threshold, which is exactly what a generative test writes. Each probed
+token of a piece counts as one observation beside the evidence's estimate (worth
+EVIDENCE_WEIGHT observations): a word the evidence saw fire strongly once, and that
+stayed quiet in three probes, is weak.
 """
 
 from __future__ import annotations
@@ -19,31 +25,44 @@ from collections.abc import Sequence
 import numpy as np
 
 from agent.rules.hypotheses import labeled
-from agent.rules.synthesis import evaluate
+from agent.rules.synthesis import Labeled, evaluate
 from agent.rules.table import TokenTable
 from predicates.base import _Listed, normal
-from predicates.language import AnyOf, Predicate, Tiered, TokenIn, TokenView
-from predicates.lexical import LemmaIn
-from probes.evidence.store import FeatureEvidence
+from predicates.language import AllOf, AnyOf, Predicate, Tiered, TokenIn, TokenView
+from predicates.lexical import DerivedFrom, LemmaIn
+from probes.evidence.store import FeatureEvidence, TokenFiring
 
 STRONG_RATE = 0.5  # estimated share of the places a strong part holds that fire at strength
+EVIDENCE_WEIGHT = 2.0  # probe observations the evidence's estimate of a piece is worth
 
 
-def tiered(parts: Sequence[Predicate], evidence: FeatureEvidence, threshold: float) -> Predicate:
+def tiered(
+    parts: Sequence[Predicate],
+    evidence: FeatureEvidence,
+    threshold: float,
+    tests: Sequence[Labeled] = (),
+) -> Predicate:
     """The parts of an "or" (and the words of its lists) as strength tiers when they
-    differ. It fires on the same tokens as the "or"; only the levels it predicts differ."""
+    differ. It fires on the same tokens as the "or"; only the levels it predicts differ.
+    `tests`: the agent's probe texts, labelled where they reached `threshold`."""
     examples = [e for b in evidence.quantiles for e in b.examples] or evidence.top
     fired = labeled(examples)
     table = TokenTable.of(fired)  # each distinct token judged once per piece
     at_strength = np.fromiter((a >= threshold > 0 for e in examples for a in e.acts), dtype=bool)
-    precision = _token_precision(evidence)
+    rows = evidence.token_firing or []
+    probed = TokenTable.of(tests) if tests else None
     strong: list[Predicate] = []
     weak: list[Predicate] = []
     for part in parts:
         for piece in _pieces(part):
             on = evaluate(piece, fired, table)
             hits, strong_hits = int((on & table.labels).sum()), int((on & at_strength).sum())
-            rate = strong_hits / hits * precision.get(_token_key(piece), 1.0) if hits else 0.0
+            rate = strong_hits / hits * _precision(piece, rows) if hits else 0.0
+            if probed is not None:
+                held = evaluate(piece, tests, probed)
+                rate = (EVIDENCE_WEIGHT * rate + (held & probed.labels).sum()) / (
+                    EVIDENCE_WEIGHT + held.sum()
+                )
             (strong if rate >= STRONG_RATE else weak).append(piece)
     if not strong or not weak:
         return any_of(list(parts))
@@ -55,63 +74,90 @@ def any_of(parts: list[Predicate]) -> Predicate:
 
 
 def _pieces(part: Predicate) -> list[Predicate]:
-    """A list as one single-word list per word; any other part as itself."""
-    if isinstance(part, _Listed):
-        return [part.model_copy(update={"words": (w,)}) for w in part.words]
-    if isinstance(part, LemmaIn):
-        return [part.model_copy(update={"lemmas": (w,)}) for w in part.lemmas]
+    """A list as one single-word list per word, also inside an "and" (each word keeps
+    the conditions it is listed with); any other part as itself."""
+    field = _word_field(part)
+    if field is not None:
+        return [part.model_copy(update={field: (w,)}) for w in getattr(part, field)]
+    inner = _listed_index(part)
+    if isinstance(part, AllOf) and inner is not None:
+        return [_replaced(part, inner, piece) for piece in _pieces(part.parts[inner])]
     return [part]
 
 
 def _joined(pieces: list[Predicate]) -> list[Predicate]:
-    """Single-word lists of the same kind joined back into one list, in order."""
-    words: dict[tuple[str, bool], list[str]] = defaultdict(list)
-    out: list[Predicate] = []
+    """Single-word pieces of the same frame (kind, case, conditions) joined back into
+    one list, in order."""
+    words: dict[str, list[str]] = defaultdict(list)
+    first: dict[str, Predicate] = {}
+    out: list[Predicate | str] = []
     for piece in pieces:
-        key = _list_kind(piece)
-        if key is None or key not in words:
+        frame = _frame(piece)
+        if frame is None:
             out.append(piece)
-        if key is not None:
-            words[key].extend(_words(piece))
-    return [p if (k := _list_kind(p)) is None else _with_words(p, tuple(words[k])) for p in out]
+            continue
+        key, listed = frame
+        if key not in first:
+            first[key] = piece
+            out.append(key)
+        words[key].extend(listed)
+    return [p if not isinstance(p, str) else _with_words(first[p], tuple(words[p])) for p in out]
 
 
-def _list_kind(piece: Predicate) -> tuple[str, bool] | None:
-    if isinstance(piece, _Listed):
-        return piece.kind, piece.case_sensitive
-    if isinstance(piece, LemmaIn):
-        return piece.kind, False
+def _word_field(piece: Predicate) -> str | None:
+    """The field that holds a list's words, for the kinds of list tiered word by word."""
+    if isinstance(piece, _Listed | DerivedFrom):
+        return "words"
+    return "lemmas" if isinstance(piece, LemmaIn) else None
+
+
+def _listed_index(piece: Predicate) -> int | None:
+    """In an "and", the index of its one list (None without exactly one)."""
+    if not isinstance(piece, AllOf):
+        return None
+    found = [i for i, p in enumerate(piece.parts) if _word_field(p) is not None]
+    return found[0] if len(found) == 1 else None
+
+
+def _replaced(piece: AllOf, index: int, part: Predicate) -> AllOf:
+    parts = (*piece.parts[:index], part, *piece.parts[index + 1 :])
+    return piece.model_copy(update={"parts": parts})
+
+
+def _frame(piece: Predicate) -> tuple[str, tuple[str, ...]] | None:
+    """The piece with its words left out (as a key) and its words; None for a piece
+    that lists none."""
+    field = _word_field(piece)
+    if field is not None:
+        key = piece.model_copy(update={field: ()}).model_dump_json()
+        return key, tuple(getattr(piece, field))
+    inner = _listed_index(piece)
+    if isinstance(piece, AllOf) and inner is not None:
+        found = _frame(piece.parts[inner])
+        assert found is not None
+        blank = piece.parts[inner].model_copy(update={_word_field(piece.parts[inner]): ()})
+        return _replaced(piece, inner, blank).model_dump_json(), found[1]
     return None
-
-
-def _words(piece: Predicate) -> tuple[str, ...]:
-    if isinstance(piece, LemmaIn):
-        return piece.lemmas
-    return piece.words if isinstance(piece, _Listed) else ()
 
 
 def _with_words(piece: Predicate, words: tuple[str, ...]) -> Predicate:
-    field = "lemmas" if isinstance(piece, LemmaIn) else "words"
-    return piece.model_copy(update={field: words})
+    field = _word_field(piece)
+    if field is not None:
+        return piece.model_copy(update={field: words})
+    inner = _listed_index(piece)
+    assert isinstance(piece, AllOf) and inner is not None
+    return _replaced(piece, inner, _with_words(piece.parts[inner], words))
 
 
-def _token_key(piece: Predicate) -> str | None:
-    """The token a one-token list names, as the firing table is keyed; else None."""
-    if isinstance(piece, TokenIn) and not piece.case_sensitive and len(piece.words) == 1:
-        return piece.words[0]
-    return None
-
-
-def _token_precision(evidence: FeatureEvidence) -> dict[str | None, float]:
-    """P(fires | token) over the whole explain split, per normalised token, for the
-    tokens of the evidence's firing table (its forms pooled: " Hard" and "hard")."""
-    fires: dict[str | None, int] = defaultdict(int)
-    seen: dict[str | None, int] = defaultdict(int)
-    for row in evidence.token_firing or []:
-        key = normal(row.token)
-        fires[key] += row.fires
-        seen[key] += row.occurrences
-    return {k: fires[k] / seen[k] for k in fires if seen[k]}
+def _precision(piece: Predicate, rows: list[TokenFiring]) -> float:
+    """P(fires | piece holds) over the whole explain split, from the evidence's firing
+    table rows the piece holds on (a token read alone); 1.0 when it holds on none (the
+    table keeps only each feature's most-fired tokens)."""
+    fires = seen = 0
+    for row in rows:
+        if any(piece.evaluate(TokenView.of([row.token]))):
+            fires, seen = fires + row.fires, seen + row.occurrences
+    return fires / seen if seen else 1.0
 
 
 RELIABLE_PRECISION = 0.35  # of a token's occurrences the feature fires on, to add it

@@ -45,6 +45,35 @@ def test_a_strong_word_that_rarely_fires_over_the_split_is_weak() -> None:
     assert found == Tiered(strong=TokenIn(words=("dog",)), weak=TokenIn(words=("fox",)))
 
 
+def test_a_list_inside_an_and_is_tiered_word_by_word_keeping_its_condition() -> None:
+    from predicates.language import AllOf, WordRegex
+    from predicates.lexical import DerivedFrom
+
+    lower = WordRegex(pattern="^[a-z]+$")
+    listed = AllOf(parts=(DerivedFrom(words=("cat", "dog", "fox")), lower))
+    fox = [example([" a", " fox", " hid"], [0.0, 8.0, 0.0])] * 2
+    found = tiered((listed,), _evidence(STRONG_DOG + WEAK_CAT + fox), threshold=4.5)
+    assert found == Tiered(
+        strong=AllOf(parts=(DerivedFrom(words=("dog", "fox")), lower)),
+        weak=AllOf(parts=(DerivedFrom(words=("cat",)), lower)),
+    )
+
+
+def test_probes_where_a_strong_looking_word_stayed_quiet_make_it_weak() -> None:
+    from agent.rules.synthesis import Labeled
+
+    listed = TokenIn(words=("dog", "fox"))
+    fox = [example([" a", " fox", " hid"], [0.0, 8.0, 0.0])] * 2
+    evidence = _evidence(STRONG_DOG + fox)
+    assert tiered((listed,), evidence, threshold=4.5) == listed  # both look strong
+    quiet_fox = Labeled(TokenView.of([" the", " fox", " slept"]), (False, False, False))
+    loud_dog = Labeled(TokenView.of([" a", " dog", " barked"]), (False, True, False))
+    found = tiered((listed,), evidence, 4.5, tests=[quiet_fox, quiet_fox, quiet_fox, loud_dog])
+    assert found == Tiered(strong=TokenIn(words=("dog",)), weak=TokenIn(words=("fox",)))
+    # One quiet probe against the evidence's strong firing is not enough to demote it.
+    assert tiered((listed,), evidence, 4.5, tests=[quiet_fox, loud_dog]) == listed
+
+
 def test_a_list_whose_words_fire_alike_stays_whole() -> None:
     listed = TokenIn(words=("dog", "cat"))
     assert tiered((listed,), _evidence(STRONG_DOG + WEAK_CAT), threshold=1.0) == listed
