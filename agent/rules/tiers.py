@@ -127,20 +127,22 @@ def _replaced(piece: AllOf, index: int, part: Predicate) -> AllOf:
 def _frame(piece: Predicate) -> tuple[str, tuple[str, ...]] | None:
     """The piece with its words left out (as a key) and its words; None for a piece
     that lists none."""
+    words = _listed_words(piece)
+    return None if words is None else (_with_words(piece, ()).model_dump_json(), words)
+
+
+def _listed_words(piece: Predicate) -> tuple[str, ...] | None:
     field = _word_field(piece)
     if field is not None:
-        key = piece.model_copy(update={field: ()}).model_dump_json()
-        return key, tuple(getattr(piece, field))
+        return tuple(getattr(piece, field))
     inner = _listed_index(piece)
     if isinstance(piece, AllOf) and inner is not None:
-        found = _frame(piece.parts[inner])
-        assert found is not None
-        blank = piece.parts[inner].model_copy(update={_word_field(piece.parts[inner]): ()})
-        return _replaced(piece, inner, blank).model_dump_json(), found[1]
+        return _listed_words(piece.parts[inner])
     return None
 
 
 def _with_words(piece: Predicate, words: tuple[str, ...]) -> Predicate:
+    """The piece listing `words` (unchecked: an empty list only keys a frame)."""
     field = _word_field(piece)
     if field is not None:
         return piece.model_copy(update={field: words})
