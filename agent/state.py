@@ -27,6 +27,7 @@ class Status(StrEnum):
 class Expect(StrEnum):
     HIGH = "high"  # the feature should fire (max activation >= the run's threshold)
     LOW = "low"  # it should stay below the threshold
+    WEAK = "weak"  # it should fire at some strength, perhaps below the threshold
 
 
 class Hypothesis(BaseModel):
@@ -66,6 +67,8 @@ class Experiment(BaseModel):
         """Whether the outcome matched the expectation (None before it ran)."""
         if self.outcome is None:
             return None
+        if self.expect is Expect.WEAK:
+            return any(a > 0 for a in self.outcome.acts)
         return self.outcome.fired == (self.expect is Expect.HIGH)
 
 

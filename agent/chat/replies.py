@@ -34,7 +34,9 @@ def experiment_line(e: ChatExperiment) -> str:
     )
     line = f'- {e.id} "{_short(e.text)}": {"fires" if o.fired else "does not fire"} ({where})'
     if e.expect is not None:
-        wanted = "fire" if e.expect is Expect.HIGH else "stay quiet"
+        wanted = {Expect.HIGH: "fire", Expect.WEAK: "fire, at least faintly"}.get(
+            e.expect, "stay quiet"
+        )
         line += f"; expected to {wanted}: {'agrees' if e.agrees else 'disagrees'}"
     return line
 

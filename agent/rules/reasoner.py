@@ -14,6 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
+from agent.rules.field_tests import (
+    content_words,
+    field_hypothesis,
+    field_of,
+    unseen_field_tests,
+    unseen_member_words,
+    weak_agrees,
+)
 from agent.rules.fields import with_field
 from agent.rules.generalize import unseen_member_tests
 from agent.rules.hypotheses import RIVALS, evidence_data, hypotheses_from
@@ -32,7 +40,8 @@ from agent.rules.table import TokenTable
 from agent.rules.tiers import tiered, with_reliable_tokens
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from lexicon.embeddings import Embed, MiniLMEmbedder
-from predicates.language import AnyOf, Predicate, TokenView, as_dict, from_dict
+from predicates.language import AnyOf, Predicate, Tiered, TokenView, as_dict, from_dict
+from predicates.semantic import SemanticField
 from probes.evidence.store import FeatureEvidence
 
 MAX_TEST_CHARS = 200
@@ -57,6 +66,7 @@ class RulesReasoner:
     _vocabulary: list[str] = field(default_factory=list, init=False, repr=False)
     _by_shape: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
     _common: set[str] = field(default_factory=set, init=False, repr=False)
+    _content: list[str] = field(default_factory=list, init=False, repr=False)
     _index: PoolIndex = field(init=False, repr=False)
     _refined: dict[tuple[int, float, tuple[str, ...]], Predicate | None] = field(
         default_factory=dict, init=False, repr=False
@@ -69,6 +79,7 @@ class RulesReasoner:
         for word in self._vocabulary:
             self._by_shape.setdefault(_shape(word), []).append(word)
         self._common = {w.strip().lower() for w in self._vocabulary}
+        self._content = content_words(self._vocabulary)
         self._index = PoolIndex(self.pool)
 
     async def aclose(self) -> None:
@@ -79,7 +90,7 @@ class RulesReasoner:
         self, state: AgentState, evidence: FeatureEvidence
     ) -> list[NewHypothesis]:
         found = await self.offload.run(synthesize_many, evidence_data(evidence), RIVALS)
-        return [
+        proposed = [
             NewHypothesis(
                 statement=h.statement,
                 fires_on=h.fires_on,
@@ -89,6 +100,10 @@ class RulesReasoner:
             )
             for h in hypotheses_from(found)
         ]
+        widened = await self.offload.run(with_field, found[0].predicate, evidence)
+        if isinstance(widened, Tiered) and isinstance(widened.faint, SemanticField):
+            proposed.append(field_hypothesis(widened.faint))
+        return proposed
 
     async def design(
         self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
@@ -97,9 +112,14 @@ class RulesReasoner:
         two where it does not (LOW): a minimal pair and a retrieved text. When the
         predicate names a class or a word family, one HIGH text holds a member the
         evidence never showed."""
-        predicate = _predicate(hypothesis)
         used = {e.text for e in state.experiments}
         rng = random.Random(f"{self.seed}:{state.feature}:{state.round}:{hypothesis.id}")
+        field = field_of(hypothesis)
+        if field is not None:
+            seen = self._firing_words(evidence)
+            words = unseen_member_words(field, self._content, seen, rng)
+            return unseen_field_tests(field, self.pool, self._index, words, used, rng)
+        predicate = _predicate(hypothesis)
         # numpy shuffles a pool of tens of thousands of lines far faster than random
         order = np.random.default_rng(rng.getrandbits(64)).permutation(len(self.pool)).tolist()
         seen = self._firing_words(evidence)
@@ -163,8 +183,11 @@ class RulesReasoner:
     async def analyze(
         self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
     ) -> Verdict:
-        predicate = _predicate(hypothesis)
         tests = [e for e in state.tests_of(hypothesis.id) if e.outcome is not None]
+        field = field_of(hypothesis)
+        if field is not None:
+            return _field_verdict(field, tests)
+        predicate = _predicate(hypothesis)
         agree = [e.id for e in tests if _agrees(predicate, e, state.threshold)]
         disagree = [e.id for e in tests if e.id not in agree]
         if len(disagree) >= DECIDE and len(disagree) > (1 - MOSTLY) * len(tests):
@@ -221,7 +244,12 @@ class RulesReasoner:
         return None if refined.describe() in said else refined
 
     async def conclude(self, state: AgentState, evidence: FeatureEvidence) -> Conclusion:
-        rivals = [h for h in state.hypotheses if not h.negative_control and h.predicate]
+        rivals = [
+            h
+            for h in state.hypotheses
+            if not h.negative_control and h.predicate and field_of(h) is None
+        ]
+        fields = [h for h in state.hypotheses if field_of(h) is not None]
         confirmed = [h for h in rivals if h.status is Status.CONFIRMED]
         pool = confirmed or [h for h in rivals if h.status is not Status.REFUTED] or rivals
         data = evidence_data(evidence) + experiment_data(state.experiments, state.threshold)
@@ -244,7 +272,10 @@ class RulesReasoner:
             tests = experiment_data(state.experiments, state.threshold)
             predicate = tiered(parts, evidence, state.threshold, tests)
             predicate = with_reliable_tokens(predicate, evidence)
-            predicate = await self.offload.run(with_field, predicate, evidence)
+            kept = [h for h in fields if h.status is Status.CONFIRMED]
+            for h in kept:  # unseen members fired: the field is more than its evidence
+                predicate = _with_faint(predicate, field_of(h))
+                support += [e.id for e in state.tests_of(h.id) if e.agrees]
         return Conclusion(
             text=_sentence(predicate, parts, polysemantic=polysemantic),
             labels=[p.describe() for p in parts],
@@ -260,6 +291,26 @@ class RulesReasoner:
         assert self.embed is not None
         split = split_predicate(predicate, data, self.embed)
         return split, split is not predicate or unrelated_parts(split, data, self.embed)
+
+
+def _field_verdict(field: SemanticField, tests: Sequence[Experiment]) -> Verdict:
+    """An unseen member that fired confirms a field; when every one tried stayed quiet,
+    it is refuted (never reworded: the conclusion leaves it out), as it is when no
+    unseen member could be tried."""
+    agree = [e.id for e in tests if weak_agrees(field, e)]
+    if agree:
+        reason = f"{len(agree)} of {len(tests)} unseen members fired"
+        return Verdict(status=Status.CONFIRMED, reason=reason, cites=agree)
+    reason = f"all {len(tests)} unseen members stayed quiet" if tests else "no unseen member"
+    return Verdict(status=Status.REFUTED, reason=reason, cites=[e.id for e in tests])
+
+
+def _with_faint(predicate: Predicate, field: SemanticField | None) -> Predicate:
+    if field is None:
+        return predicate
+    if isinstance(predicate, Tiered):
+        return predicate.model_copy(update={"faint": field})
+    return Tiered(strong=predicate, faint=field)
 
 
 def _sentence(predicate: Predicate, parts: Sequence[Predicate], polysemantic: bool) -> str:

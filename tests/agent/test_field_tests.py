@@ -1,0 +1,113 @@
+"""A semantic field is a hypothesis the rules agent tests on members the evidence never
+showed (real MiniLM word vectors): its tests are pool lines holding the closest unseen
+members, expected to fire at least faintly; the conclusion keeps the field only when
+one did, and cites those tests."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from agent.rules.field_tests import (
+    field_of,
+    unseen_field_tests,
+    unseen_member_words,
+    weak_agrees,
+)
+from agent.rules.pool_index import PoolIndex
+from agent.rules.reasoner import RulesReasoner
+from agent.state import AgentState, Expect, Experiment, Hypothesis, Outcome, Status
+from predicates.language import Tiered, TokenView, as_dict, from_dict
+from predicates.semantic import SemanticField
+from tests.agent.test_fields import ANIMALS, OTHER, evidence, fired_on, quiet
+
+FIELD = SemanticField(anchors=tuple(ANIMALS), contrast=tuple(OTHER), margin=0.0)
+
+
+def test_unseen_members_are_the_closest_words_never_shown() -> None:
+    words = ["chair", "dog", "donkey", "engine", "giraffe", "number", "seen"]
+    found = unseen_member_words(FIELD, words, {"seen"}, random.Random(0))
+    assert set(found) >= {"donkey", "giraffe"}
+    assert not {"dog", "engine", "number", "seen", "chair"} & set(found)  # shown, or not in
+
+
+def test_field_tests_are_short_pool_lines_holding_an_unseen_member() -> None:
+    long_giraffe = TokenView.of(["A", " giraffe", *[" ran"] * 120])
+    pool = [
+        TokenView.of(["The", " donkey", " slept", "."]),
+        long_giraffe,
+        TokenView.of(["No", " animals", " here", "."]),
+        TokenView.of(["A", " giraffe", " ate", "."]),
+    ]
+    rng = random.Random(0)
+    tests = unseen_field_tests(FIELD, pool, PoolIndex(pool), ["giraffe", "donkey"], set(), rng)
+    assert [t.text for t in tests] == ["A giraffe ate.", "The donkey slept."]
+    assert all(t.expect is Expect.WEAK for t in tests)
+    assert [t.expected_peak for t in tests] == [" giraffe", " donkey"]
+    used = {"A giraffe ate."}
+    again = unseen_field_tests(FIELD, pool, PoolIndex(pool), ["giraffe", "donkey"], used, rng)
+    assert [t.text for t in again] == ["The donkey slept."]  # a text is tested once
+
+
+def _test(hypothesis: str, id_: str, acts: list[float]) -> Experiment:
+    tokens = ["The", " donkey", " slept", "."]
+    outcome = Outcome(
+        max_act=max(acts), peak_token=None, peak_index=None, tokens=tokens, acts=acts,
+        fired=max(acts) >= 5.0,
+    )  # fmt: skip
+    return Experiment(
+        id=id_, hypothesis=hypothesis, text="The donkey slept.", expect=Expect.WEAK,
+        expected_peak=" donkey", outcome=outcome,
+    )  # fmt: skip
+
+
+def test_a_weak_test_agrees_only_where_the_field_holds() -> None:
+    assert weak_agrees(FIELD, _test("H2", "E1", [0.0, 1.5, 0.0, 0.0]))  # below tau: still fires
+    assert not weak_agrees(FIELD, _test("H2", "E1", [0.0, 0.0, 0.0, 0.0]))
+    assert not weak_agrees(FIELD, _test("H2", "E1", [0.0, 0.0, 3.0, 0.0]))  # not on the member
+
+
+def _run(tests: list[list[float]]) -> tuple[Status, Tiered | None, list[str]]:
+    """A run whose field hypothesis (H2) had `tests`: its verdict, and the concluded
+    predicate's field with the tests the conclusion cites."""
+    found = evidence([fired_on(w) for w in ANIMALS], [quiet(w) for w in OTHER * 3])
+    reasoner = RulesReasoner(pool=[TokenView.of(["The", " dog", " ran"])], embed=None)
+    dog = {"kind": "token_in", "words": ["dog"], "case_sensitive": False}
+    hypotheses = [
+        Hypothesis(id="H1", statement="dog", fires_on="dog", not_on="-", predicate=dog),
+        Hypothesis(id="H2", statement="field", fires_on="-", not_on="-", predicate=as_dict(FIELD)),
+    ]
+    experiments = [_test("H2", f"E{i + 1}", acts) for i, acts in enumerate(tests)]
+    state = AgentState(feature=0, threshold=5.0, hypotheses=hypotheses, experiments=experiments)
+    verdict = asyncio.run(reasoner.analyze(state, hypotheses[1], found))
+    decided = [
+        h.model_copy(update={"status": verdict.status}) if h.id == "H2" else h for h in hypotheses
+    ]
+    concluded = asyncio.run(
+        reasoner.conclude(state.model_copy(update={"hypotheses": decided}), found)
+    )
+    predicate = from_dict(concluded.predicate or {})
+    return verdict.status, predicate if isinstance(predicate, Tiered) else None, concluded.evidence
+
+
+def test_a_field_whose_unseen_members_fire_is_kept_and_cited() -> None:
+    status, predicate, cited = _run([[0.0, 1.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    assert status is Status.CONFIRMED
+    assert predicate is not None and predicate.faint == FIELD
+    assert "E1" in cited and "E2" not in cited
+
+
+def test_a_field_whose_unseen_members_stay_quiet_is_left_out() -> None:
+    status, predicate, cited = _run([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    assert status is Status.REFUTED
+    assert predicate is None or predicate.faint is None
+    assert not {"E1", "E2"} & set(cited)
+    # Never tested (no unseen member in the pool): refuted too, as unshown.
+    status, predicate, _ = _run([])
+    assert status is Status.REFUTED and (predicate is None or predicate.faint is None)
+
+
+def test_only_a_field_hypothesis_has_a_field() -> None:
+    field = Hypothesis(id="H1", statement="-", fires_on="-", not_on="-", predicate=as_dict(FIELD))
+    plain = field.model_copy(update={"predicate": {"kind": "token_in", "words": ["dog"]}})
+    assert field_of(field) == FIELD and field_of(plain) is None
