@@ -9,7 +9,9 @@ one (of a few) that best separates the quantile examples from the quiet contexts
 context judged fired when the predicate or the field holds anywhere in it, each word
 judged without itself as a neighbour (as a word never seen would be). It is kept only
 when that separation gains at least MIN_GAIN over the predicate alone, and it goes to
-the weak tier: it predicts where the feature fires, not how strongly.
+the faint tier: it predicts where the feature fires, not how strongly. The agent then
+tests it on members the evidence never showed (agent.rules.field_tests) before it
+claims it.
 
 Measured on real default-SAE features (40 per sample, held-out detection of the agent,
 predicate judge): 0.708 -> 0.754 on seed 1, 0.765 -> 0.767 on seed 2.

@@ -111,14 +111,15 @@ class RulesReasoner:
         """Two texts where the predicate fires (HIGH, peak on its first firing token) and
         two where it does not (LOW): a minimal pair and a retrieved text. When the
         predicate names a class or a word family, one HIGH text holds a member the
-        evidence never showed."""
+        evidence never showed. A semantic field's tests are lines holding its closest
+        unseen members (agent.rules.field_tests)."""
         used = {e.text for e in state.experiments}
         rng = random.Random(f"{self.seed}:{state.feature}:{state.round}:{hypothesis.id}")
-        field = field_of(hypothesis)
-        if field is not None:
+        semantic = field_of(hypothesis)
+        if semantic is not None:
             seen = self._firing_words(evidence)
-            words = unseen_member_words(field, self._content, seen, rng)
-            return unseen_field_tests(field, self.pool, self._index, words, used, rng)
+            words = unseen_member_words(semantic, self._content, seen, rng)
+            return unseen_field_tests(semantic, self.pool, self._index, words, used, rng)
         predicate = _predicate(hypothesis)
         # numpy shuffles a pool of tens of thousands of lines far faster than random
         order = np.random.default_rng(rng.getrandbits(64)).permutation(len(self.pool)).tolist()
@@ -184,9 +185,9 @@ class RulesReasoner:
         self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
     ) -> Verdict:
         tests = [e for e in state.tests_of(hypothesis.id) if e.outcome is not None]
-        field = field_of(hypothesis)
-        if field is not None:
-            return _field_verdict(field, tests)
+        semantic = field_of(hypothesis)
+        if semantic is not None:
+            return _field_verdict(semantic, tests)
         predicate = _predicate(hypothesis)
         agree = [e.id for e in tests if _agrees(predicate, e, state.threshold)]
         disagree = [e.id for e in tests if e.id not in agree]
@@ -274,8 +275,10 @@ class RulesReasoner:
             predicate = with_reliable_tokens(predicate, evidence)
             kept = [h for h in fields if h.status is Status.CONFIRMED]
             for h in kept:  # unseen members fired: the field is more than its evidence
-                predicate = _with_faint(predicate, field_of(h))
-                support += [e.id for e in state.tests_of(h.id) if e.agrees]
+                semantic = field_of(h)
+                assert semantic is not None
+                predicate = _with_faint(predicate, semantic)
+                support += [e.id for e in state.tests_of(h.id) if weak_agrees(semantic, e)]
         return Conclusion(
             text=_sentence(predicate, parts, polysemantic=polysemantic),
             labels=[p.describe() for p in parts],
@@ -305,9 +308,7 @@ def _field_verdict(field: SemanticField, tests: Sequence[Experiment]) -> Verdict
     return Verdict(status=Status.REFUTED, reason=reason, cites=[e.id for e in tests])
 
 
-def _with_faint(predicate: Predicate, field: SemanticField | None) -> Predicate:
-    if field is None:
-        return predicate
+def _with_faint(predicate: Predicate, field: SemanticField) -> Predicate:
     if isinstance(predicate, Tiered):
         return predicate.model_copy(update={"faint": field})
     return Tiered(strong=predicate, faint=field)
