@@ -312,6 +312,18 @@ class WordNet:
         }
         return {w for w in words if concept in self.classes(w, limit)}
 
+    def sister_terms(self, word: str, limit: int = 1) -> set[str]:
+        """Single words (lowercased) that share a hypernym with one of `word`'s first
+        `limit` senses in its common parts of speech ("hail" and "sleet" for "rain")."""
+        out: set[str] = set()
+        for pos in self.common_pos(word):
+            for synset in self.senses(word, pos, limit):
+                for parent in synset.hypernyms:
+                    for child in self._hyponyms.get(parent, ()):
+                        out.update(w.lower() for w in self.synsets[child].words if w.isalpha())
+        out.discard(word.lower())
+        return out
+
     def _descendants(self, synset_id: str) -> set[str]:
         seen, stack = {synset_id}, [synset_id]
         while stack:

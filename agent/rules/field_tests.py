@@ -1,7 +1,8 @@
 """A semantic field as a hypothesis of its own, tested past its evidence (SAGE's
 experiments for a class): "it fires, at least faintly, on words related to X, Y, Z".
-Its tests are retrieved lines holding a field member the evidence never showed
-(expected WEAK: the feature should fire on it at some strength). A field whose unseen
+Its tests put a member the evidence never showed in a line of the pool (in place of an
+anchor, else where the line holds it), expected WEAK: the feature should fire on it at
+some strength. A field whose unseen
 members stay quiet is refuted and left out of the conclusion; one they confirm is kept,
 and the conclusion cites those tests.
 """
@@ -9,19 +10,23 @@ and the conclusion cites those tests.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from agent.reasoner import NewExperiment, NewHypothesis
+from agent.rules.generalize import shaped_like
 from agent.rules.pool_index import PoolIndex
 from agent.state import Expect, Experiment, Hypothesis
+from lexicon.wordnet import WordNetMissing, wordnet
 from predicates.language import TokenIn, TokenView, as_dict, from_dict
 from predicates.semantic import SemanticField, content_word, field_scores
 
 MAX_CHARS = 200
 CANDIDATES = 4000  # vocabulary words scored per field at most (a seeded sample)
 TESTS = 2
+SISTERS_OF = 10  # first anchors whose WordNet sister terms are candidates, and swapped out
 
 
 def field_hypothesis(field: SemanticField) -> NewHypothesis:
@@ -49,17 +54,27 @@ def content_words(vocabulary: Sequence[str]) -> list[str]:
 def unseen_member_words(
     field: SemanticField, words: Sequence[str], seen: set[str], rng: random.Random
 ) -> list[str]:
-    """Content `words` inside the field that the evidence never showed (`seen`, and the
-    field's own lists), closest first: the core is what a field claims most surely (its
-    margin is set on whole contexts, where the words of a topic help too)."""
+    """Words inside the field that the evidence never showed (`seen`, and the field's
+    own lists), closest first: content `words` (the pool's) and the WordNet sister terms
+    of its first anchors ("hail" beside "rain"). The core is what a field claims most
+    surely (its margin is set on whole contexts, where the words of a topic help too)."""
     known = seen | set(field.anchors) | set(field.contrast)
-    fresh = [w for w in words if w not in known]
+    candidates = set(words) | _sister_terms(field.anchors[:SISTERS_OF])
+    fresh = sorted(w for w in candidates if w not in known and content_word(w) == w)
     if len(fresh) > CANDIDATES:
         fresh = rng.sample(fresh, CANDIDATES)
     if not fresh:
         return []
     scores = field_scores(field, fresh)
     return [fresh[i] for i in np.argsort(-scores, kind="stable") if scores[i] > field.margin]
+
+
+def _sister_terms(anchors: Sequence[str]) -> set[str]:
+    try:
+        wn = wordnet()
+    except WordNetMissing:
+        return set()  # the pool's words alone
+    return {w for anchor in anchors for w in wn.sister_terms(anchor)}
 
 
 def unseen_field_tests(
@@ -71,31 +86,105 @@ def unseen_field_tests(
     rng: random.Random,
     n: int = TESTS,
 ) -> list[NewExperiment]:
-    """Up to `n` WEAK tests, one per unseen member: a pool line holding the word."""
+    """Up to `n` WEAK tests, one per unseen member (`words`, in order): a pool line
+    where an anchor stands, with the anchor swapped for the member (a minimal pair in a
+    context the feature fires in), else a pool line that holds the member. With the
+    first swap goes a control (LOW): the same line with a non-member of the field (a
+    word of its contrast) in that place, where the feature should stay quiet; a slot
+    that fires for any word says nothing about the field."""
+    anchor_lines = _short([int(i) for i in np.flatnonzero(index.firing(_anchors(field)))], pool)
     out: list[NewExperiment] = []
+    control: NewExperiment | None = None
     for word in words:
-        lines = [int(i) for i in np.flatnonzero(index.firing(TokenIn(words=(word,))))]
-        fitting = [i for i in lines if len(pool[i].text) <= MAX_CHARS]
-        fitting = [i for i in fitting if pool[i].text not in used]
-        if not fitting:
+        line = _swapped_line(field, pool, anchor_lines, used, rng)
+        text = _swap(pool[line], field, word) if line is not None else None
+        if text is not None and control is None and line is not None:
+            other = rng.choice(field.contrast)
+            control_text = _swap(pool[line], field, other)
+            if control_text is not None and control_text not in used:
+                control = NewExperiment(text=control_text, expect=Expect.LOW, expected_peak=other)
+                used.add(control_text)
+        text = (
+            text
+            if text is not None and text not in used
+            else _natural(word, pool, index, used, rng)
+        )
+        if text is None:
             continue
-        view = pool[rng.choice(fitting)]
-        peak = next((t for t in view.tokens if t.strip().lower() == word), None)
-        out.append(NewExperiment(text=view.text, expect=Expect.WEAK, expected_peak=peak))
-        used.add(view.text)
+        out.append(NewExperiment(text=text, expect=Expect.WEAK, expected_peak=word))
+        used.add(text)
         if len(out) == n:
             break
-    return out
+    return out + ([control] if control is not None and out else [])
 
 
-def weak_agrees(field: SemanticField, experiment: Experiment) -> bool:
-    """A WEAK test agrees when the feature fires, at any strength, on the unseen member
-    it tests (its expected peak token; without one, any token the field holds for)."""
+def _anchors(field: SemanticField) -> TokenIn:
+    return TokenIn(words=field.anchors[:SISTERS_OF])
+
+
+def _short(lines: list[int], pool: Sequence[TokenView]) -> list[int]:
+    return [i for i in lines if len(pool[i].text) <= MAX_CHARS]
+
+
+def _swapped_line(
+    field: SemanticField, pool: Sequence[TokenView], lines: list[int], used: set[str],
+    rng: random.Random,
+) -> int | None:  # fmt: skip
+    fitting = [i for i in lines if pool[i].text not in used]
+    return rng.choice(fitting) if fitting else None
+
+
+def _swap(view: TokenView, field: SemanticField, word: str) -> str | None:
+    """The line with its first anchor token swapped for `word` (same case and spacing);
+    None when that makes it too long."""
+    at = _anchors(field).evaluate(view).index(True)
+    original = view.tokens[at]
+    lead = original[: len(original) - len(original.lstrip())]
+    tokens = [*view.tokens[:at], lead + shaped_like(word, original.strip()), *view.tokens[at + 1 :]]
+    text = "".join(tokens)
+    return text if len(text) <= MAX_CHARS else None
+
+
+def _natural(
+    word: str, pool: Sequence[TokenView], index: PoolIndex, used: set[str], rng: random.Random
+) -> str | None:
+    """A pool line that holds `word` as a token."""
+    lines = _short([int(i) for i in np.flatnonzero(index.firing(TokenIn(words=(word,))))], pool)
+    fitting = [i for i in lines if pool[i].text not in used]
+    return pool[rng.choice(fitting)].text if fitting else None
+
+
+def fires_on_tested_word(field: SemanticField, experiment: Experiment) -> bool:
+    """Whether the feature fired, at any strength, on the word a test put in (its
+    expected peak, wherever the model's tokens split it; without one, on any token the
+    field holds for). A WEAK test agrees when it did; a field's control, when not."""
     outcome = experiment.outcome
     if outcome is None:
         return False
+    view = TokenView.of(outcome.tokens)
     if experiment.expected_peak is not None:
-        tested = [t == experiment.expected_peak for t in outcome.tokens]
+        tested = _on_word(view, experiment.expected_peak)
     else:
-        tested = field.evaluate(TokenView.of(outcome.tokens))
+        tested = field.evaluate(view)
     return any(on and a > 0 for on, a in zip(tested, outcome.acts, strict=True))
+
+
+def _on_word(view: TokenView, word: str) -> list[bool]:
+    """Per token, whether it overlaps the first whole-word occurrence of `word`."""
+    pattern = rf"(?<![A-Za-z]){re.escape(word.strip())}(?![A-Za-z])"
+    found = re.search(pattern, view.text, re.IGNORECASE)
+    if found is None:
+        return [False] * len(view.tokens)
+    start, end = found.span()
+    out, at = [], 0
+    for token in view.tokens:
+        out.append(at < end and at + len(token) > start)
+        at += len(token)
+    return out
+
+
+def field_test_agrees(field: SemanticField, experiment: Experiment) -> bool:
+    """A member's test (WEAK) agrees when the feature fired on the member; a control
+    (LOW), when it stayed quiet on the non-member."""
+    fired = fires_on_tested_word(field, experiment)
+    return fired if experiment.expect is Expect.WEAK else not fired

@@ -75,7 +75,7 @@ def unseen_member_tests(
         if span is None:
             continue
         original = view.text[span[0] : span[1]]
-        form = _like(rng.choice(words), original)
+        form = shaped_like(rng.choice(words), original)
         swapped = TokenView.of([view.text[: span[0]], form, view.text[span[1] :]])
         if len(swapped.text) > MAX_CHARS or swapped.text in used:
             continue
@@ -91,7 +91,7 @@ def _forms(lemma: str) -> set[str]:
     return {lemma, *(f for forms in getAllInflections(lemma).values() for f in forms)}
 
 
-def _like(word: str, original: str) -> str:
+def shaped_like(word: str, original: str) -> str:
     """`word` in the shape of `original`: plural when it ends in s, capitalised when it
     is (a rough match; the predicate is checked on the result anyway)."""
     if original.lower().endswith("s") and not word.endswith("s"):

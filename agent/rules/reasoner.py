@@ -18,9 +18,9 @@ from agent.rules.field_tests import (
     content_words,
     field_hypothesis,
     field_of,
+    field_test_agrees,
     unseen_field_tests,
     unseen_member_words,
-    weak_agrees,
 )
 from agent.rules.fields import with_field
 from agent.rules.generalize import unseen_member_tests
@@ -278,7 +278,7 @@ class RulesReasoner:
                 semantic = field_of(h)
                 assert semantic is not None
                 predicate = _with_faint(predicate, semantic)
-                support += [e.id for e in state.tests_of(h.id) if weak_agrees(semantic, e)]
+                support += [e.id for e in state.tests_of(h.id) if field_test_agrees(semantic, e)]
         return Conclusion(
             text=_sentence(predicate, parts, polysemantic=polysemantic),
             labels=[p.describe() for p in parts],
@@ -297,15 +297,24 @@ class RulesReasoner:
 
 
 def _field_verdict(field: SemanticField, tests: Sequence[Experiment]) -> Verdict:
-    """An unseen member that fired confirms a field; when every one tried stayed quiet,
-    it is refuted (never reworded: the conclusion leaves it out), as it is when no
-    unseen member could be tried."""
-    agree = [e.id for e in tests if weak_agrees(field, e)]
-    if agree:
-        reason = f"{len(agree)} of {len(tests)} unseen members fired"
+    """A field holds when an unseen member fired and no control (a non-member in the
+    same place) did; it is refuted (never reworded: the conclusion leaves it out) when
+    every member stayed quiet, when a control fired too, or when nothing could be tried."""
+    agree = [e.id for e in tests if field_test_agrees(field, e)]
+    disagree = [e.id for e in tests if e.id not in agree]
+    members = [e.id for e in tests if e.expect is Expect.WEAK]
+    fired = [i for i in members if i in agree]
+    if fired and all(i in members for i in disagree):
+        reason = f"{len(fired)} of {len(members)} unseen members fired, and no non-member"
         return Verdict(status=Status.CONFIRMED, reason=reason, cites=agree)
-    reason = f"all {len(tests)} unseen members stayed quiet" if tests else "no unseen member"
-    return Verdict(status=Status.REFUTED, reason=reason, cites=[e.id for e in tests])
+    if not members:
+        return Verdict(status=Status.REFUTED, reason="no unseen member to test", cites=[])
+    reason = (
+        f"all {len(members)} unseen members stayed quiet"
+        if not fired
+        else "a non-member in the same place fired too"
+    )
+    return Verdict(status=Status.REFUTED, reason=reason, cites=disagree)
 
 
 def _with_faint(predicate: Predicate, field: SemanticField) -> Predicate:

@@ -10,9 +10,9 @@ import random
 
 from agent.rules.field_tests import (
     field_of,
+    field_test_agrees,
     unseen_field_tests,
     unseen_member_words,
-    weak_agrees,
 )
 from agent.rules.pool_index import PoolIndex
 from agent.rules.reasoner import RulesReasoner
@@ -31,22 +31,26 @@ def test_unseen_members_are_the_closest_words_never_shown() -> None:
     assert not {"dog", "engine", "number", "seen", "chair"} & set(found)  # shown, or not in
 
 
-def test_field_tests_are_short_pool_lines_holding_an_unseen_member() -> None:
-    long_giraffe = TokenView.of(["A", " giraffe", *[" ran"] * 120])
+def test_field_tests_swap_unseen_members_for_an_anchor_with_a_control() -> None:
     pool = [
-        TokenView.of(["The", " donkey", " slept", "."]),
-        long_giraffe,
-        TokenView.of(["No", " animals", " here", "."]),
-        TokenView.of(["A", " giraffe", " ate", "."]),
+        TokenView.of(["A", " giraffe", *[" ran"] * 120]),  # too long to test with
+        TokenView.of(["The", " Dog", " slept", "."]),  # an anchor, where the feature fires
     ]
     rng = random.Random(0)
     tests = unseen_field_tests(FIELD, pool, PoolIndex(pool), ["giraffe", "donkey"], set(), rng)
-    assert [t.text for t in tests] == ["A giraffe ate.", "The donkey slept."]
-    assert all(t.expect is Expect.WEAK for t in tests)
-    assert [t.expected_peak for t in tests] == [" giraffe", " donkey"]
-    used = {"A giraffe ate."}
-    again = unseen_field_tests(FIELD, pool, PoolIndex(pool), ["giraffe", "donkey"], used, rng)
-    assert [t.text for t in again] == ["The donkey slept."]  # a text is tested once
+    members, control = tests[:2], tests[2]
+    assert [t.text for t in members] == ["The Giraffe slept.", "The Donkey slept."]
+    assert all(t.expect is Expect.WEAK for t in members)
+    assert [t.expected_peak for t in members] == ["giraffe", "donkey"]
+    assert control.expect is Expect.LOW and control.expected_peak in FIELD.contrast
+    assert control.text == f"The {control.expected_peak.capitalize()} slept."
+    # Without an anchor line, a member is tested where the pool holds it.
+    plain = [TokenView.of(["A", " giraffe", " ate", "."])]
+    found = unseen_field_tests(FIELD, plain, PoolIndex(plain), ["giraffe"], set(), rng)
+    assert [(t.text, t.expect) for t in found] == [("A giraffe ate.", Expect.WEAK)]
+    # A text is tested once.
+    again = unseen_field_tests(FIELD, plain, PoolIndex(plain), ["giraffe"], {"A giraffe ate."}, rng)
+    assert again == []
 
 
 def _test(hypothesis: str, id_: str, acts: list[float]) -> Experiment:
@@ -61,13 +65,23 @@ def _test(hypothesis: str, id_: str, acts: list[float]) -> Experiment:
     )  # fmt: skip
 
 
-def test_a_weak_test_agrees_only_where_the_field_holds() -> None:
-    assert weak_agrees(FIELD, _test("H2", "E1", [0.0, 1.5, 0.0, 0.0]))  # below tau: still fires
-    assert not weak_agrees(FIELD, _test("H2", "E1", [0.0, 0.0, 0.0, 0.0]))
-    assert not weak_agrees(FIELD, _test("H2", "E1", [0.0, 0.0, 3.0, 0.0]))  # not on the member
+def test_a_member_test_agrees_when_the_member_fires_a_control_when_it_does_not() -> None:
+    fired = _test("H2", "E1", [0.0, 1.5, 0.0, 0.0])  # below tau: still fires
+    assert field_test_agrees(FIELD, fired)
+    assert not field_test_agrees(FIELD, _test("H2", "E1", [0.0, 0.0, 0.0, 0.0]))
+    assert not field_test_agrees(FIELD, _test("H2", "E1", [0.0, 0.0, 3.0, 0.0]))  # elsewhere
+    control = fired.model_copy(update={"expect": Expect.LOW})
+    assert not field_test_agrees(FIELD, control)
+    # The member split into pieces by the model's tokens is still found.
+    assert fired.outcome is not None
+    pieces = {"tokens": ["The", " don", "key", " slept"], "acts": [0.0, 0.0, 2.0, 0.0]}
+    split = fired.model_copy(update={"outcome": fired.outcome.model_copy(update=pieces)})
+    assert field_test_agrees(FIELD, split)
 
 
-def _run(tests: list[list[float]]) -> tuple[Status, Tiered | None, list[str]]:
+def _run(
+    tests: list[list[float]], control: list[float] | None = None
+) -> tuple[Status, Tiered | None, list[str]]:
     """A run whose field hypothesis (H2) had `tests`: its verdict, and the concluded
     predicate's field with the tests the conclusion cites."""
     found = evidence([fired_on(w) for w in ANIMALS], [quiet(w) for w in OTHER * 3])
@@ -78,6 +92,9 @@ def _run(tests: list[list[float]]) -> tuple[Status, Tiered | None, list[str]]:
         Hypothesis(id="H2", statement="field", fires_on="-", not_on="-", predicate=as_dict(FIELD)),
     ]
     experiments = [_test("H2", f"E{i + 1}", acts) for i, acts in enumerate(tests)]
+    if control is not None:
+        low = _test("H2", "E9", control).model_copy(update={"expect": Expect.LOW})
+        experiments.append(low)
     state = AgentState(feature=0, threshold=5.0, hypotheses=hypotheses, experiments=experiments)
     verdict = asyncio.run(reasoner.analyze(state, hypotheses[1], found))
     decided = [
@@ -91,10 +108,14 @@ def _run(tests: list[list[float]]) -> tuple[Status, Tiered | None, list[str]]:
 
 
 def test_a_field_whose_unseen_members_fire_is_kept_and_cited() -> None:
-    status, predicate, cited = _run([[0.0, 1.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    quiet_control = [0.0, 0.0, 0.0, 0.0]
+    status, predicate, cited = _run([[0.0, 1.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], quiet_control)
     assert status is Status.CONFIRMED
     assert predicate is not None and predicate.faint == FIELD
-    assert "E1" in cited and "E2" not in cited
+    assert {"E1", "E9"} <= set(cited) and "E2" not in cited
+    # A non-member in the same place fired too: the place fires, not the field.
+    status, predicate, _ = _run([[0.0, 1.5, 0.0, 0.0]], [0.0, 2.0, 0.0, 0.0])
+    assert status is Status.REFUTED and (predicate is None or predicate.faint is None)
 
 
 def test_a_field_whose_unseen_members_stay_quiet_is_left_out() -> None:
