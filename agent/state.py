@@ -9,6 +9,7 @@ explanation store can keep it as versioned JSON.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -53,6 +54,22 @@ class Outcome(BaseModel):
     acts: list[float]
     fired: bool  # max_act >= the run's threshold
 
+    def fires_on(self, word: str) -> bool:
+        """Whether the feature fired, at any strength, on the first whole-word occurrence
+        of `word` (case aside), wherever the model's tokens split it."""
+        text = "".join(self.tokens)
+        pattern = rf"(?<![A-Za-z]){re.escape(word.strip())}(?![A-Za-z])"
+        found = re.search(pattern, text, re.IGNORECASE)
+        if found is None:
+            return False
+        start, end = found.span()
+        at = 0
+        for token, act in zip(self.tokens, self.acts, strict=True):
+            if at < end and at + len(token) > start and act > 0:
+                return True
+            at += len(token)
+        return False
+
 
 class Experiment(BaseModel):
     id: str  # "E1", "E2", ...
@@ -67,7 +84,9 @@ class Experiment(BaseModel):
         """Whether the outcome matched the expectation (None before it ran)."""
         if self.outcome is None:
             return None
-        if self.expect is Expect.WEAK:
+        if self.expect is Expect.WEAK:  # on the word it tests, when it names one
+            if self.expected_peak is not None:
+                return self.outcome.fires_on(self.expected_peak)
             return any(a > 0 for a in self.outcome.acts)
         return self.outcome.fired == (self.expect is Expect.HIGH)
 

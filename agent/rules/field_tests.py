@@ -1,16 +1,16 @@
 """A semantic field as a hypothesis of its own, tested past its evidence (SAGE's
 experiments for a class): "it fires, at least faintly, on words related to X, Y, Z".
-Its tests put a member the evidence never showed in a line of the pool (in place of an
-anchor, else where the line holds it), expected WEAK: the feature should fire on it at
-some strength. A field whose unseen
-members stay quiet is refuted and left out of the conclusion; one they confirm is kept,
-and the conclusion cites those tests.
+Its tests are minimal pairs: a member the evidence never showed in an anchor's place in
+a pool line the feature fires in (else a line that holds the member), expected WEAK (the
+feature should fire on it at some strength), beside a control with a non-member in the
+same place (expected to stay quiet there). A field whose unseen members stay quiet, or
+whose control fires too, is refuted and left out of the conclusion; one they confirm is
+kept, and the conclusion cites those tests.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -96,19 +96,12 @@ def unseen_field_tests(
     out: list[NewExperiment] = []
     control: NewExperiment | None = None
     for word in words:
-        line = _swapped_line(field, pool, anchor_lines, used, rng)
+        line = _unused_line(pool, anchor_lines, used, rng)
         text = _swap(pool[line], field, word) if line is not None else None
-        if text is not None and control is None and line is not None:
-            other = rng.choice(field.contrast)
-            control_text = _swap(pool[line], field, other)
-            if control_text is not None and control_text not in used:
-                control = NewExperiment(text=control_text, expect=Expect.LOW, expected_peak=other)
-                used.add(control_text)
-        text = (
-            text
-            if text is not None and text not in used
-            else _natural(word, pool, index, used, rng)
-        )
+        if line is None or text is None or text in used:
+            text = _natural(word, pool, index, used, rng)
+        elif control is None:
+            control = _control(pool[line], field, used, rng)
         if text is None:
             continue
         out.append(NewExperiment(text=text, expect=Expect.WEAK, expected_peak=word))
@@ -116,6 +109,19 @@ def unseen_field_tests(
         if len(out) == n:
             break
     return out + ([control] if control is not None and out else [])
+
+
+def _control(
+    view: TokenView, field: SemanticField, used: set[str], rng: random.Random
+) -> NewExperiment | None:
+    """The line with a non-member of the field (a word of its contrast) in the anchor's
+    place, where the feature should stay quiet."""
+    other = rng.choice(field.contrast)
+    text = _swap(view, field, other)
+    if text is None or text in used:
+        return None
+    used.add(text)
+    return NewExperiment(text=text, expect=Expect.LOW, expected_peak=other)
 
 
 def _anchors(field: SemanticField) -> TokenIn:
@@ -126,10 +132,9 @@ def _short(lines: list[int], pool: Sequence[TokenView]) -> list[int]:
     return [i for i in lines if len(pool[i].text) <= MAX_CHARS]
 
 
-def _swapped_line(
-    field: SemanticField, pool: Sequence[TokenView], lines: list[int], used: set[str],
-    rng: random.Random,
-) -> int | None:  # fmt: skip
+def _unused_line(
+    pool: Sequence[TokenView], lines: list[int], used: set[str], rng: random.Random
+) -> int | None:
     fitting = [i for i in lines if pool[i].text not in used]
     return rng.choice(fitting) if fitting else None
 
@@ -156,31 +161,14 @@ def _natural(
 
 def fires_on_tested_word(field: SemanticField, experiment: Experiment) -> bool:
     """Whether the feature fired, at any strength, on the word a test put in (its
-    expected peak, wherever the model's tokens split it; without one, on any token the
-    field holds for). A WEAK test agrees when it did; a field's control, when not."""
+    expected peak; without one, on any token the field holds for)."""
     outcome = experiment.outcome
     if outcome is None:
         return False
-    view = TokenView.of(outcome.tokens)
     if experiment.expected_peak is not None:
-        tested = _on_word(view, experiment.expected_peak)
-    else:
-        tested = field.evaluate(view)
-    return any(on and a > 0 for on, a in zip(tested, outcome.acts, strict=True))
-
-
-def _on_word(view: TokenView, word: str) -> list[bool]:
-    """Per token, whether it overlaps the first whole-word occurrence of `word`."""
-    pattern = rf"(?<![A-Za-z]){re.escape(word.strip())}(?![A-Za-z])"
-    found = re.search(pattern, view.text, re.IGNORECASE)
-    if found is None:
-        return [False] * len(view.tokens)
-    start, end = found.span()
-    out, at = [], 0
-    for token in view.tokens:
-        out.append(at < end and at + len(token) > start)
-        at += len(token)
-    return out
+        return outcome.fires_on(experiment.expected_peak)
+    held = field.evaluate(TokenView.of(outcome.tokens))
+    return any(on and a > 0 for on, a in zip(held, outcome.acts, strict=True))
 
 
 def field_test_agrees(field: SemanticField, experiment: Experiment) -> bool:

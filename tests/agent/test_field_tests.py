@@ -70,6 +70,7 @@ def test_a_member_test_agrees_when_the_member_fires_a_control_when_it_does_not()
     assert field_test_agrees(FIELD, fired)
     assert not field_test_agrees(FIELD, _test("H2", "E1", [0.0, 0.0, 0.0, 0.0]))
     assert not field_test_agrees(FIELD, _test("H2", "E1", [0.0, 0.0, 3.0, 0.0]))  # elsewhere
+    assert fired.agrees and not _test("H2", "E1", [0.0, 0.0, 3.0, 0.0]).agrees  # as the UI shows
     control = fired.model_copy(update={"expect": Expect.LOW})
     assert not field_test_agrees(FIELD, control)
     # The member split into pieces by the model's tokens is still found.
