@@ -41,6 +41,13 @@ def test_classes_reach_members_and_skip_function_words() -> None:
     assert "table" not in members
 
 
+def test_sister_terms_share_a_hypernym() -> None:
+    wn = wordnet()
+    assert {"hail", "sleet", "snow"} <= wn.sister_terms("rain")
+    assert "rain" not in wn.sister_terms("rain") and "dog" not in wn.sister_terms("rain")
+    assert wn.sister_terms("the") == set()  # a function word has no senses to share
+
+
 def test_a_missing_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(WordNetMissing, match="wordnet-base"):
         WordNet(tmp_path)
