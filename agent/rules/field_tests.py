@@ -155,8 +155,8 @@ def _natural(
 ) -> str | None:
     """A pool line that holds `word` as a token."""
     lines = _short([int(i) for i in np.flatnonzero(index.firing(TokenIn(words=(word,))))], pool)
-    fitting = [i for i in lines if pool[i].text not in used]
-    return pool[rng.choice(fitting)].text if fitting else None
+    line = _unused_line(pool, lines, used, rng)
+    return pool[line].text if line is not None else None
 
 
 def fires_on_tested_word(field: SemanticField, experiment: Experiment) -> bool:

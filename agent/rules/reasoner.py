@@ -245,12 +245,12 @@ class RulesReasoner:
         return None if refined.describe() in said else refined
 
     async def conclude(self, state: AgentState, evidence: FeatureEvidence) -> Conclusion:
+        fields = {h.id: f for h in state.hypotheses if (f := field_of(h)) is not None}
         rivals = [
             h
             for h in state.hypotheses
-            if not h.negative_control and h.predicate and field_of(h) is None
+            if not h.negative_control and h.predicate and h.id not in fields
         ]
-        fields = [h for h in state.hypotheses if field_of(h) is not None]
         confirmed = [h for h in rivals if h.status is Status.CONFIRMED]
         pool = confirmed or [h for h in rivals if h.status is not Status.REFUTED] or rivals
         data = evidence_data(evidence) + experiment_data(state.experiments, state.threshold)
@@ -273,12 +273,11 @@ class RulesReasoner:
             tests = experiment_data(state.experiments, state.threshold)
             predicate = tiered(parts, evidence, state.threshold, tests)
             predicate = with_reliable_tokens(predicate, evidence)
-            kept = [h for h in fields if h.status is Status.CONFIRMED]
-            for h in kept:  # unseen members fired: the field is more than its evidence
-                semantic = field_of(h)
-                assert semantic is not None
+            for id_, semantic in fields.items():
+                if state.hypothesis(id_).status is not Status.CONFIRMED:
+                    continue  # only a field its unseen members confirmed is claimed
                 predicate = _with_faint(predicate, semantic)
-                support += [e.id for e in state.tests_of(h.id) if field_test_agrees(semantic, e)]
+                support += [e.id for e in state.tests_of(id_) if field_test_agrees(semantic, e)]
         return Conclusion(
             text=_sentence(predicate, parts, polysemantic=polysemantic),
             labels=[p.describe() for p in parts],

@@ -49,7 +49,7 @@ def tiered(
     fired = labeled(examples)
     table = TokenTable.of(fired)  # each distinct token judged once per piece
     at_strength = np.fromiter((a >= threshold > 0 for e in examples for a in e.acts), dtype=bool)
-    rows = evidence.token_firing or []
+    precision = _Precision(evidence.token_firing or [])
     probed = TokenTable.of(tests) if tests else None
     strong: list[Predicate] = []
     weak: list[Predicate] = []
@@ -57,7 +57,7 @@ def tiered(
         for piece in _pieces(part):
             on = evaluate(piece, fired, table)
             hits, strong_hits = int((on & table.labels).sum()), int((on & at_strength).sum())
-            rate = strong_hits / hits * _precision(piece, rows) if hits else 0.0
+            rate = strong_hits / hits * precision(piece) if hits else 0.0
             if probed is not None:
                 held = evaluate(piece, tests, probed)
                 rate = (EVIDENCE_WEIGHT * rate + (held & probed.labels).sum()) / (
@@ -151,15 +151,24 @@ def _with_words(piece: Predicate, words: tuple[str, ...]) -> Predicate:
     return _replaced(piece, inner, _with_words(piece.parts[inner], words))
 
 
-def _precision(piece: Predicate, rows: list[TokenFiring]) -> float:
+class _Precision:
     """P(fires | piece holds) over the whole explain split, from the evidence's firing
-    table rows the piece holds on (a token read alone); 1.0 when it holds on none (the
-    table keeps only each feature's most-fired tokens)."""
-    fires = seen = 0
-    for row in rows:
-        if any(piece.evaluate(TokenView.of([row.token]))):
-            fires, seen = fires + row.fires, seen + row.occurrences
-    return fires / seen if seen else 1.0
+    table rows the piece holds on (each row's token read alone, each distinct token
+    judged once); 1.0 when it holds on none (the table keeps only each feature's
+    most-fired tokens)."""
+
+    def __init__(self, rows: Sequence[TokenFiring]) -> None:
+        self.rows = [Labeled(TokenView.of([r.token]), (False,)) for r in rows]
+        self.table = TokenTable.of(self.rows)
+        self.fires = np.array([r.fires for r in rows], dtype=np.int64)
+        self.seen = np.array([r.occurrences for r in rows], dtype=np.int64)
+
+    def __call__(self, piece: Predicate) -> float:
+        if not self.rows:
+            return 1.0
+        on = evaluate(piece, self.rows, self.table)
+        seen = int(self.seen[on].sum())
+        return int(self.fires[on].sum()) / seen if seen else 1.0
 
 
 RELIABLE_PRECISION = 0.35  # of a token's occurrences the feature fires on, to add it
