@@ -1,6 +1,6 @@
 """Training SAEs on a subject model's activations over a corpus, and the default SAE.
 
-The default SAE (TopK, 4,096 features, k=8, at layers.6 of the default SmolLM2-135M) is
+The default SAE (TopK, 8,192 features, k=8, at layers.6 of the default SmolLM2-135M) is
 trained once into `loaders.default_sae_dir` by `prepare_default_sae`, from the default
 corpus' activation cache (`corpus_activation_cache`): the corpus is read through the
 model once (the slow part on a CPU, a few hundred tokens/s on 2 cores), and the SAE
@@ -41,7 +41,13 @@ from sae.training.checkpoint import checkpoints_dir, latest_state, remove_checkp
 log = logging.getLogger(__name__)
 
 DEFAULT_HOOKPOINT = "layers.6"
-DEFAULT_WIDTH = 4096
+# 8,192 features rather than 4,096: same recipe, same held-out explained variance (0.879
+# against 0.882), but the features are narrower and more of what they fire on can be
+# said. The agent's held-out detection on 40 sampled features, two samples: 0.783 /
+# 0.786 against 0.714 / 0.764 at 4,096 (100 features: agent 0.775 against 0.714,
+# tokenstats 0.748 against 0.695); a third of the features die (35%), and training
+# takes twice as long.
+DEFAULT_WIDTH = 8192
 # k=8 in batches of 2,048 rather than the common k=32 in batches of 4,096: with 4,096
 # features, k=32 makes a feature fire in a fifth of the corpus' contexts, and no short
 # rule predicts a feature that dense. Synthesised explanations of 40 sampled features,
