@@ -170,7 +170,8 @@ def synthesize_many(
         reverse=True,
     )
     out: list[Synthesis] = []
-    for predicate, predicted in grown:  # distinct in what they say, not only in form
+    for grown_predicate, predicted in grown:  # distinct in what they say, not only in form
+        predicate = pruned(grown_predicate, data, table)
         if all(predicate.describe() != s.predicate.describe() for s in out):
             out.append(Synthesis(predicate, agreement(predicted, labels)))
     return out[:n]
@@ -192,6 +193,26 @@ def _grow(
             break
         best, best_values = top, top_values
     return best, best_values
+
+
+def pruned(predicate: Predicate, data: Sequence[Labeled], table: TokenTable) -> Predicate:
+    """`predicate` without the parts of its "and"s and "or"s that change no verdict on
+    `data`, the costliest tried first: growth by "and" can turn "A or B" into "(A or B)
+    and B", which says B with more words."""
+    if not isinstance(predicate, AnyOf | AllOf):
+        return predicate
+    kind = type(predicate)
+    parts = [pruned(p, data, table) for p in predicate.parts]
+    verdicts = evaluate(kind(parts=tuple(parts)), data, table)
+    for part in sorted(parts, key=lambda p: p.size(), reverse=True):
+        rest = [p for p in parts if p is not part]
+        if rest and np.array_equal(evaluate(_joined(kind, rest), data, table), verdicts):
+            parts = rest
+    return _joined(kind, parts)
+
+
+def _joined(kind: type[AnyOf] | type[AllOf], parts: list[Predicate]) -> Predicate:
+    return parts[0] if len(parts) == 1 else kind(parts=tuple(parts))
 
 
 def _says_again(best: Predicate, other: Predicate) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from agent.rules.hypotheses import evidence_data, hypotheses_from_evidence, labeled
-from agent.rules.synthesis import Labeled, agreement, evaluate, synthesize
+from agent.rules.synthesis import Labeled, agreement, evaluate, pruned, synthesize
 from agent.rules.table import TokenTable
 from predicates.language import (
     AfterLinePrefix,
@@ -141,6 +141,21 @@ def test_combinations_describe_and_round_trip() -> None:
     assert "capitalised words" in either.describe() and "numbers" in either.describe()
     again = PredicateHolder.model_validate_json(PredicateHolder(predicate=either).model_dump_json())
     assert again.predicate == either and fired(again.predicate) == fired(either)
+
+
+def test_parts_that_change_no_verdict_are_pruned() -> None:
+    # Growth by "and" turns "after a quote, or numbers" into "(...) and numbers": the
+    # "or" then says nothing the numbers do not, and costs words.
+    numbers = TokenRegex(pattern=r"\d+", meaning="numbers")
+    after_quote = Neighbour(offset=-1, inner=TokenIn(words=('"',)))
+    labels = tuple(t == " 1900" for t in VIEW.tokens)
+    data = [Labeled(VIEW, labels)]
+    table = TokenTable.of(data)
+    grown = AllOf(parts=(AnyOf(parts=(after_quote, numbers)), numbers))
+    assert pruned(grown, data, table) == numbers
+    either = AnyOf(parts=(after_quote, numbers))  # both parts hold somewhere: both stay
+    assert pruned(either, data, table) == either
+    assert fired(after_quote) == ["hel"]
 
 
 def test_synthesis_refuses_data_without_firing() -> None:
