@@ -33,6 +33,8 @@ from predicates.lexical import DerivedFrom, LemmaIn
 from probes.evidence.store import FeatureEvidence, TokenFiring
 
 STRONG_RATE = 0.5  # estimated share of the places a strong part holds that fire at strength
+# With no piece at STRONG_RATE, the strong tier is the pieces within this share of the best.
+RELATIVE_RATE = 0.5
 EVIDENCE_WEIGHT = 2.0  # probe observations the evidence's estimate of a piece is worth
 
 
@@ -51,8 +53,7 @@ def tiered(
     at_strength = np.fromiter((a >= threshold > 0 for e in examples for a in e.acts), dtype=bool)
     precision = _Precision(evidence.token_firing or [])
     probed = TokenTable.of(tests) if tests else None
-    strong: list[Predicate] = []
-    weak: list[Predicate] = []
+    rated: list[tuple[Predicate, float]] = []
     for part in parts:
         for piece in _pieces(part):
             on = evaluate(piece, fired, table)
@@ -63,7 +64,13 @@ def tiered(
                 rate = (EVIDENCE_WEIGHT * rate + (held & probed.labels).sum()) / (
                     EVIDENCE_WEIGHT + held.sum()
                 )
-            (strong if rate >= STRONG_RATE else weak).append(piece)
+            rated.append((piece, rate))
+    best = max(rate for _, rate in rated)
+    # When no piece is likely to fire at strength, the likeliest are still its core:
+    # the judge writes generative texts from them, not from the whole list.
+    bar = STRONG_RATE if best >= STRONG_RATE else RELATIVE_RATE * best
+    strong = [piece for piece, rate in rated if rate >= bar > 0]
+    weak = [piece for piece, rate in rated if not rate >= bar > 0]
     if not strong or not weak:
         return any_of(list(parts))
     return Tiered(strong=any_of(_joined(strong)), weak=any_of(_joined(weak)))

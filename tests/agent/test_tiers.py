@@ -98,3 +98,16 @@ def test_reliable_tokens_the_predicate_misses_join_its_weak_tier() -> None:
     assert added.words[0] == "puppy" and not {"dog", "the", "hound"} & set(added.words)
     # Nothing reliable to add: the predicate is left as it was.
     assert with_reliable_tokens(dog, _evidence(STRONG_DOG, firing[:2])) == dog
+
+
+def test_with_no_word_likely_at_strength_the_likeliest_are_still_the_core() -> None:
+    # Over the split "dog" reaches the threshold in a fifth of its occurrences, "cat" in
+    # one in a hundred: neither is strong, but texts written from "dog" fire more often.
+    listed = TokenIn(words=("dog", "cat"))
+    firing = [
+        TokenFiring(token=" dog", token_id=1, fires=20, occurrences=100),
+        TokenFiring(token=" cat", token_id=2, fires=1, occurrences=100),
+    ]
+    cat = [example([" a", " cat", " sat"], [0.0, 9.0, 0.0])] * 3
+    found = tiered((listed,), _evidence(STRONG_DOG + cat, firing), threshold=4.5)
+    assert found == Tiered(strong=TokenIn(words=("dog",)), weak=TokenIn(words=("cat",)))
