@@ -9,6 +9,9 @@ for a word a list names, the share of the word's occurrences over the whole expl
 split the feature fires on (the evidence's token firing table): a word the feature
 fires on strongly once in a hundred occurrences writes texts it does not fire on.
 Lists are tiered word by word, so one list can give words to both tiers.
+When no part is likely to fire at strength, the likeliest (within RELATIVE_RATE of
+the best) are the strong tier all the same: a generative text written from them fires
+more often than one written from the whole list.
 
 The agent's own tests weigh in: its probe texts are fresh lines where a piece holds,
 labelled at the threshold, which is exactly what a generative test writes. Each probed
