@@ -37,16 +37,18 @@ MAX_ANCHORS = 80  # the most frequent firing words (a field needs its core, not 
 def with_field(predicate: Predicate, evidence: FeatureEvidence) -> Predicate:
     """`predicate`, or `predicate` with a semantic field in its faint tier (see module)."""
     positives = [e for b in evidence.quantiles for e in b.examples]
-    quiet = evidence.non_activating
-    words = [sorted(set(_words(e))) for e in positives + quiet]  # per example
+    # The contrast comes from half of the quiet contexts and the field is judged on the
+    # other half: judged on the contexts its contrast was taken from, a field that
+    # holds for any word far from them looked quiet there and nowhere else.
+    fit, judged = evidence.non_activating[0::2], evidence.non_activating[1::2]
     anchors = _anchors(positives + evidence.top)
-    contrast = sorted({w for found in words[len(positives) :] for w in found} - set(anchors))
-    if len(anchors) < MIN_ANCHORS or not contrast or not positives or not quiet:
+    contrast = _contrast(fit, anchors)
+    if len(anchors) < MIN_ANCHORS or not contrast or not positives or not judged:
         return predicate
     field = SemanticField(anchors=tuple(anchors), contrast=tuple(contrast), margin=0.0)
-    said = [_fires(predicate, e) for e in positives + quiet]
-    closeness = _closeness(field, words)
-    truth = np.array([True] * len(positives) + [False] * len(quiet))
+    said = [_fires(predicate, e) for e in positives + judged]
+    closeness = _closeness(field, [sorted(set(_words(e))) for e in positives + judged])
+    truth = np.array([True] * len(positives) + [False] * len(judged))
 
     def accuracy(margin: float | None) -> float:
         predicted = np.array(said) | (closeness > margin if margin is not None else False)
@@ -55,10 +57,15 @@ def with_field(predicate: Predicate, evidence: FeatureEvidence) -> Predicate:
     best = max(MARGINS, key=accuracy)
     if accuracy(best) < accuracy(None) + MIN_GAIN:
         return predicate
-    field = field.model_copy(update={"margin": best})
+    everywhere = _contrast(evidence.non_activating, anchors)  # all it knows of quiet text
+    field = field.model_copy(update={"margin": best, "contrast": tuple(everywhere)})
     if isinstance(predicate, Tiered):
         return predicate.model_copy(update={"faint": field})
     return Tiered(strong=predicate, faint=field)
+
+
+def _contrast(quiet: list[Example], anchors: list[str]) -> list[str]:
+    return sorted({w for e in quiet for w in _words(e)} - set(anchors))
 
 
 def _anchors(examples: list[Example]) -> list[str]:

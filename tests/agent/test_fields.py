@@ -64,3 +64,17 @@ def test_a_predicate_gains_a_field_only_when_it_separates_the_evidence() -> None
     # Too few firing words to make a field from: unchanged.
     few = evidence([fired_on("dog"), fired_on("cat")], [quiet(w) for w in OTHER])
     assert with_field(narrow, few) == narrow
+
+
+def test_a_field_is_judged_on_quiet_contexts_its_contrast_never_saw() -> None:
+    # Farm animals are quiet, each in one context. Judged on the contexts its contrast
+    # was taken from, a broad field looked clean (each farm word excludes itself) and
+    # took in the farm animals the evidence never showed; judged on contexts its
+    # contrast never saw, the field is narrowed to what it separates there.
+    farm = ["sheep", "goat", "pig", "cow", "donkey", "hen", "ox", "mule", "lamb", "calf"]
+    wild = ["lion", "tiger", "wolf", "bear", "fox", "deer", "eagle", "snake", "shark", "whale"]
+    negatives = [quiet(w) for pair in zip([*OTHER, "chair"], farm, strict=True) for w in pair]
+    widened = with_field(TokenIn(words=("lion",)), evidence([fired_on(w) for w in wild], negatives))
+    assert isinstance(widened, Tiered) and isinstance(widened.faint, SemanticField)
+    assert not [w for w in ("duck", "turkey", *farm) if widened.faint.holds_for_word(w)]
+    assert [w for w in ("panther", "leopard", "cobra") if widened.faint.holds_for_word(w)]
