@@ -5,7 +5,8 @@ Real features fire on many words the sampled evidence never shows (a gift featur
 "reward", "birthday", "guest"); a list cannot name them, a field can. The field's
 anchors are the content words the feature fires on in its top and quantile examples;
 its contrast, the content words of the contexts where it stays quiet. Its margin is the
-one (of a few) that best separates the quantile examples from the quiet contexts, each
+one (of a few) that best separates the quantile examples from quiet contexts its
+contrast was not taken from (half of them are kept aside for this), each
 context judged fired when the predicate or the field holds anywhere in it, each word
 judged without itself as a neighbour (as a word never seen would be). It is kept only
 when that separation gains at least MIN_GAIN over the predicate alone, and it goes to
