@@ -33,6 +33,7 @@ from agent.rules.synthesis import (
     agreement,
     evaluate,
     held_out_f1,
+    pruned,
     synthesize,
     synthesize_many,
 )
@@ -262,7 +263,7 @@ class RulesReasoner:
             return agreement(predicted, _array(truth)).f1
 
         best = max(pool, key=fit)
-        predicate = _predicate(best)
+        predicate = pruned(_predicate(best), data, table)
         support = [e.id for e in state.tests_of(best.id) if _agrees(predicate, e, state.threshold)]
         held_out = await self.offload.run(held_out_f1, data)
         polysemantic = False

@@ -170,8 +170,7 @@ def synthesize_many(
         reverse=True,
     )
     out: list[Synthesis] = []
-    for grown_predicate, predicted in grown:  # distinct in what they say, not only in form
-        predicate = pruned(grown_predicate, data, table)
+    for predicate, predicted in grown:  # distinct in what they say, not only in form
         if all(predicate.describe() != s.predicate.describe() for s in out):
             out.append(Synthesis(predicate, agreement(predicted, labels)))
     return out[:n]
@@ -198,7 +197,9 @@ def _grow(
 def pruned(predicate: Predicate, data: Sequence[Labeled], table: TokenTable) -> Predicate:
     """`predicate` without the parts of its "and"s and "or"s that change no verdict on
     `data`, the costliest tried first: growth by "and" can turn "A or B" into "(A or B)
-    and B", which says B with more words."""
+    and B", which says B with more words. For a conclusion, not for rivals: two
+    predicates that agree on the evidence may differ on new text, which is what the
+    agent's experiments are for."""
     if not isinstance(predicate, AnyOf | AllOf):
         return predicate
     kind = type(predicate)
