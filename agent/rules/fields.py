@@ -60,6 +60,11 @@ def with_field(predicate: Predicate, evidence: FeatureEvidence) -> Predicate:
         return predicate
     everywhere = _contrast(evidence.non_activating, anchors)  # all it knows of quiet text
     field = field.model_copy(update={"margin": best, "contrast": tuple(everywhere)})
+    return with_faint(predicate, field)
+
+
+def with_faint(predicate: Predicate, field: SemanticField) -> Predicate:
+    """`predicate` with `field` as its faint tier."""
     if isinstance(predicate, Tiered):
         return predicate.model_copy(update={"faint": field})
     return Tiered(strong=predicate, faint=field)

@@ -22,7 +22,7 @@ from agent.rules.field_tests import (
     unseen_field_tests,
     unseen_member_words,
 )
-from agent.rules.fields import with_field
+from agent.rules.fields import with_faint, with_field
 from agent.rules.generalize import unseen_member_tests
 from agent.rules.hypotheses import RIVALS, evidence_data, hypotheses_from
 from agent.rules.offload import Offload
@@ -277,7 +277,7 @@ class RulesReasoner:
             for id_, semantic in fields.items():
                 if state.hypothesis(id_).status is not Status.CONFIRMED:
                     continue  # only a field its unseen members confirmed is claimed
-                predicate = _with_faint(predicate, semantic)
+                predicate = with_faint(predicate, semantic)
                 support += [e.id for e in state.tests_of(id_) if field_test_agrees(semantic, e)]
         return Conclusion(
             text=_sentence(predicate, parts, polysemantic=polysemantic),
@@ -315,12 +315,6 @@ def _field_verdict(field: SemanticField, tests: Sequence[Experiment]) -> Verdict
         else "a non-member in the same place fired too"
     )
     return Verdict(status=Status.REFUTED, reason=reason, cites=disagree)
-
-
-def _with_faint(predicate: Predicate, field: SemanticField) -> Predicate:
-    if isinstance(predicate, Tiered):
-        return predicate.model_copy(update={"faint": field})
-    return Tiered(strong=predicate, faint=field)
 
 
 def _sentence(predicate: Predicate, parts: Sequence[Predicate], polysemantic: bool) -> str:
