@@ -1,17 +1,21 @@
 """A semantic field as a hypothesis of its own, tested past its evidence (SAGE's
 experiments for a class): "it fires, at least faintly, on words related to X, Y, Z".
-Its tests are minimal pairs: a member the evidence never showed in an anchor's place in
-a pool line the feature fires in (else a line that holds the member), expected WEAK (the
-feature should fire on it at some strength), beside a control with a non-member in the
-same place (expected to stay quiet there). A field whose unseen members stay quiet, or
-whose control fires too, is refuted and left out of the conclusion; one they confirm is
-kept, and the conclusion cites those tests.
+Its tests are minimal pairs: a member the evidence never showed put in the place of an
+anchor in a context where the feature fired on that anchor (the evidence's own
+examples, strongest first; else a pool line that holds an anchor, else one that holds
+the member), expected WEAK (the feature should fire on it at some strength), beside a
+control with a non-member in the same place (expected to stay quiet there). A field
+whose unseen members stay quiet, or whose control fires too, is refuted and left out
+of the conclusion; one they confirm is kept, and the conclusion cites those tests.
 """
 
 from __future__ import annotations
 
 import random
+import re
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,10 +26,12 @@ from agent.state import Expect, Experiment, Hypothesis
 from lexicon.wordnet import WordNetMissing, wordnet
 from predicates.language import TokenIn, TokenView, as_dict, from_dict
 from predicates.semantic import SemanticField, content_word, field_scores
+from probes.evidence.store import Example
 
 MAX_CHARS = 200
 CANDIDATES = 4000  # vocabulary words scored per field at most (a seeded sample)
-TESTS = 2
+TESTS = 4  # unseen members tried; one that fires (with a quiet control) confirms
+MIN_COUNT = 2  # a pool word seen once may be a typo or a fragment, not a word to test
 SISTERS_OF = 10  # first anchors whose WordNet sister terms are candidates, and swapped out
 
 
@@ -46,9 +52,60 @@ def field_of(hypothesis: Hypothesis) -> SemanticField | None:
     return found if isinstance(found, SemanticField) else None
 
 
-def content_words(vocabulary: Sequence[str]) -> list[str]:
-    """The distinct content words (lowercased) of `vocabulary`, sorted."""
-    return sorted({w for w in map(content_word, vocabulary) if w is not None})
+def content_words(pool: Sequence[TokenView]) -> list[str]:
+    """The distinct whole content words (lowercased) written at least MIN_COUNT times in
+    `pool`, sorted: a token may be a piece of a word ("licting"), never a member."""
+    counts = Counter(
+        w for view in pool for w in map(content_word, _WORD.findall(view.text)) if w is not None
+    )
+    return sorted(w for w, n in counts.items() if n >= MIN_COUNT)
+
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+@dataclass(frozen=True)
+class Site:
+    """A place where the feature fired on one of a field's anchors: a text and the
+    span of the anchor in it."""
+
+    text: str
+    start: int
+    end: int
+
+    def swapped(self, word: str) -> str:
+        """The text with `word` in the anchor's place (in the anchor's shape)."""
+        original = self.text[self.start : self.end]
+        return self.text[: self.start] + shaped_like(word, original) + self.text[self.end :]
+
+
+def firing_sites(field: SemanticField, examples: Sequence[Example]) -> list[Site]:
+    """One site per example where the feature fired on an anchor of `field`, strongest
+    example first, each cut to at most MAX_CHARS around the anchor."""
+    anchors = set(field.anchors)
+    sites: list[Site] = []
+    for example in sorted(examples, key=lambda e: -e.max_act):
+        view = TokenView.of(example.tokens)
+        for i, act in enumerate(example.acts):
+            span = view.words[i]
+            if act > 0 and span is not None and content_word(view.word(i)) in anchors:
+                sites.append(_cut(view.text, *span))
+                break
+    return sites
+
+
+def _cut(text: str, start: int, end: int) -> Site:
+    """The text around [start, end), at most MAX_CHARS long, cut at spaces: most of it
+    before the word, which is what the model reads it by."""
+    left = max(0, start - (MAX_CHARS - (end - start)) * 3 // 4)
+    right = min(len(text), left + MAX_CHARS)
+    if left > 0:
+        space = text.find(" ", left, start)
+        left = space + 1 if space >= 0 else left
+    if right < len(text):
+        space = text.rfind(" ", end, right)
+        right = space if space >= 0 else right
+    return Site(text[left:right], start - left, end - left)
 
 
 def unseen_member_words(
@@ -79,6 +136,7 @@ def _sister_terms(anchors: Sequence[str]) -> set[str]:
 
 def unseen_field_tests(
     field: SemanticField,
+    sites: Sequence[Site],
     pool: Sequence[TokenView],
     index: PoolIndex,
     words: Sequence[str],
@@ -86,22 +144,23 @@ def unseen_field_tests(
     rng: random.Random,
     n: int = TESTS,
 ) -> list[NewExperiment]:
-    """Up to `n` WEAK tests, one per unseen member (`words`, in order): a pool line
-    where an anchor stands, with the anchor swapped for the member (a minimal pair in a
-    context the feature fires in), else a pool line that holds the member. With the
-    first swap goes a control (LOW): the same line with a non-member of the field (a
-    word of its contrast) in that place, where the feature should stay quiet; a slot
-    that fires for any word says nothing about the field."""
-    anchor_lines = _short([int(i) for i in np.flatnonzero(index.firing(_anchors(field)))], pool)
+    """Up to `n` WEAK tests, one per unseen member (`words`, in order): the member in an
+    anchor's place at one of `sites` (where the feature fired on the anchor: a minimal
+    pair in a context it fires in, a different site per member), else in a pool line
+    that holds an anchor, else a pool line that holds the member. With the first swap
+    goes a control (LOW): the same place with a non-member of the field (a word of its
+    contrast), where the feature should stay quiet; a place that fires for any word
+    says nothing about the field."""
+    places = [s for s in sites if s.text not in used] or _pool_sites(field, pool, index, used)
     out: list[NewExperiment] = []
     control: NewExperiment | None = None
     for word in words:
-        line = _unused_line(pool, anchor_lines, used, rng)
-        text = _swap(pool[line], field, word) if line is not None else None
-        if line is None or text is None or text in used:
+        site = places[len(out) % len(places)] if places else None
+        text = site.swapped(word) if site is not None else None
+        if site is None or text is None or text in used:
             text = _natural(word, pool, index, used, rng)
         elif control is None:
-            control = _control(pool[line], field, used, rng)
+            control = _control(site, field, used, rng)
         if text is None:
             continue
         out.append(NewExperiment(text=text, expect=Expect.WEAK, expected_peak=word))
@@ -111,14 +170,31 @@ def unseen_field_tests(
     return out + ([control] if control is not None and out else [])
 
 
+def _pool_sites(
+    field: SemanticField, pool: Sequence[TokenView], index: PoolIndex, used: set[str]
+) -> list[Site]:
+    """Sites in pool lines that hold an anchor (where the feature may not fire: the
+    evidence had no site of its own)."""
+    anchors = _anchors(field)
+    sites: list[Site] = []
+    for line in np.flatnonzero(index.firing(anchors)):
+        view = pool[int(line)]
+        if len(view.text) > MAX_CHARS or view.text in used:
+            continue
+        span = view.words[anchors.evaluate(view).index(True)]
+        if span is not None:
+            sites.append(Site(view.text, *span))
+    return sites
+
+
 def _control(
-    view: TokenView, field: SemanticField, used: set[str], rng: random.Random
+    site: Site, field: SemanticField, used: set[str], rng: random.Random
 ) -> NewExperiment | None:
-    """The line with a non-member of the field (a word of its contrast) in the anchor's
+    """The site with a non-member of the field (a word of its contrast) in the anchor's
     place, where the feature should stay quiet."""
     other = rng.choice(field.contrast)
-    text = _swap(view, field, other)
-    if text is None or text in used:
+    text = site.swapped(other)
+    if text in used:
         return None
     used.add(text)
     return NewExperiment(text=text, expect=Expect.LOW, expected_peak=other)
@@ -137,17 +213,6 @@ def _unused_line(
 ) -> int | None:
     fitting = [i for i in lines if pool[i].text not in used]
     return rng.choice(fitting) if fitting else None
-
-
-def _swap(view: TokenView, field: SemanticField, word: str) -> str | None:
-    """The line with its first anchor token swapped for `word` (same case and spacing);
-    None when that makes it too long."""
-    at = _anchors(field).evaluate(view).index(True)
-    original = view.tokens[at]
-    lead = original[: len(original) - len(original.lstrip())]
-    tokens = [*view.tokens[:at], lead + shaped_like(word, original.strip()), *view.tokens[at + 1 :]]
-    text = "".join(tokens)
-    return text if len(text) <= MAX_CHARS else None
 
 
 def _natural(

@@ -19,6 +19,7 @@ from agent.rules.field_tests import (
     field_hypothesis,
     field_of,
     field_test_agrees,
+    firing_sites,
     unseen_field_tests,
     unseen_member_words,
 )
@@ -80,7 +81,7 @@ class RulesReasoner:
         for word in self._vocabulary:
             self._by_shape.setdefault(_shape(word), []).append(word)
         self._common = {w.strip().lower() for w in self._vocabulary}
-        self._content = content_words(self._vocabulary)
+        self._content = content_words(self.pool)
         self._index = PoolIndex(self.pool)
 
     async def aclose(self) -> None:
@@ -112,15 +113,17 @@ class RulesReasoner:
         """Two texts where the predicate fires (HIGH, peak on its first firing token) and
         two where it does not (LOW): a minimal pair and a retrieved text. When the
         predicate names a class or a word family, one HIGH text holds a member the
-        evidence never showed. A semantic field's tests are lines holding its closest
-        unseen members (agent.rules.field_tests)."""
+        evidence never showed. A semantic field's tests put its closest unseen members
+        where the feature fired on its anchors (agent.rules.field_tests)."""
         used = {e.text for e in state.experiments}
         rng = random.Random(f"{self.seed}:{state.feature}:{state.round}:{hypothesis.id}")
         semantic = field_of(hypothesis)
         if semantic is not None:
             seen = self._firing_words(evidence)
             words = unseen_member_words(semantic, self._content, seen, rng)
-            return unseen_field_tests(semantic, self.pool, self._index, words, used, rng)
+            examples = evidence.top + [e for b in evidence.quantiles for e in b.examples]
+            sites = firing_sites(semantic, examples)
+            return unseen_field_tests(semantic, sites, self.pool, self._index, words, used, rng)
         predicate = _predicate(hypothesis)
         # numpy shuffles a pool of tens of thousands of lines far faster than random
         order = np.random.default_rng(rng.getrandbits(64)).permutation(len(self.pool)).tolist()

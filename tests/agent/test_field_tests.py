@@ -1,7 +1,7 @@
 """A semantic field is a hypothesis the rules agent tests on members the evidence never
-showed (real MiniLM word vectors): its tests are pool lines holding the closest unseen
-members, expected to fire at least faintly; the conclusion keeps the field only when
-one did, and cites those tests."""
+showed (real MiniLM word vectors): its tests put the closest unseen members where the
+feature fired on an anchor, expected to fire at least faintly; the conclusion keeps the
+field only when one did, and cites those tests."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import asyncio
 import random
 
 from agent.rules.field_tests import (
+    MAX_CHARS,
+    content_words,
     field_of,
     field_test_agrees,
+    firing_sites,
     unseen_field_tests,
     unseen_member_words,
 )
@@ -20,6 +23,7 @@ from agent.state import AgentState, Expect, Experiment, Hypothesis, Outcome, Sta
 from predicates.language import Tiered, TokenView, as_dict, from_dict
 from predicates.semantic import SemanticField
 from tests.agent.test_fields import ANIMALS, OTHER, evidence, fired_on, quiet
+from tests.evidence_helpers import example
 
 FIELD = SemanticField(anchors=tuple(ANIMALS), contrast=tuple(OTHER), margin=0.0)
 
@@ -31,26 +35,51 @@ def test_unseen_members_are_the_closest_words_never_shown() -> None:
     assert not {"dog", "engine", "number", "seen", "chair"} & set(found)  # shown, or not in
 
 
-def test_field_tests_swap_unseen_members_for_an_anchor_with_a_control() -> None:
-    pool = [
-        TokenView.of(["A", " giraffe", *[" ran"] * 120]),  # too long to test with
-        TokenView.of(["The", " Dog", " slept", "."]),  # an anchor, where the feature fires
+def test_members_are_whole_words_written_more_than_once() -> None:
+    pool = [TokenView.of(["A", " gir", "affe", " ate", " the", " hay"]), TokenView.of(["Giraffe"])]
+    assert content_words(pool) == ["giraffe"]  # not "affe", nor "hay" (seen once)
+
+
+def test_field_tests_put_unseen_members_where_the_feature_fired_with_a_control() -> None:
+    examples = [
+        example(["The", " big", " Dog", " slept", "."], [0.0, 0.0, 3.0, 0.0, 0.0]),
+        example(["A", " cat", " sat", "."], [0.0, 9.0, 0.0, 0.0]),  # the strongest
+        example(["Our", " dog", " ran"], [0.0, 0.0, 0.0]),  # never fired on its anchor
     ]
+    sites = firing_sites(FIELD, examples)
+    assert [s.text for s in sites] == ["A cat sat.", "The big Dog slept."]
+    pool = [TokenView.of(["A", " giraffe", " ate", "."])]
     rng = random.Random(0)
-    tests = unseen_field_tests(FIELD, pool, PoolIndex(pool), ["giraffe", "donkey"], set(), rng)
+    tests = unseen_field_tests(
+        FIELD, sites, pool, PoolIndex(pool), ["giraffe", "donkey"], set(), rng
+    )
     members, control = tests[:2], tests[2]
-    assert [t.text for t in members] == ["The Giraffe slept.", "The Donkey slept."]
+    assert [t.text for t in members] == ["A giraffe sat.", "The big Donkey slept."]
     assert all(t.expect is Expect.WEAK for t in members)
     assert [t.expected_peak for t in members] == ["giraffe", "donkey"]
     assert control.expect is Expect.LOW and control.expected_peak in FIELD.contrast
-    assert control.text == f"The {control.expected_peak.capitalize()} slept."
-    # Without an anchor line, a member is tested where the pool holds it.
-    plain = [TokenView.of(["A", " giraffe", " ate", "."])]
-    found = unseen_field_tests(FIELD, plain, PoolIndex(plain), ["giraffe"], set(), rng)
+    assert control.text == f"A {control.expected_peak} sat."
+    # Without a site of its own, a pool line that holds an anchor; without that either,
+    # a member is tested where the pool holds it.
+    anchored = [TokenView.of(["The", " Dog", " slept", "."])]
+    found = unseen_field_tests(FIELD, [], anchored, PoolIndex(anchored), ["giraffe"], set(), rng)
+    assert found[0].text == "The Giraffe slept."
+    found = unseen_field_tests(FIELD, [], pool, PoolIndex(pool), ["giraffe"], set(), rng)
     assert [(t.text, t.expect) for t in found] == [("A giraffe ate.", Expect.WEAK)]
     # A text is tested once.
-    again = unseen_field_tests(FIELD, plain, PoolIndex(plain), ["giraffe"], {"A giraffe ate."}, rng)
+    again = unseen_field_tests(
+        FIELD, [], pool, PoolIndex(pool), ["giraffe"], {"A giraffe ate."}, rng
+    )
     assert again == []
+
+
+def test_a_long_site_is_cut_around_its_anchor() -> None:
+    words = [" word"] * 100 + [" dog"] + [" after"] * 60
+    acts = [0.0] * 100 + [5.0] + [0.0] * 60
+    (site,) = firing_sites(FIELD, [example(words, acts)])
+    assert len(site.text) <= MAX_CHARS and site.text[site.start : site.end] == "dog"
+    assert site.start > site.end - site.start  # most of what the model reads it by
+    assert not site.text.startswith(" ") and site.text.endswith("after")
 
 
 def _test(hypothesis: str, id_: str, acts: list[float]) -> Experiment:
