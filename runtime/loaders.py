@@ -53,8 +53,8 @@ def open_tokenizer(settings: Settings) -> Any:
     return load_tokenizer(subject_model_path(settings), gguf_cache=models_dir(settings))
 
 
-# The default dictionary for the default model: TopK, 8192 features, k=8, on layers.6.
-DEFAULT_SAE_NAME = "SmolLM2-135M-Instruct.layers.6.topk-8192-k8"  # a new recipe, a new name
+# The default dictionary for the default model: TopK, 8192 features, k=6, on layers.6.
+DEFAULT_SAE_NAME = "SmolLM2-135M-Instruct.layers.6.topk-8192-k6"  # a new recipe, a new name
 
 
 def default_sae_dir(settings: Settings) -> Path:
