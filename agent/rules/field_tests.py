@@ -173,8 +173,8 @@ def unseen_field_tests(
 def _pool_sites(
     field: SemanticField, pool: Sequence[TokenView], index: PoolIndex, used: set[str]
 ) -> list[Site]:
-    """Sites in pool lines that hold an anchor (where the feature may not fire: the
-    evidence had no site of its own)."""
+    """Up to TESTS sites in pool lines that hold an anchor (where the feature may not
+    fire: the evidence had no site of its own)."""
     anchors = _anchors(field)
     sites: list[Site] = []
     for line in np.flatnonzero(index.firing(anchors)):
@@ -184,6 +184,8 @@ def _pool_sites(
         span = view.words[anchors.evaluate(view).index(True)]
         if span is not None:
             sites.append(Site(view.text, *span))
+        if len(sites) == TESTS:
+            break
     return sites
 
 
