@@ -73,10 +73,12 @@ class Site:
     start: int
     end: int
 
-    def swapped(self, word: str) -> str:
-        """The text with `word` in the anchor's place (in the anchor's shape)."""
+    def swapped(self, word: str) -> str | None:
+        """The text with `word` in the anchor's place (in the anchor's shape); None when
+        that makes it longer than MAX_CHARS."""
         original = self.text[self.start : self.end]
-        return self.text[: self.start] + shaped_like(word, original) + self.text[self.end :]
+        text = self.text[: self.start] + shaped_like(word, original) + self.text[self.end :]
+        return text if len(text) <= MAX_CHARS else None
 
 
 def firing_sites(field: SemanticField, examples: Sequence[Example]) -> list[Site]:
@@ -196,7 +198,7 @@ def _control(
     place, where the feature should stay quiet."""
     other = rng.choice(field.contrast)
     text = site.swapped(other)
-    if text in used:
+    if text is None or text in used:
         return None
     used.add(text)
     return NewExperiment(text=text, expect=Expect.LOW, expected_peak=other)
