@@ -22,6 +22,7 @@ import torch
 
 from errors import UserError
 from probes.tokenization import special_prefix_ids
+from sae.devices import fast_bfloat16
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,11 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto' is bfloat16 on CUDA and float32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    """'auto' is bfloat16 where the device multiplies it fast (CUDA; CPUs with AVX512-BF16
+    or AMX: SmolLM2's first seven layers read 1.4x faster on 2 EPYC cores, within 1% of
+    float32's activations), else float32 (other CPUs emulate bfloat16, slowly)."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return torch.bfloat16 if fast_bfloat16(device) else torch.float32
     if dtype not in _DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}")
     return _DTYPES[dtype]

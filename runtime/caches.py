@@ -80,7 +80,9 @@ def pass_reader(
 
 
 def _source(settings: Settings, reader: ActivationReader) -> dict[str, str]:
-    return reader_source(reader, str(loaders.subject_model_path(settings)), settings.dtype)
+    # The dtype the model runs in, not the setting: "auto" differs between machines.
+    dtype = str(reader.subject.dtype).removeprefix("torch.")
+    return reader_source(reader, str(loaders.subject_model_path(settings)), dtype)
 
 
 def activation_plan(

@@ -129,7 +129,7 @@ def sae_job(
         "model": subject.name,
         "model_path": recorded_path(loaders.subject_model_path(settings), settings.data_dir),
         "prefix_ids": json.dumps(list(subject.prefix_ids)),
-        "dtype": settings.dtype,
+        "dtype": str(subject.dtype).removeprefix("torch."),  # resolved: "auto" varies
         "sae_path": recorded_path(loaders.sae_path(settings), settings.data_dir),
         "sae_hash": fingerprint(loaders.sae_path(settings)),
         "hookpoint": name,

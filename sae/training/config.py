@@ -14,6 +14,8 @@ Default constants and where they come from:
 - 4,096 tokens per step: SAELens' default training batch.
 - inputs scaled so that the mean activation norm is sqrt(d_in) (Anthropic, "Circuits
   Updates, April 2024"); the scale is folded into the saved weights.
+- the encoder's dense product (which ranks the features) in bfloat16 where the device
+  multiplies it fast ("auto"), as mixed-precision training does; gradients in float32.
 - b_dec starts at the geometric median of a sample (Bricken et al. 2023, kept by
   Gao et al. 2024, sec. A.1).
 """
@@ -23,9 +25,11 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from errors import UserError
+from sae.devices import fast_bfloat16
 
 Architecture = Literal["topk", "batchtopk", "matryoshka"]
 ARCHITECTURES: tuple[str, ...] = ("topk", "batchtopk", "matryoshka")
@@ -77,6 +81,7 @@ class TrainConfig(BaseModel):
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
     init_sample_tokens: int = Field(default=16_384, gt=0)
     threshold_fraction: float = Field(default=THRESHOLD_FRACTION, gt=0, le=1)
+    encoder_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     seed: int = 0
     hookpoint: str | None = None
     model_name: str | None = None
@@ -113,6 +118,12 @@ class TrainConfig(BaseModel):
         if self.warmup_steps is not None:
             return self.warmup_steps
         return min(WARMUP_MAX_STEPS, int(self.total_steps * WARMUP_FRACTION))
+
+    def resolved_encoder_dtype(self, device: torch.device) -> torch.dtype:
+        """'auto': bfloat16 where `device` multiplies it fast, else float32."""
+        if self.encoder_dtype == "auto":
+            return torch.bfloat16 if fast_bfloat16(device) else torch.float32
+        return torch.bfloat16 if self.encoder_dtype == "bfloat16" else torch.float32
 
     def resolved_k_aux(self) -> int:
         return self.k_aux if self.k_aux is not None else max(1, self.d_in // 2)

@@ -46,13 +46,19 @@ def nmse(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     return (target - recon).pow(2).sum() / total
 
 
-def dense_pre_acts(sae: SparseAutoencoder, x: torch.Tensor) -> torch.Tensor:
-    """Pre-activations [N, d_sae] without autograd (used to rank features)."""
+def dense_pre_acts(
+    sae: SparseAutoencoder, x: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Pre-activations [N, d_sae] without autograd (used to rank features), multiplied in
+    `dtype` (bfloat16 as in mixed-precision training: the selected values carry its
+    rounding forward; the gradients are float32)."""
     with torch.no_grad():
         bias: torch.Tensor = sae.b_enc
         if sae.cfg.apply_b_dec_to_input:
             bias = bias - sae.b_dec @ sae.W_enc
-        return torch.addmm(bias, x, sae.W_enc)
+        if dtype == torch.float32:
+            return torch.addmm(bias, x, sae.W_enc)
+        return torch.addmm(bias.to(dtype), x.to(dtype), sae.W_enc.to(dtype))
 
 
 def select_topk(pre: torch.Tensor, k: int) -> Selection:
@@ -97,10 +103,11 @@ def training_step(
     k_aux: int,
     auxk_coef: float,
     matryoshka_widths: list[int] | None = None,
+    encoder_dtype: torch.dtype = torch.float32,
 ) -> StepOutput:
     """Forward pass and loss for one batch x [N, d_in] (already scaled)."""
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
-    pre = dense_pre_acts(sae, x)
+    pre = dense_pre_acts(sae, x, encoder_dtype)
     sel = select(sae, pre)
     values = selected_pre_acts(sel, x, sae.W_enc, sae.b_enc, b_dec).relu()
     if matryoshka_widths:

@@ -92,6 +92,7 @@ class Trainer:
         self.buffer = ActivationBuffer(
             source, cfg.buffer_tokens, cfg.batch_tokens, seed=cfg.seed, device=self.device
         )
+        self.encoder_dtype = cfg.resolved_encoder_dtype(self.device)
         self.dead = DeadFeatureTracker(cfg.d_sae, cfg.resolved_dead_tokens(), self.device)
         self.stats = RunningStats()
         self.step = 0
@@ -158,7 +159,9 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = cfg.lr_at(self.step)
         dead = self.dead.dead()
-        out = training_step(self.sae, x, dead, cfg.resolved_k_aux(), cfg.auxk_coef, widths)
+        out = training_step(
+            self.sae, x, dead, cfg.resolved_k_aux(), cfg.auxk_coef, widths, self.encoder_dtype
+        )
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         project_decoder_grad_(self.sae)
@@ -289,6 +292,7 @@ class Trainer:
             "lr": cfg.resolved_lr(),
             "warmup_steps": cfg.resolved_warmup_steps(),
             "k_aux": cfg.resolved_k_aux(),
+            "encoder_dtype": str(self.encoder_dtype).removeprefix("torch."),
             "dead_tokens": cfg.resolved_dead_tokens(),
             "resumed_from_step": self.resumed_from,
             "config": cfg.model_dump(mode="json"),

@@ -86,10 +86,13 @@ def _dense_reference_loss(
     return loss + nmse((x - recon).detach(), aux_codes @ sae.W_dec[dead]) / 32
 
 
+# 64 features: the values' gradient from a dense product; 512: from per-entry dot
+# products (k * GATHER_COST < d_sae), while AuxK's many entries stay dense.
+@pytest.mark.parametrize("d_sae", [64, 512])
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "matryoshka"])
-def test_sparse_step_gradients_equal_dense_autograd(architecture: str) -> None:
+def test_sparse_step_gradients_equal_dense_autograd(architecture: str, d_sae: int) -> None:
     torch.manual_seed(0)
-    cfg = TrainConfig(architecture=architecture, d_in=16, d_sae=64, k=4, total_tokens=1)  # type: ignore[arg-type]
+    cfg = TrainConfig(architecture=architecture, d_in=16, d_sae=d_sae, k=4, total_tokens=1)  # type: ignore[arg-type]
     sae = build_sae(sae_config(cfg))
     sae.init_weights(0)
     with torch.no_grad():
@@ -97,7 +100,7 @@ def test_sparse_step_gradients_equal_dense_autograd(architecture: str) -> None:
         sae.b_enc.normal_(std=0.1)
     sae.train()
     x = torch.randn(40, 16)
-    dead = torch.zeros(64, dtype=torch.bool)
+    dead = torch.zeros(d_sae, dtype=torch.bool)
     dead[::3] = True
     widths = cfg.resolved_matryoshka_widths() if architecture == "matryoshka" else None
     fast = training_step(sae, x, dead, k_aux=6, auxk_coef=1 / 32, matryoshka_widths=widths)
@@ -115,8 +118,11 @@ def test_sparse_step_gradients_equal_dense_autograd(architecture: str) -> None:
 # -- learning ------------------------------------------------------------------------------
 
 
-def test_training_learns_planted_directions(planted: torch.Tensor) -> None:
-    cfg = small_config()
+# bfloat16 ranks the features as mixed-precision training does (the default on CPUs
+# with AVX512-BF16 or AMX, and on GPUs); it learns as well as float32.
+@pytest.mark.parametrize("encoder_dtype", ["float32", "bfloat16"])
+def test_training_learns_planted_directions(planted: torch.Tensor, encoder_dtype: str) -> None:
+    cfg = small_config(encoder_dtype=encoder_dtype)
     trainer = Trainer(cfg, TensorSource(planted, chunk_tokens=1024))
     trainer.initialise()
     first = training_step(trainer.sae, trainer.buffer.peek(256) * trainer.scale, None, 1, 0.0)
