@@ -18,6 +18,7 @@ Both are exact: they compute the same gradients as autograd on the dense formula
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -47,12 +48,23 @@ class Selection(NamedTuple):
         return Selection(self.rows[keep], self.feats[keep], self.pre[keep], self.n_rows)
 
 
-def _coo(
-    rows_idx: torch.Tensor, cols_idx: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+def _by_feature(
+    feats: torch.Tensor, rows: torch.Tensor, values: torch.Tensor, n_feats: int, dense: torch.Tensor
 ) -> torch.Tensor:
-    return torch.sparse_coo_tensor(
-        torch.stack([rows_idx, cols_idx]), values, shape, check_invariants=False
+    """M @ dense for the sparse [n_feats, n_rows] matrix M with M[feats[i], rows[i]] =
+    values[i] (entries unique): built as CSR, 5x faster than COO's sparse.mm for AuxK's
+    hundreds of entries per row on CPU."""
+    order = torch.argsort(feats)
+    sorted_feats = feats[order]
+    crow = torch.searchsorted(
+        sorted_feats, torch.arange(n_feats + 1, device=feats.device, dtype=feats.dtype)
     )
+    with warnings.catch_warnings():  # torch calls its sparse CSR support "beta"
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        matrix = torch.sparse_csr_tensor(
+            crow, rows[order], values[order], (n_feats, dense.shape[0]), check_invariants=False
+        )
+    return matrix @ dense
 
 
 class _SelectedPreActs(torch.autograd.Function):
@@ -73,7 +85,7 @@ class _SelectedPreActs(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, W_enc, b_dec, rows, feats = ctx.saved_tensors
-        n, d_sae = x.shape[0], W_enc.shape[1]
+        d_sae = W_enc.shape[1]
         grad = grad.to(W_enc.dtype)
         need_w, need_b, need_bdec = ctx.needs_input_grad[2:5]
         grad_w = grad_bdec = None
@@ -82,7 +94,7 @@ class _SelectedPreActs(torch.autograd.Function):
         grad_b.index_add_(0, feats, grad)
         if need_w:
             # dL/dW_enc[:, f] = sum over entries (n, f) of grad * (x[n] - b_dec)
-            grad_wt = torch.sparse.mm(_coo(feats, rows, grad, (d_sae, n)), x)
+            grad_wt = _by_feature(feats, rows, grad, d_sae, x)
             if b_dec is not None:
                 grad_wt -= grad_b[:, None] * b_dec[None, :]
             grad_w = grad_wt.t().contiguous()
@@ -141,8 +153,7 @@ class _DecodeSelected(torch.autograd.Function):
                 local[support] = torch.arange(support.numel(), device=feats.device)
                 grad_values = (grad @ W_dec[support].t())[rows, local[feats]]
         if ctx.needs_input_grad[1]:
-            coo = _coo(feats, rows, values.detach().to(W_dec.dtype), (W_dec.shape[0], ctx.n_rows))
-            grad_w = torch.sparse.mm(coo, grad)
+            grad_w = _by_feature(feats, rows, values.detach().to(W_dec.dtype), W_dec.shape[0], grad)
         return grad_values, grad_w, None, None, None, None
 
 
