@@ -53,12 +53,13 @@ def open_tokenizer(settings: Settings) -> Any:
     return load_tokenizer(subject_model_path(settings), gguf_cache=models_dir(settings))
 
 
-# The default dictionary for the default model: TopK, 8192 features, k=6, on layers.6.
+# The default dictionary for the default model: TopK, 8192 features, k=6, on layers.6,
+# trained on the corpus read at the settings' context length.
 DEFAULT_SAE_NAME = "SmolLM2-135M-Instruct.layers.6.topk-8192-k6"  # a new recipe, a new name
 
 
 def default_sae_dir(settings: Settings) -> Path:
-    return settings.data_dir / "saes" / DEFAULT_SAE_NAME
+    return settings.data_dir / "saes" / f"{DEFAULT_SAE_NAME}-ctx{settings.context_length}"
 
 
 def sae_path(settings: Settings) -> Path:

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     dtype: str = "auto"
     model: str | None = None
     hookpoint: str = "layers.6"
-    context_length: int = 1024
+    context_length: int = 128  # as SAELens trains small models and Neuronpedia shows them
     overflow: Literal["window", "truncate"] = "window"
     # A token put before every text (e.g. a BOS) when the tokenizer adds none;
     # unset: the tokenizer's own prefix (the default model gets <|endoftext|>).

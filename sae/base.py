@@ -150,14 +150,16 @@ class SparseAutoencoder(nn.Module, ABC):
             return (x - mu) / (std + 1e-5), lambda out: out * std + mu  # SAELens: no eps out
         return x, lambda out: out
 
-    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder pre-activations [..., d_sae] (the input to `activate`)."""
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x as the encoder's product reads it: normalised, less b_dec when so configured."""
         self._check_input(x)
         x = self._normalized(x.to(self.dtype))[0]
-        if self.cfg.apply_b_dec_to_input:
-            x = x - self.b_dec
+        return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder pre-activations [..., d_sae] (the input to `activate`)."""
         # One fused product and bias add: 1.4x faster than x @ W_enc + b_enc on a CPU.
-        pre = F.linear(x, self.W_enc.t(), self.b_enc)
+        pre = F.linear(self.encoder_input(x), self.W_enc.t(), self.b_enc)
         if self.cfg.rescale_acts_by_decoder_norm:
             pre = pre * self.W_dec.norm(dim=-1)
         return pre

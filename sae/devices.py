@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 
@@ -10,7 +12,12 @@ def fast_bfloat16(device: torch.device | str) -> bool:
     support it, and CPUs with AVX512-BF16 or AMX (measured on 2 EPYC cores with
     AVX512-BF16: 2.1x for the SAE encoder's product, 1.4x for SmolLM2's layers). Other
     CPUs emulate bfloat16, slower than float32."""
-    device = torch.device(device)
+    return _fast_bfloat16(str(torch.device(device)))
+
+
+@lru_cache(maxsize=8)
+def _fast_bfloat16(name: str) -> bool:
+    device = torch.device(name)
     if device.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if device.type != "cpu":

@@ -24,14 +24,20 @@ CHUNK_ELEMENTS_GPU = 1 << 28
 Selector = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def encode_sparse_by_rows(sae: SparseAutoencoder, x: torch.Tensor, select: Selector) -> SparseCodes:
+def encode_sparse_by_rows(
+    sae: SparseAutoencoder,
+    x: torch.Tensor,
+    select: Selector,
+    encode_chunk: Selector | None = None,
+) -> SparseCodes:
     """Encode x [..., d_in] chunk by chunk; `select` turns pre-activations [n, d_sae]
-    into (values, indices) [n, K_chunk]; chunks are padded with zeros to a common K."""
+    into (values, indices) [n, K_chunk] (or `encode_chunk` turns a chunk of x rows into
+    them); chunks are padded with zeros to a common K."""
     lead = x.shape[:-1]
     rows_ND = x.reshape(-1, x.shape[-1])
     budget = CHUNK_ELEMENTS_CPU if sae.device.type == "cpu" else CHUNK_ELEMENTS_GPU
     chunks = rows_ND.split(max(1, budget // sae.d_sae)) if rows_ND.shape[0] else (rows_ND,)
-    parts = [select(sae.pre_acts(chunk)) for chunk in chunks]
+    parts = [encode_chunk(c) if encode_chunk else select(sae.pre_acts(c)) for c in chunks]
     k = max(values.shape[-1] for values, _ in parts)
     if len(parts) == 1:
         values_NK, indices_NK = parts[0]

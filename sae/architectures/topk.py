@@ -7,10 +7,23 @@ pre-activations and ReLU is applied to the kept values.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 
 from sae.architectures.standard import encode_sparse_by_rows
 from sae.base import SAEConfig, SAEError, SparseAutoencoder, SparseCodes
+from sae.devices import fast_bfloat16
+
+# Ranking in bfloat16, deciding in float32: where bfloat16 products are fast, a float32
+# SAE finds each row's k + RANK_MARGIN largest pre-activations with a bfloat16 product
+# (half the time of the float32 one on AVX512-BF16 cores) and picks the top k among
+# them by their exact float32 values. bfloat16 rounds a pre-activation by ~0.4% of its
+# largest terms, far less than the gap between ranks k and k + 8 (tested against the
+# float32 top-k on real activations).
+RANK_MARGIN = 8  # at 4, 2 of 300k real tokens of the default SAE got another feature; at 8, none
+RANKED_MIN_ROWS = 1024  # fewer rows: float32 costs less than preparing the bfloat16 copy
 
 
 def check_k(cfg: SAEConfig) -> int:
@@ -47,4 +60,52 @@ class TopKSAE(SparseAutoencoder):
 
     def encode_sparse(self, x: torch.Tensor) -> SparseCodes:
         """(values, indices) [..., k] straight from the top-k: no dense codes."""
+        ranks_plainly = self.architecture == "topk"  # not AbsTopK's or GroupMax's ranking
+        many_rows = x[..., 0].numel() >= RANKED_MIN_ROWS
+        float32 = self.dtype == torch.float32
+        if ranks_plainly and many_rows and float32 and fast_bfloat16(self.device):
+            weights = _RankingWeights.of(self)
+            return encode_sparse_by_rows(
+                self, x, self._select, lambda chunk: self.select_ranked(chunk, weights)
+            )
         return encode_sparse_by_rows(self, x, self._select)
+
+    def select_ranked(
+        self, x: torch.Tensor, weights: _RankingWeights | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top k of rows x [n, d_in] (values, indices; as `_select` of the float32
+        pre-activations), with candidates ranked in bfloat16 (see RANK_MARGIN)."""
+        weights = weights or _RankingWeights.of(self)
+        x_in = self.encoder_input(x)
+        low = torch.bfloat16
+        rough = F.linear(x_in.to(low), weights.low_t, weights.low_bias)
+        if weights.scale is not None:
+            rough = rough * weights.scale.to(low)
+        n_candidates = min(self.d_sae, self.k + RANK_MARGIN)
+        candidates = rough.topk(n_candidates, dim=-1, sorted=False).indices
+        exact = torch.einsum("nd,ncd->nc", x_in, weights.rows[candidates])
+        exact = exact + self.b_enc[candidates]
+        if weights.scale is not None:
+            exact = exact * weights.scale[candidates]
+        values, local = exact.topk(self.k, dim=-1)
+        return values.relu(), candidates.gather(-1, local)
+
+
+@dataclass
+class _RankingWeights:
+    """What `select_ranked` multiplies by, made once per call, not once per chunk."""
+
+    low_t: torch.Tensor  # W_enc in bfloat16, as F.linear's [d_sae, d_in] weight
+    low_bias: torch.Tensor  # b_enc in bfloat16
+    rows: torch.Tensor  # W_enc transposed and contiguous: [d_sae, d_in], float32
+    scale: torch.Tensor | None  # decoder norms when pre-activations are rescaled by them
+
+    @classmethod
+    def of(cls, sae: TopKSAE) -> _RankingWeights:
+        rescale = sae.cfg.rescale_acts_by_decoder_norm
+        return cls(
+            low_t=sae.W_enc.t().to(torch.bfloat16),
+            low_bias=sae.b_enc.to(torch.bfloat16),
+            rows=sae.W_enc.t().contiguous(),
+            scale=sae.W_dec.norm(dim=-1) if rescale else None,
+        )

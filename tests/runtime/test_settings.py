@@ -27,7 +27,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert (settings.device, settings.dtype) == ("auto", "auto")
     assert settings.model is None and settings.sae is None
     assert settings.hookpoint == "layers.6"
-    assert settings.context_length == 1024
+    assert settings.context_length == 128
     assert settings.overflow == "window"
     assert settings.llm_api_key is None
     assert settings.reasoner == "auto" and settings.local_llm is None

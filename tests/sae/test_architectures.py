@@ -12,6 +12,7 @@ from sae.architectures import standard
 from sae.architectures.batchtopk import BatchTopKSAE
 from sae.architectures.jumprelu import JumpReLUSAE
 from sae.architectures.matryoshka import MatryoshkaSAE
+from sae.architectures.topk import TopKSAE
 from sae.base import SAEConfig, SAEError, SparseAutoencoder, SparseCodes
 from sae.registry import architectures, build_sae
 
@@ -200,6 +201,22 @@ def test_bfloat16_is_close_to_float32(arch: str) -> None:
     # AbsTopK ranks magnitudes of both signs: more near-ties for bfloat16 rounding to flip.
     bound = 0.1 if arch == "abstopk" else 0.05
     assert err < bound, f"bfloat16 relative error {err:.3f}"
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_topk_ranked_in_bfloat16_picks_the_float32_top_k(rescale: bool) -> None:
+    """A float32 TopK SAE on a device with fast bfloat16 ranks candidates in bfloat16
+    and decides among them in float32: the same features and values as float32."""
+    sae = make_sae("topk", rescale_acts_by_decoder_norm=rescale)
+    assert isinstance(sae, TopKSAE)
+    x = inputs(2000, seed=5)
+    with torch.no_grad():
+        values, indices = sae.select_ranked(x)
+        want_values, want_indices = sae.pre_acts(x).topk(K, dim=-1)
+        codes = sae.encode_sparse(x)  # ranked so where bfloat16 is fast (>= 1,024 rows)
+    assert torch.equal(indices, want_indices) and torch.equal(codes.indices, want_indices)
+    assert close(values, want_values.relu(), atol=1e-5)
+    assert close(codes.values, want_values.relu(), atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk"])
