@@ -76,6 +76,9 @@ class TrainConfig(BaseModel):
     adam_eps: float = ADAM_EPS
     auxk_coef: float = Field(default=AUXK_COEF, ge=0)
     k_aux: int | None = Field(default=None, gt=0)
+    # AuxK on this fraction of each batch's rows (1: all, as Gao et al.): with half the
+    # features dead it is most of a step's time on a CPU.
+    auxk_fraction: float = Field(default=1.0, gt=0, le=1)
     dead_tokens: int | None = Field(default=None, gt=0)
     normalize_inputs: bool = True
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"

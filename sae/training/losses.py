@@ -104,8 +104,10 @@ def training_step(
     auxk_coef: float,
     matryoshka_widths: list[int] | None = None,
     encoder_dtype: torch.dtype = torch.float32,
+    auxk_fraction: float = 1.0,
 ) -> StepOutput:
-    """Forward pass and loss for one batch x [N, d_in] (already scaled)."""
+    """Forward pass and loss for one batch x [N, d_in] (already scaled, rows in random
+    order); AuxK on its first `auxk_fraction` of rows."""
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
     pre = dense_pre_acts(sae, x, encoder_dtype)
     sel = select(sae, pre)
@@ -121,7 +123,8 @@ def training_step(
         fvu = loss.detach()
     aux = torch.zeros((), device=x.device)
     if dead is not None and auxk_coef > 0 and bool(dead.any()):
-        aux = _auxk(sae, x, pre, recon.detach(), dead, k_aux, b_dec)
+        m = max(1, round(auxk_fraction * x.shape[0]))
+        aux = _auxk(sae, x[:m], pre[:m], recon.detach()[:m], dead, k_aux, b_dec)
         loss = loss + auxk_coef * aux
     active = values.detach() > 0
     fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=x.device)

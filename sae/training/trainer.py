@@ -160,7 +160,14 @@ class Trainer:
             group["lr"] = cfg.lr_at(self.step)
         dead = self.dead.dead()
         out = training_step(
-            self.sae, x, dead, cfg.resolved_k_aux(), cfg.auxk_coef, widths, self.encoder_dtype
+            self.sae,
+            x,
+            dead,
+            cfg.resolved_k_aux(),
+            cfg.auxk_coef,
+            widths,
+            self.encoder_dtype,
+            cfg.auxk_fraction,
         )
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()

@@ -71,7 +71,7 @@ def small_config(**overrides: object) -> TrainConfig:
 
 
 def _dense_reference_loss(
-    sae: SparseAutoencoder, x: torch.Tensor, dead: torch.Tensor
+    sae: SparseAutoencoder, x: torch.Tensor, dead: torch.Tensor, aux_rows: int
 ) -> torch.Tensor:
     pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
     codes = sae.activate(pre)
@@ -81,16 +81,20 @@ def _dense_reference_loss(
     else:
         recon = codes @ sae.W_dec + sae.b_dec
         loss = nmse(x, recon)
+    pre, x, recon = pre[:aux_rows], x[:aux_rows], recon[:aux_rows]
     values, idx = pre[:, dead].topk(6, dim=-1)
     aux_codes = torch.zeros_like(pre[:, dead]).scatter(-1, idx, values.relu())
     return loss + nmse((x - recon).detach(), aux_codes @ sae.W_dec[dead]) / 32
 
 
 # 64 features: the values' gradient from a dense product; 512: from per-entry dot
-# products (k * GATHER_COST < d_sae), while AuxK's many entries stay dense.
-@pytest.mark.parametrize("d_sae", [64, 512])
+# products (k * GATHER_COST < d_sae), while AuxK's many entries stay dense. AuxK on all
+# rows, or on the first half (auxk_fraction).
+@pytest.mark.parametrize(("d_sae", "auxk_fraction"), [(64, 1.0), (512, 1.0), (64, 0.5)])
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "matryoshka"])
-def test_sparse_step_gradients_equal_dense_autograd(architecture: str, d_sae: int) -> None:
+def test_sparse_step_gradients_equal_dense_autograd(
+    architecture: str, d_sae: int, auxk_fraction: float
+) -> None:
     torch.manual_seed(0)
     cfg = TrainConfig(architecture=architecture, d_in=16, d_sae=d_sae, k=4, total_tokens=1)  # type: ignore[arg-type]
     sae = build_sae(sae_config(cfg))
@@ -103,11 +107,13 @@ def test_sparse_step_gradients_equal_dense_autograd(architecture: str, d_sae: in
     dead = torch.zeros(d_sae, dtype=torch.bool)
     dead[::3] = True
     widths = cfg.resolved_matryoshka_widths() if architecture == "matryoshka" else None
-    fast = training_step(sae, x, dead, k_aux=6, auxk_coef=1 / 32, matryoshka_widths=widths)
+    fast = training_step(
+        sae, x, dead, 6, 1 / 32, matryoshka_widths=widths, auxk_fraction=auxk_fraction
+    )
     fast.loss.backward()
     fast_grads = {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}
     sae.zero_grad()
-    reference = _dense_reference_loss(sae, x, dead)
+    reference = _dense_reference_loss(sae, x, dead, round(auxk_fraction * len(x)))
     reference.backward()
     assert float(fast.loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
     for name, param in sae.named_parameters():
