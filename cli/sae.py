@@ -85,6 +85,21 @@ def train_command(
     matryoshka_widths: Annotated[
         str | None, typer.Option(help="Nested prefix sizes for matryoshka, e.g. 256,1024,4096.")
     ] = None,
+    auxk_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=1.0,
+            help="Share of each batch's rows AuxK runs on (the default SAE: 0.25).",
+        ),
+    ] = 1.0,
+    encoder_dtype: Annotated[
+        str,
+        typer.Option(
+            help="auto, float32 or bfloat16: the encoder's ranking product (auto: bfloat16 "
+            "where it is fast: CUDA, CPUs with AVX512-BF16 or AMX)."
+        ),
+    ] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the initialisation and data order.")] = 0,
     checkpoint_every: Annotated[
         int, typer.Option(min=0, help="Steps between checkpoints (0: none).")
@@ -106,6 +121,10 @@ def train_command(
             raise UserError(
                 f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}"
             )
+        if encoder_dtype not in ("auto", "float32", "bfloat16"):
+            raise UserError(
+                f"unknown --encoder-dtype {encoder_dtype!r}; choose auto, float32 or bfloat16"
+            )
         settings = get_settings()
         if out is not None:  # fail before loading anything
             check_out_dir(out, resume)
@@ -120,6 +139,8 @@ def train_command(
             total_tokens=tokens,
             batch_tokens=batch_size,
             lr=lr,
+            auxk_fraction=auxk_fraction,
+            encoder_dtype=encoder_dtype,  # type: ignore[arg-type]
             seed=seed,
             hookpoint=name,
             model_name=subject.name,

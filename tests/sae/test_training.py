@@ -425,6 +425,11 @@ def test_cli_sae_train_from_the_activation_cache(tiny_llama_dir: Path, tmp_path:
     # a second SAE from the same cache reads no model (the cache is reused as is)
     cached_file = tmp_path / "data" / "cache" / "activations" / acts["key"] / "acts.bin"
     stamp = cached_file.stat().st_mtime_ns
-    again = run_cli(*args, "--out", str(tmp_path / "sae2"), env=env)
+    options = ["--auxk-fraction", "0.5", "--encoder-dtype", "float32"]
+    again = run_cli(*args, *options, "--out", str(tmp_path / "sae2"), env=env)
     assert again.returncode == 0, again.stderr
     assert cached_file.stat().st_mtime_ns == stamp
+    training = load_sae(tmp_path / "sae2").cfg.metadata["training"]
+    assert training["config"]["auxk_fraction"] == 0.5 and training["encoder_dtype"] == "float32"
+    wrong = run_cli(*args, "--encoder-dtype", "float64", "--out", str(tmp_path / "s3"), env=env)
+    assert wrong.returncode == 2 and "choose auto, float32 or bfloat16" in wrong.stderr
