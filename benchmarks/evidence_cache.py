@@ -54,7 +54,7 @@ def main() -> None:
         sae = random_topk_sae(subject.d_model, args.random_sae, 32, subject.device, subject.dtype)
         hookpoint = settings.hookpoint
     else:
-        sae = loaders.open_sae(settings, subject).to(dtype=subject.dtype)
+        sae = loaders.open_sae(settings, subject)  # in its own dtype, as evidence builds run it
         hookpoint = loaders.sae_hookpoint(settings, sae)
     reader = pass_reader(settings, subject, hookpoint)
     per_chunk = texts_per_chunk(str(subject.device))

@@ -23,7 +23,6 @@ from sae.devices import fast_bfloat16
 # largest terms, far less than the gap between ranks k and k + 8: on 300k corpus tokens
 # of the default SAE, a margin of 4 gave 2 tokens another feature, a margin of 8 none.
 RANK_MARGIN = 8
-RANKED_MIN_ROWS = 1024  # fewer rows: float32 costs less than preparing the bfloat16 copy
 
 
 def check_k(cfg: SAEConfig) -> int:
@@ -61,21 +60,16 @@ class TopKSAE(SparseAutoencoder):
     def encode_sparse(self, x: torch.Tensor) -> SparseCodes:
         """(values, indices) [..., k] straight from the top-k: no dense codes."""
         ranks_plainly = self.architecture == "topk"  # not AbsTopK's or GroupMax's ranking
-        many_rows = x[..., 0].numel() >= RANKED_MIN_ROWS
+        inference = not torch.is_grad_enabled()  # gradients go through the plain formula
         float32 = self.dtype == torch.float32
-        if ranks_plainly and many_rows and float32 and fast_bfloat16(self.device):
-            weights = _RankingWeights.of(self)
-            return encode_sparse_by_rows(
-                self, x, self._select, lambda chunk: self.select_ranked(chunk, weights)
-            )
+        if ranks_plainly and inference and float32 and fast_bfloat16(self.device):
+            return encode_sparse_by_rows(self, x, self._select, self.select_ranked)
         return encode_sparse_by_rows(self, x, self._select)
 
-    def select_ranked(
-        self, x: torch.Tensor, weights: _RankingWeights | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def select_ranked(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The top k of rows x [n, d_in] (values, indices; as `_select` of the float32
         pre-activations), with candidates ranked in bfloat16 (see RANK_MARGIN)."""
-        weights = weights or _RankingWeights.of(self)
+        weights = self._ranking_weights()
         x_in = self.encoder_input(x)
         low = torch.bfloat16
         rough = F.linear(x_in.to(low), weights.low_t, weights.low_bias)
@@ -89,6 +83,19 @@ class TopKSAE(SparseAutoencoder):
             exact = exact * weights.scale[candidates]
         values, local = exact.topk(self.k, dim=-1)
         return values.relu(), candidates.gather(-1, local)
+
+    def _ranking_weights(self) -> _RankingWeights:
+        """Made once per state of the weights (an in-place update or a new tensor makes
+        them again), not once per chunk: the copies cost as much as a chunk's product."""
+        params = (self.W_enc, self.b_enc, self.W_dec)
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        cached = self.__dict__.get("_ranking")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, _RankingWeights.of(self))
+            self.__dict__["_ranking"] = cached
+        weights: _RankingWeights = cached[1]
+        return weights
 
 
 @dataclass
