@@ -240,6 +240,7 @@ def sae_env(tiny_llama_dir: Path, tmp_path: Path) -> dict[str, str]:
         "GLOSSATOR_SAE": str(folder),
         "GLOSSATOR_DATA_DIR": str(tmp_path / "data"),
         "GLOSSATOR_DEVICE": "cpu",
+        "GLOSSATOR_DTYPE": "float32",  # as the in-process `tiny_llama` it is compared with
         "GLOSSATOR_HOOKPOINT": "layers.1",
     }
 
