@@ -115,15 +115,17 @@ def train_command(
     from runtime.default_sae import cached_training_data, train_on_texts
     from runtime.settings import get_settings
     from sae.training import ARCHITECTURES, TrainConfig, check_out_dir
+    from sae.training.config import ENCODER_DTYPES
 
     with user_errors():
         if architecture not in ARCHITECTURES:
             raise UserError(
                 f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}"
             )
-        if encoder_dtype not in ("auto", "float32", "bfloat16"):
+        if encoder_dtype not in ENCODER_DTYPES:
             raise UserError(
-                f"unknown --encoder-dtype {encoder_dtype!r}; choose auto, float32 or bfloat16"
+                f"unknown --encoder-dtype {encoder_dtype!r}; choose "
+                f"{', '.join(ENCODER_DTYPES[:-1])} or {ENCODER_DTYPES[-1]}"
             )
         settings = get_settings()
         if out is not None:  # fail before loading anything

@@ -30,6 +30,7 @@ from probes.reader import ActivationReader
 from probes.token_cache import TokenCache, token_cache
 from runtime import loaders
 from runtime.settings import Settings
+from sae.formats import dtype_name
 
 GIB = 1 << 30
 
@@ -81,7 +82,7 @@ def pass_reader(
 
 def _source(settings: Settings, reader: ActivationReader) -> dict[str, str]:
     # The dtype the model runs in, not the setting: "auto" differs between machines.
-    dtype = str(reader.subject.dtype).removeprefix("torch.")
+    dtype = dtype_name(reader.subject.dtype)
     return reader_source(reader, str(loaders.subject_model_path(settings)), dtype)
 
 

@@ -37,6 +37,7 @@ from probes.evidence.sources import ChunkReader
 from runtime import loaders
 from runtime.caches import texts_per_chunk
 from runtime.settings import Settings
+from sae.formats import dtype_name
 
 if TYPE_CHECKING:
     from probes.evidence.store import EvidenceStore
@@ -129,7 +130,7 @@ def sae_job(
         "model": subject.name,
         "model_path": recorded_path(loaders.subject_model_path(settings), settings.data_dir),
         "prefix_ids": json.dumps(list(subject.prefix_ids)),
-        "dtype": str(subject.dtype).removeprefix("torch."),  # resolved: "auto" varies
+        "dtype": dtype_name(subject.dtype),  # resolved: "auto" varies
         "sae_path": recorded_path(loaders.sae_path(settings), settings.data_dir),
         "sae_hash": fingerprint(loaders.sae_path(settings)),
         "hookpoint": name,

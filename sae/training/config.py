@@ -23,7 +23,7 @@ Default constants and where they come from:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -33,6 +33,8 @@ from sae.devices import fast_bfloat16
 
 Architecture = Literal["topk", "batchtopk", "matryoshka"]
 ARCHITECTURES: tuple[str, ...] = ("topk", "batchtopk", "matryoshka")
+EncoderDtype = Literal["auto", "float32", "bfloat16"]
+ENCODER_DTYPES: tuple[str, ...] = get_args(EncoderDtype)
 
 GAO_BASE_LR = 2e-4  # Gao et al. 2024: LR at 2^14 latents, scaled by 1/sqrt(n / 2^14)
 GAO_BASE_WIDTH = 2**14
@@ -84,7 +86,7 @@ class TrainConfig(BaseModel):
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
     init_sample_tokens: int = Field(default=16_384, gt=0)
     threshold_fraction: float = Field(default=THRESHOLD_FRACTION, gt=0, le=1)
-    encoder_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    encoder_dtype: EncoderDtype = "auto"
     seed: int = 0
     hookpoint: str | None = None
     model_name: str | None = None

@@ -56,8 +56,6 @@ def dense_pre_acts(
         bias: torch.Tensor = sae.b_enc
         if sae.cfg.apply_b_dec_to_input:
             bias = bias - sae.b_dec @ sae.W_enc
-        if dtype == torch.float32:
-            return torch.addmm(bias, x, sae.W_enc)
         return torch.addmm(bias.to(dtype), x.to(dtype), sae.W_enc.to(dtype))
 
 

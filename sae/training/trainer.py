@@ -32,6 +32,7 @@ import torch
 from errors import UserError
 from sae.architectures.batchtopk import BatchTopKSAE
 from sae.base import SAEConfig, SparseAutoencoder
+from sae.formats import dtype_name
 from sae.registry import build_sae
 from sae.training import checkpoint as ckpt_io
 from sae.training.buffer import ActivationBuffer, ChunkFn, ChunkSource
@@ -299,7 +300,7 @@ class Trainer:
             "lr": cfg.resolved_lr(),
             "warmup_steps": cfg.resolved_warmup_steps(),
             "k_aux": cfg.resolved_k_aux(),
-            "encoder_dtype": str(self.encoder_dtype).removeprefix("torch."),
+            "encoder_dtype": dtype_name(self.encoder_dtype),
             "dead_tokens": cfg.resolved_dead_tokens(),
             "resumed_from_step": self.resumed_from,
             "config": cfg.model_dump(mode="json"),
