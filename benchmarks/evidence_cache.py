@@ -34,7 +34,7 @@ from probes.evidence.config import EvidenceConfig
 from probes.evidence.sources import CachedChunkReader, ChunkReader, SAEChunkReader
 from probes.token_cache import token_cache
 from runtime import loaders
-from runtime.caches import pass_reader, texts_per_chunk
+from runtime.caches import pass_reader, texts_per_chunk, texts_per_read
 from runtime.evidence import corpus_texts
 from runtime.settings import get_settings
 
@@ -57,7 +57,8 @@ def main() -> None:
         sae = loaders.open_sae(settings, subject)  # in its own dtype, as evidence builds run it
         hookpoint = loaders.sae_hookpoint(settings, sae)
     reader = pass_reader(settings, subject, hookpoint)
-    per_chunk = texts_per_chunk(str(subject.device))
+    per_chunk = texts_per_chunk(str(subject.device))  # texts per accumulator update
+    per_read = texts_per_read(str(subject.device))  # texts the model reads together
     texts = texts_for(subject.tokenizer, corpus_texts(settings, None), args.tokens)
     on_gpu = subject.device.type == "cuda"
     config = EvidenceConfig()
@@ -77,8 +78,8 @@ def main() -> None:
     token_cache_s = time.perf_counter() - started
 
     def forward() -> None:
-        for first in range(0, len(texts), per_chunk):
-            rows = np.arange(first, min(first + per_chunk, len(texts)))
+        for first in range(0, len(texts), per_read):
+            rows = np.arange(first, min(first + per_read, len(texts)))
             with torch.inference_mode():
                 reader.read_tokens(reader.cached_batch(tokens, rows), hookpoint)
 
@@ -88,16 +89,19 @@ def main() -> None:
         )
 
     source = reader_source(reader, "benchmark", settings.dtype)
-    plan = plan_cache(work / "acts", reader, tokens, source, texts_per_chunk=per_chunk)
+    plan = plan_cache(work / "acts", reader, tokens, source, texts_per_chunk=per_read)
 
     def cache_build() -> None:
         build_activation_cache(plan, reader, tokens)
 
-    timed(evidence("warm-up", SAEChunkReader(reader, sae, tokens=tokens)))  # first-call costs
+    def from_model(with_tokens: bool) -> SAEChunkReader:
+        return SAEChunkReader(reader, sae, tokens if with_tokens else None, texts_per_read=per_read)
+
+    timed(evidence("warm-up", from_model(True)))  # first-call costs
     seconds = {
         "forward": timed(forward),
-        "model": timed(evidence("model", SAEChunkReader(reader, sae))),
-        "model_tokens": timed(evidence("model_tokens", SAEChunkReader(reader, sae, tokens=tokens))),
+        "model": timed(evidence("model", from_model(False))),
+        "model_tokens": timed(evidence("model_tokens", from_model(True))),
         "cache_build": timed(cache_build),
     }
     cache = build_activation_cache(plan, reader, tokens)

@@ -48,6 +48,20 @@ class TokenBatch:
     row_token_start: list[int]
     spans: list[list[TokenSpan]]  # per text, all of its tokens
 
+    def texts_slice(self, begin: int, end: int) -> TokenBatch:
+        """The rows of this batch's texts begin..end-1 as a batch of their own (texts
+        renumbered from 0): what tokenizing those texts alone gives, up to padding."""
+        rows = [r for r, t in enumerate(self.row_text) if begin <= t < end]
+        first, last = (rows[0], rows[-1] + 1) if rows else (0, 0)
+        return TokenBatch(
+            input_ids_BT=self.input_ids_BT[first:last],
+            attention_mask_BT=self.attention_mask_BT[first:last],
+            valid_BT=self.valid_BT[first:last],
+            row_text=[t - begin for t in self.row_text[first:last]],
+            row_token_start=self.row_token_start[first:last],
+            spans=self.spans[begin:end],
+        )
+
     def to(self, device: torch.device | str) -> TokenBatch:
         self.input_ids_BT = self.input_ids_BT.to(device)
         self.attention_mask_BT = self.attention_mask_BT.to(device)

@@ -50,8 +50,18 @@ def corpus_tokens(
 
 
 def texts_per_chunk(device: str) -> int:
-    """Texts per accumulator update and checkpoint unit: ~14k default-corpus tokens on a
-    CPU; on a GPU far more, so the per-update cost stays small next to the forwards."""
+    """Texts per accumulator update and checkpoint unit: ~57k default-corpus tokens on a
+    CPU (~15 s of model reading, ~130 MB of float32 activations from the activation
+    cache); on a GPU far more. An update re-ranks the kept contexts of every feature it
+    touches, so fewer, larger updates are cheaper: on 2 cores, 1,024 texts a chunk
+    instead of 256 halve the updates' share of a cached evidence pass."""
+    return 4096 if device.startswith("cuda") else 1024
+
+
+def texts_per_read(device: str) -> int:
+    """Texts the model reads together (their rows are length-sorted into batches among
+    themselves): the activation cache's chunk, and the evidence pass reads the model in
+    runs of this many too, so that both see the same bfloat16 rounding."""
     return 4096 if device.startswith("cuda") else 256
 
 
@@ -97,7 +107,7 @@ def activation_plan(
         tokens,
         _source(settings, reader),
         max_bytes=int(bound * GIB),
-        texts_per_chunk=texts_per_chunk(str(reader.subject.device)),
+        texts_per_chunk=texts_per_read(str(reader.subject.device)),
     )
 
 
@@ -110,7 +120,7 @@ def cached_activations(
         reader,
         tokens,
         _source(settings, reader),
-        texts_per_chunk=texts_per_chunk(str(reader.subject.device)),
+        texts_per_chunk=texts_per_read(str(reader.subject.device)),
     )
     cache = open_activation_cache(plan.folder)
     return cache if cache is not None and cache.n_texts == tokens.n_texts else None

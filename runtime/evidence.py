@@ -109,7 +109,7 @@ def sae_job(
     memory)."""
     from probes.evidence.output_side import model_logit_lens, similar_features
     from probes.evidence.sources import CachedChunkReader, SAEChunkReader
-    from runtime.caches import cached_activations, corpus_tokens, pass_reader
+    from runtime.caches import cached_activations, corpus_tokens, pass_reader, texts_per_read
 
     if loaded is None:
         subject = loaders.open_subject_model(settings)
@@ -121,7 +121,7 @@ def sae_job(
     tokens = corpus_tokens(settings, texts, subject.tokenizer)
     cache = cached_activations(settings, reader, tokens)
     chunks: ChunkReader = (
-        SAEChunkReader(reader, sae, tokens=tokens)
+        SAEChunkReader(reader, sae, tokens, texts_per_read=texts_per_read(str(subject.device)))
         if cache is None
         else CachedChunkReader(cache, tokens, reader, sae)
     )

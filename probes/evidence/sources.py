@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Protocol
 
 import torch
@@ -143,12 +144,17 @@ class SAEChunkReader:
     `tokens`: the corpus' token cache (rows are cut from it instead of tokenizing each
     chunk again). `activation_dtype`: activations are rounded to it before encoding, as an
     activation cache stores them, so a pass from the model and one from the cache agree
-    byte for byte (None: full precision)."""
+    byte for byte (None: full precision). `texts_per_read`: the model reads at most this
+    many texts together, in runs aligned to its multiples in the corpus, as an activation
+    cache built with that chunk size reads them (None: a whole chunk at once). It matters
+    because the rows that share a forward change the activations' last bits in bfloat16.
+    """
 
     reader: ActivationReader
     sae: SparseAutoencoder
     tokens: TokenCache | None = None
     activation_dtype: CacheDtype | None = "float16"
+    texts_per_read: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.reader.hookpoints) != 1:
@@ -172,12 +178,21 @@ class SAEChunkReader:
         else:
             batch = self.reader.tokenize(texts, with_spans=False)
         contexts = _row_contexts(batch, first_text, first_context, width)
-        return contexts, self._entries(batch, contexts)
+        runs = read_runs(first_text, len(texts), self.texts_per_read)
+        local_runs = [(begin - first_text, end - first_text) for begin, end in runs]
+        return contexts, self._entries(batch, local_runs, contexts)
 
-    def _entries(self, batch: TokenBatch, contexts: ContextChunk) -> Iterator[EntryBatch]:
+    def _entries(
+        self, batch: TokenBatch, runs: list[tuple[int, int]], contexts: ContextChunk
+    ) -> Iterator[EntryBatch]:
         # A generator: the model runs when the pass iterates it, not in the prefetch thread.
+        hookpoint = self.reader.hookpoints[0]
         with torch.inference_mode():
-            acts_TD = self.reader.read_tokens(batch, self.reader.hookpoints[0])
+            parts = [
+                self.reader.read_tokens(batch.texts_slice(begin, end), hookpoint)
+                for begin, end in runs
+            ]
+        acts_TD = parts[0] if len(parts) == 1 else torch.cat(parts)
         if self.activation_dtype is not None:
             acts_TD = round_to(acts_TD, self.activation_dtype)
         yield _encoded(self.sae, acts_TD, contexts)
@@ -292,6 +307,17 @@ def merge_batches(batches: list[EntryBatch]) -> EntryBatch:
         contexts_C=torch.cat([b.contexts_C for b in batches]),
         n_tokens=sum(b.n_tokens for b in batches),
     )
+
+
+def read_runs(first_text: int, n_texts: int, per_read: int | None) -> list[tuple[int, int]]:
+    """The [begin, end) corpus text ranges that split texts first_text.. (n_texts of
+    them) at the multiples of `per_read` (one range when None)."""
+    end = first_text + n_texts
+    if per_read is None:
+        return [(first_text, end)]
+    cuts = range((first_text // per_read + 1) * per_read, end, per_read)
+    bounds = [first_text, *cuts, end]
+    return list(pairwise(bounds))
 
 
 def n_chunks(n_texts: int, texts_per_chunk: int) -> int:

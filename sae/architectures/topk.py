@@ -23,6 +23,10 @@ from sae.devices import fast_bfloat16
 # largest terms, far less than the gap between ranks k and k + 8: on 300k corpus tokens
 # of the default SAE, a margin of 4 gave 2 tokens another feature, a margin of 8 none.
 RANK_MARGIN = 8
+# The exact values are dot products with each row's own candidate weight rows, gathered
+# a few rows at a time so that they stay in cache: a whole chunk's are 64 MB, and
+# gathering them took 6x as long as the products (2,048 rows: 34 ms -> 9 ms).
+EXACT_ROWS = 64
 
 
 def check_k(cfg: SAEConfig) -> int:
@@ -77,7 +81,12 @@ class TopKSAE(SparseAutoencoder):
             rough = rough * weights.scale.to(low)
         n_candidates = min(self.d_sae, self.k + RANK_MARGIN)
         candidates = rough.topk(n_candidates, dim=-1, sorted=False).indices
-        exact = torch.einsum("nd,ncd->nc", x_in, weights.rows[candidates])
+        exact = torch.cat(
+            [
+                torch.einsum("nd,ncd->nc", x_rows, weights.rows[c_rows])
+                for x_rows, c_rows in zip(x_in.split(EXACT_ROWS), candidates.split(EXACT_ROWS))
+            ]
+        )
         exact = exact + self.b_enc[candidates]
         if weights.scale is not None:
             exact = exact * weights.scale[candidates]

@@ -19,8 +19,9 @@ from probes.activation_cache import (
 )
 from probes.evidence.build import build_evidence
 from probes.evidence.config import EvidenceConfig
-from probes.evidence.sources import CachedChunkReader, SAEChunkReader
+from probes.evidence.sources import CachedChunkReader, SAEChunkReader, read_runs
 from probes.reader import ActivationReader
+from probes.tokenization import TokenBatch
 from probes.token_cache import token_cache
 from tests.probes.evidence.test_build import make_texts, topk_sae
 
@@ -139,6 +140,66 @@ def test_evidence_from_the_cache_equals_evidence_from_the_model(
 
     store = EvidenceStore(tmp_path / "cache", tiny_llama.tokenizer)
     assert len(store.firing_features()) > 0
+
+
+def test_read_runs_split_at_multiples_of_the_read_size() -> None:
+    assert read_runs(20, 40, 16) == [(20, 32), (32, 48), (48, 60)]
+    assert read_runs(32, 16, 16) == [(32, 48)]
+    assert read_runs(5, 3, 16) == [(5, 8)]
+    assert read_runs(20, 40, None) == [(20, 60)]
+
+
+def test_a_texts_slice_is_the_batch_of_those_texts_alone(tiny_llama: Any) -> None:
+    texts = make_texts(12)
+    reader = _reader(tiny_llama)
+    whole = reader.tokenize(texts, with_spans=False)
+    part = whole.texts_slice(3, 9)
+    alone = reader.tokenize(texts[3:9], with_spans=False)
+    assert part.row_text == alone.row_text and part.row_token_start == alone.row_token_start
+    width = alone.input_ids_BT.shape[1]  # the whole batch pads to its own longest row
+    assert torch.equal(part.valid_BT[:, :width], alone.valid_BT)
+    assert torch.equal(
+        part.input_ids_BT[:, :width][alone.attention_mask_BT.bool()],
+        alone.input_ids_BT[alone.attention_mask_BT.bool()],
+    )
+    assert not part.valid_BT[:, width:].any()
+    assert whole.texts_slice(12, 12).input_ids_BT.shape[0] == 0
+
+
+class _RecordingReader(ActivationReader):
+    """The real reader, noting how many texts each model read covers."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.texts_read: list[int] = []
+
+    def read_tokens(self, batch: TokenBatch, hookpoint: str) -> torch.Tensor:
+        self.texts_read.append(len(set(batch.row_text)))
+        return super().read_tokens(batch, hookpoint)
+
+
+def test_larger_update_chunks_read_the_model_in_the_caches_runs(
+    tiny_llama: Any, tmp_path: Path
+) -> None:
+    """Accumulator updates of 40 texts, the model read (and the cache built) 16 texts at a
+    time: which rows share a forward changes bfloat16 activations, so the pass from the
+    model reads exactly the cache's runs, and both give the same bytes."""
+    texts = make_texts(70)
+    plan, _, tokens = _cache(tmp_path, tiny_llama, texts)
+    reader = _RecordingReader(tiny_llama, [HOOK], context_length=24, window_overlap=4, batch_size=5)
+    cache = build_activation_cache(plan, reader, tokens)
+    assert reader.texts_read == [16, 16, 16, 16, 6]
+    sae = topk_sae(tiny_llama.d_model)
+    common: dict[str, Any] = {"config": CONFIG, "texts_per_chunk": 40}
+    reader.texts_read.clear()
+    from_model = SAEChunkReader(reader, sae, tokens, texts_per_read=PER_CHUNK)
+    build_evidence(from_model, texts, tmp_path / "model", {"kind": "test"}, **common)
+    assert reader.texts_read == [16, 16, 8, 8, 16, 6]  # 0-16-32-40 | 40-48-64-70
+    from_cache = CachedChunkReader(cache, tokens, reader, sae)
+    build_evidence(from_cache, texts, tmp_path / "cache", {"kind": "test"}, **common)
+    model_files, cache_files = _files(tmp_path / "model"), _files(tmp_path / "cache")
+    for name in ("contexts.safetensors", "features.safetensors", "pool.safetensors"):
+        assert cache_files[name] == model_files[name], name
 
 
 def test_a_cache_of_another_corpus_is_refused(tiny_llama: Any, tmp_path: Path) -> None:
