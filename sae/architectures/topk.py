@@ -84,7 +84,9 @@ class TopKSAE(SparseAutoencoder):
         exact = torch.cat(
             [
                 torch.einsum("nd,ncd->nc", x_rows, weights.rows[c_rows])
-                for x_rows, c_rows in zip(x_in.split(EXACT_ROWS), candidates.split(EXACT_ROWS))
+                for x_rows, c_rows in zip(
+                    x_in.split(EXACT_ROWS), candidates.split(EXACT_ROWS), strict=True
+                )
             ]
         )
         exact = exact + self.b_enc[candidates]

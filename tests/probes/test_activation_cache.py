@@ -21,8 +21,8 @@ from probes.evidence.build import build_evidence
 from probes.evidence.config import EvidenceConfig
 from probes.evidence.sources import CachedChunkReader, SAEChunkReader, read_runs
 from probes.reader import ActivationReader
-from probes.tokenization import TokenBatch
 from probes.token_cache import token_cache
+from probes.tokenization import TokenBatch
 from tests.probes.evidence.test_build import make_texts, topk_sae
 
 HOOK = "layers.1"
