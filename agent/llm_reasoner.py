@@ -18,9 +18,9 @@ reasoner itself keeps no per-run counts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
@@ -28,6 +28,10 @@ from llm_client import DATA_NOTE, LLMClient, Message, delimit
 from probes.evidence.store import Example, FeatureEvidence
 
 MAX_TEST_CHARS = 200
+MAX_STATEMENT_CHARS = 200  # a hypothesis, an explanation, a reason: one or two sentences
+MAX_NOTE_CHARS = 120  # fires_on / not_on: a few examples
+MAX_LABEL_CHARS = 40
+MAX_PEAK_CHARS = 40  # a token, or a word or two
 DECIDE = 2  # consistent tests needed to confirm or refute (as in SAGE)
 N_TOP, N_PER_QUANTILE, N_QUANTILES, N_QUIET, N_LENS = 8, 1, 4, 4, 10
 WINDOW_BEFORE, WINDOW_AFTER = 24, 8  # tokens shown around an example's peak
@@ -45,79 +49,128 @@ SYSTEM = (
     f"feature fired, with its activation. {DATA_NOTE}"
 )
 
+# The replies' shapes carry every rule a JSON-schema grammar can enforce (list bounds,
+# string lengths, one negative control, both kinds of experiment), so a server that
+# decodes under the schema (llama.cpp, vLLM, OpenAI's structured outputs) cannot break
+# them; the validators check the rest (distinct hypotheses, no copy of the worked
+# example), and the client re-asks with their message.
+Statement = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STATEMENT_CHARS)]
+Note = Annotated[str, StringConstraints(max_length=MAX_NOTE_CHARS)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS)]
+TestText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEST_CHARS)]
+Peak = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PEAK_CHARS)]
+ExperimentId = Annotated[str, StringConstraints(pattern=r"^E[0-9]{1,3}$")]
+
 
 class _HypothesisOut(BaseModel):
-    statement: str = Field(min_length=1)
-    fires_on: str
-    not_on: str
+    statement: Statement
+    fires_on: Note
+    not_on: Note
     side: Literal["input", "output"] = "input"
-    negative_control: bool = False
 
 
 class _Hypotheses(BaseModel):
-    hypotheses: list[_HypothesisOut] = Field(min_length=3)
+    hypotheses: list[_HypothesisOut] = Field(min_length=2, max_length=5)
+    negative_control: _HypothesisOut
 
     @model_validator(mode="after")
-    def _one_control_distinct(self) -> _Hypotheses:
-        if sum(h.negative_control for h in self.hypotheses) != 1:
-            raise ValueError("exactly one hypothesis must have negative_control: true")
-        if len({h.statement.strip().lower() for h in self.hypotheses}) < len(self.hypotheses):
-            raise ValueError("hypotheses must be distinct")
+    def _distinct_and_own(self) -> _Hypotheses:
+        statements = [h.statement for h in [*self.hypotheses, self.negative_control]]
+        if len({_normal(s) for s in statements}) < len(statements):
+            raise ValueError("hypotheses (the negative control too) must be distinct")
+        _refuse_copy(statements, [h.statement for h in _EXAMPLE_HYPOTHESES], at_least=2)
         return self
 
 
-class _ExperimentOut(BaseModel):
-    text: str = Field(min_length=1, max_length=MAX_TEST_CHARS)
-    expect: Literal["high", "low"]
-    expected_peak: str | None = None
+class _HighTest(BaseModel):
+    text: TestText
+    expected_peak: Peak | None = None
+
+
+class _LowTest(BaseModel):
+    text: TestText
 
 
 class _Experiments(BaseModel):
-    experiments: list[_ExperimentOut] = Field(min_length=2, max_length=6)
+    high: list[_HighTest] = Field(min_length=1, max_length=3)
+    low: list[_LowTest] = Field(min_length=1, max_length=3)
+
+    @property
+    def texts(self) -> list[str]:
+        return [e.text for e in self.high] + [e.text for e in self.low]
 
     @model_validator(mode="after")
-    def _both_kinds(self) -> _Experiments:
-        if {e.expect for e in self.experiments} != {"high", "low"}:
-            raise ValueError("include at least one 'high' and one 'low' experiment")
+    def _own(self) -> _Experiments:
+        _refuse_copy(self.texts, EXAMPLE_EXPERIMENTS.texts)
         return self
 
 
 class _VerdictOut(BaseModel):
     status: Literal["confirmed", "refuted", "refined", "open"]
-    reason: str
-    cites: list[str] = Field(default_factory=list)
-    refined_statement: str | None = None
+    reason: Statement
+    cites: list[ExperimentId] = Field(default_factory=list, max_length=12)
+    refined_statement: Statement | None = None
+
+    @model_validator(mode="after")
+    def _own(self) -> _VerdictOut:
+        _refuse_copy([self.reason], [_EXAMPLE_REASON])
+        return self
 
 
 class _ConclusionOut(BaseModel):
-    explanation: str = Field(min_length=1)
-    labels: list[str] = Field(min_length=1)
-    evidence: list[str] = Field(default_factory=list)
+    explanation: Statement
+    labels: list[Label] = Field(min_length=1, max_length=5)
+    evidence: list[ExperimentId] = Field(default_factory=list, max_length=12)
     confidence: float = Field(ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _own(self) -> _ConclusionOut:
+        example = EXAMPLE_CONCLUSION
+        if (
+            _normal(self.explanation) == _normal(example.explanation)
+            and self.labels == example.labels
+        ):
+            _refuse_copy([self.explanation], [example.explanation])
+        return self
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(".")
+
+
+def _refuse_copy(written: Sequence[str], example: Sequence[str], at_least: int = 1) -> None:
+    """A ValueError when a reply repeats `at_least` of the worked example's texts (it is
+    about a colour feature): small models copy it word for word instead of reading the
+    evidence. One shared short phrase ("Numbers.") can be a real answer, so hypotheses
+    count as copied from two on."""
+    copied = sorted({_normal(w) for w in written} & {_normal(e) for e in example})
+    if len(copied) >= at_least:
+        raise ValueError(
+            f"{copied[0]!r} is copied from the worked example, which is about another "
+            "feature (colours); write your own, about this feature's evidence"
+        )
 
 
 # One filled-in reply per step, about an unrelated feature: small models copy a list of
-# keys as values ({"statement": "fires_on"}) but follow a worked example.
-EXAMPLE_HYPOTHESES = _Hypotheses(
-    hypotheses=[
-        _HypothesisOut(statement="Names of colours.", fires_on="red, blue", not_on="shapes"),
-        _HypothesisOut(statement="Words about painting.", fires_on="paint, brush", not_on="food"),
-        _HypothesisOut(statement="Adjectives.", fires_on="big, small", not_on="nouns"),
-        _HypothesisOut(
-            statement="Numbers.", fires_on="one, 42", not_on="colours", negative_control=True
-        ),
-    ]
+# keys as values ({"statement": "fires_on"}) but follow a worked example. Built without
+# validation: their own validators refuse them as copies.
+_EXAMPLE_HYPOTHESES = [
+    _HypothesisOut(statement="Names of colours.", fires_on="red, blue", not_on="shapes"),
+    _HypothesisOut(statement="Words about painting.", fires_on="paint, brush", not_on="food"),
+    _HypothesisOut(statement="Numbers.", fires_on="one, 42", not_on="colours"),
+]
+EXAMPLE_HYPOTHESES = _Hypotheses.model_construct(
+    hypotheses=_EXAMPLE_HYPOTHESES[:2], negative_control=_EXAMPLE_HYPOTHESES[2]
 )
-EXAMPLE_EXPERIMENTS = _Experiments(
-    experiments=[
-        _ExperimentOut(text="She painted the door red.", expect="high", expected_peak=" red"),
-        _ExperimentOut(text="He opened the door slowly.", expect="low"),
-    ]
+EXAMPLE_EXPERIMENTS = _Experiments.model_construct(
+    high=[_HighTest(text="She painted the door red.", expected_peak=" red")],
+    low=[_LowTest(text="He opened the door slowly.")],
 )
-EXAMPLE_VERDICT = _VerdictOut(
-    status="confirmed", reason="E1 fired on red; E2 stayed quiet.", cites=["E1", "E2"]
+_EXAMPLE_REASON = "E1 fired on red; E2 stayed quiet."
+EXAMPLE_VERDICT = _VerdictOut.model_construct(
+    status="confirmed", reason=_EXAMPLE_REASON, cites=["E1", "E2"], refined_statement=None
 )
-EXAMPLE_CONCLUSION = _ConclusionOut(
+EXAMPLE_CONCLUSION = _ConclusionOut.model_construct(
     explanation="Fires on names of colours such as red and blue.",
     labels=["colours"],
     evidence=["E1", "E2"],
@@ -125,7 +178,12 @@ EXAMPLE_CONCLUSION = _ConclusionOut(
 )
 
 
-def reply_like(reply: BaseModel) -> str:
+def reply_like(reply: BaseModel, decoded_under_schema: bool = False) -> str:
+    """How to reply. A worked example shows a small model the shape of the reply, but it
+    is also what such a model copies: where the server decodes under the schema, the
+    grammar gives the shape and no example is shown."""
+    if decoded_under_schema:
+        return "Reply with JSON only, in the schema given."
     return (
         f"Reply with JSON only, like this reply about a colour feature:\n{reply.model_dump_json()}"
     )
@@ -146,15 +204,18 @@ class LLMReasoner:
     ) -> list[NewHypothesis]:
         ask = (
             f"{render_evidence(evidence)}\n\nPropose at least 3 distinct hypotheses about "
-            "what this feature responds to. Each says what should activate it (fires_on) "
-            "and what should not (not_on), and its side: 'input' (what the feature reads in "
-            "the text) or 'output' (what it makes the model predict next: see the logit "
-            "lens). Exactly one is a negative control (negative_control: true): a plausible "
-            "but likely wrong reading that the experiments should refute. "
-            f"{reply_like(EXAMPLE_HYPOTHESES)}"
+            "what this feature responds to: 2 to 5 in hypotheses, and one negative control "
+            "(negative_control): a plausible but likely wrong reading that the experiments "
+            "should refute. Each says what should activate it (fires_on) and what should "
+            "not (not_on), and its side: 'input' (what the feature reads in the text) or "
+            "'output' (what it makes the model predict next: see the logit lens). "
+            f"{self._reply_like(EXAMPLE_HYPOTHESES)}"
         )
         out = await self._ask(state, ask, _Hypotheses, "hypothesize")
-        return [NewHypothesis(**h.model_dump()) for h in out.hypotheses]
+        return [
+            *(NewHypothesis(**h.model_dump()) for h in out.hypotheses),
+            NewHypothesis(**out.negative_control.model_dump(), negative_control=True),
+        ]
 
     async def design(
         self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
@@ -163,15 +224,18 @@ class LLMReasoner:
         ask = (
             f"Hypothesis {hypothesis.id}:\n{render_hypothesis(hypothesis)}\n\n"
             f"Its experiments so far:\n{earlier or '(none)'}\n\n"
-            f"Write 2 to 6 new short test texts (at most {MAX_TEST_CHARS} characters each) "
-            "that would tell whether the hypothesis holds: expect 'high' where it says the "
-            "feature fires (expected_peak: the token it should peak on), 'low' where it "
-            f"says it does not; at least one of each. {reply_like(EXAMPLE_EXPERIMENTS)}"
+            f"Write new short test texts (at most {MAX_TEST_CHARS} characters each) that "
+            "would tell whether the hypothesis holds: 1 to 3 in high, where it says the "
+            "feature fires (expected_peak: the token it should peak on), and 1 to 3 in low, "
+            f"where it says it does not. {self._reply_like(EXAMPLE_EXPERIMENTS)}"
         )
         out = await self._ask(state, ask, _Experiments, "design")
         return [
-            NewExperiment(text=e.text, expect=Expect(e.expect), expected_peak=e.expected_peak)
-            for e in out.experiments
+            *(
+                NewExperiment(text=e.text, expect=Expect.HIGH, expected_peak=e.expected_peak)
+                for e in out.high
+            ),
+            *(NewExperiment(text=e.text, expect=Expect.LOW) for e in out.low),
         ]
 
     async def analyze(
@@ -185,7 +249,7 @@ class LLMReasoner:
             "Give a verdict: 'confirmed' or 'refuted' (each needs at least 2 consistent "
             "experiments), 'refined' (with refined_statement: a better wording to test "
             "next) or 'open' (not enough evidence yet). Cite the ids of the experiments "
-            f"that decided it. {reply_like(EXAMPLE_VERDICT)}"
+            f"that decided it. {self._reply_like(EXAMPLE_VERDICT)}"
         )
         out = await self._ask(state, ask, _VerdictOut, "analyze")
         return checked_verdict(out, tests)
@@ -202,7 +266,7 @@ class LLMReasoner:
             "Conclude: a one-sentence explanation of what the feature responds to; labels "
             "(short names; several when it responds to unrelated things); the ids of the "
             "experiments that support it; your confidence from 0 to 1. "
-            f"{reply_like(EXAMPLE_CONCLUSION)}"
+            f"{self._reply_like(EXAMPLE_CONCLUSION)}"
         )
         out = await self._ask(state, ask, _ConclusionOut, "conclude")
         known = {e.id for e in state.experiments}
@@ -212,6 +276,9 @@ class LLMReasoner:
             evidence=[i for i in dict.fromkeys(out.evidence) if i in known],
             confidence=out.confidence,
         )
+
+    def _reply_like(self, example: BaseModel) -> str:
+        return reply_like(example, decoded_under_schema=self.client.json_mode == "json_schema")
 
     async def _ask(self, state: AgentState, ask: str, schema: type[T], purpose: str) -> T:
         messages: list[Message] = [

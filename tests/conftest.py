@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 import torch
 
-pytest_plugins = ["tests.redis_fixtures", "tests.planted_fixtures", "tests.server_fixtures"]
+pytest_plugins = [
+    "tests.redis_fixtures",
+    "tests.planted_fixtures",
+    "tests.server_fixtures",
+    "tests.llama_fixtures",
+]
 
 torch.set_num_threads(2)
 

@@ -81,7 +81,8 @@ def test_happy_path_validates_the_schema(llm_server: FakeLLMServer) -> None:
     assert models == ["fake-model"]
     (body,) = llm_server.requests
     assert body["model"] == "fake-model" and body["temperature"] == 0
-    assert body["response_format"] == {"type": "json_object"}
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"] == Verdict.model_json_schema()
     system, user = body["messages"]
     assert system["role"] == "system" and '"confidence"' in system["content"]  # the schema
     assert user == ASK[0]
