@@ -266,9 +266,11 @@ from cli.bench import bench_app  # noqa: E402
 app.add_typer(bench_app, name="bench")
 
 from cli.apikey import apikey_app  # noqa: E402
+from cli.llm import llm_app  # noqa: E402
 from cli.serve import serve_command  # noqa: E402
 
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(llm_app, name="llm")
 app.command("serve")(serve_command)
 
 

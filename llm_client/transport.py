@@ -19,6 +19,10 @@ from llm_client.retry import backoff_delay, is_retryable, request_error
 
 log = logging.getLogger(__name__)
 
+# A request that timed out is retried with twice the timeout, up to this many times the
+# configured one.
+MAX_TIMEOUT_GROWTH = 4
+
 
 @dataclass
 class Completion:
@@ -87,6 +91,7 @@ class Transport:
         if top_logprobs is not None:
             kwargs.update(logprobs=True, top_logprobs=top_logprobs)
         last: openai.APIError | None = None
+        timeout = cfg.timeout_s
         for attempt in range(cfg.max_retries + 1):
             if last is not None:
                 delay = backoff_delay(cfg, attempt - 1, last)
@@ -95,19 +100,45 @@ class Transport:
                 await asyncio.sleep(delay)  # outside the semaphore: waiting is not in flight
             try:
                 async with self._semaphore:
-                    completion = await self.openai.chat.completions.create(**kwargs)
+                    completion = await self._create_within(kwargs, timeout, purpose)
             except openai.APIError as exc:
                 if not is_retryable(exc):
                     raise request_error(exc, cfg, purpose) from exc
                 last = exc
+                if isinstance(exc, openai.APITimeoutError):
+                    timeout = min(2 * timeout, cfg.timeout_s * MAX_TIMEOUT_GROWTH)
                 continue
             return self._parse(completion, spent, purpose)
         assert last is not None
         raise LLMUnavailableError(
             f"LLM server {cfg.base_url} (model {cfg.model!r}) kept failing for the {purpose!r} "
             f"call: {cfg.max_retries + 1} attempts, last error: {last.message}. Check that the "
-            "server is up and reachable, or raise max_retries / timeout_s."
+            "server is up and reachable, or raise GLOSSATOR_LLM_TIMEOUT (timeout_s) / max_retries."
         ) from last
+
+    async def _create_within(
+        self, kwargs: dict[str, Any], timeout: float, purpose: str
+    ) -> ChatCompletion:
+        """One request with `timeout` seconds. A timed-out request may still be running
+        on the server (a single-slot llama.cpp queues the next one behind it): the slot
+        this client holds is kept for `timeout` more seconds, so that neither the retry
+        nor this client's other requests queue behind it, and the caller retries with a
+        longer timeout (a slow server is slow every time, not by chance)."""
+        try:
+            completion: ChatCompletion = await self.openai.chat.completions.create(
+                **kwargs, timeout=timeout
+            )
+        except openai.APITimeoutError:
+            log.warning(
+                "the %r call got no answer from %s in %.0f s (GLOSSATOR_LLM_TIMEOUT); "
+                "waiting as long again before asking again",
+                purpose,
+                self.config.base_url,
+                timeout,
+            )
+            await asyncio.sleep(timeout)
+            raise
+        return completion
 
     def _parse(self, completion: ChatCompletion, spent: LLMUsage, purpose: str) -> Completion:
         # A wrong base_url (a web page, another API) can answer 200 with anything.

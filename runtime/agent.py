@@ -21,7 +21,7 @@ from runtime.evidence import evidence_folder, fingerprint, open_store, planted_s
 from runtime.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from llm_client import LLMClient
+    from llm_client import LLMClient, LLMConfig
     from llm_client.local import LocalTransport
 
 
@@ -96,26 +96,43 @@ def make_reasoner(settings: Settings, store: EvidenceStore) -> Reasoner:
     return LLMReasoner(local_client(settings), name="local")
 
 
-def openai_client(settings: Settings) -> LLMClient:
-    """A client of the configured OpenAI-compatible server, with the Redis reply cache."""
-    from llm_client import LLMClient, LLMConfig
-    from runtime.redis_server import connect
+def llm_config(settings: Settings) -> LLMConfig:
+    """The configured OpenAI-compatible server, as an LLMConfig; SettingsError says what
+    to set when it is not configured."""
+    from llm_client import LLMConfig
 
     if not settings.llm_base_url:
-        explicit = settings.reasoner == "openai"
-        why = "GLOSSATOR_REASONER=openai" if explicit else "GLOSSATOR_LLM_MODEL is set"
+        if settings.reasoner == "openai" or settings.llm_model:
+            explicit = settings.reasoner == "openai"
+            why = "GLOSSATOR_REASONER=openai" if explicit else "GLOSSATOR_LLM_MODEL is set"
+            why += " but GLOSSATOR_LLM_BASE_URL is not"
+        else:
+            why = "no LLM server is configured"
         raise SettingsError(
-            f"{why} but GLOSSATOR_LLM_BASE_URL is not: set it to an OpenAI-compatible "
-            "server (e.g. http://localhost:11434/v1), or use GLOSSATOR_REASONER=rules or local"
+            f"{why}: set GLOSSATOR_LLM_BASE_URL to an OpenAI-compatible server (e.g. "
+            "http://localhost:11434/v1) and GLOSSATOR_LLM_MODEL, or use "
+            "GLOSSATOR_REASONER=rules or local"
         )
     if not settings.llm_model:
         raise SettingsError(
             "GLOSSATOR_LLM_BASE_URL is set but GLOSSATOR_LLM_MODEL is not: name the model "
             "the server should run"
         )
-    key = settings.llm_api_key or SecretStr("unused")
-    config = LLMConfig(base_url=settings.llm_base_url, api_key=key, model=settings.llm_model)
-    return LLMClient(config, cache=connect(settings))
+    return LLMConfig(
+        base_url=settings.llm_base_url,
+        api_key=settings.llm_api_key or SecretStr("unused"),
+        model=settings.llm_model,
+        timeout_s=settings.llm_timeout,
+        concurrency=settings.llm_concurrency,
+    )
+
+
+def openai_client(settings: Settings) -> LLMClient:
+    """A client of the configured OpenAI-compatible server, with the Redis reply cache."""
+    from llm_client import LLMClient
+    from runtime.redis_server import connect
+
+    return LLMClient(llm_config(settings), cache=connect(settings))
 
 
 def local_client(settings: Settings) -> LLMClient:

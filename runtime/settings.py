@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
     llm_model: str | None = None
+    # Seconds an LLM request may take before it is given up and asked again with twice
+    # as long (up to 4x): a small model on a few CPU cores writes a 1,024-token reply in
+    # minutes. `glossator llm check` suggests a value for the configured server.
+    llm_timeout: float = Field(default=60.0, gt=0)
+    llm_concurrency: int = Field(default=4, ge=1)  # requests in flight to the LLM server
     reasoner: Reasoners = "auto"
     # A Hugging Face chat-model folder for the `local` reasoner; unset: the default
     # SmolLM2-135M-Instruct (the default subject model's folder).

@@ -6,7 +6,10 @@ and real `usage` counts."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -83,23 +86,37 @@ def start_llama_server(gguf: Path, log: Path, parallel: int = 2) -> LlamaServer:
         "2",
     ]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        # A session of its own: the entry point runs llama-server as its child, and
+        # stopping must stop both (see stop_llama_server).
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     server = LlamaServer(process, port, gguf.name, log)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not _healthy(port):
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
+            stop_llama_server(server)
             raise RuntimeError(f"llama-server did not start; its log:\n{log.read_text()[-2000:]}")
         time.sleep(0.2)
     return server
 
 
+def stop_llama_server(server: LlamaServer) -> None:
+    """Stop the entry point and the llama-server it started (its whole process group)."""
+    for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.process.pid, sig)
+        try:
+            server.process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        break
+
+
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     server = start_llama_server(default_gguf_path(), tmp_path_factory.mktemp("llama") / "log")
-    yield server
-    server.process.terminate()
     try:
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
+        yield server
+    finally:
+        stop_llama_server(server)
