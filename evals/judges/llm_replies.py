@@ -120,7 +120,11 @@ class Activations(Sized):
         return out
 
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# The length bound is in the schema: a server decoding under it (llama.cpp) otherwise
+# writes one text until max_tokens cuts the JSON off.
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS)
+]
 
 
 class Texts(Sized):
@@ -128,13 +132,10 @@ class Texts(Sized):
 
     @classmethod
     def bounded(cls, n: int) -> dict[str, Any]:
-        return {"texts": (Annotated[list[Text], Field(max_length=2 * n)], ...)}
+        return {"texts": (Annotated[list[Text], Field(min_length=n, max_length=2 * n)], ...)}
 
     @model_validator(mode="after")
-    def _enough_short_distinct(self) -> Texts:
-        long = [i + 1 for i, t in enumerate(self.texts) if len(t) > MAX_TEXT_CHARS]
-        if long:
-            raise ValueError(f"texts {long} are longer than {MAX_TEXT_CHARS} characters")
+    def _enough_distinct(self) -> Texts:
         if len(self.chosen()) < self.n:
             raise ValueError(f"write {self.n} different texts (got {len(set(self.texts))})")
         return self

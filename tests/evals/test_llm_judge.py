@@ -315,13 +315,13 @@ def test_simulate_json_mode_re_asks_invalid_replies(server: FakeLLMServer) -> No
 def test_generate_re_asks_for_short_distinct_texts(server: FakeLLMServer) -> None:
     server.push(
         Reply.json({"texts": ["I love you", "x" * 201, "We loved it"]}),
-        Reply.json({"texts": ["I love you", "I love you"]}),
+        Reply.json({"texts": ["I love you", "I love you", "I love you"]}),
         Reply.json({"texts": ["I love you", "She loves him", "Loving it", "extra"]}),
     )
     texts = run(judged(server, lambda j: j.generate(LOVE, 3)))
     assert texts == ["I love you", "She loves him", "Loving it"]
     feedbacks = [b["messages"][-1]["content"] for b in server.requests[1:]]
-    assert "texts [2] are longer than 200 characters" in feedbacks[0]
+    assert "texts.1" in feedbacks[0] and "at most 200 characters" in feedbacks[0]
     assert "write 3 different texts (got 1)" in feedbacks[1]
     assert "Write 3 different short texts" in ask_of(server.requests[0])
     assert run(judged(server, lambda j: j.generate(LOVE, 0))) == []
