@@ -15,9 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from llm_client.client import LLMClient
-from llm_client.config import JsonMode, LLMConfig
+from llm_client.config import JsonMode, LLMConfig, LLMUsage
 from llm_client.errors import (
-    LLMError,
     LLMLogprobsUnavailableError,
     LLMOutputError,
     LLMRequestError,
@@ -101,15 +100,16 @@ async def check_server(config: LLMConfig) -> ServerCheck:
             check.logprobs = bool(reply.tokens and reply.tokens[0].top)
         except (LLMLogprobsUnavailableError, LLMRequestError):
             check.logprobs = False
-        started = time.monotonic()
+        started, spent = time.monotonic(), LLMUsage()
         await client.complete_text(
             [{"role": "user", "content": "Write a short paragraph about the sea."}],
             purpose="check",
             max_tokens=SPEED_TOKENS,
+            usage=spent,
             cache=False,
         )
         seconds = time.monotonic() - started
-        written = client.usage_by_purpose["check"].output_tokens - (1 if check.logprobs else 0)
+        written = spent.output_tokens
         if written > 0 and seconds > 0:
             check.tokens_per_s = round(written / seconds, 1)
     return check
@@ -127,7 +127,5 @@ async def _json_mode(config: LLMConfig, mode: JsonMode) -> Outcome:
         except LLMRequestError as err:
             if err.status_code in (400, 422):
                 return "refused"
-            raise
-        except LLMError:
             raise
         return "ok" if client.json_mode == mode else "refused"
