@@ -52,8 +52,8 @@ SYSTEM = (
 # The replies' shapes carry every rule a JSON-schema grammar can enforce (list bounds,
 # string lengths, one negative control, both kinds of experiment), so a server that
 # decodes under the schema (llama.cpp, vLLM, OpenAI's structured outputs) cannot break
-# them; the validators check the rest (distinct hypotheses, no copy of the worked
-# example), and the client re-asks with their message.
+# them; the validators do the rest (drop repeated hypotheses, refuse a copy of the
+# worked example), and the client re-asks with their message.
 Statement = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STATEMENT_CHARS)]
 Note = Annotated[str, StringConstraints(max_length=MAX_NOTE_CHARS)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS)]
@@ -75,9 +75,21 @@ class _Hypotheses(BaseModel):
 
     @model_validator(mode="after")
     def _distinct_and_own(self) -> _Hypotheses:
-        statements = [h.statement for h in [*self.hypotheses, self.negative_control]]
-        if len({_normal(s) for s in statements}) < len(statements):
-            raise ValueError("hypotheses (the negative control too) must be distinct")
+        # Weak models repeat themselves: a repeat (of another hypothesis or of the
+        # control) is dropped, not the whole reply, while one real hypothesis is left.
+        seen = {_normal(self.negative_control.statement)}
+        kept = []
+        for h in self.hypotheses:
+            if _normal(h.statement) not in seen:
+                seen.add(_normal(h.statement))
+                kept.append(h)
+        if not kept:
+            raise ValueError(
+                "every hypothesis repeats the negative control: write hypotheses that "
+                "differ from each other and from the control"
+            )
+        self.hypotheses = kept
+        statements = [h.statement for h in [*kept, self.negative_control]]
         _refuse_copy(statements, [h.statement for h in _EXAMPLE_HYPOTHESES], at_least=2)
         return self
 

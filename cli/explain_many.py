@@ -201,6 +201,8 @@ def print_table(explanations: list[Explanation], names: list[str] | None, as_jso
                 "stopped_by": ex.stopped_by,
                 "probe_texts": ex.cost.probe_texts,
                 "llm_calls": ex.cost.llm_calls,
+                "llm_cached_calls": ex.cost.llm_cached_calls,
+                "llm_tokens": ex.cost.llm_tokens,
                 "seconds": ex.cost.seconds,
             }
         )
@@ -211,7 +213,9 @@ def print_table(explanations: list[Explanation], names: list[str] | None, as_jso
     for column in ("feature", "explanation", "confidence", "cost"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        cost = f"{row['probe_texts']} probes, {row['llm_calls']} LLM calls, {row['seconds']:.1f} s"
+        cached = f" (+{row['llm_cached_calls']} cached)" if row["llm_cached_calls"] else ""
+        calls = f"{row['llm_calls']} LLM calls{cached}"
+        cost = f"{row['probe_texts']} probes, {calls}, {row['seconds']:.1f} s"
         table.add_row(
             str(row["feature"]), Text(str(row["explanation"])), f"{row['confidence']:.2f}", cost
         )

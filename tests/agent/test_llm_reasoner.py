@@ -272,8 +272,12 @@ def test_the_schema_sent_carries_the_rules_a_grammar_can_enforce(
     assert set(design["required"]) == {"high", "low"}
     with pytest.raises(ValueError, match="at least 1 item"):
         _Experiments.model_validate({"high": [{"text": "I love it."}], "low": []})
-    with pytest.raises(ValueError, match="distinct"):
-        twice = HYPOTHESES["hypotheses"][0]
+    twice, control = HYPOTHESES["hypotheses"][0], HYPOTHESES["negative_control"]
+    repeated = _Hypotheses.model_validate(
+        {"hypotheses": [twice, twice], "negative_control": control}
+    )
+    assert [h.statement for h in repeated.hypotheses] == [twice["statement"]]  # repeat dropped
+    with pytest.raises(ValueError, match="repeats the negative control"):
         _Hypotheses.model_validate({"hypotheses": [twice, twice], "negative_control": twice})
     copied = EXAMPLE_EXPERIMENTS.model_dump()
     with pytest.raises(ValueError, match="worked example"):

@@ -152,8 +152,9 @@ def test_local_reasoner_on_a_planted_feature_keeps_the_rules_the_grammar_cannot(
     transport: LocalTransport, planted_evidence: tuple[EvidenceStore, PlantedFeatures]
 ) -> None:
     """One whole run, tiny budget, under the grammar (no worked example to copy). The
-    grammar gives every reply its shape; what it cannot enforce (distinct hypotheses) is
-    checked and re-asked. SmolLM2-135M cannot reason: greedy, it repeats one hypothesis,
+    grammar gives every reply its shape; what it cannot enforce is checked: repeated
+    hypotheses are dropped, and a reply of nothing but repeats of the control is
+    re-asked. SmolLM2-135M cannot reason: greedy, it repeats one statement everywhere,
     and then the run fails with that rule, after its re-asks, instead of concluding from
     a copy. A model that does better must get through the whole graph."""
     store, planted = planted_evidence
@@ -164,7 +165,7 @@ def test_local_reasoner_on_a_planted_feature_keeps_the_rules_the_grammar_cannot(
     try:
         state = AgentState.model_validate(asyncio.run(graph.compile().ainvoke(start)))
     except LLMOutputError as failed:
-        assert "_Hypotheses" in str(failed) and "must be distinct" in str(failed)
+        assert "_Hypotheses" in str(failed) and "repeats the negative control" in str(failed)
         assert client.usage.calls == 1 + client.config.max_output_retries
         assert "colour" not in failed.last_output  # no worked example was shown to copy
         return

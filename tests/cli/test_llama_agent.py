@@ -1,0 +1,130 @@
+"""The agent with GLOSSATOR_REASONER=openai against a real server: llama.cpp
+(tests/llama_fixtures.py) serving the shipped SmolLM2-135M GGUF, through `glossator
+explain` (one feature, a batch in process, a batch queued for a `glossator worker`).
+
+A 135M model cannot reason, and what it writes may change with the build's numerics:
+these tests hold the path to its contract, not the model to good explanations. Every
+feature ends explained and stored, with the calls and tokens the server counted, or
+failed with a message that says what to do; nothing ends in a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli_helpers import GLOSSATOR, run_cli
+from tests.llama_fixtures import LlamaServer
+
+pytestmark = pytest.mark.slow  # agent runs through a real LLM server
+
+FEATURES = ("word-love", "colour-words", "animal-words")
+ONE_ROUND = ("--planted", "--max-rounds", "1", "--json")
+# hypothesize, then one round (design, analyze), then conclude
+CALLS_OF_ONE_ROUND = 4
+
+
+@pytest.fixture(scope="module")
+def llama(planted_env: dict[str, str], llama_server: LlamaServer) -> dict[str, str]:
+    """The session's planted data dir, explained by the openai reasoner via llama.cpp."""
+    return {
+        **planted_env,
+        "GLOSSATOR_REASONER": "openai",
+        "GLOSSATOR_LLM_BASE_URL": llama_server.base_url,
+        "GLOSSATOR_LLM_MODEL": llama_server.model,
+    }
+
+
+def asked(row: dict[str, Any]) -> int:
+    return int(row["llm_calls"] + row["llm_cached_calls"])
+
+
+def failed_features(stderr: str) -> set[str]:
+    return set(re.findall(r"failed: feature ([\w-]+): model '[^']+' gave no valid", stderr))
+
+
+def assert_each_explained_or_failed_clearly(
+    result: subprocess.CompletedProcess[str], features: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    assert "Traceback" not in result.stderr, result.stderr
+    rows = json.loads(result.stdout)["explanations"]
+    explained = {row["feature"] for row in rows}
+    failed = failed_features(result.stderr)
+    assert explained | failed == set(features) and not explained & failed, result.stderr
+    assert result.returncode == (1 if failed else 0), result.stderr
+    for row in rows:  # asked of the server, or answered by the cache of an earlier test
+        assert row["explanation"].strip() and asked(row) >= CALLS_OF_ONE_ROUND
+    return list(rows)
+
+
+def test_one_feature_is_explained_by_llama_cpp_or_fails_clearly(llama: dict[str, str]) -> None:
+    result = run_cli("explain", "word-love", "--new", *ONE_ROUND, env=llama)
+    assert "Traceback" not in result.stderr, result.stderr
+    if result.returncode == 1:  # the model's replies stayed invalid after its re-asks
+        assert "gave no valid" in result.stderr and "run the same command again" in result.stderr
+        assert result.stdout == ""
+        return
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    cost = run["explanation"]["cost"]
+    assert cost["llm_calls"] >= CALLS_OF_ONE_ROUND and cost["llm_cached_calls"] == 0
+    assert cost["llm_tokens"] > 1000  # the server's own usage counts: the prompts are long
+    assert run["explanation"]["stopped_by"] in ("decided", "budget: rounds")
+    assert all(e["outcome"] is not None for e in run["experiments"])  # the probes ran
+    shown = run_cli("explanation", "word-love", "--planted", "--json", env=llama)
+    assert shown.returncode == 0, shown.stderr
+    stored = json.loads(shown.stdout)
+    assert stored["explanation"]["text"] == run["explanation"]["text"]
+    assert stored["explainer"] == "openai"
+
+
+def test_a_batch_in_process_explains_or_fails_each_feature_on_its_own(
+    llama: dict[str, str],
+) -> None:
+    batch = ("explain", "--features", ",".join(FEATURES), "--local", "--new", *ONE_ROUND)
+    result = run_cli(*batch, env=llama)
+    rows = assert_each_explained_or_failed_clearly(result, FEATURES)
+    # What was explained is stored; what failed stored nothing.
+    for feature in FEATURES:
+        shown = run_cli("explanation", feature, "--planted", "--json", env=llama)
+        explained = [r for r in rows if r["feature"] == feature]
+        if explained:
+            assert shown.returncode == 0, shown.stderr
+            text = json.loads(shown.stdout)["explanation"]["text"]
+            assert text == explained[0]["explanation"]
+
+
+def test_a_batch_queued_for_a_worker_is_explained_through_llama_cpp(
+    llama: dict[str, str], tmp_path: Path
+) -> None:
+    features = FEATURES[:2]
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [GLOSSATOR, "worker", "--planted", "--concurrency", "2"],
+        env={**os.environ, **llama},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        queued = ("explain", "--features", ",".join(features), "--new", *ONE_ROUND)
+        result = run_cli(*queued, env=llama)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    worker_log = (tmp_path / "worker.log").read_text()
+    assert "Traceback" not in worker_log, worker_log
+    assert "Traceback" not in result.stderr, result.stderr
+    rows = json.loads(result.stdout)["explanations"]
+    for row in rows:
+        assert row["feature"] in features and row["explanation"].strip()
+        assert asked(row) >= CALLS_OF_ONE_ROUND
+    explained = {row["feature"] for row in rows}
+    for feature in set(features) - explained:  # the job names why it failed
+        assert re.search(rf"{feature}.*gave no valid", result.stderr), result.stderr
+    assert result.returncode == (0 if explained == set(features) else 1), result.stderr
