@@ -5,11 +5,16 @@ and the reasoner make of a real, weak, grammar-constrained server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
 
 from agent.llm_reasoner import MAX_TEST_CHARS, LLMReasoner, _Experiments
 from agent.state import AgentState, Expect, Hypothesis
-from llm_client import LLMClient, LLMConfig
+from llm_client import LLMClient, LLMConfig, LLMOutputError
 from tests.llama_fixtures import LlamaServer
 
 DESIGN_ASK = [
@@ -76,3 +81,63 @@ def test_the_reasoner_designs_experiments_through_llama_cpp(llama_server: LlamaS
     experiments = asyncio.run(design())
     kinds = {e.expect for e in experiments}
     assert kinds == {Expect.HIGH, Expect.LOW}
+
+
+def _unknown_type(schema: dict[str, Any]) -> None:
+    schema["properties"]["colour"]["type"] = "colour-name"
+
+
+class _Uncompilable(BaseModel):
+    """A schema llama.cpp cannot turn into a grammar (an unknown type): it answers 400."""
+
+    model_config = ConfigDict(json_schema_extra=_unknown_type)
+    colour: str
+
+
+class _Colour(BaseModel):
+    colour: str
+
+
+COLOUR_ASK = [{"role": "user", "content": 'The sky is blue. Reply {"colour": "blue"}.'}]
+
+
+def test_a_schema_llama_cpp_refuses_steps_down_to_json_object_and_stays_there(
+    llama_server: LlamaServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def ask() -> None:
+        async with LLMClient(_config(llama_server), cache=None) as client:
+            with contextlib.suppress(LLMOutputError):  # SmolLM2 may not write the key
+                await client.complete_json(COLOUR_ASK, _Uncompilable, purpose="colour")
+            assert client.json_mode == "json_object"
+            with contextlib.suppress(LLMOutputError):
+                await client.complete_json(COLOUR_ASK, _Colour, purpose="colour")
+            assert client.json_mode == "json_object"  # kept: not tried and refused again
+
+    with caplog.at_level(logging.WARNING, logger="llm_client.client"):
+        asyncio.run(ask())
+    logged = [r.getMessage() for r in caplog.records]
+    refused = [m for m in logged if "refused response_format" in m]
+    assert len(refused) == 1 and "HTTP 400" in refused[0] and "colour-name" in refused[0]
+
+
+def test_without_response_format_llama_cpp_replies_are_still_held_to_the_schema(
+    llama_server: LlamaServer,
+) -> None:
+    """json_mode off (for servers that refuse response_format): nothing constrains the
+    reply, so the client parses and validates it, and re-asks; SmolLM2 then writes prose,
+    and the call fails saying what to change."""
+
+    async def ask() -> tuple[_Colour | LLMOutputError, LLMClient]:
+        async with LLMClient(_config(llama_server, json_mode="off"), cache=None) as client:
+            try:
+                return await client.complete_json(COLOUR_ASK, _Colour, purpose="colour"), client
+            except LLMOutputError as failed:
+                return failed, client
+
+    out, client = asyncio.run(ask())
+    assert client.json_mode == "off"
+    if isinstance(out, LLMOutputError):
+        assert client.usage.calls == 1 + client.config.max_output_retries
+        assert "no valid _Colour" in str(out) and "Try a stronger model" in str(out)
+    else:
+        assert out.colour.strip()
