@@ -102,6 +102,8 @@ def bench_command(
     """Run (or resume) a benchmark, then write its report."""
     if ctx.invoked_subcommand is not None:
         return
+    from cli.llm_progress import LLMColumn
+    from llm_client import watched
     from runtime.agent import agent_setup
     from runtime.bench import BenchOptions, plan_bench
     from runtime.bench_options import BenchOptionError
@@ -132,16 +134,18 @@ def bench_command(
         except BenchOptionError as err:
             raise UserError(str(err)) from err
         store, run_id = setup.deps.store, bench.config.run_id
-        progress = Progress(
-            TextColumn(f"[bold]bench {run_id}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-        )
-        with progress:
-            task = progress.add_task("features", total=len(bench.config.features))
-            asyncio.run(_run(bench, lambda _: progress.advance(task)))
+        with watched() as activity:
+            progress = Progress(
+                TextColumn(f"[bold]bench {run_id}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                LLMColumn(activity),
+                console=err_console,
+            )
+            with progress:
+                task = progress.add_task("features", total=len(bench.config.features))
+                asyncio.run(_run(bench, lambda _: progress.advance(task)))
         report = _write(settings, bench.results, store)
         if json_out is not None:
             json_out.write_text((report.parent / "results.json").read_text())

@@ -115,12 +115,20 @@ async def _run(
     from rich.live import Live
 
     from cli.agent_view import render_run
+    from cli.llm_progress import WithActivity
+    from llm_client import watched
 
     async with checkpointed_graph(settings, setup) as graph:
         if not live:  # --json: nothing but the final document on stdout
             return await drive(graph, start, thread, on_state=None)
-        with Live(render_run(start, name), console=console) as view:
-            return await drive(graph, start, thread, lambda s: view.update(render_run(s, name)))
+        with watched() as activity, Live(console=console, refresh_per_second=2) as view:
+            shown = WithActivity(render_run(start, name), activity)
+            view.update(shown)  # redrawn at each refresh: the elapsed time moves on
+
+            def on_state(state: AgentState) -> None:
+                shown.inner = render_run(state, name)
+
+            return await drive(graph, start, thread, on_state)
 
 
 def explanation_command(

@@ -151,20 +151,13 @@ def run_many(
 ) -> tuple[list[AgentState], dict[int, str]]:
     """The finished runs, and the features whose LLM kept failing (with the reason):
     one failing run does not take the others' results with it."""
-    from llm_client import LLMError
+    from cli.llm_progress import LLMColumn
+    from llm_client import LLMError, watched
     from runtime.runs import checkpointed_graph, drive
-
-    progress = Progress(
-        TextColumn("[bold]explaining"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
 
     failed: dict[int, str] = {}
 
-    async def main() -> list[AgentState]:
+    async def main(progress: Progress) -> list[AgentState]:
         from agent.state import AgentState
 
         gate = asyncio.Semaphore(concurrency)
@@ -185,8 +178,17 @@ def run_many(
             states = await asyncio.gather(*(one(f) for f in features))
             return [s for s in states if s is not None]
 
-    with progress:
-        states = asyncio.run(main())
+    with watched() as activity:
+        progress = Progress(
+            TextColumn("[bold]explaining"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            LLMColumn(activity),
+            console=err_console,
+        )
+        with progress:
+            states = asyncio.run(main(progress))
     return states, dict(sorted(failed.items()))
 
 

@@ -16,7 +16,7 @@ from llm_client.errors import (
     LLMRequestError,
     LLMUnavailableError,
 )
-from llm_client.meter import metered
+from llm_client.meter import LLMActivity, metered, watched
 from llm_client.prompting import DATA_NOTE, Message, delimit
 from llm_client.results import TextWithLogprobs, TokenLogprobs
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DATA_NOTE",
     "JsonMode",
+    "LLMActivity",
     "LLMClient",
     "LLMConfig",
     "LLMError",
@@ -39,6 +40,7 @@ __all__ = [
     "TokenLogprobs",
     "delimit",
     "metered",
+    "watched",
 ]
 
 

@@ -21,7 +21,7 @@ from llm_client.errors import (
     LLMRequestError,
     LLMUnavailableError,
 )
-from llm_client.meter import charge
+from llm_client.meter import asking, charge
 from llm_client.prompting import (
     Message,
     describe_validation_error,
@@ -199,7 +199,7 @@ class LLMClient:
         mode = self._json_mode
         while True:
             try:
-                reply = await self._transport.create(
+                reply = await self._create(
                     messages,
                     purpose,
                     spent,
@@ -219,6 +219,12 @@ class LLMClient:
                 self._json_mode = mode
             return reply
 
+    async def _create(
+        self, messages: list[Message], purpose: str, spent: LLMUsage, **options: Any
+    ) -> Completion:
+        with asking(purpose):  # shown as waiting by progress displays (meter.watched)
+            return await self._transport.create(messages, purpose, spent, **options)
+
     async def _text(
         self,
         messages: list[Message],
@@ -236,7 +242,7 @@ class LLMClient:
             if hit is not None:
                 spent.cached_calls += 1
                 return _from_cached(hit)
-            reply = await self._transport.create(
+            reply = await self._create(
                 messages, purpose, spent, max_tokens=max_tokens, top_logprobs=top_logprobs
             )
             if reply.content is None:

@@ -1,6 +1,7 @@
-"""The agent with GLOSSATOR_REASONER=openai against a real server: llama.cpp
-(tests/llama_fixtures.py) serving the shipped SmolLM2-135M GGUF, through `glossator
-explain` (one feature, a batch in process, a batch queued for a `glossator worker`).
+"""The CLI's LLM paths against a real server: llama.cpp (tests/llama_fixtures.py) serving
+the shipped SmolLM2-135M GGUF. The agent with GLOSSATOR_REASONER=openai through `glossator
+explain` (one feature, a batch in process, a batch queued for a `glossator worker`), and
+`glossator bench` with the one-shot explainer and the LLM judge.
 
 A 135M model cannot reason, and what it writes may change with the build's numerics:
 these tests hold the path to its contract, not the model to good explanations. Every
@@ -60,6 +61,8 @@ def assert_each_explained_or_failed_clearly(
     assert result.returncode == (1 if failed else 0), result.stderr
     for row in rows:  # asked of the server, or answered by the cache of an earlier test
         assert row["explanation"].strip() and asked(row) >= CALLS_OF_ONE_ROUND
+    # The progress line's LLM activity (the last frame, as stderr is no terminal).
+    assert re.search(r"LLM \d+ calls, [\d,]+ tokens", result.stderr), result.stderr
     return list(rows)
 
 
@@ -128,3 +131,25 @@ def test_a_batch_queued_for_a_worker_is_explained_through_llama_cpp(
     for feature in set(features) - explained:  # the job names why it failed
         assert re.search(rf"{feature}.*gave no valid", result.stderr), result.stderr
     assert result.returncode == (0 if explained == set(features) else 1), result.stderr
+
+
+def test_bench_scores_oneshot_with_the_llm_judge_and_shows_its_llm_activity(
+    llama: dict[str, str], tmp_path: Path
+) -> None:
+    """`glossator bench` with the one-shot explainer and the LLM judge, both through
+    llama.cpp (the run the issue saw go silent for 10 minutes): it finishes, and its
+    progress line shows the LLM's calls and tokens."""
+    out = tmp_path / "bench.json"
+    args = [
+        "bench", "--planted", "--features", "word-love",
+        "--explainers", "oneshot,toptokens", "--judges", "llm", "--scorers", "detection",
+        "--non-activating", "2", "--per-quantile", "1", "--json", str(out),
+    ]  # fmt: skip
+    result = run_cli(*args, env={**llama, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(r"LLM [1-9]\d* calls, [\d,]+ tokens", result.stderr), result.stderr
+    rows = json.loads(out.read_text())["results"]
+    scored = [r for r in rows if r["score"] is not None]
+    assert {r["explainer"] for r in scored} == {"oneshot", "toptokens"}, rows
+    assert all(0.0 <= r["score"] <= 1.0 for r in scored)

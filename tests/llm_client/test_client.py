@@ -27,6 +27,7 @@ from llm_client import (
     delimit,
 )
 from llm_client.cache import KEY_PREFIX
+from llm_client.meter import watched
 from tests.llm_server import FakeLLMServer, Reply
 
 R = TypeVar("R")
@@ -207,6 +208,31 @@ def test_concurrency_limit_is_respected(llm_server: FakeLLMServer) -> None:
 
     assert run(go()) == [Verdict(**GOOD)] * 8
     assert llm_server.max_in_flight == 2
+
+
+def test_a_watch_shows_the_requests_waiting_on_the_server(llm_server: FakeLLMServer) -> None:
+    """What progress displays show while a slow server computes: the requests in
+    flight by purpose, then the finished calls and their tokens."""
+    llm_server.push(*[Reply.json(GOOD, delay_s=0.5, prompt_tokens=10, completion_tokens=5)] * 3)
+    seen: list[str] = []
+
+    async def go() -> None:
+        async with LLMClient(config(llm_server, concurrency=2)) as client:
+            asks = [[{"role": "user", "content": f"question {i}"}] for i in range(3)]
+            calls = [client.complete_json(m, Verdict, purpose="judge-detect") for m in asks]
+            running = asyncio.gather(*calls)
+            await asyncio.sleep(0.25)
+            seen.append(activity.describe())
+            await running
+
+    with watched() as activity:
+        assert activity.describe() == ""  # nothing to show before the first call
+        run(go())
+    assert seen == ["LLM 0 calls, 0 tokens · waiting on judge-detect x3"]  # 2 sent, 1 queued
+    assert activity.describe() == "LLM 3 calls, 45 tokens"
+    with watched() as elsewhere:
+        pass
+    assert elsewhere.describe() == ""  # a watch counts only its own block's calls
 
 
 def test_usage_and_cost_accounting(llm_server: FakeLLMServer) -> None:
