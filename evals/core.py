@@ -38,6 +38,7 @@ class ExplainerCost(BaseModel):
     """What producing the explanation cost (zeros for imported ones)."""
 
     llm_calls: int = 0
+    llm_cached_calls: int = 0  # answered by the response cache: no request, no tokens
     llm_tokens: int = 0
     probe_texts: int = 0
     seconds: float = 0.0

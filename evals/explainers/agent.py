@@ -36,6 +36,7 @@ def from_explanation(explanation: Explanation, explainer: str = "agent") -> Expl
         confidence=explanation.confidence,
         cost=ExplainerCost(
             llm_calls=cost.llm_calls,
+            llm_cached_calls=cost.llm_cached_calls,
             llm_tokens=cost.llm_tokens,
             probe_texts=cost.probe_texts,
             seconds=cost.seconds,

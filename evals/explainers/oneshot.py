@@ -92,6 +92,7 @@ class OneShotExplainer:
         )
         cost = ExplainerCost(
             llm_calls=usage.calls,
+            llm_cached_calls=usage.cached_calls,
             llm_tokens=usage.input_tokens + usage.output_tokens,
             seconds=time.perf_counter() - start,
         )

@@ -295,7 +295,9 @@ def test_agent_explanation_and_its_stored_record_become_the_same_explained(
     assert explained.explainer == "agent" and explained.feature == feature
     assert explained.text == explanation.text and explained.labels == ["love"]
     # Cached answers cost nothing, as in the run's own accounting.
-    assert explained.cost == ExplainerCost(llm_calls=3, llm_tokens=330, probe_texts=12, seconds=4.5)
+    assert explained.cost == ExplainerCost(
+        llm_calls=3, llm_cached_calls=2, llm_tokens=330, probe_texts=12, seconds=4.5
+    )
     held = held_out_agreement(planted_evidence[0], feature, explained.predicate)
     assert held.f1 > 0.9, held
     # A record read back from its stored JSON adapts to the same thing.
