@@ -65,6 +65,8 @@ def run_bench(args: argparse.Namespace, env: dict[str, str], out: Path) -> None:
     ]  # fmt: skip
     if args.planted:
         command.append("--planted")
+    if args.spec:
+        command += ["--spec", args.spec]
     if args.features:
         command += ["--features", args.features]
     done = subprocess.run(command, env=env, check=False)
@@ -115,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gguf", default="smollm2", help="smollm2, gemma3-270m or a path")
     parser.add_argument("--planted", action="store_true", help="the shipped planted features")
+    parser.add_argument("--spec", help="a planted spec (implies --planted)")
     parser.add_argument("--features", help='"sample:20", "0:100" or "3,7,9" (planted: ids)')
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-rounds", type=int, default=10)
@@ -126,6 +129,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args()
     gguf = gguf_path(args.gguf)
+    args.planted = args.planted or args.spec is not None
     subject = "planted" if args.planted else "real"
     args.run = args.run or f"llm-{gguf.stem.lower().replace('.', '-')}-{subject}-s{args.seed}"
     with tempfile.TemporaryDirectory() as tmp:
