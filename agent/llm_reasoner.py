@@ -6,6 +6,9 @@ Every call sends a small prompt and validates the reply against a small pydantic
 `_marked` writes the activation marks (⟦token⟧(2.5)): in any text from the corpus, a
 user or a model their brackets become plain ones (`unmarked`), so no text can fake a
 firing.
+With the graph's round steps (`design_round`, `analyze_round`) one call writes the tests,
+and one the verdicts, of every open hypothesis: a round is two calls, however many
+hypotheses are open. The one-hypothesis steps serve the chat.
 SAGE's rule is enforced in code after the model answers: confirming or refuting takes
 at least two consistent tests among the cited ones, and every cited id must be one of
 the hypothesis's experiments; otherwise the verdict is downgraded to open.
@@ -242,13 +245,7 @@ class LLMReasoner:
             f"where it says it does not. {self._reply_like(EXAMPLE_EXPERIMENTS)}"
         )
         out = await self._ask(state, ask, _Experiments, "design")
-        return [
-            *(
-                NewExperiment(text=e.text, expect=Expect.HIGH, expected_peak=e.expected_peak)
-                for e in out.high
-            ),
-            *(NewExperiment(text=e.text, expect=Expect.LOW) for e in out.low),
-        ]
+        return _new_experiments(out)
 
     async def analyze(
         self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
@@ -265,6 +262,50 @@ class LLMReasoner:
         )
         out = await self._ask(state, ask, _VerdictOut, "analyze")
         return checked_verdict(out, tests)
+
+    async def design_round(
+        self, state: AgentState, targets: list[Hypothesis], evidence: FeatureEvidence
+    ) -> dict[str, list[NewExperiment]]:
+        from agent.llm_round_schemas import EXAMPLE_ROUND_TESTS, round_tests
+
+        ids = tuple(h.id for h in targets)
+        listed = "\n\n".join(
+            f"Hypothesis {h.id}:\n{render_hypothesis(h)}\nIts experiments so far:\n"
+            f"{render_experiments(state.tests_of(h.id), state.threshold) or '(none)'}"
+            for h in targets
+        )
+        ask = (
+            f"{listed}\n\nFor each hypothesis ({', '.join(ids)}), write new short test texts "
+            f"(at most {MAX_TEST_CHARS} characters each) that would tell whether it holds: "
+            "1 to 3 in high, where it says the feature fires (expected_peak: the token it "
+            "should peak on), and 1 to 3 in low, where it says it does not. One entry in "
+            f"tests per hypothesis, with its id. {self._reply_like(EXAMPLE_ROUND_TESTS)}"
+        )
+        out = await self._ask(state, ask, round_tests(ids), "design")
+        return {t.hypothesis: _new_experiments(t) for t in out.tests}
+
+    async def analyze_round(
+        self, state: AgentState, targets: list[Hypothesis], evidence: FeatureEvidence
+    ) -> dict[str, Verdict]:
+        from agent.llm_round_schemas import EXAMPLE_ROUND_VERDICTS, round_verdicts
+
+        ids = tuple(h.id for h in targets)
+        tests = {h.id: [e for e in state.tests_of(h.id) if e.outcome is not None] for h in targets}
+        listed = "\n\n".join(
+            f"Hypothesis {h.id}:\n{render_hypothesis(h)}\nIts experiments:\n"
+            f"{render_experiments(tests[h.id], state.threshold) or '(none)'}"
+            for h in targets
+        )
+        ask = (
+            f"{listed}\n\nFired means max activation >= {state.threshold:.2f}. Give a "
+            f"verdict for each hypothesis ({', '.join(ids)}): 'confirmed' or 'refuted' (each "
+            "needs at least 2 consistent experiments), 'refined' (with refined_statement: a "
+            "better wording to test next) or 'open' (not enough evidence yet). Cite the ids "
+            "of the experiments that decided it. One entry in verdicts per hypothesis, with "
+            f"its id. {self._reply_like(EXAMPLE_ROUND_VERDICTS)}"
+        )
+        out = await self._ask(state, ask, round_verdicts(ids), "analyze")
+        return {v.hypothesis: checked_verdict(v, tests[v.hypothesis]) for v in out.verdicts}
 
     async def conclude(self, state: AgentState, evidence: FeatureEvidence) -> Conclusion:
         summary = "\n".join(
@@ -298,6 +339,16 @@ class LLMReasoner:
             {"role": "user", "content": f"Feature {state.feature}.\n\n{ask}"},
         ]
         return await self.client.complete_json(messages, schema, purpose=purpose)
+
+
+def _new_experiments(out: _Experiments) -> list[NewExperiment]:
+    return [
+        *(
+            NewExperiment(text=e.text, expect=Expect.HIGH, expected_peak=e.expected_peak)
+            for e in out.high
+        ),
+        *(NewExperiment(text=e.text, expect=Expect.LOW) for e in out.low),
+    ]
 
 
 def checked_verdict(out: _VerdictOut, tests: Sequence[Experiment]) -> Verdict:

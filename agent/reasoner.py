@@ -2,7 +2,9 @@
 
 The graph's nodes own the bookkeeping (ids, statuses, budgets, cost); a reasoner only
 thinks: it proposes hypotheses, writes experiments for one, judges one from its
-experiments, and writes the conclusion.
+experiments, and writes the conclusion. A `RoundReasoner` (the LLM reasoners) also writes
+and judges the experiments of every open hypothesis in one step each: a round then costs
+two LLM calls, however many hypotheses are open.
 """
 
 from __future__ import annotations
@@ -62,3 +64,18 @@ class Reasoner(Protocol):
     ) -> Verdict: ...
 
     async def conclude(self, state: AgentState, evidence: FeatureEvidence) -> Conclusion: ...
+
+
+class RoundReasoner(Reasoner, Protocol):
+    async def design_round(
+        self, state: AgentState, targets: list[Hypothesis], evidence: FeatureEvidence
+    ) -> dict[str, list[NewExperiment]]: ...
+
+    async def analyze_round(
+        self, state: AgentState, targets: list[Hypothesis], evidence: FeatureEvidence
+    ) -> dict[str, Verdict]: ...
+
+
+def tests_rounds(reasoner: Reasoner) -> bool:
+    """Whether `reasoner` designs and judges a round's hypotheses all at once."""
+    return hasattr(reasoner, "design_round") and hasattr(reasoner, "analyze_round")

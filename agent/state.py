@@ -137,7 +137,9 @@ class AgentState(BaseModel):
     next_step: Literal["design", "conclude"] | None = None
     stop_reason: str | None = None
     started_at: float = 0.0  # wall clock (time.time()) when the run began; survives resume
-    testing: str | None = None  # the hypothesis the current round tests
+    testing: str | None = None  # the hypothesis the current round tests (the first of them)
+    # A round reasoner tests every open hypothesis at once: the ones this round tests.
+    round_targets: list[str] = Field(default_factory=list)
 
     def hypothesis(self, hypothesis_id: str) -> Hypothesis:
         for h in self.hypotheses:

@@ -16,6 +16,7 @@ import pytest
 import redis
 from pydantic import SecretStr
 
+from agent import llm_round_schemas as llm_rounds
 from agent.checkpointer import async_redis_checkpointer
 from agent.deps import AgentDeps
 from agent.graph import build_graph
@@ -105,55 +106,84 @@ def reply(obj: Any, **kw: Any) -> Reply:
     return Reply.json(obj, prompt_tokens=PROMPT_TOKENS, completion_tokens=REPLY_TOKENS, **kw)
 
 
-# Round 1 tests H1 (E1-E2), round 2 H2 (E3-E5), round 3 the control H3 (E6-E8).
-SCRIPT = [
-    reply(HYPOTHESES),
-    reply(
-        experiments(("I love you and she loves me.", "high", " love"), ("I like tea.", "low", None))
-    ),
-    reply(verdict("confirmed", ["E1", "E2"])),
-    reply(
-        experiments(
+# Each hypothesis's tests and verdict per round. Round 1 tests every open hypothesis in
+# one design and one analyze call: H1 (E1-E2) is confirmed, the control H3 (E6-E8)
+# refuted, and H2 (E3-E5) stays open; round 2 tests H2 alone (E9-E11) and refutes it.
+ROUND_TESTS: list[dict[str, dict[str, Any]]] = [
+    {
+        "H1": experiments(
+            ("I love you and she loves me.", "high", " love"), ("I like tea.", "low", None)
+        ),
+        "H2": experiments(
             ("I am so happy today!", "high", " happy"),
             ("What a joyful, delightful morning.", "high", " joy"),
             ("The table is made of wood.", "low", None),
-        )
-    ),
-    reply(verdict("refuted", ["E3", "E4"])),
-    reply(
-        experiments(
+        ),
+        "H3": experiments(
             ("There are 42 apples and 17 pears.", "high", "42"),
             ("Call 555 1234 before 1999.", "high", "555"),
             ("A quiet evening at home.", "low", None),
+        ),
+    },
+    {
+        "H2": experiments(
+            ("Such joy and delight!", "high", " joy"),
+            ("We were glad to see them.", "high", " glad"),
+            ("The chair is blue.", "low", None),
         )
-    ),
-    reply(verdict("refuted", ["E6", "E7"])),
+    },
+]
+ROUND_VERDICTS: list[dict[str, dict[str, Any]]] = [
+    {
+        "H1": verdict("confirmed", ["E1", "E2"]),
+        "H2": verdict("open", [], "one more round"),
+        "H3": verdict("refuted", ["E6", "E7"]),
+    },
+    {"H2": verdict("refuted", ["E9", "E10"])},
+]
+
+
+def round_tests(tests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"tests": [{"hypothesis": h, **t} for h, t in tests.items()]}
+
+
+def round_verdicts(verdicts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"verdicts": [{"hypothesis": h, **v} for h, v in verdicts.items()]}
+
+
+SCRIPT = [
+    reply(HYPOTHESES),
+    reply(round_tests(ROUND_TESTS[0])),
+    reply(round_verdicts(ROUND_VERDICTS[0])),
+    reply(round_tests(ROUND_TESTS[1])),
+    reply(round_verdicts(ROUND_VERDICTS[1])),
     reply(CONCLUSION),
 ]
-STEPS = ["hypothesize", "design", "analyze", "design", "analyze", "design", "analyze", "conclude"]
+STEPS = ["hypothesize", "design", "analyze", "design", "analyze", "conclude"]
 
 
 def step_of(body: dict[str, Any]) -> str:
     """Which reasoner step a request is (from what its prompt asks) and, for design and
-    analyze, the hypothesis: "hypothesize", "design H2", "analyze H1", "conclude"."""
+    analyze, the hypotheses: "hypothesize", "design H1,H2,H3", "analyze H2", "conclude"."""
     prompt = str(body["messages"][1]["content"])  # the first ask (re-asks come after)
     if "Propose at least 3" in prompt:
         return "hypothesize"
     if "\nConclude:" in prompt:
         return "conclude"
-    found = re.search(r"^Hypothesis (H\d+):", prompt, re.MULTILINE)
-    assert found is not None, prompt
-    return f"{'design' if 'Write new short test texts' in prompt else 'analyze'} {found[1]}"
+    found = re.findall(r"^Hypothesis (H\d+):", prompt, re.MULTILINE)
+    assert found, prompt
+    kind = "design" if "short test texts" in prompt else "analyze"
+    return f"{kind} {','.join(found)}"
 
 
 def by_step(body: dict[str, Any]) -> Reply:
     """SCRIPT's reply to whichever step the request is, whatever the order requests come
-    in (concurrent runs interleave theirs)."""
+    in (concurrent runs interleave theirs): round 1 is the one that tests H1."""
     step = step_of(body)
     if step in ("hypothesize", "conclude"):
         return SCRIPT[0 if step == "hypothesize" else -1]
-    kind, hypothesis = step.split()
-    n = int(hypothesis[1:]) - 1
+    kind, hypotheses = step.split()
+    n = 0 if "H1" in hypotheses.split(",") else 1
     return SCRIPT[1 + 2 * n + (kind == "analyze")]
 
 
@@ -252,10 +282,9 @@ def test_the_schema_sent_carries_the_rules_a_grammar_can_enforce(
     vLLM) cannot break them. A design reply with no low test is refused by the schema."""
     llm_server.push(*SCRIPT)
     explain(llm_server, planted_evidence, config=llm_config(llm_server, json_mode="json_schema"))
-    sent = {
-        step_of(b).split()[0]: b["response_format"]["json_schema"]["schema"]
-        for b in llm_server.requests
-    }
+    sent: dict[str, Any] = {}  # each step's first schema (round 1's, for design)
+    for body in llm_server.requests:
+        sent.setdefault(step_of(body).split()[0], body["response_format"]["json_schema"]["schema"])
     hypotheses = sent["hypothesize"]
     assert hypotheses["properties"]["hypotheses"] | {"items": None} == {
         "items": None,
@@ -265,11 +294,26 @@ def test_the_schema_sent_carries_the_rules_a_grammar_can_enforce(
         "type": "array",
     }
     assert set(hypotheses["required"]) == {"hypotheses", "negative_control"}
+    # A round's design: one entry per open hypothesis, named by an id of this round.
     design = sent["design"]
-    assert design["properties"]["high"]["minItems"] == design["properties"]["low"]["minItems"] == 1
+    assert design["properties"]["tests"]["minItems"] == design["properties"]["tests"]["maxItems"]
+    assert design["properties"]["tests"]["maxItems"] == 3
+    tests_for = design["$defs"]["_TestsFor_H1_H2_H3"]
+    assert tests_for["properties"]["hypothesis"]["enum"] == ["H1", "H2", "H3"]
+    assert tests_for["properties"]["high"]["minItems"] == 1
+    assert tests_for["properties"]["low"]["minItems"] == 1
+    assert set(tests_for["required"]) == {"hypothesis", "high", "low"}
     test_text = design["$defs"]["_HighTest"]["properties"]["text"]
     assert test_text["maxLength"] == MAX_TEST_CHARS and test_text["minLength"] == 1
-    assert set(design["required"]) == {"high", "low"}
+    analyze = sent["analyze"]
+    verdict_for = analyze["$defs"]["_VerdictFor_H1_H2_H3"]["properties"]
+    assert verdict_for["hypothesis"]["enum"] == ["H1", "H2", "H3"]
+    assert verdict_for["cites"]["items"]["pattern"] == "^E[0-9]{1,3}$"
+    # A weak model's repeats: the first entry of a hypothesis counts; one left out stays
+    # untested this round.
+    twice_h1 = {"tests": [{"hypothesis": "H1", **ROUND_TESTS[0]["H1"]}] * 3}
+    kept = llm_rounds.round_tests(("H1", "H2", "H3")).model_validate(twice_h1)
+    assert [t.hypothesis for t in kept.tests] == ["H1"]
     with pytest.raises(ValueError, match="at least 1 item"):
         _Experiments.model_validate({"high": [{"text": "I love it."}], "low": []})
     twice, control = HYPOTHESES["hypotheses"][0], HYPOTHESES["negative_control"]
@@ -297,9 +341,13 @@ def test_llm_reasoner_explains_word_love_over_http(
     assert explanation.evidence == ["E1", "E2"]  # the unknown E99 is dropped
     statuses = [h.status for h in state.hypotheses]
     assert statuses == [Status.CONFIRMED, Status.REFUTED, Status.REFUTED]
-    assert [h.decided_by for h in state.hypotheses] == [["E1", "E2"], ["E3", "E4"], ["E6", "E7"]]
+    assert [h.decided_by for h in state.hypotheses] == [["E1", "E2"], ["E9", "E10"], ["E6", "E7"]]
+    # Round 1 tested all three hypotheses at once, round 2 only the one left open.
+    assert [e.hypothesis for e in state.experiments] == ["H1"] * 2 + ["H2"] * 3 + ["H3"] * 3 + [
+        "H2"
+    ] * 3
     assert state.hypotheses[2].negative_control
-    assert all(e.outcome is not None for e in state.experiments) and len(state.experiments) == 8
+    assert all(e.outcome is not None for e in state.experiments) and len(state.experiments) == 11
     # The evidence went out delimited, the peak marked, with the data note.
     store, _ = planted_evidence
     top = store.feature(state.feature).top[0]
@@ -316,7 +364,7 @@ def test_llm_reasoner_explains_word_love_over_http(
     assert client.usage.calls == len(SCRIPT) and client.usage.input_tokens > 0
     assert state.cost.llm_calls == len(SCRIPT) and state.cost.llm_cached_calls == 0
     assert state.cost.llm_tokens == len(SCRIPT) * PER_CALL
-    assert state.cost.llm_retries == 0 and state.cost.probe_texts == 8
+    assert state.cost.llm_retries == 0 and state.cost.probe_texts == 11
 
 
 def test_injection_in_evidence_stays_data(
@@ -344,7 +392,9 @@ def test_injection_in_evidence_stays_data(
 def test_unsupported_verdict_is_downgraded_to_open(
     llm_server: FakeLLMServer, planted_evidence: Planted, bad: dict[str, Any]
 ) -> None:
-    llm_server.push(*SCRIPT[:2], reply(bad), reply(CONCLUSION))
+    still_open = verdict("open", [], "not yet")
+    verdicts = round_verdicts({"H1": bad, "H2": still_open, "H3": still_open})
+    llm_server.push(*SCRIPT[:2], reply(verdicts), reply(CONCLUSION))
     state, _ = explain(llm_server, planted_evidence, budget=Budget(max_rounds=1))
     assert llm_server.pending == 0
     h1 = state.hypothesis("H1")
@@ -367,15 +417,15 @@ def test_concurrent_runs_on_one_feature_keep_their_own_cost(
     llm_server.responder = slow_hypothesize
     feature = planted_evidence[1].feature_index("word-love")
     short = AgentState(feature=feature, budget=Budget(max_rounds=1))  # 4 calls
-    full = AgentState(feature=feature)  # 8 calls
+    full = AgentState(feature=feature)  # 6 calls: two rounds
     (a, b), client = explain_all(llm_server, planted_evidence, [short, full])
     assert a.explanation is not None and a.explanation.stopped_by == "budget: rounds"
     assert b.explanation is not None and b.explanation.stopped_by == "decided"
     assert llm_server.max_in_flight >= 2
-    assert (a.cost.llm_calls, b.cost.llm_calls) == (4, 8)
-    assert (a.cost.llm_tokens, b.cost.llm_tokens) == (4 * PER_CALL, 8 * PER_CALL)
+    assert (a.cost.llm_calls, b.cost.llm_calls) == (4, 6)
+    assert (a.cost.llm_tokens, b.cost.llm_tokens) == (4 * PER_CALL, 6 * PER_CALL)
     assert a.explanation.cost.llm_calls == 4
-    assert client.usage.calls == 12 == len(llm_server.requests)
+    assert client.usage.calls == 10 == len(llm_server.requests)
 
 
 def test_llm_token_budget_stops_the_run(

@@ -94,7 +94,7 @@ def test_sigkilled_agent_resumes_without_redoing_steps(
         saved = saved_run(redis_server.url, server, planted_evidence)
         assert saved.next == ("analyze",)
         killed = AgentState.model_validate(saved.values)
-        assert [e.outcome is not None for e in killed.experiments] == [True, True]
+        assert [e.outcome is not None for e in killed.experiments] == [True] * 8
         assert (killed.cost.llm_calls, killed.cost.llm_tokens) == (2, 2 * PER_CALL)
 
         server.push(*SCRIPT[2:])
@@ -107,12 +107,12 @@ def test_sigkilled_agent_resumes_without_redoing_steps(
     # Only the step that was killed asked again, with the identical request.
     steps = [step_of(body) for body in server.requests]
     assert steps == [
-        "hypothesize", "design H1", "analyze H1",  # killed here
-        "analyze H1", "design H2", "analyze H2", "design H3", "analyze H3", "conclude",
+        "hypothesize", "design H1,H2,H3", "analyze H1,H2,H3",  # killed here
+        "analyze H1,H2,H3", "design H2", "analyze H2", "conclude",
     ]  # fmt: skip
     assert server.requests[2] == server.requests[3]
-    # The resumed process probed only round 2 and 3's texts: E1 and E2 were kept.
-    assert doc["probed"] == 6 and final.cost.probe_texts == 8 == len(final.experiments)
-    # The cost counts the calls made before the kill: 2 before, 6 after.
-    assert final.cost.llm_calls == len(SCRIPT) == 8
-    assert final.cost.llm_tokens == 8 * PER_CALL and final.explanation.cost == final.cost
+    # The resumed process probed only round 2's texts: round 1's (E1-E8) were kept.
+    assert doc["probed"] == 3 and final.cost.probe_texts == 11 == len(final.experiments)
+    # The cost counts the calls made before the kill: 2 before, 4 after.
+    assert final.cost.llm_calls == len(SCRIPT) == 6
+    assert final.cost.llm_tokens == 6 * PER_CALL and final.explanation.cost == final.cost

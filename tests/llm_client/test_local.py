@@ -153,10 +153,10 @@ def test_local_reasoner_on_a_planted_feature_keeps_the_rules_the_grammar_cannot(
 ) -> None:
     """One whole run, tiny budget, under the grammar (no worked example to copy). The
     grammar gives every reply its shape; what it cannot enforce is checked: repeated
-    hypotheses are dropped, and a reply of nothing but repeats of the control is
-    re-asked. SmolLM2-135M cannot reason: greedy, it repeats one statement everywhere,
-    and then the run fails with that rule, after its re-asks, instead of concluding from
-    a copy. A model that does better must get through the whole graph."""
+    hypotheses (and a round's repeated entries) are dropped, and a reply of nothing but
+    repeats of the control is re-asked. SmolLM2-135M cannot reason, but with its repeats
+    dropped it gets through the whole graph; where a model repeats only the control, the
+    run fails with that rule after its re-asks, instead of concluding from a copy."""
     store, planted = planted_evidence
     feature = planted.feature_index("word-love")
     client = LLMClient(local_config(transport), cache=None, transport=transport)
