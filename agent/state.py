@@ -95,6 +95,9 @@ class Budget(BaseModel):
     max_rounds: int = Field(default=10, ge=1)
     max_llm_tokens: int = Field(default=60_000, ge=0)
     max_probe_texts: int = Field(default=60, ge=1)
+    # Rounds in a row that decide nothing, though each tests every open hypothesis (a
+    # round reasoner's): the evidence has settled as far as this reasoner can take it.
+    max_stalled_rounds: int = Field(default=2, ge=1)
 
 
 class Cost(BaseModel):
@@ -140,6 +143,7 @@ class AgentState(BaseModel):
     testing: str | None = None  # the hypothesis the current round tests (the first of them)
     # A round reasoner tests every open hypothesis at once: the ones this round tests.
     round_targets: list[str] = Field(default_factory=list)
+    stalled_rounds: int = 0  # such rounds in a row that decided nothing
 
     def hypothesis(self, hypothesis_id: str) -> Hypothesis:
         for h in self.hypotheses:
@@ -157,6 +161,8 @@ class AgentState(BaseModel):
         """Which budget ran out, if any."""
         if self.round >= self.budget.max_rounds:
             return "budget: rounds"
+        if self.stalled_rounds >= self.budget.max_stalled_rounds:
+            return "budget: stalled rounds"
         if self.cost.llm_tokens >= self.budget.max_llm_tokens > 0:
             return "budget: llm tokens"
         if self.cost.probe_texts >= self.budget.max_probe_texts:

@@ -14,16 +14,19 @@ async def analyze(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
     if state.testing is None:
         return {}
     evidence = deps.evidence(state.feature)
+    update: dict[str, Any] = {}
     if state.round_targets and tests_rounds(deps.reasoner):
         targets = [state.hypothesis(h) for h in state.round_targets]
         reasoner = cast(RoundReasoner, deps.reasoner)
         verdicts, cost = await deps.think(state, reasoner.analyze_round(state, targets, evidence))
+        decided = any(v.status is not Status.OPEN for v in verdicts.values())
+        update["stalled_rounds"] = 0 if decided else state.stalled_rounds + 1
     else:
         target = state.hypothesis(state.testing)
         verdict, cost = await deps.think(state, deps.reasoner.analyze(state, target, evidence))
         verdicts = {target.id: verdict}
     hypotheses = [judged(h, verdicts[h.id]) if h.id in verdicts else h for h in state.hypotheses]
-    return {"hypotheses": hypotheses, "cost": cost}
+    return {"hypotheses": hypotheses, "cost": cost, **update}
 
 
 def judged(hypothesis: Hypothesis, verdict: Verdict) -> Hypothesis:

@@ -428,6 +428,29 @@ def test_concurrent_runs_on_one_feature_keep_their_own_cost(
     assert client.usage.calls == 10 == len(llm_server.requests)
 
 
+def undecided(body: dict[str, Any]) -> Reply:
+    """`by_step`, except that every verdict is open."""
+    kind, _, listed = step_of(body).partition(" ")
+    if kind != "analyze":
+        return by_step(body)
+    return reply(round_verdicts({h: verdict("open", [], "unclear") for h in listed.split(",")}))
+
+
+def test_rounds_that_decide_nothing_stop_the_run(
+    llm_server: FakeLLMServer, planted_evidence: Planted
+) -> None:
+    """A reasoner that tests every open hypothesis each round, and decides none in two
+    rounds in a row, has taken the evidence as far as it can: the run concludes then,
+    in 6 calls, instead of spending its 10 rounds (22 calls)."""
+    llm_server.responder = undecided
+    state, _ = explain(llm_server, planted_evidence)
+    assert state.round == 2 and state.stalled_rounds == 2
+    assert state.explanation is not None
+    assert state.explanation.stopped_by == "budget: stalled rounds"
+    assert state.cost.llm_calls == 6 == len(llm_server.requests)
+    assert all(h.status is Status.OPEN for h in state.hypotheses)
+
+
 def test_llm_token_budget_stops_the_run(
     llm_server: FakeLLMServer, planted_evidence: Planted
 ) -> None:
