@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--per-quantile", type=int, default=1)
     parser.add_argument("--non-activating", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=2, help="features at once")
+    parser.add_argument("--llm-timeout", type=int, default=300, help="seconds a request")
     parser.add_argument("--run", help="bench run name (default: from the model and set)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args()
@@ -141,6 +142,9 @@ def main() -> None:
                 "GLOSSATOR_LLM_BASE_URL": server.base_url,
                 "GLOSSATOR_LLM_MODEL": server.model,
                 "GLOSSATOR_LLM_CONCURRENCY": "2",  # the server's slots
+                # Two slots sharing 2 cores write ~25 tokens/s each: a 1,000-token reply
+                # under load takes longer than the default 60 s.
+                "GLOSSATOR_LLM_TIMEOUT": str(args.llm_timeout),
             }
             out = Path(tmp) / "results.json"
             run_bench(args, env, out)
