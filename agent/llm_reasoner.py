@@ -20,6 +20,7 @@ reasoner itself keeps no per-run counts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Annotated, Literal, TypeVar
 
@@ -281,7 +282,7 @@ class LLMReasoner:
             "should peak on), and 1 to 3 in low, where it says it does not. One entry in "
             f"tests per hypothesis, with its id. {self._reply_like(EXAMPLE_ROUND_TESTS)}"
         )
-        out = await self._ask(state, ask, round_tests(ids), "design")
+        out = await self._ask(state, ask, round_tests(ids), "design", self._round_tokens(ids))
         return {t.hypothesis: _new_experiments(t) for t in out.tests}
 
     async def analyze_round(
@@ -304,7 +305,7 @@ class LLMReasoner:
             "of the experiments that decided it. One entry in verdicts per hypothesis, with "
             f"its id. {self._reply_like(EXAMPLE_ROUND_VERDICTS)}"
         )
-        out = await self._ask(state, ask, round_verdicts(ids), "analyze")
+        out = await self._ask(state, ask, round_verdicts(ids), "analyze", self._round_tokens(ids))
         return {v.hypothesis: checked_verdict(v, tests[v.hypothesis]) for v in out.verdicts}
 
     async def conclude(self, state: AgentState, evidence: FeatureEvidence) -> Conclusion:
@@ -333,12 +334,27 @@ class LLMReasoner:
     def _reply_like(self, example: BaseModel) -> str:
         return reply_like(example, decoded_under_schema=self.client.json_mode == "json_schema")
 
-    async def _ask(self, state: AgentState, ask: str, schema: type[T], purpose: str) -> T:
+    def _round_tokens(self, ids: tuple[str, ...]) -> int | None:
+        """A round's reply answers for every hypothesis: the configured reply length for
+        each two of them (six hypotheses' tests at their longest take ~2,700 tokens)."""
+        per_reply = self.client.config.max_tokens
+        return None if per_reply is None else per_reply * max(1, math.ceil(len(ids) / 2))
+
+    async def _ask(
+        self,
+        state: AgentState,
+        ask: str,
+        schema: type[T],
+        purpose: str,
+        max_tokens: int | None = None,
+    ) -> T:
         messages: list[Message] = [
             {"role": "system", "content": SYSTEM},
             {"role": "user", "content": f"Feature {state.feature}.\n\n{ask}"},
         ]
-        return await self.client.complete_json(messages, schema, purpose=purpose)
+        return await self.client.complete_json(
+            messages, schema, purpose=purpose, max_tokens=max_tokens
+        )
 
 
 def _new_experiments(out: _Experiments) -> list[NewExperiment]:

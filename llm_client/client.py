@@ -80,8 +80,10 @@ class LLMClient:
         purpose: str,
         usage: LLMUsage | None = None,
         cache: bool = True,
+        max_tokens: int | None = None,
     ) -> T:
-        """The model's reply as a validated `schema` instance.
+        """The model's reply as a validated `schema` instance (`max_tokens` overrides the
+        config's, e.g. for a reply that grows with the items it answers for).
 
         Invalid JSON or a schema violation is fed back to the model and re-asked, at most
         `max_output_retries` times, then LLMOutputError. Transport failures are retried
@@ -89,7 +91,8 @@ class LLMClient:
         """
         spent = LLMUsage()
         try:
-            return await self._complete_json(list(messages), schema, purpose, spent, cache)
+            limit = max_tokens if max_tokens is not None else self.config.max_tokens
+            return await self._complete_json(list(messages), schema, purpose, spent, cache, limit)
         finally:
             self._record(purpose, spent, usage)
 
@@ -151,9 +154,15 @@ class LLMClient:
         await self.aclose()
 
     async def _complete_json(
-        self, messages: list[Message], schema: type[T], purpose: str, spent: LLMUsage, use: bool
+        self,
+        messages: list[Message],
+        schema: type[T],
+        purpose: str,
+        spent: LLMUsage,
+        use: bool,
+        max_tokens: int | None,
     ) -> T:
-        key = self._key("json", messages, self.config.max_tokens, None, schema)
+        key = self._key("json", messages, max_tokens, None, schema)
         hit = await self._cache.get(key) if use else None
         if hit is not None:
             try:
@@ -170,7 +179,7 @@ class LLMClient:
         for attempt in range(self.config.max_output_retries + 1):
             if attempt:
                 spent.retries += 1
-            reply = await self._create_json(conversation, schema, purpose, spent)
+            reply = await self._create_json(conversation, schema, purpose, spent, max_tokens)
             content = reply.content or ""
             try:
                 value = schema.model_validate_json(extract_json_text(content))
@@ -192,7 +201,12 @@ class LLMClient:
         )
 
     async def _create_json(
-        self, messages: list[Message], schema: type[BaseModel], purpose: str, spent: LLMUsage
+        self,
+        messages: list[Message],
+        schema: type[BaseModel],
+        purpose: str,
+        spent: LLMUsage,
+        max_tokens: int | None,
     ) -> Completion:
         """One completion in the best JSON mode the server accepts, stepping down (and
         keeping the lower mode once it works) when the server rejects `response_format`."""
@@ -204,7 +218,7 @@ class LLMClient:
                     purpose,
                     spent,
                     response_format=_response_format(mode, schema),
-                    max_tokens=self.config.max_tokens,
+                    max_tokens=max_tokens,
                 )
             except LLMRequestError as exc:
                 # A 400 about something else fails in every mode and ends as that 400.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 START_TIMEOUT_S = 120.0
-CONTEXT_TOKENS = 8192  # shared by the slots: 4,096 a request with --parallel 2
+CONTEXT_TOKENS = 16384  # shared by the slots: 8,192 a request (SmolLM2's own) with --parallel 2
 
 
 @dataclass
@@ -62,7 +62,9 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def start_llama_server(gguf: Path, log: Path, parallel: int = 2) -> LlamaServer:
+def start_llama_server(
+    gguf: Path, log: Path, parallel: int = 2, context: int = CONTEXT_TOKENS
+) -> LlamaServer:
     port = _free_port()
     command = [
         _entry_point(),
@@ -73,7 +75,7 @@ def start_llama_server(gguf: Path, log: Path, parallel: int = 2) -> LlamaServer:
         "--port",
         str(port),
         "--ctx-size",
-        str(CONTEXT_TOKENS),
+        str(context),
         "--",
         "--parallel",
         str(parallel),
