@@ -36,6 +36,7 @@ MAX_STATEMENT_CHARS = 200  # a hypothesis, an explanation, a reason: one or two 
 MAX_NOTE_CHARS = 120  # fires_on / not_on: a few examples
 MAX_LABEL_CHARS = 40
 MAX_PEAK_CHARS = 40  # a token, or a word or two
+MAX_HYPOTHESES = 5  # besides the negative control
 DECIDE = 2  # consistent tests needed to confirm or refute (as in SAGE)
 N_TOP, N_PER_QUANTILE, N_QUANTILES, N_QUIET, N_LENS = 8, 1, 4, 4, 10
 WINDOW_BEFORE, WINDOW_AFTER = 24, 8  # tokens shown around an example's peak
@@ -74,7 +75,7 @@ class _HypothesisOut(BaseModel):
 
 
 class _Hypotheses(BaseModel):
-    hypotheses: list[_HypothesisOut] = Field(min_length=2, max_length=5)
+    hypotheses: list[_HypothesisOut] = Field(min_length=2, max_length=MAX_HYPOTHESES)
     negative_control: _HypothesisOut
 
     @model_validator(mode="after")
@@ -227,7 +228,8 @@ class LLMReasoner:
             "'output' (what it makes the model predict next: see the logit lens). "
             f"{self._reply_like(EXAMPLE_HYPOTHESES)}"
         )
-        out = await self._ask(state, ask, _Hypotheses, "hypothesize")
+        most = self._tokens_for(MAX_HYPOTHESES + 1)  # and the control
+        out = await self._ask(state, ask, _Hypotheses, "hypothesize", most)
         return [
             *(NewHypothesis(**h.model_dump()) for h in out.hypotheses),
             NewHypothesis(**out.negative_control.model_dump(), negative_control=True),
@@ -282,7 +284,8 @@ class LLMReasoner:
             "should peak on), and 1 to 3 in low, where it says it does not. One entry in "
             f"tests per hypothesis, with its id. {self._reply_like(EXAMPLE_ROUND_TESTS)}"
         )
-        out = await self._ask(state, ask, round_tests(ids), "design", self._round_tokens(ids))
+        most = self._tokens_for(len(ids))
+        out = await self._ask(state, ask, round_tests(ids), "design", most)
         return {t.hypothesis: _new_experiments(t) for t in out.tests}
 
     async def analyze_round(
@@ -305,7 +308,8 @@ class LLMReasoner:
             "of the experiments that decided it. One entry in verdicts per hypothesis, with "
             f"its id. {self._reply_like(EXAMPLE_ROUND_VERDICTS)}"
         )
-        out = await self._ask(state, ask, round_verdicts(ids), "analyze", self._round_tokens(ids))
+        most = self._tokens_for(len(ids))
+        out = await self._ask(state, ask, round_verdicts(ids), "analyze", most)
         return {v.hypothesis: checked_verdict(v, tests[v.hypothesis]) for v in out.verdicts}
 
     async def conclude(self, state: AgentState, evidence: FeatureEvidence) -> Conclusion:
@@ -334,11 +338,13 @@ class LLMReasoner:
     def _reply_like(self, example: BaseModel) -> str:
         return reply_like(example, decoded_under_schema=self.client.json_mode == "json_schema")
 
-    def _round_tokens(self, ids: tuple[str, ...]) -> int | None:
-        """A round's reply answers for every hypothesis: the configured reply length for
-        each two of them (six hypotheses' tests at their longest take ~2,700 tokens)."""
+    def _tokens_for(self, entries: int) -> int | None:
+        """A reply with an entry per hypothesis (up to six): the configured reply length
+        for each two of them. At their longest, six hypotheses take ~900 tokens and their
+        tests ~2,700; a small model under a grammar writes them long (SmolLM2's came back
+        cut off at 1,024)."""
         per_reply = self.client.config.max_tokens
-        return None if per_reply is None else per_reply * max(1, math.ceil(len(ids) / 2))
+        return None if per_reply is None else per_reply * max(1, math.ceil(entries / 2))
 
     async def _ask(
         self,

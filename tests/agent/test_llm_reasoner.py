@@ -360,9 +360,10 @@ def test_llm_reasoner_explains_word_love_over_http(
     # Experiments are shown to analyze delimited, with their outcomes.
     analyze = user_text(llm_server.requests[2])
     assert "<<<E1\n" in analyze and "fired" in analyze and "did not fire" in analyze
-    # A round's replies answer for its three hypotheses: twice the configured length.
+    # Replies with an entry per hypothesis get the configured length for each two: up to
+    # six hypotheses, then round 1's three, round 2's one.
     sent_max = [b["max_tokens"] for b in llm_server.requests]
-    assert sent_max == [1024, 2048, 2048, 1024, 1024, 1024]  # round 2 tests H2 alone
+    assert sent_max == [3072, 2048, 2048, 1024, 1024, 1024]
     # The nodes account each call's usage in the state.
     assert client.usage.calls == len(SCRIPT) and client.usage.input_tokens > 0
     assert state.cost.llm_calls == len(SCRIPT) and state.cost.llm_cached_calls == 0
