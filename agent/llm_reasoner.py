@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
@@ -139,6 +139,13 @@ class _ConclusionOut(BaseModel):
     labels: list[Label] = Field(min_length=1, max_length=5)
     evidence: list[ExperimentId] = Field(default_factory=list, max_length=12)
     confidence: float = Field(ge=0.0, le=1.0)
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _into_range(cls, value: Any) -> Any:
+        # Grammars keep a number's shape but not always its bounds (llama.cpp does not):
+        # a confidence of -0.5 means "none", not a reply to throw away.
+        return min(max(value, 0.0), 1.0) if isinstance(value, int | float) else value
 
     @model_validator(mode="after")
     def _own(self) -> _ConclusionOut:

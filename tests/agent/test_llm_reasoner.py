@@ -26,6 +26,7 @@ from agent.llm_reasoner import (
     MAX_TEST_CHARS,
     N_QUANTILES,
     LLMReasoner,
+    _ConclusionOut,
     _Experiments,
     _Hypotheses,
     _VerdictOut,
@@ -309,6 +310,11 @@ def test_the_schema_sent_carries_the_rules_a_grammar_can_enforce(
     verdict_for = analyze["$defs"]["_VerdictFor_H1_H2_H3"]["properties"]
     assert verdict_for["hypothesis"]["enum"] == ["H1", "H2", "H3"]
     assert verdict_for["cites"]["items"]["pattern"] == "^E[0-9]{1,3}$"
+    # A confidence out of its bounds (llama.cpp's grammar keeps a number's shape, not its
+    # bounds) is taken as the nearest bound.
+    low = _ConclusionOut.model_validate({**CONCLUSION, "confidence": -0.5})
+    assert low.confidence == 0.0
+    assert _ConclusionOut.model_validate({**CONCLUSION, "confidence": 3}).confidence == 1.0
     # A weak model's repeats: the first entry of a hypothesis counts; one left out stays
     # untested this round.
     twice_h1 = {"tests": [{"hypothesis": "H1", **ROUND_TESTS[0]["H1"]}] * 3}
