@@ -124,6 +124,7 @@ def llm_config(settings: Settings) -> LLMConfig:
         model=settings.llm_model,
         timeout_s=settings.llm_timeout,
         concurrency=settings.llm_concurrency,
+        max_tokens=settings.llm_max_tokens,
     )
 
 

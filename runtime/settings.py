@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # minutes. `glossator llm check` suggests a value for the configured server.
     llm_timeout: float = Field(default=60.0, gt=0)
     llm_concurrency: int = Field(default=4, ge=1)  # requests in flight to the LLM server
+    # Tokens a reply may take; replies with an entry per hypothesis get this for each two.
+    llm_max_tokens: int = Field(default=1024, ge=16)
     reasoner: Reasoners = "auto"
     # A Hugging Face chat-model folder for the `local` reasoner; unset: the default
     # SmolLM2-135M-Instruct (the default subject model's folder).

@@ -39,6 +39,9 @@ def llama(planted_env: dict[str, str], llama_server: LlamaServer) -> dict[str, s
         "GLOSSATOR_REASONER": "openai",
         "GLOSSATOR_LLM_BASE_URL": llama_server.base_url,
         "GLOSSATOR_LLM_MODEL": llama_server.model,
+        # SmolLM2 under a grammar writes every string to its longest: shorter replies
+        # keep these tests at seconds a call (a cut-off one is re-asked, then fails).
+        "GLOSSATOR_LLM_MAX_TOKENS": "512",
     }
 
 
