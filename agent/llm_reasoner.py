@@ -22,21 +22,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TypeVar
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel
 
+from agent.llm_round_schemas import (
+    EXAMPLE_ROUND_TESTS,
+    EXAMPLE_ROUND_VERDICTS,
+    round_tests,
+    round_verdicts,
+)
+from agent.llm_schemas import (
+    EXAMPLE_CONCLUSION,
+    EXAMPLE_EXPERIMENTS,
+    EXAMPLE_HYPOTHESES,
+    EXAMPLE_VERDICT,
+    MAX_HYPOTHESES,
+    MAX_TEST_CHARS,
+    _ConclusionOut,
+    _Experiments,
+    _Hypotheses,
+    _VerdictOut,
+)
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from llm_client import DATA_NOTE, LLMClient, Message, delimit
 from probes.evidence.store import Example, FeatureEvidence
 
-MAX_TEST_CHARS = 200
-MAX_STATEMENT_CHARS = 200  # a hypothesis, an explanation, a reason: one or two sentences
-MAX_NOTE_CHARS = 120  # fires_on / not_on: a few examples
-MAX_LABEL_CHARS = 40
-MAX_PEAK_CHARS = 40  # a token, or a word or two
-MAX_HYPOTHESES = 5  # besides the negative control
 DECIDE = 2  # consistent tests needed to confirm or refute (as in SAGE)
 N_TOP, N_PER_QUANTILE, N_QUANTILES, N_QUIET, N_LENS = 8, 1, 4, 4, 10
 WINDOW_BEFORE, WINDOW_AFTER = 24, 8  # tokens shown around an example's peak
@@ -52,153 +64,6 @@ SYSTEM = (
     "autoencoder trained on a language model, by forming hypotheses and testing them "
     "with short experiments. In examples, a token wrapped as ⟦token⟧(2.5) is where the "
     f"feature fired, with its activation. {DATA_NOTE}"
-)
-
-# The replies' shapes carry every rule a JSON-schema grammar can enforce (list bounds,
-# string lengths, one negative control, both kinds of experiment), so a server that
-# decodes under the schema (llama.cpp, vLLM, OpenAI's structured outputs) cannot break
-# them; the validators do the rest (drop repeated hypotheses, refuse a copy of the
-# worked example), and the client re-asks with their message.
-Statement = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STATEMENT_CHARS)]
-Note = Annotated[str, StringConstraints(max_length=MAX_NOTE_CHARS)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS)]
-TestText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEST_CHARS)]
-Peak = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PEAK_CHARS)]
-ExperimentId = Annotated[str, StringConstraints(pattern=r"^E[0-9]{1,3}$")]
-
-
-class _HypothesisOut(BaseModel):
-    statement: Statement
-    fires_on: Note
-    not_on: Note
-    side: Literal["input", "output"] = "input"
-
-
-class _Hypotheses(BaseModel):
-    hypotheses: list[_HypothesisOut] = Field(min_length=2, max_length=MAX_HYPOTHESES)
-    negative_control: _HypothesisOut
-
-    @model_validator(mode="after")
-    def _distinct_and_own(self) -> _Hypotheses:
-        # Weak models repeat themselves: a repeat (of another hypothesis or of the
-        # control) is dropped, not the whole reply, while one real hypothesis is left.
-        seen = {_normal(self.negative_control.statement)}
-        kept = []
-        for h in self.hypotheses:
-            if _normal(h.statement) not in seen:
-                seen.add(_normal(h.statement))
-                kept.append(h)
-        if not kept:
-            raise ValueError(
-                "every hypothesis repeats the negative control: write hypotheses that "
-                "differ from each other and from the control"
-            )
-        self.hypotheses = kept
-        statements = [h.statement for h in [*kept, self.negative_control]]
-        _refuse_copy(statements, [h.statement for h in _EXAMPLE_HYPOTHESES], at_least=2)
-        return self
-
-
-class _HighTest(BaseModel):
-    text: TestText
-    expected_peak: Peak | None = None
-
-
-class _LowTest(BaseModel):
-    text: TestText
-
-
-class _Experiments(BaseModel):
-    high: list[_HighTest] = Field(min_length=1, max_length=3)
-    low: list[_LowTest] = Field(min_length=1, max_length=3)
-
-    @property
-    def texts(self) -> list[str]:
-        return [e.text for e in self.high] + [e.text for e in self.low]
-
-    @model_validator(mode="after")
-    def _own(self) -> _Experiments:
-        _refuse_copy(self.texts, EXAMPLE_EXPERIMENTS.texts)
-        return self
-
-
-class _VerdictOut(BaseModel):
-    status: Literal["confirmed", "refuted", "refined", "open"]
-    reason: Statement
-    cites: list[ExperimentId] = Field(default_factory=list, max_length=12)
-    refined_statement: Statement | None = None
-
-    @model_validator(mode="after")
-    def _own(self) -> _VerdictOut:
-        _refuse_copy([self.reason], [_EXAMPLE_REASON])
-        return self
-
-
-class _ConclusionOut(BaseModel):
-    explanation: Statement
-    labels: list[Label] = Field(min_length=1, max_length=5)
-    evidence: list[ExperimentId] = Field(default_factory=list, max_length=12)
-    confidence: float = Field(ge=0.0, le=1.0)
-
-    @field_validator("confidence", mode="before")
-    @classmethod
-    def _into_range(cls, value: Any) -> Any:
-        # Grammars keep a number's shape but not always its bounds (llama.cpp does not):
-        # a confidence of -0.5 means "none", not a reply to throw away.
-        return min(max(value, 0.0), 1.0) if isinstance(value, int | float) else value
-
-    @model_validator(mode="after")
-    def _own(self) -> _ConclusionOut:
-        example = EXAMPLE_CONCLUSION
-        if (
-            _normal(self.explanation) == _normal(example.explanation)
-            and self.labels == example.labels
-        ):
-            _refuse_copy([self.explanation], [example.explanation])
-        return self
-
-
-def _normal(text: str) -> str:
-    return " ".join(text.lower().split()).rstrip(".")
-
-
-def _refuse_copy(written: Sequence[str], example: Sequence[str], at_least: int = 1) -> None:
-    """A ValueError when a reply repeats `at_least` of the worked example's texts (it is
-    about a colour feature): small models copy it word for word instead of reading the
-    evidence. One shared short phrase ("Numbers.") can be a real answer, so hypotheses
-    count as copied from two on."""
-    copied = sorted({_normal(w) for w in written} & {_normal(e) for e in example})
-    if len(copied) >= at_least:
-        raise ValueError(
-            f"{copied[0]!r} is copied from the worked example, which is about another "
-            "feature (colours); write your own, about this feature's evidence"
-        )
-
-
-# One filled-in reply per step, about an unrelated feature: small models copy a list of
-# keys as values ({"statement": "fires_on"}) but follow a worked example. Built without
-# validation: their own validators refuse them as copies.
-_EXAMPLE_HYPOTHESES = [
-    _HypothesisOut(statement="Names of colours.", fires_on="red, blue", not_on="shapes"),
-    _HypothesisOut(statement="Words about painting.", fires_on="paint, brush", not_on="food"),
-    _HypothesisOut(statement="Numbers.", fires_on="one, 42", not_on="colours"),
-]
-EXAMPLE_HYPOTHESES = _Hypotheses.model_construct(
-    hypotheses=_EXAMPLE_HYPOTHESES[:2], negative_control=_EXAMPLE_HYPOTHESES[2]
-)
-EXAMPLE_EXPERIMENTS = _Experiments.model_construct(
-    high=[_HighTest(text="She painted the door red.", expected_peak=" red")],
-    low=[_LowTest(text="He opened the door slowly.")],
-)
-_EXAMPLE_REASON = "E1 fired on red; E2 stayed quiet."
-EXAMPLE_VERDICT = _VerdictOut.model_construct(
-    status="confirmed", reason=_EXAMPLE_REASON, cites=["E1", "E2"], refined_statement=None
-)
-EXAMPLE_CONCLUSION = _ConclusionOut.model_construct(
-    explanation="Fires on names of colours such as red and blue.",
-    labels=["colours"],
-    evidence=["E1", "E2"],
-    confidence=0.8,
 )
 
 
@@ -276,8 +141,6 @@ class LLMReasoner:
     async def design_round(
         self, state: AgentState, targets: list[Hypothesis], evidence: FeatureEvidence
     ) -> dict[str, list[NewExperiment]]:
-        from agent.llm_round_schemas import EXAMPLE_ROUND_TESTS, round_tests
-
         ids = tuple(h.id for h in targets)
         listed = "\n\n".join(
             f"Hypothesis {h.id}:\n{render_hypothesis(h)}\nIts experiments so far:\n"
@@ -298,8 +161,6 @@ class LLMReasoner:
     async def analyze_round(
         self, state: AgentState, targets: list[Hypothesis], evidence: FeatureEvidence
     ) -> dict[str, Verdict]:
-        from agent.llm_round_schemas import EXAMPLE_ROUND_VERDICTS, round_verdicts
-
         ids = tuple(h.id for h in targets)
         tests = {h.id: [e for e in state.tests_of(h.id) if e.outcome is not None] for h in targets}
         listed = "\n\n".join(

@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field, create_model, model_validator
 
-from agent.llm_reasoner import (
+from agent.llm_schemas import (
     EXAMPLE_EXPERIMENTS,
     EXAMPLE_VERDICT,
     _Experiments,

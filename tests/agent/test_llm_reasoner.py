@@ -20,18 +20,15 @@ from agent import llm_round_schemas as llm_rounds
 from agent.checkpointer import async_redis_checkpointer
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.llm_reasoner import (
+from agent.llm_reasoner import N_QUANTILES, LLMReasoner, checked_verdict, render_evidence
+from agent.llm_schemas import (
     EXAMPLE_EXPERIMENTS,
     EXAMPLE_HYPOTHESES,
     MAX_TEST_CHARS,
-    N_QUANTILES,
-    LLMReasoner,
     _ConclusionOut,
     _Experiments,
     _Hypotheses,
     _VerdictOut,
-    checked_verdict,
-    render_evidence,
 )
 from agent.state import AgentState, Budget, Expect, Experiment, Outcome, Status
 from llm_client import DATA_NOTE, LLMClient, LLMConfig

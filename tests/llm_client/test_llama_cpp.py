@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from agent.llm_reasoner import MAX_TEST_CHARS, LLMReasoner, _Experiments
+from agent.llm_reasoner import LLMReasoner
+from agent.llm_schemas import MAX_TEST_CHARS, _Experiments
 from agent.state import AgentState, Expect, Hypothesis
 from llm_client import LLMClient, LLMConfig, LLMOutputError
 from tests.llama_fixtures import LlamaServer

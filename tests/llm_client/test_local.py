@@ -13,7 +13,8 @@ import redis
 
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.llm_reasoner import LLMReasoner, _VerdictOut
+from agent.llm_reasoner import LLMReasoner
+from agent.llm_schemas import _VerdictOut
 from agent.state import AgentState, Budget
 from llm_client import LLMClient, Message
 from llm_client.cache import KEY_PREFIX
