@@ -289,6 +289,8 @@ def test_redis_cache_hit_costs_no_request(
 ) -> None:
     llm_server.push(Reply.json(GOOD), Reply.json(GOOD))
     cfg = config(llm_server)
+    # The session's Redis may hold replies that CLI runs of other tests cached.
+    earlier = set(redis_client.keys(f"{KEY_PREFIX}*"))
 
     async def go() -> LLMUsage:
         async with LLMClient(cfg, redis_client) as client:
@@ -300,7 +302,7 @@ def test_redis_cache_hit_costs_no_request(
     usage = run(go())
     assert len(llm_server.requests) == 1
     assert (usage.calls, usage.cached_calls) == (1, 1)
-    (key,) = redis_client.keys(f"{KEY_PREFIX}*")
+    (key,) = set(redis_client.keys(f"{KEY_PREFIX}*")) - earlier
     stored = json.loads(redis_client.get(key))  # type: ignore[arg-type]
     assert stored["version"] == 1 and json.loads(stored["content"]) == GOOD
     # Another temperature is another request: a miss.
