@@ -14,6 +14,7 @@ from agent.llm_schemas import (
     EXAMPLE_VERDICT,
     _Experiments,
     _VerdictOut,
+    first_of_each,
 )
 
 
@@ -29,42 +30,31 @@ class _VerdictFor(_VerdictOut, _Named):
     pass
 
 
-class _EachOnce(BaseModel):
+class _RoundReply(BaseModel):
     ids: ClassVar[tuple[str, ...]] = ()  # the round's hypotheses (set by the factory)
 
 
-E = TypeVar("E", bound=_EachOnce)
-N = TypeVar("N", bound=_Named)
+R = TypeVar("R", bound=_RoundReply)
 
 
-def _first_of_each(entries: list[N]) -> list[N]:
-    """One entry per hypothesis, the first: weak models repeat one and skip another even
-    under a grammar (which cannot say "each id once"). A skipped hypothesis stays as it
-    was, untested or open, for the next round: nothing is lost but that round's share."""
-    seen: set[str] = set()
-    kept = []
-    for entry in entries:
-        if entry.hypothesis not in seen:
-            seen.add(entry.hypothesis)
-            kept.append(entry)
-    return kept
-
-
-class RoundTests(_EachOnce):
+# A round reply that names a hypothesis twice keeps its first entry; a hypothesis it
+# skipped (a grammar cannot say "each id once") stays as it was, untested or open, for
+# the next round: nothing is lost but that round's share.
+class RoundTests(_RoundReply):
     tests: list[_TestsFor]
 
     @model_validator(mode="after")
-    def _each_once(self) -> RoundTests:
-        self.tests = _first_of_each(self.tests)
+    def _first_each(self) -> RoundTests:
+        self.tests = first_of_each(self.tests, lambda t: t.hypothesis)
         return self
 
 
-class RoundVerdicts(_EachOnce):
+class RoundVerdicts(_RoundReply):
     verdicts: list[_VerdictFor]
 
     @model_validator(mode="after")
-    def _each_once(self) -> RoundVerdicts:
-        self.verdicts = _first_of_each(self.verdicts)
+    def _first_each(self) -> RoundVerdicts:
+        self.verdicts = first_of_each(self.verdicts, lambda v: v.hypothesis)
         return self
 
 
@@ -78,7 +68,7 @@ def round_verdicts(ids: tuple[str, ...]) -> type[RoundVerdicts]:
     return _for_round(RoundVerdicts, _VerdictFor, "verdicts", ids)
 
 
-def _for_round(base: type[E], item: type[BaseModel], field: str, ids: tuple[str, ...]) -> type[E]:
+def _for_round(base: type[R], item: type[BaseModel], field: str, ids: tuple[str, ...]) -> type[R]:
     named = "_".join(ids)
     one_of_ids: Any = Literal.__getitem__(ids)
     one = create_model(

@@ -4,8 +4,8 @@ of each for servers that decode without a schema."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
@@ -15,6 +15,8 @@ MAX_NOTE_CHARS = 120  # fires_on / not_on: a few examples
 MAX_LABEL_CHARS = 40
 MAX_PEAK_CHARS = 40  # a token, or a word or two
 MAX_HYPOTHESES = 5  # besides the negative control
+
+Item = TypeVar("Item")
 
 # The replies' shapes carry every rule a JSON-schema grammar can enforce (list bounds,
 # string lengths, one negative control, both kinds of experiment), so a server that
@@ -44,12 +46,8 @@ class _Hypotheses(BaseModel):
     def _distinct_and_own(self) -> _Hypotheses:
         # Weak models repeat themselves: a repeat (of another hypothesis or of the
         # control) is dropped, not the whole reply, while one real hypothesis is left.
-        seen = {_normal(self.negative_control.statement)}
-        kept = []
-        for h in self.hypotheses:
-            if _normal(h.statement) not in seen:
-                seen.add(_normal(h.statement))
-                kept.append(h)
+        control = _normal(self.negative_control.statement)
+        kept = first_of_each(self.hypotheses, lambda h: _normal(h.statement), taken=[control])
         if not kept:
             raise ValueError(
                 "every hypothesis repeats the negative control: write hypotheses that "
@@ -118,6 +116,20 @@ class _ConclusionOut(BaseModel):
         ):
             _refuse_copy([self.explanation], [example.explanation])
         return self
+
+
+def first_of_each(
+    items: Iterable[Item], key: Callable[[Item], str], taken: Iterable[str] = ()
+) -> list[Item]:
+    """The first item of each key, in order, none of a key already `taken`: weak models
+    repeat themselves even under a grammar, and a repeat is dropped, not the reply."""
+    seen = set(taken)
+    kept = []
+    for item in items:
+        if key(item) not in seen:
+            seen.add(key(item))
+            kept.append(item)
+    return kept
 
 
 def _normal(text: str) -> str:

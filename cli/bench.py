@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 from cli.common import console, err_console, user_errors
 from errors import UserError
@@ -102,8 +102,7 @@ def bench_command(
     """Run (or resume) a benchmark, then write its report."""
     if ctx.invoked_subcommand is not None:
         return
-    from cli.llm_progress import LLMColumn
-    from llm_client import watched
+    from cli.llm_progress import llm_progress
     from runtime.agent import agent_setup
     from runtime.bench import BenchOptions, plan_bench
     from runtime.bench_options import BenchOptionError
@@ -134,18 +133,9 @@ def bench_command(
         except BenchOptionError as err:
             raise UserError(str(err)) from err
         store, run_id = setup.deps.store, bench.config.run_id
-        with watched() as activity:
-            progress = Progress(
-                TextColumn(f"[bold]bench {run_id}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                LLMColumn(activity),
-                console=err_console,
-            )
-            with progress:
-                task = progress.add_task("features", total=len(bench.config.features))
-                asyncio.run(_run(bench, lambda _: progress.advance(task)))
+        with llm_progress(f"bench {run_id}", err_console) as progress:
+            task = progress.add_task("features", total=len(bench.config.features))
+            asyncio.run(_run(bench, lambda _: progress.advance(task)))
         report = _write(settings, bench.results, store)
         if json_out is not None:
             json_out.write_text((report.parent / "results.json").read_text())

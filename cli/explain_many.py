@@ -151,8 +151,8 @@ def run_many(
 ) -> tuple[list[AgentState], dict[int, str]]:
     """The finished runs, and the features whose LLM kept failing (with the reason):
     one failing run does not take the others' results with it."""
-    from cli.llm_progress import LLMColumn
-    from llm_client import LLMError, watched
+    from cli.llm_progress import llm_progress
+    from llm_client import LLMError
     from runtime.runs import checkpointed_graph, drive
 
     failed: dict[int, str] = {}
@@ -178,17 +178,8 @@ def run_many(
             states = await asyncio.gather(*(one(f) for f in features))
             return [s for s in states if s is not None]
 
-    with watched() as activity:
-        progress = Progress(
-            TextColumn("[bold]explaining"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            LLMColumn(activity),
-            console=err_console,
-        )
-        with progress:
-            states = asyncio.run(main(progress))
+    with llm_progress("explaining", err_console) as progress:
+        states = asyncio.run(main(progress))
     return states, dict(sorted(failed.items()))
 
 

@@ -4,12 +4,22 @@ server, re-read at every refresh, so a slow server shows as working, not as hung
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from rich.console import Group, RenderableType
-from rich.progress import ProgressColumn, Task
+from rich.console import Console, Group, RenderableType
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.text import Text
 
-from llm_client.meter import LLMActivity
+from llm_client.meter import LLMActivity, watched
 
 
 class LLMColumn(ProgressColumn):
@@ -36,3 +46,20 @@ class WithActivity:
         if llm := self.activity.describe():
             line += f" · {llm}"
         return Group(self.inner, Text(line, style="dim"))
+
+
+@contextmanager
+def llm_progress(title: str, console: Console) -> Iterator[Progress]:
+    """A shown progress bar (done of total, elapsed time) with the LLM activity of the
+    calls made inside the block."""
+    with watched() as activity:
+        progress = Progress(
+            TextColumn(f"[bold]{title}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            LLMColumn(activity),
+            console=console,
+        )
+        with progress:
+            yield progress

@@ -7,7 +7,6 @@ hold the replies of a real server to what the scorers need."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from evals.core import Explained, Highlighted
 from evals.explainers import OneShotExplainer
@@ -18,6 +17,7 @@ from probes.evidence.store import EvidenceStore
 from probes.planted import PlantedFeatures
 from tests.evals.test_llm_judge import example
 from tests.llama_fixtures import LlamaServer
+from tests.llm_client.test_llama_cpp import logprobs_reply
 
 LOVE = Explained(feature=3, explainer="agent", text='The word "love" and its forms.')
 LOVING = example("I", " love", " you")
@@ -70,16 +70,8 @@ def test_expected_values_read_from_llama_cpp_log_probabilities(llama_server: Lla
     probabilities: llama.cpp's top log-probabilities must carry the digits as tokens of
     their own, as the scorer reads them."""
 
-    async def ask() -> Any:
-        async with LLMClient(config(llama_server), cache=None) as client:
-            return await client.complete_logprobs(
-                [{"role": "user", "content": "Rate how much you like rain, from 0 to 10."}],
-                purpose="judge",
-                top_logprobs=10,
-                max_tokens=1,
-            )
-
-    (first,) = asyncio.run(ask()).tokens
+    rating = "Rate how much you like rain, from 0 to 10."
+    (first,) = logprobs_reply(llama_server, rating, top_logprobs=10, max_tokens=1).tokens
     digits = [t for t in first.top if t.strip().isdigit()]
     assert len(digits) >= 2, first.top  # a spread over several values, not one
     value = expected_value(first)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from agent.llm_reasoner import LLMReasoner
 from agent.llm_schemas import MAX_TEST_CHARS, _Experiments
 from agent.state import AgentState, Expect, Hypothesis
-from llm_client import LLMClient, LLMConfig, LLMOutputError
+from llm_client import LLMClient, LLMConfig, LLMOutputError, TextWithLogprobs
 from tests.llama_fixtures import LlamaServer
 
 DESIGN_ASK = [
@@ -53,17 +53,25 @@ def test_the_default_json_mode_makes_llama_cpp_write_both_kinds_of_experiment(
     assert client.usage.input_tokens > 0 and client.usage.output_tokens > 0  # real counts
 
 
-def test_llama_cpp_sends_log_probabilities(llama_server: LlamaServer) -> None:
-    async def ask() -> Any:
-        async with LLMClient(_config(llama_server), cache=None) as client:
+def logprobs_reply(
+    server: LlamaServer, question: str, top_logprobs: int, max_tokens: int
+) -> TextWithLogprobs:
+    """llama.cpp's answer to `question`, with its top log-probabilities per token."""
+
+    async def ask() -> TextWithLogprobs:
+        async with LLMClient(_config(server), cache=None) as client:
             return await client.complete_logprobs(
-                [{"role": "user", "content": "Is the sky blue? Answer yes or no."}],
+                [{"role": "user", "content": question}],
                 purpose="judge",
-                top_logprobs=5,
-                max_tokens=2,
+                top_logprobs=top_logprobs,
+                max_tokens=max_tokens,
             )
 
-    reply = asyncio.run(ask())
+    return asyncio.run(ask())
+
+
+def test_llama_cpp_sends_log_probabilities(llama_server: LlamaServer) -> None:
+    reply = logprobs_reply(llama_server, "Is the sky blue? Answer yes or no.", 5, 2)
     assert reply.tokens and len(reply.tokens[0].top) == 5
     assert all(lp <= 0.0 for lp in reply.tokens[0].top.values())
 
