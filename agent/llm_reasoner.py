@@ -20,7 +20,6 @@ reasoner itself keeps no per-run counts.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -37,12 +36,13 @@ from agent.llm_schemas import (
     EXAMPLE_EXPERIMENTS,
     EXAMPLE_HYPOTHESES,
     EXAMPLE_VERDICT,
-    MAX_HYPOTHESES,
+    LONGEST_REPLY_ENTRIES,
     MAX_TEST_CHARS,
     _ConclusionOut,
     _Experiments,
     _Hypotheses,
     _VerdictOut,
+    reply_tokens,
 )
 from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
@@ -100,7 +100,7 @@ class LLMReasoner:
             "'output' (what it makes the model predict next: see the logit lens). "
             f"{self._reply_like(EXAMPLE_HYPOTHESES)}"
         )
-        most = self._tokens_for(MAX_HYPOTHESES + 1)  # and the control
+        most = self._tokens_for(LONGEST_REPLY_ENTRIES)
         out = await self._ask(state, ask, _Hypotheses, "hypothesize", most)
         return [
             *(NewHypothesis(**h.model_dump()) for h in out.hypotheses),
@@ -207,12 +207,7 @@ class LLMReasoner:
         return reply_like(example, decoded_under_schema=self.client.json_mode == "json_schema")
 
     def _tokens_for(self, entries: int) -> int | None:
-        """A reply with an entry per hypothesis (up to six): the configured reply length
-        for each two of them. At their longest, six hypotheses take ~900 tokens and their
-        tests ~2,700; a small model under a grammar writes them long (SmolLM2's came back
-        cut off at 1,024)."""
-        per_reply = self.client.config.max_tokens
-        return None if per_reply is None else per_reply * max(1, math.ceil(entries / 2))
+        return reply_tokens(self.client.config.max_tokens, entries)
 
     async def _ask(
         self,

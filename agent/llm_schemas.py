@@ -4,6 +4,7 @@ of each for servers that decode without a schema."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -15,8 +16,18 @@ MAX_NOTE_CHARS = 120  # fires_on / not_on: a few examples
 MAX_LABEL_CHARS = 40
 MAX_PEAK_CHARS = 40  # a token, or a word or two
 MAX_HYPOTHESES = 5  # besides the negative control
+LONGEST_REPLY_ENTRIES = MAX_HYPOTHESES + 1  # hypothesize's reply: and the control
 
 Item = TypeVar("Item")
+
+
+def reply_tokens(max_tokens: int | None, entries: int) -> int | None:
+    """The length to ask for a reply with an entry per hypothesis: the configured reply
+    length (None: the server's) for each two entries. At their longest, six hypotheses
+    take ~900 tokens and their tests ~2,700; a small model under a grammar writes them
+    long (SmolLM2's came back cut off at 1,024)."""
+    return None if max_tokens is None else max_tokens * max(1, math.ceil(entries / 2))
+
 
 # The replies' shapes carry every rule a JSON-schema grammar can enforce (list bounds,
 # string lengths, one negative control, both kinds of experiment), so a server that

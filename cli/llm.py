@@ -31,13 +31,14 @@ def check_command(as_json: JsonFlag = False) -> None:
         settings = get_settings()
         config = llm_config(settings)
         check = asyncio.run(check_server(config))
-    advice = _advice(check, settings.llm_timeout)
+    longest = _longest_reply_tokens(config.max_tokens)
+    advice = _advice(check, settings.llm_timeout, longest)
     if as_json:
         print_json(
             {
                 **asdict(check),
                 "json_mode": check.json_mode,
-                "suggested_timeout_s": check.suggested_timeout_s,
+                "suggested_timeout_s": check.suggested_timeout_s(longest),
                 "advice": advice,
             }
         )
@@ -57,10 +58,18 @@ def check_command(as_json: JsonFlag = False) -> None:
         console.print(f"- {line}")
 
 
-def _advice(check: ServerCheck, timeout_s: float) -> list[str]:
-    """The settings to change for this server, each with why."""
-    from llm_client.check import LONGEST_REPLY_TOKENS
+def _longest_reply_tokens(max_tokens: int | None) -> int:
+    """The longest reply glossator asks for: the agent's hypotheses, an entry each (with
+    no max_tokens set, the server decides; sized as for the default)."""
+    from agent.llm_schemas import LONGEST_REPLY_ENTRIES, reply_tokens
+    from llm_client.config import LLMConfig
 
+    per_reply = max_tokens or LLMConfig.model_fields["max_tokens"].default
+    return reply_tokens(per_reply, LONGEST_REPLY_ENTRIES) or per_reply
+
+
+def _advice(check: ServerCheck, timeout_s: float, longest_reply_tokens: int) -> list[str]:
+    """The settings to change for this server, each with why."""
     lines = []
     if check.json_mode != "json_schema":
         lines.append(
@@ -73,10 +82,10 @@ def _advice(check: ServerCheck, timeout_s: float) -> list[str]:
             "no log-probabilities: the LLM judges score from the reply's text "
             "(`glossator bench --judges llm` works, less finely)"
         )
-    suggested = check.suggested_timeout_s
+    suggested = check.suggested_timeout_s(longest_reply_tokens)
     if suggested is not None and suggested > timeout_s:
         lines.append(
-            f"a {LONGEST_REPLY_TOKENS:,}-token reply takes about {suggested / 2:.0f} s here: set "
+            f"a {longest_reply_tokens:,}-token reply takes about {suggested / 2:.0f} s here: set "
             f"GLOSSATOR_LLM_TIMEOUT={suggested:.0f} (now {timeout_s:.0f})"
         )
     return lines

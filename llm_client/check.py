@@ -22,9 +22,7 @@ from llm_client.errors import (
     LLMRequestError,
 )
 
-# The longest reply glossator asks for (LLMConfig.max_tokens) and the margin on top of
-# its expected time that the suggested timeout keeps.
-LONGEST_REPLY_TOKENS = 1024
+# The margin on top of the longest reply's expected time that the suggested timeout keeps.
 TIMEOUT_MARGIN = 2.0
 SPEED_TOKENS = 64
 # The probes' own timeout: a slow server is to be measured, not given up on.
@@ -66,11 +64,12 @@ class ServerCheck:
                 return mode
         return "off"
 
-    @property
-    def suggested_timeout_s(self) -> float | None:
+    def suggested_timeout_s(self, longest_reply_tokens: int) -> float | None:
+        """A request timeout that lets this server write the longest reply glossator
+        asks for, with a margin."""
         if not self.tokens_per_s:
             return None
-        return round(TIMEOUT_MARGIN * LONGEST_REPLY_TOKENS / self.tokens_per_s, 0)
+        return round(TIMEOUT_MARGIN * longest_reply_tokens / self.tokens_per_s, 0)
 
 
 async def check_server(config: LLMConfig) -> ServerCheck:

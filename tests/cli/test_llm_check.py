@@ -28,10 +28,16 @@ def test_llm_check_on_llama_cpp(llama_server: LlamaServer, tmp_path: Path) -> No
     check: dict[str, Any] = json.loads(done.stdout)
     assert check["modes"]["json_schema"] == "ok" and check["json_mode"] == "json_schema"
     assert check["logprobs"] is True and check["tokens_per_s"] > 0
-    # A 1,024-token reply at this speed needs more than 1 s: the exact setting to change.
+    # The agent's longest reply (six hypotheses: 1,024 tokens for each two) at this speed
+    # needs more than 1 s: the exact setting to change, sized for that reply.
     assert any("GLOSSATOR_LLM_TIMEOUT=" in line for line in check["advice"])
-    table = run_cli("llm", "check", env=env)
+    assert any("3,072-token reply" in line for line in check["advice"]), check["advice"]
+    expected = 2 * 3072 / check["tokens_per_s"]  # the speed is shown rounded
+    assert abs(check["suggested_timeout_s"] - expected) <= 1 + 0.02 * expected
+    shorter = {**env, "GLOSSATOR_LLM_MAX_TOKENS": "256", "COLUMNS": "200"}
+    table = run_cli("llm", "check", env=shorter)
     assert table.returncode == 0 and "glossator will use json_mode 'json_schema'" in table.stdout
+    assert "768-token reply" in table.stdout
 
 
 def test_llm_check_on_a_server_without_json_modes(tmp_path: Path) -> None:
