@@ -20,6 +20,7 @@ reasoner itself keeps no per-run counts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -55,6 +56,7 @@ WINDOW_BEFORE, WINDOW_AFTER = 24, 8  # tokens shown around an example's peak
 
 # Corpus, user and model text shows the marks' brackets as plain ones.
 _UNMARK = str.maketrans({"⟦": "[", "⟧": "]"})
+_MARK = re.compile(r"⟦([^⟦⟧]*)⟧(?:\(-?\d+(?:\.\d+)?\))?")  # ⟦token⟧(2.5), as _marked writes
 
 T = TypeVar("T", bound=BaseModel)
 T_ = TypeVar("T_")
@@ -197,8 +199,8 @@ class LLMReasoner:
         out = await self._ask(state, ask, _ConclusionOut, "conclude")
         known = {e.id for e in state.experiments}
         return Conclusion(
-            text=out.explanation,
-            labels=out.labels,
+            text=without_marks(out.explanation),
+            labels=[without_marks(label) for label in out.labels],
             evidence=[i for i in dict.fromkeys(out.evidence) if i in known],
             confidence=out.confidence,
         )
@@ -260,6 +262,13 @@ def checked_verdict(out: _VerdictOut, tests: Sequence[Experiment]) -> Verdict:
         cites=[] if status is Status.OPEN else cites,
         refined_statement=out.refined_statement if status is Status.REFINED else None,
     )
+
+
+def without_marks(text: str) -> str:
+    """A model's text with the prompt's activation marks taken out, as a reader wants it:
+    `the⟦ widget⟧(38.2) token` becomes `the "widget" token` (the token's space kept)."""
+    quoted = _MARK.sub(lambda m: f'{" " * m.group(1).startswith(" ")}"{m.group(1).strip()}"', text)
+    return quoted.replace("⟦", "").replace("⟧", "")
 
 
 def unmarked(text: str) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.llm_reasoner import render_example, spread
+from agent.llm_reasoner import render_example, spread, without_marks
 from evals.core import Explained, ExplainerCost
 from evals.explainers.base import check_evidence
 from llm_client import DATA_NOTE, LLMUsage, Message
@@ -96,4 +96,6 @@ class OneShotExplainer:
             llm_tokens=usage.input_tokens + usage.output_tokens,
             seconds=time.perf_counter() - start,
         )
-        return Explained(feature=feature, explainer=self.name, text=out.explanation, cost=cost)
+        return Explained(
+            feature=feature, explainer=self.name, text=without_marks(out.explanation), cost=cost
+        )

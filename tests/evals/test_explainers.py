@@ -258,6 +258,17 @@ def test_oneshot_reasks_a_blank_answer_and_counts_both_calls(
     assert "could not be used" in llm_server.requests[1]["messages"][-1]["content"]
 
 
+def test_oneshot_explanation_keeps_no_activation_marks_of_its_prompt(
+    llm_server: FakeLLMServer, planted_evidence: Planted
+) -> None:
+    """Small models copy the prompt's ⟦token⟧(act) marks into their answer: the stored
+    explanation names the token in quotes instead."""
+    feature, evidence = love(planted_evidence)
+    llm_server.push(reply({"explanation": "The word⟦ love⟧(6.0) and ⟦loving⟧ after a verb."}))
+    explained = one_shot(llm_server, feature, evidence)
+    assert explained.text == 'The word "love" and "loving" after a verb.'
+
+
 def test_oneshot_that_gets_no_valid_answer_fails(
     llm_server: FakeLLMServer, planted_evidence: Planted
 ) -> None:
