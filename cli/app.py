@@ -261,6 +261,10 @@ app.add_typer(evidence_app, name="evidence")
 app.add_typer(cache_app, name="cache")
 app.command("feature")(feature_command)
 
+from cli.steer import steer_command  # noqa: E402
+
+app.command("steer")(steer_command)
+
 from cli.bench import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")

@@ -14,11 +14,14 @@ import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from errors import UserError
 from identifiers.features import unknown_feature
 from probes.activations import FeatureActivations, FeatureSource
+
+if TYPE_CHECKING:
+    from probes.steering import Steering, SteeringResult
 
 MAX_PROBE_CHARS = 2000  # a probe text is a short test input, not a document
 
@@ -63,6 +66,8 @@ class ProbeRunner:
     _pending: deque[_Request] = field(default_factory=deque, init=False, repr=False)
     _wakeup: asyncio.Event | None = field(default=None, init=False, repr=False)
     _worker: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    # One forward at a time through the model: probe batches and steering take turns.
+    _model_turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def run(self, texts: Sequence[str], feature: int) -> list[ProbeResult]:
         """The feature's activations on each text (in order)."""
@@ -76,6 +81,27 @@ class ProbeRunner:
         if not texts:
             raise ProbeError("give at least one text")
         return await self._submit(texts, lambda acts: acts)
+
+    async def steer(
+        self, texts: Sequence[str], steering: Steering, **options: int
+    ) -> list[SteeringResult]:
+        """`probes.steering.steer_texts` on the source's model and SAE, in turn with the
+        probe forwards. `options`: continuation_tokens, top_tokens, batch_size."""
+        from probes.sae_runner import SAEFeatureSource
+        from probes.steering import steer_texts
+
+        source = self.source
+        if not isinstance(source, SAEFeatureSource):
+            raise ProbeError(
+                "these features are not an SAE's: there is no decoder direction to steer "
+                "with (planted features are rules on text, with no output side)"
+            )
+        self._check(texts, steering.feature)
+        async with self._model_turn:
+            return await asyncio.to_thread(
+                steer_texts, source.subject, source.sae, source.hookpoint, texts, steering,
+                context_length=source.context_length, **options,
+            )  # fmt: skip
 
     async def _submit(
         self, texts: Sequence[str], answer: Callable[[FeatureActivations], Any]
@@ -124,7 +150,8 @@ class ProbeRunner:
     async def _forward(self, batch: list[_Request]) -> None:
         texts = [t for request in batch for t in request.texts]
         try:
-            results = await asyncio.to_thread(self.source.activations, texts)
+            async with self._model_turn:
+                results = await asyncio.to_thread(self.source.activations, texts)
         except Exception as error:  # every waiting run learns why, none hangs
             for request in batch:
                 if not request.done.done():

@@ -60,6 +60,12 @@ class TokenShift:
     delta_logprob: float  # steered minus clean log-probability
     steered_prob: float
 
+    @property
+    def clean_prob(self) -> float:
+        return (
+            math.exp(math.log(self.steered_prob) - self.delta_logprob) if self.steered_prob else 0.0
+        )
+
 
 @dataclass(frozen=True)
 class SteeringResult:

@@ -60,6 +60,34 @@ class Steering:
             raise SteeringError(f"{which} must be a finite number, got {value!r}")
 
 
+def steering_of(
+    feature: int,
+    *,
+    strength: float | None = None,
+    clamp: float | None = None,
+    times: float | None = None,
+    max_act: float | None = None,
+) -> Steering:
+    """A steering as people ask for it: add `strength`, clamp to `clamp`, or clamp to
+    `times` the feature's largest activation in its evidence (`max_act`)."""
+    given = [name for name, v in (("strength", strength), ("clamp", clamp), ("times", times))
+             if v is not None]  # fmt: skip
+    if len(given) != 1:
+        raise SteeringError(
+            "give exactly one of strength (units of the feature to add), clamp (the "
+            "activation to set) or times (a multiple of its largest activation); got "
+            f"{', '.join(given) or 'none'}"
+        )
+    if times is None:
+        return Steering(feature, strength=strength, clamp=clamp)
+    if max_act is None or not max_act > 0:
+        raise SteeringError(
+            f"feature {feature} never fired in its evidence, so it has no largest "
+            "activation to multiply: give strength or clamp instead of times"
+        )
+    return Steering(feature, clamp=times * max_act)
+
+
 # -- the feature's direction and activation ------------------------------------------------
 
 

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from errors import UserError
-from probes.evidence.output_side import final_norm_weight, unembedding
 from probes.hookpoints import decoder_layers, run_to_hookpoints
 from probes.model import SubjectModel
 from probes.sae_runner import FeatureIndexError
@@ -28,6 +27,13 @@ from probes.steering import (
 from sae.architectures.standard import StandardSAE
 from sae.base import SAEConfig, SparseAutoencoder, SparseCodes
 from sae.registry import build_sae
+from tests.steering_helpers import (
+    last_layer,
+    one_feature_sae,
+    promotes_itself,
+    self_promoting_token,
+    token_direction,
+)
 
 D_MODEL = 32
 TEXTS = [
@@ -325,32 +331,6 @@ def test_transcoder_clamp_reads_its_input_hookpoint(tiny_llama: Any) -> None:
 # -- a feature whose effect is known ---------------------------------------------------------
 
 
-def token_direction(subject: SubjectModel, token_id: int) -> torch.Tensor:
-    """A unit residual direction that the final norm and LM head read as `token_id`'s
-    unembedding: U[t] / w, w the final RMSNorm's weight (the norm scales it by w)."""
-    weight_D = final_norm_weight(subject.model)
-    assert weight_D is not None
-    d_D = unembedding(subject.model)[token_id].float() / weight_D.float()
-    return d_D / d_D.norm()
-
-
-def promotes_itself(subject: SubjectModel, token_id: int) -> bool:
-    """Whether, read alone, the token's direction makes the token the top logit."""
-    weight_D = final_norm_weight(subject.model)
-    assert weight_D is not None
-    logits_V = unembedding(subject.model).float() @ (weight_D * token_direction(subject, token_id))
-    return int(logits_V.argmax()) == token_id
-
-
-def one_feature_sae(subject: SubjectModel, hookpoint: str, direction_D: torch.Tensor) -> Any:
-    d = subject.d_model
-    sae = build_sae(SAEConfig(architecture="standard", d_in=d, d_sae=4, hookpoint=hookpoint))
-    sae.init_weights(7)
-    with torch.no_grad():
-        sae.W_dec[2] = direction_D
-    return sae
-
-
 def check_token_takes_over(
     subject: SubjectModel, token_id: int, hookpoint: str, strength: float
 ) -> list[SteeringResult]:
@@ -375,11 +355,8 @@ def check_token_takes_over(
 
 
 def test_token_direction_takes_over_the_tiny_model(tiny_llama: Any) -> None:
-    last = f"layers.{len(decoder_layers(tiny_llama.model)) - 1}"
-    special = set(tiny_llama.tokenizer.all_special_ids)
-    candidates = [t for t in range(len(tiny_llama.tokenizer)) if t not in special]
-    token_id = next(t for t in candidates[50:] if promotes_itself(tiny_llama, t))
-    check_token_takes_over(tiny_llama, token_id, last, strength=1e3)
+    token_id = self_promoting_token(tiny_llama)
+    check_token_takes_over(tiny_llama, token_id, last_layer(tiny_llama), strength=1e3)
 
 
 @pytest.mark.slow
