@@ -45,6 +45,7 @@ def create_app(
     from api.server_features import router as features_router
     from api.server_jobs import router as jobs_router
     from api.server_runs import router as runs_router
+    from api.server_steer import router as steer_router
     from api.server_web import add_web
 
     settings = settings or get_settings()
@@ -85,6 +86,7 @@ def create_app(
     routers = (
         features_router,
         activations_router,
+        steer_router,
         runs_router,
         chat_router,
         jobs_router,

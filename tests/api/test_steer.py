@@ -1,0 +1,113 @@
+"""POST /steer over real HTTP, on a service of the tiny real Llama and a dictionary whose
+feature 2 writes one token's unembedding direction (evidence built by the CLI)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from runtime.redis_server import EmbeddedRedis
+from sae.loading import save_sae
+from tests.cli_helpers import run_cli
+from tests.server_fixtures import serving, settings_of
+from tests.steering_helpers import (
+    TOKEN_FEATURE,
+    last_layer,
+    one_feature_sae,
+    self_promoting_token,
+    token_direction,
+)
+
+pytestmark = pytest.mark.slow  # builds evidence with `glossator`, serves the tiny model
+
+
+@pytest.fixture(scope="module")
+def steer_service(
+    tiny_llama: Any,
+    tiny_llama_dir: Path,
+    redis_server: EmbeddedRedis,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, str]]:
+    """The service's URL and the token feature 2 writes."""
+    folder = tmp_path_factory.mktemp("steer-service")
+    token_id = self_promoting_token(tiny_llama)
+    hookpoint = last_layer(tiny_llama)
+    sae = one_feature_sae(tiny_llama, hookpoint, token_direction(tiny_llama, token_id))
+    save_sae(sae, folder / "sae")
+    env = {
+        "GLOSSATOR_MODEL": str(tiny_llama_dir),
+        "GLOSSATOR_SAE": str(folder / "sae"),
+        "GLOSSATOR_DATA_DIR": str(folder / "data"),
+        "GLOSSATOR_DEVICE": "cpu",
+        "GLOSSATOR_REDIS_URL": redis_server.url,
+    }
+    things = ["red fox", "old dog", "blue car", "cat", "tree", "sea"]
+    texts = [f"The {things[i % 6]} and the {things[(i + 2) % 6]} went home, note {i}."
+             for i in range(30)]  # fmt: skip
+    corpus = folder / "texts.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    built = run_cli("evidence", "build", "--corpus", str(corpus), "--no-redis", env=env)
+    assert built.returncode == 0, built.stderr
+    token = tiny_llama.tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
+    with serving(settings_of(env), planted=False) as url:
+        yield url, token
+
+
+def test_steer_makes_the_model_say_the_features_token(steer_service: tuple[str, str]) -> None:
+    url, token = steer_service
+    body = {"feature": TOKEN_FEATURE, "texts": ["The quick brown fox", "Hello there"],
+            "strength": 1000, "tokens": 3, "top": 4}  # fmt: skip
+    answer = httpx.post(f"{url}/steer", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    doc = answer.json()
+    assert doc["feature"] == TOKEN_FEATURE and doc["strength"] == 1000 and doc["clamp"] is None
+    assert [t["text"] for t in doc["texts"]] == body["texts"]
+    for steered in doc["texts"]:
+        assert steered["steered_continuation"] == token * 3
+        assert token not in steered["clean_continuation"]
+        top = steered["promoted"][0]
+        assert top["token"] == token and top["steered_prob"] > top["clean_prob"]
+        assert len(steered["promoted"]) <= 4
+
+
+def test_steer_times_clamps_to_a_multiple_of_the_largest_activation(
+    steer_service: tuple[str, str],
+) -> None:
+    url, _ = steer_service
+    for feature in range(4):
+        detail = httpx.get(f"{url}/features/{feature}", timeout=30).json()
+        max_act = detail["evidence"]["stats"]["max_act"]
+        answer = httpx.post(f"{url}/steer", json={"feature": feature, "texts": ["Hi"], "times": 3})
+        if max_act > 0:
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["clamp"] == pytest.approx(3 * max_act)
+        else:  # a feature that never fired has no largest activation to multiply
+            assert answer.status_code == 422 and "never fired" in answer.text
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"texts": ["Hi"], "strength": 1, "clamp": 2}, 422, "exactly one of strength"),
+        ({"texts": ["Hi"]}, 422, "exactly one of strength"),
+        ({"texts": ["Hi"], "strength": 1, "tokens": 999}, 422, "tokens"),
+        ({"texts": ["  "], "strength": 1}, 422, "text 0 is empty"),
+        ({"texts": ["Hi"], "strength": 1, "feature": 9}, 404, "valid indices are 0..3"),
+    ],
+)
+def test_bad_steer_requests_get_a_clear_4xx(
+    steer_service: tuple[str, str], body: dict[str, Any], status: int, message: str
+) -> None:
+    url, _ = steer_service
+    answer = httpx.post(f"{url}/steer", json={"feature": TOKEN_FEATURE, **body}, timeout=30)
+    assert answer.status_code == status and message in answer.text, answer.text
+
+
+def test_planted_features_cannot_be_steered(service: str) -> None:
+    answer = httpx.post(f"{service}/steer", json={"feature": 0, "texts": ["I love"], "strength": 1})
+    assert answer.status_code == 422 and "no output side" in answer.text, answer.text
