@@ -75,6 +75,14 @@ async def steer(
     svc: Annotated[Services, Depends(services)],
     key: Annotated[KeyInfo | None, Depends(optional_key)],
 ) -> SteerResponse:
+    return await run_steering(body, request, svc, key)
+
+
+async def run_steering(
+    body: SteerRequest, request: Request, svc: Services, key: KeyInfo | None
+) -> SteerResponse:
+    """The route's work, shared with the feature page's panel: HTTPException (4xx) for
+    what the caller must fix."""
     from probes.steering_shift import steering_of
 
     check_texts(body.texts, request.app.state.settings)

@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.planted_fixtures",
     "tests.server_fixtures",
     "tests.llama_fixtures",
+    "tests.browser_fixtures",
 ]
 
 torch.set_num_threads(2)

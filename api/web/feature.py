@@ -36,8 +36,20 @@ class Tried:
     error: str | None = None
 
 
+@dataclass
+class Steered:
+    """The page's steering panel without JavaScript: the text, how far, and what came."""
+
+    text: str
+    times: float
+    result: Any = None  # api.server_steer.SteeredText
+    error: str | None = None
+
+
 @router.get("/ui/features/{feature}", response_class=HTMLResponse)
-async def feature_page(feature: str, request: Request, text: str = "") -> HTMLResponse:
+async def feature_page(
+    feature: str, request: Request, text: str = "", steer_text: str = "", times: float = 4.0
+) -> HTMLResponse:
     from api.server_features import feature_detail
 
     try:
@@ -47,6 +59,7 @@ async def feature_page(feature: str, request: Request, text: str = "") -> HTMLRe
         neighbours, threads = await asyncio.to_thread(_around, request, svc, detail)
         evidence = await _evidence_experiments(svc, detail)
         tried = await _try(request, svc, index, text) if text.strip() else None
+        steered = await _steer(request, svc, index, steer_text, times) if steer_text else None
     except (PageError, HTTPException) as error:
         return failed_page(request, error)
     stats = detail.evidence.stats
@@ -62,6 +75,8 @@ async def feature_page(feature: str, request: Request, text: str = "") -> HTMLRe
         threads=threads,
         evidence_experiments=evidence,
         tried=tried,
+        steered=steered,
+        steer_times=times,
         previous=svc.name(index - 1) if index > 0 else None,
         following=svc.name(index + 1) if index + 1 < n else None,
     )
@@ -123,3 +138,16 @@ async def _try(request: Request, svc: Services, index: int, text: str) -> Tried:
         tokens=[t.text for t in shown.tokens],
         acts=[(t.activations or [0.0])[0] for t in shown.tokens],
     )
+
+
+async def _steer(request: Request, svc: Services, index: int, text: str, times: float) -> Steered:
+    """The steering panel's form without JavaScript: as POST /steer would answer."""
+    from api.server_auth import optional_key
+    from api.server_steer import SteerRequest, run_steering
+
+    try:
+        body = SteerRequest(feature=index, texts=[text], times=times)
+        reply = await run_steering(body, request, svc, optional_key(request))
+    except HTTPException as error:
+        return Steered(text=text, times=times, error=str(error.detail))
+    return Steered(text=text, times=times, result=reply.texts[0])

@@ -3,6 +3,7 @@ feature 2 writes one token's unembedding direction (evidence built by the CLI)."
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from runtime.redis_server import EmbeddedRedis
 from sae.loading import save_sae
+from tests.browser_fixtures import Tab, unlabelled
 from tests.cli_helpers import run_cli
 from tests.server_fixtures import serving, settings_of
 from tests.steering_helpers import (
@@ -45,6 +47,8 @@ def steer_service(
         "GLOSSATOR_DATA_DIR": str(folder / "data"),
         "GLOSSATOR_DEVICE": "cpu",
         "GLOSSATOR_REDIS_URL": redis_server.url,
+        # Anonymous steering spends 8 texts a steered text; these tests send many.
+        "GLOSSATOR_ANONYMOUS_TEXTS_PER_MINUTE": "100000",
     }
     things = ["red fox", "old dog", "blue car", "cat", "tree", "sea"]
     texts = [f"The {things[i % 6]} and the {things[(i + 2) % 6]} went home, note {i}."
@@ -111,3 +115,57 @@ def test_bad_steer_requests_get_a_clear_4xx(
 def test_planted_features_cannot_be_steered(service: str) -> None:
     answer = httpx.post(f"{service}/steer", json={"feature": 0, "texts": ["I love"], "strength": 1})
     assert answer.status_code == 422 and "no output side" in answer.text, answer.text
+
+
+# -- the feature page's panel ----------------------------------------------------------------
+
+
+def fired_feature(url: str) -> tuple[int, float]:
+    """A feature of the service's dictionary that fired in its evidence, and its max."""
+    for feature in range(4):
+        max_act = httpx.get(f"{url}/features/{feature}", timeout=30).json()["evidence"]["stats"]
+        if max_act["max_act"] > 0:
+            return feature, max_act["max_act"]
+    raise AssertionError("no feature of the test dictionary fired in its evidence")
+
+
+def test_the_steering_panel_works_without_javascript(steer_service: tuple[str, str]) -> None:
+    url, _ = steer_service
+    feature, _ = fired_feature(url)
+    body = {"feature": feature, "texts": ["The quick brown fox"], "times": 5}
+    expected = httpx.post(f"{url}/steer", json=body, timeout=60).json()["texts"][0]
+    params = {"steer_text": "The quick brown fox", "times": "5"}
+    page = httpx.get(f"{url}/ui/features/{feature}", params=params, timeout=60)
+    assert page.status_code == 200 and 'id="steer-form"' in page.text
+    shown = html.unescape(page.text)
+    assert f"<strong>{expected['steered_continuation']}</strong>" in shown
+    assert f"<strong>{expected['clean_continuation']}</strong>" in shown
+    assert "KL" in shown and 'value="5.0"' in page.text
+    bad = httpx.get(f"{url}/ui/features/{feature}", params={**params, "times": "nan"}, timeout=60)
+    assert bad.status_code == 200 and "finite number" in bad.text  # said on the page
+
+
+@pytest.mark.browser
+def test_the_steering_panel_in_a_browser(steer_service: tuple[str, str], browser: Any) -> None:
+    url, _ = steer_service
+    feature, _ = fired_feature(url)
+    tab = Tab(browser)
+    page = tab.page
+    page.goto(f"{url}/features/{feature}")
+    assert unlabelled(page) == []
+    page.keyboard.press("s")
+    assert page.evaluate("document.activeElement.id") == "steer-text"
+    page.get_by_label("Text to continue, clean and with the feature turned up").fill("Hello")
+    page.get_by_label("Clamp to").fill("3")
+    page.locator("#steer-run").click()
+    page.locator("#steer-result .continuations .steered strong").wait_for()
+    assert "KL" in page.locator("#steer-result .summary").inner_text()
+    assert page.locator("#steer-result .token-list li").count() > 0
+    assert "steer_text=Hello" in page.url and "times=3" in page.url
+    tab.shot("feature-steering")
+    tab.close()
+
+
+def test_planted_feature_pages_have_no_steering_panel(service: str) -> None:
+    page = httpx.get(f"{service}/ui/features/0", timeout=30)
+    assert page.status_code == 200 and 'id="steer-form"' not in page.text

@@ -60,6 +60,57 @@
     }
   });
 
+  // -- steering: what the feature does to the next tokens -------------------------------
+
+  const steerForm = document.getElementById("steer-form");
+  if (steerForm) {
+    G.keys.s = () => document.getElementById("steer-text").focus();
+    const steerResult = document.getElementById("steer-result");
+    steerForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const text = document.getElementById("steer-text").value;
+      const times = Number(document.getElementById("steer-times").value);
+      if (!text.trim()) return;
+      steerResult.setAttribute("aria-busy", "true");
+      try {
+        const reply = await G.json("/steer", {
+          method: "POST",
+          body: { feature, texts: [text], times },
+        });
+        steerResult.replaceChildren(...steeredView(reply.texts[0]));
+        const url = new URL(location.href);
+        url.searchParams.set("steer_text", text);
+        url.searchParams.set("times", String(times));
+        history.replaceState(null, "", url.pathname + url.search + "#steer");
+      } catch (error) {
+        steerResult.replaceChildren(el("p", { class: "error", role: "alert", text: G.explain(error) }));
+      } finally {
+        steerResult.setAttribute("aria-busy", "false");
+      }
+    });
+  }
+
+  // As the pages' `token` filter shows a token: spaces and line breaks made visible.
+  const shownToken = (text) => text.replaceAll(" ", "␣").replaceAll("\n", "↵").replaceAll("\t", "⇥") || "∅";
+
+  function steeredView(r) {
+    const line = (label, cls, continuation) => el("div", {},
+      el("dt", { text: label }),
+      el("dd", { class: cls }, r.text, el("strong", { text: continuation })));
+    const shifts = (title, list) => el("div", {},
+      el("h3", { text: title }),
+      el("ol", { class: "token-list" }, ...list.map((s) => el("li", {},
+        el("code", { class: "chip token", text: shownToken(s.token) }), " ",
+        el("span", { class: "num muted", text: (s.delta_logprob >= 0 ? "+" : "") + s.delta_logprob.toFixed(2) })))));
+    return [
+      el("p", { class: "summary", text: `The next-token distribution moved by KL ${G.num(r.kl_last)} nats after the text (${G.num(r.kl_mean)} on average over its tokens).` }),
+      el("dl", { class: "continuations" },
+        line("clean", "clean", r.clean_continuation),
+        line("steered", "steered", r.steered_continuation)),
+      el("div", { class: "lens" }, shifts("Promoted next tokens", r.promoted), shifts("Demoted", r.demoted)),
+    ];
+  }
+
   // -- agent runs ----------------------------------------------------------------------
 
   const runForm = document.getElementById("run-form");
