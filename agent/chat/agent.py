@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 MAX_ROUNDS = 2  # design -> run -> analyze rounds per hypothesis, until it is decided
 MAX_EXPERIMENTS = 12  # probe texts per hypothesis turn
+STEER_TOKENS = 12  # greedy tokens each steered text continues for
 # Carrier sentences for a hypothesis's words when the reasoner found no text with them
 # (the rules reasoner retrieves from the corpus, which may lack a rare word); each is
 # also run with NEUTRAL in place of the word, as its control.
@@ -130,9 +131,12 @@ class ChatAgent:
         )
         draft = _Draft(request)
         try:
-            work = {Intent.TEST: self._test, Intent.HYPOTHESIS: self._hypothesis}
-            async for event in work.get(request.intent, self._question)(store, thread, draft):
-                yield event
+            if request.intent is Intent.STEER:  # no steps to show: the answer says it all
+                await self._steer(thread, draft)
+            else:
+                work = {Intent.TEST: self._test, Intent.HYPOTHESIS: self._hypothesis}
+                async for event in work.get(request.intent, self._question)(store, thread, draft):
+                    yield event
         except Exception as error:  # reported and stored as the reply: the thread goes on
             logger.exception("chat turn on thread %s failed", thread.id)
             reason = str(error) or type(error).__name__
@@ -174,6 +178,23 @@ class ChatAgent:
         draft.text = replies.question_answer(
             feature, record, self.deps.evidence(feature), tau, draft.experiments
         )
+
+    async def _steer(self, thread: ChatThread, draft: _Draft) -> None:
+        """The feature clamped to a multiple of its largest activation, on the user's texts
+        (else on its top contexts, cut after their peak): what the model then says."""
+        from probes.steering_shift import steering_of
+
+        feature, request = thread.feature, draft.request
+        evidence = self.deps.evidence(feature)
+        texts = request.texts or replies.steering_prompts(evidence)
+        steering = steering_of(feature, times=request.times, max_act=evidence.stats.max_act)
+        results = await self.deps.probe.steer(
+            texts, steering, continuation_tokens=STEER_TOKENS, top_tokens=replies.TOP_TOKENS
+        )
+        # Each text runs twice (clean and steered) and continues for STEER_TOKENS tokens.
+        spent = draft.cost.probe_texts + 2 * len(texts)
+        draft.cost = draft.cost.model_copy(update={"probe_texts": spent})
+        draft.text = replies.steer_answer(feature, request.times, steering, results)
 
     async def _run(
         self, feature: int, texts: list[str], tau: float, draft: _Draft
@@ -275,6 +296,12 @@ def _plan(request: Request) -> str:
         return (
             f"test the hypothesis that it fires on {request.hypothesis}: design experiments "
             "with and without it, run them, and judge"
+        )
+    if request.intent is Intent.STEER:
+        on = "your texts" if request.texts else "texts from its top contexts"
+        return (
+            f"clamp it to {request.times:g} times its largest activation on {on}, and "
+            "compare what the model says next with and without it"
         )
     also = ", and run the quoted texts" if request.texts else ""
     return f"answer from the feature's stored explanation and evidence{also}"

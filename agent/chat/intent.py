@@ -3,10 +3,13 @@
 1. lines starting with `test:` -> test those texts;
 2. `hypothesis: ...`, "does it fire on X?", "maybe it responds to X", "it fires on X"
    -> test the hypothesis that it fires on X;
-3. a question ("what ...", "why ...", "how ...") -> answer from the explanation and the
+3. "what happens if I turn it up?", "steer it", "turn it off", "what does it do?" -> steer
+   it (clamped to a multiple of its largest activation: 4x up, 0 off, -2x down, or
+   the "N times" the message names) on the quoted texts, or on texts from its evidence;
+4. a question ("what ...", "why ...", "how ...") -> answer from the explanation and the
    evidence, and run any double-quoted texts in it;
-4. double-quoted texts ("I love dogs") -> test them;
-5. anything else -> a question.
+5. double-quoted texts ("I love dogs") -> test them;
+6. anything else -> a question.
 """
 
 from __future__ import annotations
@@ -58,6 +61,19 @@ _QUESTION = re.compile(
     r"tell me|show me|can you|could you|summari[sz]e)\b",
     re.IGNORECASE,
 )
+_STEER = re.compile(
+    r"\b(?:steer|amplif|boost|crank|clamp|ablat|suppress|"
+    r"turn(?:s|ed|ing)? (?:it |this(?: feature)? |the feature )?(?:up|down|off|on)|"
+    r"(?:increase|decrease|raise|lower) (?:it|this|the feature)|"
+    r"what (?:does|would) (?:it|this(?: feature)?|the feature) do\b|what it does\b|"
+    r"output side)",
+    re.IGNORECASE,
+)
+_STEER_OFF = re.compile(r"\b(?:off|ablat|zero|remove)", re.IGNORECASE)
+_STEER_DOWN = re.compile(r"\b(?:down|suppress|decrease|lower|negative)", re.IGNORECASE)
+_TIMES = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:x\b|×|times\b)", re.IGNORECASE)
+STEER_UP, STEER_DOWN = 4.0, -2.0  # multiples of its largest activation
+MAX_STEER_TIMES = 100.0
 # Words that say how to test rather than what: left out of the words a hypothesis names.
 _NOT_CONTENT_WORDS = """
     a an the and or of on in to for at by with about from as like such is are be it its
@@ -77,6 +93,7 @@ class Request:
     texts: list[str] = field(default_factory=list)  # texts to run through the feature
     hypothesis: str = ""  # HYPOTHESIS: what the user says it fires on
     words: list[str] = field(default_factory=list)  # HYPOTHESIS: the content words of it
+    times: float = STEER_UP  # STEER: the multiple of its largest activation to clamp to
 
 
 def check_message(text: str) -> str:
@@ -102,11 +119,30 @@ def understand(text: str) -> Request:
         if found:
             return _hypothesis(found.group("claim"))
     quoted = _quoted(text)
+    if _STEER.search(_QUOTED.sub(" ", text)):  # the quoted texts are data, not the ask
+        return Request(Intent.STEER, texts=_checked_texts(quoted), times=_steer_times(text))
     if _QUESTION.match(text):
         return Request(Intent.QUESTION, texts=_checked_texts(quoted))
     if quoted:
         return Request(Intent.TEST, texts=_checked_texts(quoted))
     return Request(Intent.QUESTION)
+
+
+def _steer_times(text: str) -> float:
+    """How far to turn it: the "N times" the message names, else off, down or up."""
+    unquoted = _QUOTED.sub(" ", text)
+    named = _TIMES.search(unquoted)
+    if named:
+        times = float(named.group(1))
+        if abs(times) > MAX_STEER_TIMES:
+            raise ChatInputError(
+                f"{times:g} times its largest activation is too far to tell anything; "
+                f"steer within ±{MAX_STEER_TIMES:g} times"
+            )
+        return times
+    if _STEER_OFF.search(unquoted):
+        return 0.0
+    return STEER_DOWN if _STEER_DOWN.search(unquoted) else STEER_UP
 
 
 def _hypothesis(claim: str) -> Request:

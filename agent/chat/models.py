@@ -44,6 +44,7 @@ class Intent(StrEnum):
     TEST = "test"  # run the user's texts through the feature
     HYPOTHESIS = "hypothesis"  # design, run and judge experiments for a claim
     QUESTION = "question"  # answer from the stored explanation and the evidence
+    STEER = "steer"  # turn the feature up (or down) and report what the model then says
 
 
 def new_id() -> str:

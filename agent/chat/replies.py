@@ -4,13 +4,19 @@ stored evidence and explanation; nothing is made up."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from agent.chat.models import ChatExperiment, ChatVerdict
 from agent.explanations import ExplanationRecord
 from agent.state import Expect
 from probes.evidence.store import Example, FeatureEvidence
 
+if TYPE_CHECKING:
+    from probes.steering import Steering, SteeringResult, TokenShift
+
 TOP_TOKENS = 5
+STEERING_PROMPTS = 2  # top contexts to steer on when the user gives no text
+NO_EFFECT_KL = 0.01  # nats: below this the steered and clean predictions read the same
 SHOWN_CHARS = 80
 WINDOW = 12  # tokens shown each side of an example's peak
 
@@ -141,3 +147,45 @@ def _marked(example: Example) -> str:
 def _short(text: str) -> str:
     one_line = " ".join(text.split())
     return one_line if len(one_line) <= SHOWN_CHARS else one_line[: SHOWN_CHARS - 1] + "…"
+
+
+def steering_prompts(evidence: FeatureEvidence) -> list[str]:
+    """Texts to steer on: the feature's top contexts, cut right after their peak (where
+    it acts), each one once; a plain opening when it never fired."""
+    prompts = ["".join(example.tokens[: example.peak + 1]).strip() for example in evidence.top]
+    unique = [p for p in dict.fromkeys(prompts) if p][:STEERING_PROMPTS]
+    return unique or ["The"]
+
+
+def steer_answer(
+    feature: int, times: float, steering: Steering, results: list[SteeringResult]
+) -> str:
+    """What the model said with the feature clamped, against what it says without."""
+    how = (
+        "turned off (clamped to 0)"
+        if times == 0
+        else (f"clamped to {times:g} times its largest activation ({steering.clamp:.2f})")
+    )
+    lines = [f"With feature {feature} {how} at every token:"]
+    promoted: Counter[str] = Counter()
+    for r in results:
+        lines.append(
+            f'- "{_short(r.text)}" goes on "{_short(r.clean_continuation)}" without it and '
+            f'"{_short(r.steered_continuation)}" with it (KL {r.kl_last:.2f} nats on the '
+            f"next token); it promotes {_tokens(r.promoted)} and demotes {_tokens(r.demoted)}."
+        )
+        promoted.update(s.token for s in r.promoted)
+    shared = [t for t, n in promoted.most_common() if n == len(results) and len(results) > 1]
+    if shared:
+        lines.append(f"On every text it promotes {_tokens_text(shared)}.")
+    if max(r.kl_last for r in results) < NO_EFFECT_KL:
+        lines.append("The next-token predictions barely moved: no clear output effect here.")
+    return "\n".join(lines)
+
+
+def _tokens(shifts: list[TokenShift]) -> str:
+    return _tokens_text([s.token for s in shifts]) if shifts else "nothing in particular"
+
+
+def _tokens_text(tokens: list[str]) -> str:
+    return ", ".join(repr(t) for t in tokens[:TOP_TOKENS])

@@ -16,7 +16,7 @@ from runtime.redis_server import EmbeddedRedis
 from sae.loading import save_sae
 from tests.browser_fixtures import Tab, unlabelled
 from tests.cli_helpers import run_cli
-from tests.server_fixtures import serving, settings_of
+from tests.server_fixtures import api_key, serving, settings_of, sse_events
 from tests.steering_helpers import (
     TOKEN_FEATURE,
     last_layer,
@@ -169,3 +169,28 @@ def test_the_steering_panel_in_a_browser(steer_service: tuple[str, str], browser
 def test_planted_feature_pages_have_no_steering_panel(service: str) -> None:
     page = httpx.get(f"{service}/ui/features/0", timeout=30)
     assert page.status_code == 200 and 'id="steer-form"' not in page.text
+
+
+def test_the_chat_says_what_happens_when_it_is_turned_up(
+    steer_service: tuple[str, str], redis_server: EmbeddedRedis
+) -> None:
+    url, _ = steer_service
+    key = {"Authorization": f"Bearer {api_key({'GLOSSATOR_REDIS_URL': redis_server.url})}"}
+    feature, max_act = fired_feature(url)
+    created = httpx.post(f"{url}/features/{feature}/chat", headers=key, json={}, timeout=30)
+    assert created.status_code == 201, created.text
+    ask = 'what happens if I turn it up 5 times on "The quick brown fox"?'
+    with httpx.stream("POST", f"{url}/chat/{created.json()['id']}/messages",
+                      json={"text": ask}, headers=key, timeout=120) as response:  # fmt: skip
+        assert response.status_code == 200, response.read()
+        events = list(sse_events(response))
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["understood", "answer", "done"], events
+    assert events[0][1]["intent"] == "steer"
+    answer = events[1][1]["text"]
+    assert answer.startswith(f"With feature {feature} clamped to 5 times its largest")
+    assert f"({5 * max_act:.2f})" in answer and '"The quick brown fox" goes on' in answer
+    # The same as POST /steer says, in words.
+    body = {"feature": feature, "texts": ["The quick brown fox"], "times": 5, "tokens": 12}
+    steered = httpx.post(f"{url}/steer", json=body, timeout=60).json()["texts"][0]
+    assert " ".join(steered["steered_continuation"].split()) in answer
