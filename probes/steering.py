@@ -128,11 +128,40 @@ def steer_texts(
     )
     results: dict[int, SteeringResult] = {}
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # little padding per group
-    for begin in range(0, len(order), batch_size):
-        rows = order[begin : begin + batch_size]  # one row per text: truncated, not windowed
+    vocab = _vocab_size(subject)
+    for rows in _groups(order, lengths, batch_size, vocab):  # one row per text: truncated
         found = run.group(batch, rows, [texts[i] for i in rows])
         results.update(zip(rows, found, strict=True))
     return [results[i] for i in range(len(texts))]
+
+
+# Logit elements one forward may hold ([2 * texts, tokens, vocab]): 2**27 = 512 MiB in
+# float32. Eight 1,000-token texts with SmolLM2's 49,152 tokens would take 3.2 GB.
+LOGITS_BUDGET = 1 << 27
+
+
+def _groups(order: list[int], lengths: list[int], batch_size: int, vocab: int) -> list[list[int]]:
+    """Texts (longest first) in groups of at most `batch_size` whose logits fit the
+    budget; a text too long for it alone runs alone."""
+    groups: list[list[int]] = []
+    for i in order:
+        group = groups[-1] if groups else None
+        width = lengths[group[0]] if group else lengths[i]  # the group's longest, first
+        if (
+            group is None
+            or len(group) == batch_size
+            or 2 * (len(group) + 1) * width * vocab > LOGITS_BUDGET
+        ):
+            groups.append([i])
+        else:
+            group.append(i)
+    return groups
+
+
+def _vocab_size(subject: SubjectModel) -> int:
+    """The LM head's width (it may pad past the tokenizer's vocabulary)."""
+    head = subject.model.get_output_embeddings()
+    return int(head.weight.shape[0]) if head is not None else len(subject.tokenizer)
 
 
 @dataclass(frozen=True)

@@ -453,3 +453,14 @@ def test_error_inside_the_forward_removes_the_hooks(tiny_llama: Any) -> None:
         steer_texts(tiny_llama, sae, "layers.1", TEXTS, Steering(0, clamp=1.0))
     assert hooks_left(tiny_llama.model) == 0
     torch.testing.assert_close(clean_logits(tiny_llama, TEXTS[0]), before, rtol=0, atol=0)
+
+
+def test_long_texts_run_in_groups_whose_logits_fit_the_budget() -> None:
+    from probes.steering import LOGITS_BUDGET, _groups
+
+    vocab = 49152  # SmolLM2's: one 1,000-token text's two rows take ~98M logits
+    assert 2 * 1000 * vocab < LOGITS_BUDGET < 2 * 2 * 1000 * vocab
+    lengths = [1000, 1000, 12, 10, 9]
+    assert _groups([0, 1, 2, 3, 4], lengths, 8, vocab) == [[0], [1], [2, 3, 4]]
+    assert _groups([2, 3, 4], lengths, 2, vocab) == [[2, 3], [4]]  # and the batch size
+    assert _groups([0], [10**6], 8, vocab) == [[0]]  # too long even alone: alone
