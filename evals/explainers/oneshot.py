@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.llm_reasoner import render_example, spread, without_marks
 from evals.core import Explained, ExplainerCost
@@ -37,10 +37,25 @@ SYSTEM = (
 )
 
 
+# What the prompt asks the reply to look like; small models copy it back as the answer
+# (Gemma-3-270M did, on 3 of 4 planted features).
+PLACEHOLDER = f"<one sentence, at most {MAX_CHARS} characters>"
+
+
 class _OneShotOut(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=True)
 
     explanation: str = Field(min_length=1, max_length=MAX_CHARS)
+
+    @field_validator("explanation")
+    @classmethod
+    def _not_the_placeholder(cls, text: str) -> str:
+        if "at most" in text and "characters>" in text:
+            raise ValueError(
+                "this repeats the reply format; write the sentence that says what the "
+                "feature responds to"
+            )
+        return text
 
 
 class OneShotExplainer:
@@ -75,8 +90,7 @@ class OneShotExplainer:
             lines.append("Samples from across the activation quantiles (weakest first):")
             lines += [render_example(f"quantile_{b.index}", b.examples[0]) for b in bins]
         lines.append(
-            f"\nWhat does this feature respond to? Reply as "
-            f'{{"explanation": "<one sentence, at most {MAX_CHARS} characters>"}}.'
+            f'\nWhat does this feature respond to? Reply as {{"explanation": "{PLACEHOLDER}"}}.'
         )
         return [
             {"role": "system", "content": SYSTEM},

@@ -269,6 +269,17 @@ def test_oneshot_explanation_keeps_no_activation_marks_of_its_prompt(
     assert explained.text == 'The word "love" and "loving" after a verb.'
 
 
+def test_oneshot_reasks_an_answer_that_copies_the_reply_format(
+    llm_server: FakeLLMServer, planted_evidence: Planted
+) -> None:
+    feature, evidence = love(planted_evidence)
+    copied = reply({"explanation": "<one sentence, at most 400 characters>"})
+    llm_server.push(copied, reply({"explanation": ONE_SENTENCE}))
+    explained = one_shot(llm_server, feature, evidence)
+    assert explained.text == ONE_SENTENCE and explained.cost.llm_calls == 2
+    assert "repeats the reply format" in llm_server.requests[1]["messages"][-1]["content"]
+
+
 def test_oneshot_that_gets_no_valid_answer_fails(
     llm_server: FakeLLMServer, planted_evidence: Planted
 ) -> None:
