@@ -77,6 +77,7 @@ def test_chat_tests_a_hypothesis_through_llama_cpp(
         reasoner="openai",
         llm_base_url=llama_server.base_url,
         llm_model=llama_server.model,
+        llm_timeout=300,  # SmolLM2 on 2 busy cores can take minutes a reply
     )
     with serving(settings) as url:
         created = httpx.post(f"{url}/features/word-love/chat", headers=key, json={})

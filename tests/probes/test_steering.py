@@ -107,6 +107,7 @@ def the_steered_row(seen: list[torch.Tensor], clean_TD: torch.Tensor) -> torch.T
 
 
 def test_strength_zero_changes_nothing(tiny_llama: Any) -> None:
+    hooks = hooks_left(tiny_llama.model)  # other tests' forwards may leave transformers' own
     results = steer_texts(
         tiny_llama,
         random_sae(),
@@ -122,7 +123,7 @@ def test_strength_zero_changes_nothing(tiny_llama: Any) -> None:
         assert result.clean_continuation  # 8 greedy tokens of a random model: not empty
         assert len(result.promoted) == len(result.demoted) == 10
         assert all(abs(s.delta_logprob) < 1e-5 for s in result.promoted + result.demoted)
-    assert hooks_left(tiny_llama.model) == 0
+    assert hooks_left(tiny_llama.model) == hooks
 
 
 @pytest.fixture(scope="module")
@@ -430,11 +431,12 @@ def test_bad_requests_are_refused_and_leave_no_hooks(
     message: str,
 ) -> None:
     before = clean_logits(tiny_llama, TEXTS[0])
+    hooks = hooks_left(tiny_llama.model)
     cfg = {"architecture": "standard", "d_in": D_MODEL, "d_sae": 16, **sae_fields}
     sae = build_sae(SAEConfig(**cfg))
     with pytest.raises(error, match=message):
         steer_texts(tiny_llama, sae, hookpoint, texts, Steering(feature, strength=1.0), **kwargs)
-    assert hooks_left(tiny_llama.model) == 0
+    assert hooks_left(tiny_llama.model) == hooks
     torch.testing.assert_close(clean_logits(tiny_llama, TEXTS[0]), before, rtol=0, atol=0)
 
 
@@ -448,10 +450,11 @@ def test_transcoder_without_output_hookpoint_is_refused(tiny_llama: Any) -> None
 
 def test_error_inside_the_forward_removes_the_hooks(tiny_llama: Any) -> None:
     before = clean_logits(tiny_llama, TEXTS[0])
+    hooks = hooks_left(tiny_llama.model)
     sae = _FailingSAE(SAEConfig(architecture="standard", d_in=D_MODEL, d_sae=8))
     with pytest.raises(RuntimeError, match="encoder broke"):
         steer_texts(tiny_llama, sae, "layers.1", TEXTS, Steering(0, clamp=1.0))
-    assert hooks_left(tiny_llama.model) == 0
+    assert hooks_left(tiny_llama.model) == hooks
     torch.testing.assert_close(clean_logits(tiny_llama, TEXTS[0]), before, rtol=0, atol=0)
 
 
