@@ -67,7 +67,10 @@ class ProbeRunner:
     _wakeup: asyncio.Event | None = field(default=None, init=False, repr=False)
     _worker: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     # One forward at a time through the model: probe batches and steering take turns.
-    _model_turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    # A lock per event loop (callers may run one loop after another, as the CLI does).
+    _turns: dict[asyncio.AbstractEventLoop, asyncio.Lock] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     async def run(self, texts: Sequence[str], feature: int) -> list[ProbeResult]:
         """The feature's activations on each text (in order)."""
@@ -97,7 +100,7 @@ class ProbeRunner:
                 "with (planted features are rules on text, with no output side)"
             )
         self._check(texts, steering.feature)
-        async with self._model_turn:
+        async with self._model_turn():
             return await asyncio.to_thread(
                 steer_texts, source.subject, source.sae, source.hookpoint, texts, steering,
                 context_length=source.context_length, **options,
@@ -120,6 +123,12 @@ class ProbeRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+
+    def _model_turn(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if loop not in self._turns:
+            self._turns = {loop: asyncio.Lock()}  # an earlier loop's lock is done with
+        return self._turns[loop]
 
     def _check(self, texts: Sequence[str], feature: int) -> None:
         if not texts:
@@ -150,7 +159,7 @@ class ProbeRunner:
     async def _forward(self, batch: list[_Request]) -> None:
         texts = [t for request in batch for t in request.texts]
         try:
-            async with self._model_turn:
+            async with self._model_turn():
                 results = await asyncio.to_thread(self.source.activations, texts)
         except Exception as error:  # every waiting run learns why, none hangs
             for request in batch:
