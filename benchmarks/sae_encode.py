@@ -22,7 +22,8 @@ from sae.base import SAEConfig
 from sae.registry import build_sae
 
 
-def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> float:
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds `fn` takes, the device's queued work included."""
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 
 import torch
 
 from benchmarks.evidence import random_topk_sae
+from benchmarks.sae_encode import timed
 from probes.model import SubjectModel
 from probes.sae_runner import SAEFeatureSource
 from probes.steering import Steering, steer_texts
@@ -31,16 +31,6 @@ from runtime import loaders
 from runtime.evidence import corpus_texts
 from runtime.settings import get_settings
 from sae.base import SparseAutoencoder
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def open_sae(args: argparse.Namespace, subject: SubjectModel) -> tuple[SparseAutoencoder, str]:

@@ -3,6 +3,7 @@ unembedding direction, so steering it must make the model say that token."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,3 +52,22 @@ def self_promoting_token(subject: SubjectModel, skip: int = 50) -> int:
     special = set(subject.tokenizer.all_special_ids)
     candidates = [t for t in range(len(subject.tokenizer)) if t not in special]
     return next(t for t in candidates[skip:] if promotes_itself(subject, t))
+
+
+def saved_token_dictionary(
+    subject: SubjectModel, model_dir: Path, folder: Path
+) -> tuple[dict[str, str], str]:
+    """A `one_feature_sae` writing a self-promoting token at the last layer, saved in
+    `folder`; the GLOSSATOR_* settings of the model and it, and the token's text."""
+    from sae.loading import save_sae
+
+    token_id = self_promoting_token(subject)
+    sae = one_feature_sae(subject, last_layer(subject), token_direction(subject, token_id))
+    save_sae(sae, folder / "sae")
+    env = {
+        "GLOSSATOR_MODEL": str(model_dir),
+        "GLOSSATOR_SAE": str(folder / "sae"),
+        "GLOSSATOR_DATA_DIR": str(folder / "data"),
+        "GLOSSATOR_DEVICE": "cpu",
+    }
+    return env, subject.tokenizer.decode([token_id], clean_up_tokenization_spaces=False)

@@ -13,17 +13,10 @@ import httpx
 import pytest
 
 from runtime.redis_server import EmbeddedRedis
-from sae.loading import save_sae
 from tests.browser_fixtures import Tab, unlabelled
 from tests.cli_helpers import run_cli
 from tests.server_fixtures import api_key, serving, settings_of, sse_events
-from tests.steering_helpers import (
-    TOKEN_FEATURE,
-    last_layer,
-    one_feature_sae,
-    self_promoting_token,
-    token_direction,
-)
+from tests.steering_helpers import TOKEN_FEATURE, saved_token_dictionary
 
 pytestmark = pytest.mark.slow  # builds evidence with `glossator`, serves the tiny model
 
@@ -37,15 +30,9 @@ def steer_service(
 ) -> Iterator[tuple[str, str]]:
     """The service's URL and the token feature 2 writes."""
     folder = tmp_path_factory.mktemp("steer-service")
-    token_id = self_promoting_token(tiny_llama)
-    hookpoint = last_layer(tiny_llama)
-    sae = one_feature_sae(tiny_llama, hookpoint, token_direction(tiny_llama, token_id))
-    save_sae(sae, folder / "sae")
+    settings, token = saved_token_dictionary(tiny_llama, tiny_llama_dir, folder)
     env = {
-        "GLOSSATOR_MODEL": str(tiny_llama_dir),
-        "GLOSSATOR_SAE": str(folder / "sae"),
-        "GLOSSATOR_DATA_DIR": str(folder / "data"),
-        "GLOSSATOR_DEVICE": "cpu",
+        **settings,
         "GLOSSATOR_REDIS_URL": redis_server.url,
         # Anonymous steering spends 8 texts a steered text; these tests send many.
         "GLOSSATOR_ANONYMOUS_TEXTS_PER_MINUTE": "100000",
@@ -57,7 +44,6 @@ def steer_service(
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     built = run_cli("evidence", "build", "--corpus", str(corpus), "--no-redis", env=env)
     assert built.returncode == 0, built.stderr
-    token = tiny_llama.tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
     with serving(settings_of(env), planted=False) as url:
         yield url, token
 

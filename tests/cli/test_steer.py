@@ -10,15 +10,8 @@ from typing import Any
 
 import pytest
 
-from sae.loading import save_sae
 from tests.cli_helpers import run_cli
-from tests.steering_helpers import (
-    TOKEN_FEATURE,
-    last_layer,
-    one_feature_sae,
-    self_promoting_token,
-    token_direction,
-)
+from tests.steering_helpers import TOKEN_FEATURE, saved_token_dictionary
 
 pytestmark = pytest.mark.slow  # `glossator` processes
 
@@ -28,19 +21,7 @@ def steer_env(
     tiny_llama: Any, tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, str], str]:
     """The CLI's settings for the tiny model and the token's dictionary, and the token."""
-    token_id = self_promoting_token(tiny_llama)
-    hookpoint = last_layer(tiny_llama)
-    folder = tmp_path_factory.mktemp("steer")
-    sae = one_feature_sae(tiny_llama, hookpoint, token_direction(tiny_llama, token_id))
-    save_sae(sae, folder / "sae")
-    env = {
-        "GLOSSATOR_MODEL": str(tiny_llama_dir),
-        "GLOSSATOR_SAE": str(folder / "sae"),
-        "GLOSSATOR_DATA_DIR": str(folder / "data"),
-        "GLOSSATOR_DEVICE": "cpu",
-    }
-    token = tiny_llama.tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
-    return env, token
+    return saved_token_dictionary(tiny_llama, tiny_llama_dir, tmp_path_factory.mktemp("steer"))
 
 
 def test_steer_makes_the_model_say_the_features_token(

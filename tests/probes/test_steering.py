@@ -231,18 +231,24 @@ def test_strength_adds_d_f_at_the_hookpoint(tiny_llama: Any, how: str) -> None:
     )
 
 
-def test_transcoder_writes_its_output_hookpoint(tiny_llama: Any) -> None:
+def mlp_transcoder(layer: int, seed: int) -> SparseAutoencoder:
+    """A random transcoder of the tiny model's MLP in block `layer`."""
     sae = build_sae(
         SAEConfig(
             architecture="transcoder",
             d_in=D_MODEL,
             d_sae=8,
             apply_b_dec_to_input=False,
-            hookpoint="layers.1.mlp_in",
-            output_hookpoint="layers.1.mlp",
+            hookpoint=f"layers.{layer}.mlp_in",
+            output_hookpoint=f"layers.{layer}.mlp",
         )
     )
-    sae.init_weights(3)
+    sae.init_weights(seed)
+    return sae
+
+
+def test_transcoder_writes_its_output_hookpoint(tiny_llama: Any) -> None:
+    sae = mlp_transcoder(layer=1, seed=3)
     text = TEXTS[1]
     clean_TD = clean_at(tiny_llama, text, "layers.1")
     with block_inputs(tiny_llama.model, 2) as seen:
@@ -306,17 +312,7 @@ def test_clamping_an_inactive_feature_adds_it(tiny_llama: Any) -> None:
 
 
 def test_transcoder_clamp_reads_its_input_hookpoint(tiny_llama: Any) -> None:
-    sae = build_sae(
-        SAEConfig(
-            architecture="transcoder",
-            d_in=D_MODEL,
-            d_sae=8,
-            apply_b_dec_to_input=False,
-            hookpoint="layers.2.mlp_in",
-            output_hookpoint="layers.2.mlp",
-        )
-    )
-    sae.init_weights(6)
+    sae = mlp_transcoder(layer=2, seed=6)
     with torch.no_grad():
         sae.b_enc.fill_(0.5)
     text = "The"
