@@ -1,6 +1,7 @@
 """The SAGE-style loop as a LangGraph StateGraph:
 
-    observe -> hypothesize -> design -> run -> analyze -> route -> design ... -> conclude
+    observe -> hypothesize -> design -> run -> analyze -> route -> design ...
+            -> outputs (steering, for the output side) -> conclude
 
 `build_graph(deps)` binds the run's dependencies to the nodes; compile it with a
 checkpointer (agent.checkpointer) so a killed run resumes from its thread id.
@@ -19,6 +20,7 @@ from agent.nodes.conclude import conclude
 from agent.nodes.design import design
 from agent.nodes.hypothesize import hypothesize
 from agent.nodes.observe import observe
+from agent.nodes.outputs import outputs
 from agent.nodes.route import next_node, route
 from agent.nodes.run import run
 from agent.state import AgentState
@@ -31,6 +33,7 @@ NODES: dict[str, Node] = {
     "run": run,
     "analyze": analyze,
     "route": route,
+    "outputs": outputs,
     "conclude": conclude,
 }
 
@@ -57,6 +60,7 @@ def build_graph(deps: AgentDeps) -> StateGraph[AgentState, Any, AgentState, Agen
     graph.add_edge("design", "run")
     graph.add_edge("run", "analyze")
     graph.add_edge("analyze", "route")
-    graph.add_conditional_edges("route", next_node, {"design": "design", "conclude": "conclude"})
+    graph.add_conditional_edges("route", next_node, {"design": "design", "conclude": "outputs"})
+    graph.add_edge("outputs", "conclude")
     graph.add_edge("conclude", END)
     return graph

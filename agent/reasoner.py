@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from agent.state import AgentState, Expect, Hypothesis, Status
 from probes.evidence.store import FeatureEvidence
+from probes.promotions import Promotions
 
 
 class NewHypothesis(BaseModel):
@@ -74,6 +75,25 @@ class RoundReasoner(Reasoner, Protocol):
     async def analyze_round(
         self, state: AgentState, targets: list[Hypothesis], evidence: FeatureEvidence
     ) -> dict[str, Verdict]: ...
+
+
+class OutputReasoner(Reasoner, Protocol):
+    """A reasoner that also explains the output side: it proposes claims about what the
+    feature does to the next token from one steering experiment (`seen`) and judges each
+    on another, on other texts (`tested`, whose id is `test`)."""
+
+    async def output_hypotheses(
+        self, state: AgentState, evidence: FeatureEvidence, seen: Promotions
+    ) -> list[NewHypothesis]: ...
+
+    async def judge_output(
+        self, state: AgentState, hypothesis: Hypothesis, tested: Promotions, test: str
+    ) -> Verdict: ...
+
+
+def reads_outputs(reasoner: Reasoner) -> bool:
+    """Whether `reasoner` explains the output side too."""
+    return hasattr(reasoner, "output_hypotheses") and hasattr(reasoner, "judge_output")
 
 
 def tests_rounds(reasoner: Reasoner) -> bool:

@@ -91,6 +91,17 @@ class Experiment(BaseModel):
         return self.outcome.fired == (self.expect is Expect.HIGH)
 
 
+class OutputTest(BaseModel):
+    """A steering experiment: the feature clamped on some texts, and the next tokens it
+    made more likely there (`probes.promotions`)."""
+
+    id: str  # "S1", "S2", ...
+    texts: list[str]
+    clamp: float
+    kl: float  # median KL(steered || clean) after the texts, nats
+    promoted: list[str]  # the promoted tokens, largest gain first
+
+
 class Budget(BaseModel):
     max_rounds: int = Field(default=10, ge=1)
     max_llm_tokens: int = Field(default=60_000, ge=0)
@@ -122,6 +133,20 @@ class Explanation(BaseModel):
     cost: Cost
     stopped_by: str  # "decided", or "budget: rounds" / "budget: llm tokens" / ...
     predicate: dict[str, Any] | None = None
+    # The output side, when steering confirmed a claim about it: what the feature does to
+    # the next token, in prose and (from the rules reasoner) as a predicate.
+    output_text: str | None = None
+    output_predicate: dict[str, Any] | None = None
+
+    @property
+    def both_sides(self) -> str:
+        """The explanation with its output side linked: "fires on X; when it fires it
+        promotes Y"."""
+        if not self.output_text:
+            return self.text
+        output = self.output_text.strip()
+        output = output[:1].lower() + output[1:]
+        return f"{self.text.strip().rstrip('.')}; when it fires, it {output}"
 
 
 class AgentState(BaseModel):
@@ -134,6 +159,7 @@ class AgentState(BaseModel):
     round: int = 0
     hypotheses: list[Hypothesis] = Field(default_factory=list)
     experiments: list[Experiment] = Field(default_factory=list)
+    output_tests: list[OutputTest] = Field(default_factory=list)
     budget: Budget = Field(default_factory=Budget)
     cost: Cost = Field(default_factory=Cost)
     explanation: Explanation | None = None

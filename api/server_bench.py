@@ -49,10 +49,10 @@ router = APIRouter(prefix="/bench", tags=["bench"])
 
 SLOT_REFRESH_S = 10.0  # the run slot's refresh (its ttl is 60 s)
 # The names runtime.bench knows, spelled out so the OpenAPI schema lists them.
-Explainer = Literal["agent", "oneshot", "toptokens", "tokenstats"]
+Explainer = Literal["agent", "oneshot", "toptokens", "tokenstats", "logitlens"]
 Scorer = Literal[
     "detection", "fuzzing", "simulation", "embedding", "generative", "predictive", "truth",
-    "intruder", "intruder-explained",
+    "intruder", "intruder-explained", "output", "output-pick",
 ]  # fmt: skip
 JudgeName = Literal["predicate", "llm", "local"]
 assert set(get_args(Explainer)) == set(EXPLAINERS) and set(get_args(Scorer)) == set(SCORERS)

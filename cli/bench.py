@@ -45,13 +45,15 @@ def bench_command(
         ),
     ] = None,
     explainers: Annotated[
-        str, typer.Option(help="agent, oneshot, toptokens, tokenstats.")
+        str, typer.Option(help="agent, oneshot, toptokens, tokenstats, logitlens.")
     ] = "agent,toptokens",
     scorers: Annotated[
         str,
         typer.Option(
             help="detection, fuzzing, simulation, embedding, generative, predictive, truth, "
-            "intruder (no explanation: needs an LLM judge), intruder-explained."
+            "intruder (no explanation: needs an LLM judge), intruder-explained, output "
+            "(the promoted tokens an output predicate names, by steering), output-pick "
+            "(the judge picks the feature's steered continuations among distractors)."
         ),
     ] = "detection,fuzzing,simulation,embedding,generative,predictive",
     judges: Annotated[

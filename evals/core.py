@@ -54,6 +54,10 @@ class Explained(BaseModel):
     text: str = Field(min_length=1)
     labels: list[str] = []
     predicate: dict[str, Any] | None = None  # agent.rules predicate, when it has one
+    # The output side, when the explainer states one: what the feature does to the next
+    # token, in prose and (when executable) as a predicate over the promoted tokens.
+    output_text: str | None = None
+    output_predicate: dict[str, Any] | None = None
     cost: ExplainerCost = ExplainerCost()
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)  # as the explainer states it
 
@@ -232,6 +236,14 @@ class Judge(Protocol):
         example of another feature among the round's items, each shown with its own
         feature's firing tokens highlighted. With `explained`, judged by the explanation
         of the feature the others share; with None, from the examples alone."""
+        ...
+
+    async def pick_steered(
+        self, explained: Explained, prompts: Sequence[str], options: Sequence[Sequence[str]]
+    ) -> list[float]:
+        """Per option, the probability that it is the feature's: each option holds one
+        greedy continuation per prompt, written with some feature steered, and only one
+        option's feature is the explained one (its output claim decides)."""
         ...
 
 

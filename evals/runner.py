@@ -267,6 +267,11 @@ class NoJudge:
     async def generate(self, explained: Explained, n: int) -> list[str]:
         raise JudgeUnavailable(self.reason)
 
+    async def pick_steered(
+        self, explained: Explained, prompts: Sequence[str], options: Sequence[Sequence[str]]
+    ) -> list[float]:
+        raise JudgeUnavailable(self.reason)
+
     async def intruder(
         self, explained: Explained | None, rounds: Sequence[Sequence[Highlighted]]
     ) -> list[list[float]]:

@@ -21,6 +21,7 @@ from identifiers.features import unknown_feature
 from probes.activations import FeatureActivations, FeatureSource
 
 if TYPE_CHECKING:
+    from probes.promotions import Promotions
     from probes.steering import Steering, SteeringResult
 
 MAX_PROBE_CHARS = 2000  # a probe text is a short test input, not a document
@@ -85,11 +86,20 @@ class ProbeRunner:
             raise ProbeError("give at least one text")
         return await self._submit(texts, lambda acts: acts)
 
+    @property
+    def steers(self) -> bool:
+        """Whether its features have an output side to steer with (an SAE's decoder;
+        planted features have none)."""
+        from probes.sae_runner import SAEFeatureSource
+
+        return isinstance(self.source, SAEFeatureSource)
+
     async def steer(
-        self, texts: Sequence[str], steering: Steering, **options: int
+        self, texts: Sequence[str], steering: Steering, **options: Any
     ) -> list[SteeringResult]:
         """`probes.steering.steer_texts` on the source's model and SAE, in turn with the
-        probe forwards. `options`: continuation_tokens, top_tokens, batch_size."""
+        probe forwards. `options`: continuation_tokens, top_tokens, batch_size,
+        keep_vocabulary."""
         from probes.sae_runner import SAEFeatureSource
         from probes.steering import steer_texts
 
@@ -105,6 +115,25 @@ class ProbeRunner:
                 steer_texts, source.subject, source.sae, source.hookpoint, texts, steering,
                 context_length=source.context_length, **options,
             )  # fmt: skip
+
+    async def promotions(
+        self, texts: Sequence[str], steering: Steering, batch_size: int = 8
+    ) -> Promotions:
+        """What steering does to the next token after `texts` (`probes.promotions`)."""
+        from probes.promotions import promotions_of
+
+        results = await self.steer(
+            texts, steering, continuation_tokens=0, top_tokens=0, batch_size=batch_size,
+            keep_vocabulary=True,
+        )  # fmt: skip
+        tokenizer = self.source.subject.tokenizer  # type: ignore[attr-defined]
+
+        def decode(token_id: int) -> str | None:
+            if token_id >= len(tokenizer):  # a padded LM head's ids past the vocabulary
+                return None
+            return str(tokenizer.decode([token_id], clean_up_tokenization_spaces=False))
+
+        return promotions_of(results, decode)
 
     async def _submit(
         self, texts: Sequence[str], answer: Callable[[FeatureActivations], Any]

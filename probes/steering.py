@@ -50,7 +50,14 @@ from probes.tokenization import TokenBatch, tokenize_batch
 from sae.architectures.transcoder import TRANSCODERS
 from sae.base import SparseAutoencoder
 
-__all__ = ["Steering", "SteeringError", "SteeringResult", "TokenShift", "steer_texts"]
+__all__ = [
+    "Steering",
+    "SteeringError",
+    "SteeringResult",
+    "TokenShift",
+    "VocabularyShift",
+    "steer_texts",
+]
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,17 @@ class SteeringResult:
     demoted: list[TokenShift]  # most negative first, among tokens that were that likely
     clean_continuation: str  # greedy, decoded
     steered_continuation: str
+    # The whole vocabulary's shift after the text, with `keep_vocabulary` (else None):
+    # what `probes.promotions` aggregates over texts.
+    vocabulary: VocabularyShift | None = None
+
+
+@dataclass(frozen=True)
+class VocabularyShift:
+    """Every token's change of next-token log-probability after one text (on the CPU)."""
+
+    delta_V: torch.Tensor  # float32, steered minus clean log-probability
+    plausible_V: torch.Tensor  # bool: at least PLAUSIBLE_PROB likely, clean or steered
 
 
 # -- running texts -------------------------------------------------------------------------
@@ -94,6 +112,7 @@ def steer_texts(
     top_tokens: int = 10,
     batch_size: int = 8,
     context_length: int = 1024,
+    keep_vocabulary: bool = False,
 ) -> list[SteeringResult]:
     """Each text clean and steered: KL, most promoted/demoted next tokens, continuations.
 
@@ -101,7 +120,7 @@ def steer_texts(
     when set (a transcoder), else there. `batch_size` texts run per forward (each as a
     clean and a steered row); texts longer than `context_length` tokens (the prefix
     included) are truncated, with a warning. A continuation ends early at an
-    end-of-text token.
+    end-of-text token. `keep_vocabulary` keeps each text's whole-vocabulary shift.
     """
     written = _check_request(subject, sae, hookpoint, texts, steering)
     _check_counts(continuation_tokens, top_tokens, batch_size)
@@ -125,6 +144,7 @@ def steer_texts(
         continuation_tokens,
         top_tokens,
         _eos_ids(subject),
+        keep_vocabulary,
     )
     results: dict[int, SteeringResult] = {}
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # little padding per group
@@ -175,6 +195,7 @@ class _Run:
     continuation_tokens: int
     top_tokens: int
     eos_ids: frozenset[int]
+    keep_vocabulary: bool
 
     def group(self, batch: TokenBatch, rows: list[int], texts: list[str]) -> list[SteeringResult]:
         """Results of the texts in batch rows `rows`: one forward over the texts, then one
@@ -201,24 +222,31 @@ class _Run:
         del out  # the text's logits [2n, T, vocab] are done with before decoding
         continuations = self._decode_rows(self._continue(cache, first_R, mask_RT, last_R + 1))
         return [
-            SteeringResult(text, *score, continuations[b], continuations[n + b])
+            SteeringResult(text, *score[:4], continuations[b], continuations[n + b], score[4])
             for b, (text, score) in enumerate(zip(texts, scores, strict=True))
         ]
 
     def _scores(
         self, logits_2TV: torch.Tensor, valid_T: torch.Tensor, last: int
-    ) -> tuple[float, float, list[TokenShift], list[TokenShift]]:
-        """(kl_last, kl_mean, promoted, demoted) from one text's clean and steered rows."""
+    ) -> tuple[float, float, list[TokenShift], list[TokenShift], VocabularyShift | None]:
+        """(kl_last, kl_mean, promoted, demoted, vocabulary) from one text's clean and
+        steered rows."""
         clean_TV, steered_TV = logits_2TV[:, : last + 1].float().log_softmax(dim=-1)
         kl_T = F.kl_div(clean_TV, steered_TV, log_target=True, reduction="none").sum(dim=-1)
         kl_T = kl_T.clamp_min(0.0)  # KL >= 0; tiny negatives are rounding
         clean_V, steered_V = clean_TV[last], steered_TV[last]
         delta_V, k = steered_V - clean_V, self.top_tokens
+        vocabulary = None
+        if self.keep_vocabulary:
+            likely = math.log(PLAUSIBLE_PROB)
+            plausible_V = (clean_V >= likely) | (steered_V >= likely)
+            vocabulary = VocabularyShift(delta_V.cpu(), plausible_V.cpu())
         return (
             float(kl_T[last]),
             float(kl_T[valid_T[: last + 1]].mean()),
             self._shifts(_most(delta_V, steered_V, k), delta_V, steered_V),
             self._shifts(_most(-delta_V, clean_V, k), delta_V, steered_V),
+            vocabulary,
         )
 
     def _shifts(

@@ -112,6 +112,7 @@ def make_scorers(
     from evals.scorers.fuzzing import FuzzingScorer
     from evals.scorers.generative import GenerativeScorer
     from evals.scorers.intruder import IntruderScorer
+    from evals.scorers.output import OutputPickScorer, OutputScorer
     from evals.scorers.predictive import PredictiveScorer
     from evals.scorers.simulation import SimulationScorer
 
@@ -123,6 +124,14 @@ def make_scorers(
             made.append(PlantedTruth(planted))
         elif name == "generative":
             made.append(GenerativeScorer(setup.deps.probe))
+        elif name in ("output", "output-pick"):
+            if not setup.deps.probe.steers:
+                raise BenchOptionError(
+                    f"the {name} scorer steers the model with a feature's decoder direction; "
+                    "planted features have none: bench an SAE's features"
+                )
+            kind = OutputScorer if name == "output" else OutputPickScorer
+            made.append(kind(setup.deps.probe, setup.deps.store))
         elif name in ("intruder", "intruder-explained"):
             made.append(IntruderScorer(explained=name == "intruder-explained"))
         else:
@@ -145,6 +154,7 @@ def make_explainers(
     oneshot_llm: str,
     imported: dict[str, dict[int, Explained]],
 ) -> list[Explainer]:
+    from evals.explainers.lens import LogitLensExplainer
     from evals.explainers.oneshot import OneShotExplainer
     from evals.explainers.toptokens import TokenStatsExplainer, TopTokensExplainer
 
@@ -156,6 +166,8 @@ def make_explainers(
             made.append(OneShotExplainer(llm_client(settings, oneshot_llm)))
         elif name == "tokenstats":
             made.append(TokenStatsExplainer())
+        elif name == "logitlens":
+            made.append(LogitLensExplainer())
         else:
             made.append(TopTokensExplainer())
     made += [ImportedExplainer(name, found) for name, found in imported.items()]

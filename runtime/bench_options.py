@@ -7,14 +7,15 @@ import re
 
 from errors import UserError
 
-EXPLAINERS = ("agent", "oneshot", "toptokens", "tokenstats")
+EXPLAINERS = ("agent", "oneshot", "toptokens", "tokenstats", "logitlens")
 SCORERS = (
     "detection", "fuzzing", "simulation", "embedding", "generative", "predictive", "truth",
-    "intruder", "intruder-explained",
+    "intruder", "intruder-explained", "output", "output-pick",
 )  # fmt: skip
 # Named only when asked for: truth needs planted features; the intruder tests are new
-# and the explanation-free one needs an LLM judge.
-OPT_IN = ("truth", "intruder", "intruder-explained")
+# and the explanation-free one needs an LLM judge; the output scorers steer the model
+# (an SAE's features only: planted ones have no output side).
+OPT_IN = ("truth", "intruder", "intruder-explained", "output", "output-pick")
 JUDGES = ("predicate", "llm", "local")
 
 

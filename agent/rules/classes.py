@@ -23,7 +23,7 @@ EXAMPLES = 4
 
 def word_classes(table: TokenTable) -> list[WordClass]:
     """The best WordNet classes for `table`'s firing words (none without WordNet)."""
-    wn = _wordnet_or_none()
+    wn = wordnet_or_none()
     if wn is None:
         return []
     seen, fired = _counts(table)
@@ -106,7 +106,7 @@ def _typical(wn: WordNet, concept: str, words: set[str], fired: dict[str, int]) 
     return tuple(out.values())[:EXAMPLES]
 
 
-def _wordnet_or_none() -> WordNet | None:
+def wordnet_or_none() -> WordNet | None:
     try:
         return wordnet()
     except WordNetMissing as err:

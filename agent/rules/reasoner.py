@@ -27,6 +27,7 @@ from agent.rules.fields import with_faint, with_field
 from agent.rules.generalize import unseen_member_tests
 from agent.rules.hypotheses import RIVALS, evidence_data, hypotheses_from
 from agent.rules.offload import Offload
+from agent.rules.outputs import CONFIRM_F1, claim_statement, fit_reason, output_claims
 from agent.rules.pool_index import PoolIndex
 from agent.rules.senses import split_predicate, unrelated_parts
 from agent.rules.synthesis import (
@@ -43,8 +44,10 @@ from agent.rules.tiers import tiered, with_reliable_tokens
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from lexicon.embeddings import Embed, MiniLMEmbedder
 from predicates.language import AnyOf, Predicate, Tiered, TokenView, as_dict, from_dict
+from predicates.output import claim_fit
 from predicates.semantic import SemanticField
 from probes.evidence.store import FeatureEvidence
+from probes.promotions import Promotions
 
 MAX_TEST_CHARS = 200
 AGREE_F1 = 0.5  # a HIGH test agrees when the predicted and actual firing tokens overlap this well
@@ -248,12 +251,37 @@ class RulesReasoner:
         said = {from_dict(h.predicate).describe() for h in state.hypotheses if h.predicate}
         return None if refined.describe() in said else refined
 
+    async def output_hypotheses(
+        self, state: AgentState, evidence: FeatureEvidence, seen: Promotions
+    ) -> list[NewHypothesis]:
+        lens = [t.token for t in evidence.promoted or []]
+        return [
+            NewHypothesis(
+                statement=claim_statement(claim),
+                fires_on=f"next tokens: {claim.describe()}",
+                not_on="the other tokens the model finds likely there",
+                side="output",
+                predicate=as_dict(claim),
+            )
+            for claim, _ in output_claims(seen, lens)
+        ]
+
+    async def judge_output(
+        self, state: AgentState, hypothesis: Hypothesis, tested: Promotions, test: str
+    ) -> Verdict:
+        fit = claim_fit(_predicate(hypothesis), tested)
+        holds = fit.f1 >= CONFIRM_F1
+        return Verdict(
+            status=Status.CONFIRMED if holds else Status.REFUTED,
+            reason=fit_reason(fit, test),
+            cites=[test],
+        )
+
     async def conclude(self, state: AgentState, evidence: FeatureEvidence) -> Conclusion:
-        fields = {h.id: f for h in state.hypotheses if (f := field_of(h)) is not None}
+        inputs = [h for h in state.hypotheses if h.side == "input"]
+        fields = {h.id: f for h in inputs if (f := field_of(h)) is not None}
         rivals = [
-            h
-            for h in state.hypotheses
-            if not h.negative_control and h.predicate and h.id not in fields
+            h for h in inputs if not h.negative_control and h.predicate and h.id not in fields
         ]
         confirmed = [h for h in rivals if h.status is Status.CONFIRMED]
         pool = confirmed or [h for h in rivals if h.status is not Status.REFUTED] or rivals

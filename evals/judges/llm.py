@@ -42,6 +42,7 @@ from evals.judges.llm_replies import (
     MAX_TEXT_CHARS,
     SCALE,
     Activations,
+    Choice,
     Intruder,
     Texts,
     Verdicts,
@@ -84,6 +85,12 @@ INTRUDER_SYSTEM = (
     "texts with the tokens where a feature activates marked as <<token>>: all of them "
     "but one come from the same feature, and one, the intruder, comes from a different "
     f"feature. You find the intruder. {DATA_NOTE}"
+)
+STEERED_SYSTEM = (
+    "You study the features of a sparse autoencoder trained on a language model. Turning "
+    "a feature up changes what the model writes next. From an explanation of what one "
+    "feature does to the model's output, you tell which of several continuations were "
+    f"written with that feature turned up. {DATA_NOTE}"
 )
 # Per task, the question asked about each text.
 _QUESTIONS = {
@@ -163,6 +170,30 @@ class LLMJudge:
         texts = [[marked_text(item) for item in items] for items in rounds]
         return await self._each(lambda t: self._intruder_round(shown, t), texts)
 
+    async def pick_steered(
+        self, explained: Explained, prompts: Sequence[str], options: Sequence[Sequence[str]]
+    ) -> list[float]:
+        if len(options) < 2:
+            raise ValueError(f"a steered pick needs at least 2 options, not {len(options)}")
+        claim = explained.output_text or explained.text
+        if not claim.strip():
+            raise JudgeUnavailable(f"{explained.explainer}'s explanation has no text to judge")
+        listed_prompts = "\n".join(delimit(f"prompt_{i}", p) for i, p in enumerate(prompts, 1))
+        listed = "\n".join(
+            f"Option {k}:\n"
+            + "\n".join(delimit(f"option_{k}_continuation_{i}", t) for i, t in enumerate(o, 1))
+            for k, o in enumerate(options, 1)
+        )
+        ask = (
+            "What the feature does to the language model's output, as the explanation "
+            f"says:\n{delimit('explanation', claim)}\n\nThe model continued these prompts, "
+            f"in order:\n{listed_prompts}\n\nEach option below continues every prompt "
+            "once, with a different feature turned up; only one option's feature is the "
+            f"explained one.\n{listed}\n\nWhich option was written with the explained "
+            "feature turned up?"
+        )
+        return await self._choose(ask, len(options), "judge-steered-pick", STEERED_SYSTEM, Choice)
+
     # -- intruder detection ---------------------------------------------------------
 
     async def _intruder_round(self, shown: str, texts: list[str]) -> list[float]:
@@ -177,18 +208,26 @@ class LLMJudge:
             "marked tokens are where a different feature activates. Which example is the "
             "intruder?"
         )
-        if len(texts) <= 9:  # its number is a single digit to read probabilities from
+        return await self._choose(ask, len(texts), "judge-intruder", INTRUDER_SYSTEM, Intruder)
+
+    async def _choose(
+        self, ask: str, n: int, purpose: str, system: str, schema: type[Intruder | Choice]
+    ) -> list[float]:
+        """Per numbered choice 1..n, the probability the judge names it: read from the
+        log-probabilities of a single digit, else asked as JSON (`schema`'s one key)."""
+        if n <= 9:  # its number is a single digit to read probabilities from
             reply = await self._logprobs(
-                f"{ask} Answer with its number only.", "judge-intruder", 2,
-                max(DETECT_TOP_LOGPROBS, len(texts)), system=INTRUDER_SYSTEM,
+                f"{ask} Answer with its number only.", purpose, 2,
+                max(DETECT_TOP_LOGPROBS, n), system=system,
             )  # fmt: skip
-            probs = None if reply is None else choice_probabilities(reply.tokens, len(texts))
+            probs = None if reply is None else choice_probabilities(reply.tokens, n)
             if probs is not None:
                 return probs
             if reply is not None:
-                log.warning("unreadable intruder reply; asking again for JSON: %r", reply.text)
-        ask = f'{ask} Reply as {{"intruder": number}}.'
-        out = await self._json(ask, sized(Intruder, len(texts)), "judge-intruder", INTRUDER_SYSTEM)
+                log.warning("unreadable %s reply; asking again for JSON: %r", purpose, reply.text)
+        key = next(iter(schema.bounded(n)))
+        ask = f'{ask} Reply as {{"{key}": number}}.'
+        out = await self._json(ask, sized(schema, n), purpose, system)
         return out.probabilities()
 
     # -- detection and fuzzing ------------------------------------------------------

@@ -92,6 +92,18 @@ class Intruder(Sized):
         return [float(i == self.intruder) for i in range(1, self.n + 1)]
 
 
+class Choice(Sized):
+    choice: int  # the chosen option's number, 1 to n
+
+    @classmethod
+    def bounded(cls, n: int) -> dict[str, Any]:
+        return {"choice": (Annotated[int, Field(ge=1, le=n)], ...)}
+
+    def probabilities(self) -> list[float]:
+        """Per option, 1.0 for the one named, else 0.0."""
+        return [float(i == self.choice) for i in range(1, self.n + 1)]
+
+
 Activation = tuple[int, Annotated[float, Field(ge=0, le=SCALE)]]
 
 

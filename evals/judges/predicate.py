@@ -17,7 +17,9 @@ answers would be:
 - intruder: the item whose highlighting agrees least with where it fires (the fuzz F1)
   is the intruder, the probability split among the items tied lowest (so a predicate
   that fires nowhere guesses at chance). Without an explanation there is nothing to
-  run: it raises `JudgeUnavailable`.
+  run: it raises `JudgeUnavailable`;
+- pick_steered: runs the output predicate (what the feature promotes) over each
+  option's steered continuations; the option where it names the most pieces is picked.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from agent.rules.pool import remaining_lines, retrieval_pool
 from agent.rules.synthesis import agreement
 from evals.core import Explained, Highlighted, JudgeUnavailable
 from predicates.language import Predicate, Tiered, TokenView, from_dict, levels
+from predicates.output import named_in
 from probes.evidence.store import EvidenceStore, Example
 
 TOP = 10.0  # Bills et al. (2023): simulated activations on a 0-10 scale
@@ -99,6 +102,18 @@ class PredicateJudge:
             lowest = [f == min(fits) for f in fits]  # ties split: no free win
             out.append([1 / sum(lowest) if low else 0.0 for low in lowest])
         return out
+
+    async def pick_steered(
+        self, explained: Explained, prompts: Sequence[str], options: Sequence[Sequence[str]]
+    ) -> list[float]:
+        """The option whose continuations hold the most pieces the output claim names;
+        ties split the probability (a claim that names nothing guesses at chance)."""
+        if explained.output_predicate is None:
+            raise JudgeUnavailable("the explanation carries no output predicate to run")
+        claim = from_dict(explained.output_predicate)
+        counts = [sum(named_in(claim, text) for text in option) for option in options]
+        best = [c == max(counts) for c in counts]
+        return [1 / sum(best) if b else 0.0 for b in best]
 
     async def simulate(
         self, explained: Explained, examples: Sequence[Example]

@@ -73,6 +73,11 @@ class TopTokenJudge:
     ) -> list[list[float]]:
         raise JudgeUnavailable("detection only")
 
+    async def pick_steered(
+        self, explained: Explained, prompts: Sequence[str], options: Sequence[Sequence[str]]
+    ) -> list[float]:
+        raise JudgeUnavailable("detection only")
+
 
 def test_hard_negatives_look_like_the_feature_and_never_fire(
     tiny_llama: Any, tmp_path: Path

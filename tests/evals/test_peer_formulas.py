@@ -297,6 +297,11 @@ class GivenJudge:
     ) -> list[list[float]]:
         raise JudgeUnavailable("no intruder answers given")
 
+    async def pick_steered(
+        self, explained: Explained, prompts: Sequence[str], options: Sequence[Sequence[str]]
+    ) -> list[float]:
+        raise JudgeUnavailable("no intruder answers given")
+
 
 def run(scorer: Scorer, examples: ScoringSet, judge: Judge) -> Score:
     return asyncio.run(scorer.score(EXPLAINED, examples, judge))
