@@ -22,7 +22,8 @@ SortKey = Literal["feature", "density", "confidence", "score", "max_act"]
 
 
 class ExplanationSummary(BaseModel):
-    text: str
+    text: str  # both sides: when it fires and, when steering confirmed it, what it promotes
+    output: str | None = None  # the output side alone
     labels: list[str]
     confidence: float
     score: float | None
@@ -34,7 +35,8 @@ class ExplanationSummary(BaseModel):
     def of(cls, record: ExplanationRecord) -> ExplanationSummary:
         ex = record.explanation
         return cls(
-            text=ex.text,
+            text=ex.both_sides,
+            output=ex.output_text,
             labels=ex.labels,
             confidence=ex.confidence,
             score=record.score,
@@ -166,7 +168,7 @@ def _matches(
     if hi is not None and (record.score is None or record.score > hi):
         return False
     if q is not None:
-        haystack = " ".join([record.explanation.text, *record.explanation.labels]).lower()
+        haystack = " ".join([record.explanation.both_sides, *record.explanation.labels]).lower()
         return all(word in haystack for word in q.lower().split())
     return True
 

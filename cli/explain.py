@@ -157,7 +157,7 @@ def explanation_command(
         print_json({**current.model_dump(mode="json"), "runs": runs})
         return
     ex = current.explanation
-    console.print(Text.assemble((f"feature {feature}: ", "bold"), ex.text))
+    console.print(Text.assemble((f"feature {feature}: ", "bold"), ex.both_sides))
     console.print(Text(f"labels: {'; '.join(ex.labels)}"))
     console.print(
         f"confidence {ex.confidence:.2f} · {ex.stopped_by} · evidence {', '.join(ex.evidence)}"

@@ -189,7 +189,8 @@ def print_table(explanations: list[Explanation], names: list[str] | None, as_jso
         rows.append(
             {
                 "feature": ex.feature if names is None else names[ex.feature],
-                "explanation": ex.text,
+                "explanation": ex.both_sides,
+                "output": ex.output_text,
                 "confidence": ex.confidence,
                 "stopped_by": ex.stopped_by,
                 "probe_texts": ex.cost.probe_texts,

@@ -130,8 +130,12 @@ def make_scorers(
                     f"the {name} scorer steers the model with a feature's decoder direction; "
                     "planted features have none: bench an SAE's features"
                 )
-            kind = OutputScorer if name == "output" else OutputPickScorer
-            made.append(kind(setup.deps.probe, setup.deps.store))
+            store = setup.deps.store
+            max_act_of = _max_act_of(store)
+            if name == "output":
+                made.append(OutputScorer(setup.deps.probe, max_act_of))
+            else:
+                made.append(OutputPickScorer(setup.deps.probe, max_act_of, store.firing_features()))
         elif name in ("intruder", "intruder-explained"):
             made.append(IntruderScorer(explained=name == "intruder-explained"))
         else:
@@ -144,6 +148,11 @@ def make_scorers(
             }
             made.append(kinds[name]())
     return made
+
+
+def _max_act_of(store: EvidenceStore) -> Callable[[int], float]:
+    """A feature's largest activation in the explain split (the scale steering clamps at)."""
+    return lambda feature: store.stats(feature).max_act
 
 
 def make_explainers(

@@ -24,9 +24,9 @@ TEXT_TOKENS = 32  # each cut to its first tokens
 
 
 def quiet_texts(evidence: FeatureEvidence, n: int) -> list[str]:
-    """Up to `n` explain-split contexts where the feature never fired, cut short."""
-    texts = ["".join(e.tokens[:TEXT_TOKENS]) for e in evidence.non_activating]
-    return [t for t in texts if t.strip()][:n]
+    """Up to `n` distinct explain-split contexts where the feature never fired, cut short."""
+    texts = ("".join(e.tokens[:TEXT_TOKENS]) for e in evidence.non_activating)
+    return list(dict.fromkeys(t for t in texts if t.strip()))[:n]
 
 
 async def outputs(state: AgentState, deps: AgentDeps) -> dict[str, Any]:

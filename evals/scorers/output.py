@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 
 from evals.core import Explained, Judge, Score, ScoringSet
 from evals.scorers.base import Outcome, run_scorer, shuffled
 from predicates.language import from_dict
 from predicates.output import claim_fit
-from probes.evidence.store import EvidenceStore, Example
+from probes.evidence.store import Example
 from probes.probe_runner import ProbeRunner
 from probes.promotions import STEER_TIMES, Promotions
 from probes.steering import Steering
@@ -52,8 +53,11 @@ def _cut(example: Example, tokens: int) -> str:
     return "".join(example.tokens[:tokens])
 
 
-def clamp_of(store: EvidenceStore, feature: int) -> Steering:
-    max_act = store.stats(feature).max_act
+MaxAct = Callable[[int], float]  # a feature's largest activation in the explain split
+
+
+def clamp_of(max_act_of: MaxAct, feature: int) -> Steering:
+    max_act = max_act_of(feature)
     if max_act <= 0:
         raise ValueError(
             f"feature {feature} never fired in the explain split: no scale to steer at"
@@ -64,9 +68,9 @@ def clamp_of(store: EvidenceStore, feature: int) -> Steering:
 class OutputScorer:
     name = "output"
 
-    def __init__(self, runner: ProbeRunner, store: EvidenceStore) -> None:
+    def __init__(self, runner: ProbeRunner, max_act_of: MaxAct) -> None:
         self.runner = runner
-        self.store = store
+        self.max_act_of = max_act_of
         self._seen: OrderedDict[tuple[int, str], Promotions] = OrderedDict()
 
     async def score(self, explained: Explained, examples: ScoringSet, judge: Judge) -> Score:
@@ -103,7 +107,7 @@ class OutputScorer:
         if found is not None:
             return found, 0
         texts = held_out_texts(examples, TEXTS, TEXT_TOKENS)
-        found = await self.runner.promotions(texts, clamp_of(self.store, examples.feature))
+        found = await self.runner.promotions(texts, clamp_of(self.max_act_of, examples.feature))
         self._seen[key] = found
         while len(self._seen) > _REMEMBERED:
             self._seen.popitem(last=False)
@@ -113,9 +117,13 @@ class OutputScorer:
 class OutputPickScorer:
     name = "output-pick"
 
-    def __init__(self, runner: ProbeRunner, store: EvidenceStore, seed: int = 0) -> None:
+    def __init__(
+        self, runner: ProbeRunner, max_act_of: MaxAct, features: Sequence[int], seed: int = 0
+    ) -> None:
+        """`features`: those that fire, the distractors are drawn from."""
         self.runner = runner
-        self.store = store
+        self.max_act_of = max_act_of
+        self.features = list(features)
         self.seed = seed
         self._seen: OrderedDict[tuple[int, tuple[str, ...]], list[str]] = OrderedDict()
 
@@ -124,7 +132,7 @@ class OutputPickScorer:
             feature = explained.feature
             prompts = held_out_texts(examples, PROMPTS, PROMPT_TOKENS)
             rng = random.Random(f"{self.seed}:{feature}:output-pick")
-            others = [f for f in self.store.firing_features() if f != feature]
+            others = [f for f in self.features if f != feature]
             if len(others) < DISTRACTORS:
                 raise ValueError(f"the dictionary has {len(others)} other firing features")
             ran = 0
@@ -161,7 +169,7 @@ class OutputPickScorer:
         if found is not None:
             return found, 0
         results = await self.runner.steer(
-            prompts, clamp_of(self.store, feature), continuation_tokens=CONTINUATION_TOKENS,
+            prompts, clamp_of(self.max_act_of, feature), continuation_tokens=CONTINUATION_TOKENS,
             top_tokens=0,
         )  # fmt: skip
         found = self._seen[key] = [r.steered_continuation for r in results]
