@@ -26,6 +26,14 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
+from agent.llm_outputs import (
+    EXAMPLE_OUTPUT_CLAIMS,
+    EXAMPLE_OUTPUT_VERDICT,
+    OutputClaimsOut,
+    OutputVerdictOut,
+    judge_ask,
+    propose_ask,
+)
 from agent.llm_round_schemas import (
     EXAMPLE_ROUND_TESTS,
     EXAMPLE_ROUND_VERDICTS,
@@ -49,6 +57,7 @@ from agent.reasoner import Conclusion, NewExperiment, NewHypothesis, Verdict
 from agent.state import AgentState, Expect, Experiment, Hypothesis, Status
 from llm_client import DATA_NOTE, LLMClient, Message, delimit
 from probes.evidence.store import Example, FeatureEvidence
+from probes.promotions import Promotions
 
 DECIDE = 2  # consistent tests needed to confirm or refute (as in SAGE)
 N_TOP, N_PER_QUANTILE, N_QUANTILES, N_QUIET, N_LENS = 8, 1, 4, 4, 10
@@ -98,16 +107,47 @@ class LLMReasoner:
             "what this feature responds to: 2 to 5 in hypotheses, and one negative control "
             "(negative_control): a plausible but likely wrong reading that the experiments "
             "should refute. Each says what should activate it (fires_on) and what should "
-            "not (not_on), and its side: 'input' (what the feature reads in the text) or "
-            "'output' (what it makes the model predict next: see the logit lens). "
+            "not (not_on): what the feature reads in the text (what it does to the model's "
+            "output is tested afterwards, by steering). "
             f"{self._reply_like(EXAMPLE_HYPOTHESES)}"
         )
         most = self._tokens_for(LONGEST_REPLY_ENTRIES)
         out = await self._ask(state, ask, _Hypotheses, "hypothesize", most)
+        # Probe runs test what the feature reads: its output side has its own step.
         return [
-            *(NewHypothesis(**h.model_dump()) for h in out.hypotheses),
-            NewHypothesis(**out.negative_control.model_dump(), negative_control=True),
+            *(NewHypothesis(**h.model_dump() | {"side": "input"}) for h in out.hypotheses),
+            NewHypothesis(
+                **out.negative_control.model_dump() | {"side": "input"}, negative_control=True
+            ),
         ]
+
+    async def output_hypotheses(
+        self, state: AgentState, evidence: FeatureEvidence, seen: Promotions
+    ) -> list[NewHypothesis]:
+        ask = propose_ask(evidence, seen, self._reply_like(EXAMPLE_OUTPUT_CLAIMS))
+        out = await self._ask(state, ask, OutputClaimsOut, "output-hypothesize")
+        return [
+            NewHypothesis(
+                statement=without_marks(claim),
+                fires_on="the next tokens it names",
+                not_on="the other tokens the model finds likely there",
+                side="output",
+            )
+            for claim in dict.fromkeys(out.claims)
+        ]
+
+    async def judge_output(
+        self, state: AgentState, hypothesis: Hypothesis, tested: Promotions, test: str
+    ) -> Verdict:
+        ask = judge_ask(
+            hypothesis.statement, tested, test, self._reply_like(EXAMPLE_OUTPUT_VERDICT)
+        )
+        out = await self._ask(state, ask, OutputVerdictOut, "output-analyze")
+        return Verdict(
+            status=Status.CONFIRMED if out.holds else Status.REFUTED,
+            reason=without_marks(out.reason),
+            cites=[test],
+        )
 
     async def design(
         self, state: AgentState, hypothesis: Hypothesis, evidence: FeatureEvidence
@@ -187,6 +227,7 @@ class LLMReasoner:
             f"{h.id} [{h.status.value}]{' (negative control)' if h.negative_control else ''}: "
             f"{unmarked(h.statement)} (decided by {', '.join(h.decided_by) or 'nothing yet'})"
             for h in state.hypotheses
+            if h.side == "input"  # the output side is stated beside the conclusion
         )
         ask = (
             f"{render_evidence(evidence)}\n\nHypotheses and their verdicts:\n{summary}\n"

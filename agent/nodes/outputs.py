@@ -49,6 +49,8 @@ async def outputs(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
     ]
     cost = state.cost.model_copy(update={"probe_texts": state.cost.probe_texts + len(texts)})
     state = state.model_copy(update={"cost": cost, "output_tests": tests})
+    if not seen.promoted_count:  # no token made twice as likely: nothing to claim
+        return {"output_tests": tests, "cost": cost}
     proposed, cost = await deps.think(state, reasoner.output_hypotheses(state, evidence, seen))
     start = len(state.hypotheses)
     decided: list[Hypothesis] = []

@@ -11,17 +11,21 @@ from typing import Any, cast
 
 import pytest
 import torch
+from pydantic import SecretStr
 
 from agent.deps import AgentDeps
 from agent.nodes.outputs import TEXTS, outputs
+from agent.llm_reasoner import LLMReasoner
 from agent.rules.reasoner import RulesReasoner
 from agent.state import AgentState, Cost, Explanation, Status
+from llm_client import LLMClient, LLMConfig
 from predicates.language import TokenView, from_dict
 from predicates.output import names_token
 from probes.evidence.store import EvidenceStore, FeatureEvidence, FeatureStatistics, TokenValue
 from probes.probe_runner import ProbeRunner
 from probes.sae_runner import SAEFeatureSource
 from tests.evidence_helpers import example
+from tests.llm_server import FakeLLMServer, Reply
 from tests.steering_helpers import (
     TOKEN_FEATURE,
     last_layer,
@@ -57,14 +61,15 @@ def evidence_of(token: str, token_id: int, max_act: float) -> FeatureEvidence:
     )  # fmt: skip
 
 
-def deps_for(subject: Any, max_act: float) -> tuple[AgentDeps, str]:
+def deps_for(subject: Any, max_act: float, reasoner: Any = None) -> tuple[AgentDeps, str]:
     token_id = self_promoting_token(subject)
     hookpoint = last_layer(subject)
     sae = one_feature_sae(subject, hookpoint, token_direction(subject, token_id))
     runner = ProbeRunner(SAEFeatureSource(subject, sae, hookpoint))
     pool = [TokenView.of(WORDS)]
     # The evidence is built by hand and cached: the store is never read.
-    deps = AgentDeps(RulesReasoner(pool, embed=None), runner, cast(EvidenceStore, None))
+    reasoner = reasoner or RulesReasoner(pool, embed=None)
+    deps = AgentDeps(reasoner, runner, cast(EvidenceStore, None))
     token = subject.tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
     deps._evidence[TOKEN_FEATURE] = evidence_of(token, token_id, max_act)
     return deps, token
@@ -105,3 +110,31 @@ def test_the_explanation_states_both_sides() -> None:
     )
     alone = both.model_copy(update={"output_text": None})
     assert alone.both_sides == "Fires on words for weather."
+
+
+def test_the_llm_reasoner_states_and_judges_an_output_claim_in_prose(sharp_head: Any) -> None:
+    """Over real HTTP to a scripted OpenAI-compatible server: the claim is proposed from
+    S1's promoted tokens and judged on S2's, each shown as delimited data."""
+    with FakeLLMServer() as server:
+        server.push(
+            Reply.json({"claims": ["Promotes one rare word as the next token."]}),
+            Reply.json({"holds": True, "reason": "That word heads the promoted tokens."}),
+        )
+        config = LLMConfig(base_url=server.base_url, api_key=SecretStr(server.api_key),
+                           model="fake-model", timeout_s=5.0)  # fmt: skip
+
+        async def main() -> dict[str, Any]:
+            async with LLMClient(config) as client:
+                deps, token = deps_for(sharp_head, 20.0, LLMReasoner(client))
+                return {"token": token, **await outputs(AgentState(feature=TOKEN_FEATURE), deps)}
+
+        update = asyncio.run(main())
+    (claim,) = [h for h in update["hypotheses"] if h.side == "output"]
+    assert claim.statement == "Promotes one rare word as the next token."
+    assert claim.status is Status.CONFIRMED and claim.decided_by == ["S2"]
+    assert claim.predicate is None  # prose: judged by the LLM, not run
+    propose, judge = (str(b["messages"][1]["content"]) for b in server.requests)
+    token = update["token"]
+    assert f"<<<S1_promoted\n{token!r}" in propose and "<<<logit_lens" in propose
+    assert "<<<claim\nPromotes one rare word" in judge and f"<<<S2_promoted\n{token!r}" in judge
+    assert update["cost"].llm_calls == 2
