@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from evals.core import INTRUDER_K, Explained
+from evals.scorers.output import DISTRACTORS
 
 FLOOR = "~floor"  # the explainer name of a floor's scores: "agent~floor"
 # Balanced accuracy and AUROC of a guess; Pearson correlation of a constant. Generative
@@ -16,6 +17,8 @@ FLOOR = "~floor"  # the explainer name of a floor's scores: "agent~floor"
 CHANCE = {"detection": 0.5, "fuzzing": 0.5, "embedding": 0.5, "simulation": 0.0, "predictive": 0.0}
 # Finding one intruder among INTRUDER_K + 1 items by guessing.
 CHANCE |= {"intruder": 1 / (INTRUDER_K + 1), "intruder-explained": 1 / (INTRUDER_K + 1)}
+# Picking the feature's steered continuations among DISTRACTORS other features' by guessing.
+CHANCE["output-pick"] = 1 / (DISTRACTORS + 1)
 
 
 def partners(features: list[int], seed: int) -> dict[int, int]:

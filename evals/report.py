@@ -394,6 +394,9 @@ def _cost_table(summary: Summary) -> str:
     return "\n".join([head, rule, *body])
 
 
+OUTPUT_SCORERS = ("output", "output-pick")
+
+
 def results_json(
     config: BenchConfig,
     summary: Summary,
@@ -418,8 +421,12 @@ def results_json(
                 "listed_items": (
                     listed_items(explained.text, explained.predicate) if explained else None
                 ),
+                "output": explained.output_text if explained else None,
                 "judge": s.judge,
                 "error": s.error,
+                # What the output scorers read off steering (the promoted tokens, their
+                # precision and recall), to see why a claim scored as it did.
+                **({"details": s.details} if s.scorer in OUTPUT_SCORERS else {}),
             }
         )
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,8 +105,13 @@ def make_judges(settings: Settings, setup: AgentSetup, names: list[str]) -> list
 
 
 def make_scorers(
-    setup: AgentSetup, names: list[str], planted: PlantedFeatures | None
+    setup: AgentSetup,
+    names: list[str],
+    planted: PlantedFeatures | None,
+    features: Sequence[int] = (),
 ) -> list[Scorer]:
+    """`features`: the benchmark's; output-pick draws its distractors among those that
+    fire (their steering is then shared), or among every firing feature when too few."""
     from evals.scorers.detection import DetectionScorer
     from evals.scorers.embedding import EmbeddingScorer
     from evals.scorers.fuzzing import FuzzingScorer
@@ -148,6 +153,13 @@ def make_scorers(
             }
             made.append(kinds[name]())
     return made
+
+
+def _distractors(store: EvidenceStore, features: Sequence[int]) -> list[int]:
+    from evals.scorers.output import DISTRACTORS
+
+    firing = [f for f in features if store.stats(f).max_act > 0]
+    return firing if len(firing) > DISTRACTORS else store.firing_features()
 
 
 def _max_act_of(store: EvidenceStore) -> Callable[[int], float]:
@@ -287,7 +299,7 @@ def plan_bench(
         explainers=make_explainers(
             settings, setup, explainers, budget, options.oneshot_llm, imported
         ),
-        scorers=make_scorers(setup, scorers, planted),
+        scorers=make_scorers(setup, scorers, planted, options.features),
         judges=make_judges(settings, setup, judges),
         results=BenchResults(connect(settings), run_id),
         concurrency=concurrency,

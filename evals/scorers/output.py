@@ -34,7 +34,9 @@ PROMPT_TOKENS = 24
 CONTINUATION_TOKENS = 16
 DISTRACTORS = 2  # other features per round (Gur-Arieh et al.: 3 options)
 ROUNDS = 2
-_REMEMBERED = 64  # features whose steering a scorer keeps (explainers share it)
+# Features whose steering a scorer keeps: every explainer of a feature, and its floor
+# (scored once all features are), share one.
+_REMEMBERED = 128
 
 
 def held_out_texts(examples: ScoringSet, n: int, tokens: int) -> list[str]:
@@ -173,6 +175,6 @@ class OutputPickScorer:
             top_tokens=0,
         )  # fmt: skip
         found = self._seen[key] = [r.steered_continuation for r in results]
-        while len(self._seen) > _REMEMBERED * (1 + DISTRACTORS):
+        while len(self._seen) > 8 * _REMEMBERED:  # short strings: keep a whole bench's
             self._seen.popitem(last=False)
         return found, len(prompts)
