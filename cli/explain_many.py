@@ -149,8 +149,10 @@ def run_many(
     concurrency: int,
     thread_of: Any,
 ) -> tuple[list[AgentState], dict[int, str]]:
-    """The finished runs, and the features whose LLM kept failing (with the reason):
-    one failing run does not take the others' results with it."""
+    """The finished runs, and the features whose LLM kept failing or that never fired in
+    the explain split (with the reason): one failing run does not take the others'
+    results with it."""
+    from agent.nodes.observe import NothingToExplainError
     from cli.llm_progress import llm_progress
     from llm_client import LLMError
     from runtime.runs import checkpointed_graph, drive
@@ -170,7 +172,7 @@ def run_many(
                     start = AgentState(feature=feature, budget=budget)
                     try:
                         state = await drive(graph, start, thread_of(feature), on_state=None)
-                    except LLMError as err:
+                    except (LLMError, NothingToExplainError) as err:
                         failed[feature] = str(err)
                 progress.advance(task)
                 return state

@@ -5,7 +5,8 @@ the next tokens this holds for", judged on one steering experiment's candidates
 - precision: of the candidates the claim names, the share steering promotes; a listed
   word (`TokenIn`, `WordIn`) that is no candidate at all counts as named and not
   promoted (the claim names a token steering never made plausible);
-- recall: of the promoted tokens, the share the claim names.
+- recall: of the promoted tokens, the share the claim names;
+both counted in words: " Friend", "friend" and "friends" are two words, not three tokens.
 
 A candidate is judged as the one token it is (the predicate sees a one-token text), so
 claims about tokens and words work and claims about context ("after a comma") name
@@ -24,9 +25,9 @@ from probes.promotions import Promotions
 
 @dataclass(frozen=True)
 class ClaimFit:
-    named: int  # candidates (and unseen listed words) the claim names
+    named: int  # words the claim names among the candidates (and unseen listed words)
     hits: int  # of them, promoted
-    promoted: int  # tokens steering promoted
+    promoted: int  # words steering promoted
 
     @property
     def precision(self) -> float:
@@ -47,16 +48,19 @@ def names_token(predicate: Predicate, token: str) -> bool:
     return predicate.evaluate(TokenView.of([token]))[0]
 
 
+def word_of(token: str) -> str:
+    """What a claim names a token by: the word as predicates compare it (" Friend" and
+    "friend" are one), or the token itself when it is only whitespace."""
+    return normal(token) or token
+
+
 def claim_fit(predicate: Predicate, promotions: Promotions) -> ClaimFit:
-    promoted = {c.token_id for c in promotions.promoted}
-    named = [c for c in promotions.candidates if names_token(predicate, c.token)]
-    seen = {normal(c.token) for c in promotions.candidates}
-    unseen = [w for w in _listed_words(predicate) if normal(w) not in seen]
-    return ClaimFit(
-        named=len(named) + len(unseen),
-        hits=sum(c.token_id in promoted for c in named),
-        promoted=len(promoted),
-    )
+    """Counted in words (`word_of`): a word is promoted when one of its tokens is, and
+    named when the claim names one of its tokens."""
+    promoted = {word_of(c.token) for c in promotions.promoted}
+    named = {word_of(c.token) for c in promotions.candidates if names_token(predicate, c.token)}
+    named |= {normal(w) for w in _listed_words(predicate)}  # listed, whether likely or not
+    return ClaimFit(named=len(named), hits=len(named & promoted), promoted=len(promoted))
 
 
 def _listed_words(predicate: Predicate) -> list[str]:

@@ -20,7 +20,7 @@ import torch
 
 from probes.steering import SteeringError, SteeringResult
 
-PROMOTED_TOP = 20  # the promoted tokens one steering experiment names
+PROMOTED_TOP = 10  # the promoted tokens one steering experiment names
 MIN_GAIN = math.log(2)  # promoted: at least twice as likely, averaged over the texts
 
 

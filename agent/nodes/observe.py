@@ -7,9 +7,24 @@ from typing import Any
 
 from agent.deps import AgentDeps
 from agent.state import AgentState
+from errors import UserError
 from probes.evidence.threshold import firing_threshold
 
 
+class NothingToExplainError(UserError, ValueError):
+    """The feature fired in the evidence, but never in its explain split's examples
+    (a rare feature whose few firings fell in the score split): the run fails with
+    why, not a guess. A ValueError too, so a worker records it as a feature's failure."""
+
+
 async def observe(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
-    threshold = firing_threshold(deps.evidence(state.feature))
+    evidence = deps.evidence(state.feature)
+    examples = evidence.top + [e for b in evidence.quantiles for e in b.examples]
+    if not any(a > 0 for e in examples for a in e.acts):
+        raise NothingToExplainError(
+            f"feature {state.feature} fired {evidence.stats.fired_tokens} time(s) in the "
+            f"evidence, never in its explain split ({evidence.evidence_id}): nothing to "
+            "explain it from; build the evidence over more text to catch it firing"
+        )
+    threshold = firing_threshold(evidence)
     return {"threshold": threshold, "started_at": state.started_at or time.time()}

@@ -29,15 +29,15 @@ STEERED = promotions([" friend", " Friend", " friends", " pal"], [" the", " a", 
 
 def test_a_list_naming_promoted_tokens_is_precise_and_recalls_what_it_names() -> None:
     fit = claim_fit(TokenIn(words=("friend", "friends")), STEERED)
-    # "friend" names both " friend" and " Friend": 3 of the 4 promoted tokens.
-    assert (fit.named, fit.hits, fit.promoted) == (3, 3, 4)
-    assert fit.precision == 1.0 and fit.recall == 0.75
-    assert fit.f1 == pytest.approx(2 * 0.75 / 1.75)
+    # Counted in words: " friend" and " Friend" are one, so 2 of the 3 promoted words.
+    assert (fit.named, fit.hits, fit.promoted) == (2, 2, 3)
+    assert fit.precision == 1.0 and fit.recall == pytest.approx(2 / 3)
+    assert fit.f1 == pytest.approx(0.8)
 
 
 def test_listed_words_steering_never_made_likely_count_against_precision() -> None:
     fit = claim_fit(TokenIn(words=("friend", "comrade", "buddy")), STEERED)
-    assert (fit.named, fit.hits) == (4, 2)  # comrade and buddy named, never candidates
+    assert (fit.named, fit.hits) == (3, 1)  # comrade and buddy named, never candidates
     alternatives = AnyOf(parts=(TokenIn(words=("pal",)), TokenIn(words=("mate",))))
     assert claim_fit(alternatives, STEERED).named == 2
 
