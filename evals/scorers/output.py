@@ -18,7 +18,8 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from evals.core import Explained, Judge, Score, ScoringSet
+from evals.core import Explained, Judge, JudgeUnavailable, Score, ScoringSet
+from evals.judges.predicate import PredicateJudge
 from evals.scorers.base import Outcome, run_scorer, shuffled
 from predicates.language import from_dict
 from predicates.output import claim_fit
@@ -132,6 +133,11 @@ class OutputPickScorer:
     async def score(self, explained: Explained, examples: ScoringSet, judge: Judge) -> Score:
         async def work() -> Outcome:
             feature = explained.feature
+            if explained.output_predicate is None and isinstance(judge, PredicateJudge):
+                raise JudgeUnavailable(
+                    f"{explained.explainer} states no output predicate to run; prose "
+                    "needs an LLM judge"
+                )  # before any steering is spent on it
             prompts = held_out_texts(examples, PROMPTS, PROMPT_TOKENS)
             rng = random.Random(f"{self.seed}:{feature}:output-pick")
             others = [f for f in self.features if f != feature]
