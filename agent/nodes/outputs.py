@@ -3,7 +3,7 @@ after the input side is decided, for an SAE's features (planted ones have no out
 side) and a reasoner that reads outputs.
 
 Two steering experiments clamp the feature (`probes.promotions.STEER_TIMES` times its
-largest activation) on quiet contexts of the explain split, never the score split: the
+largest activation) on contexts of the explain split, never the score split: the
 reasoner proposes output claims from the first (S1) and each is judged on the second
 (S2), whose texts it never saw.
 """
@@ -23,9 +23,12 @@ TEXTS = 6  # quiet contexts per steering experiment
 TEXT_TOKENS = 32  # each cut to its first tokens
 
 
-def quiet_texts(evidence: FeatureEvidence, n: int) -> list[str]:
-    """Up to `n` distinct explain-split contexts where the feature never fired, cut short."""
-    texts = ("".join(e.tokens[:TEXT_TOKENS]) for e in evidence.non_activating)
+def steering_texts(evidence: FeatureEvidence, n: int) -> list[str]:
+    """Up to `n` distinct explain-split contexts, cut short: where the feature never
+    fired first (what it adds there is its own doing), then its quantile samples (a
+    dense feature has few quiet contexts; the clamp sets its activation either way)."""
+    examples = evidence.non_activating + [e for b in evidence.quantiles for e in b.examples]
+    texts = ("".join(e.tokens[:TEXT_TOKENS]) for e in examples)
     return list(dict.fromkeys(t for t in texts if t.strip()))[:n]
 
 
@@ -34,7 +37,7 @@ async def outputs(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
         return {}
     reasoner = cast(OutputReasoner, deps.reasoner)
     evidence = deps.evidence(state.feature)
-    texts = quiet_texts(evidence, 2 * TEXTS)
+    texts = steering_texts(evidence, 2 * TEXTS)
     if len(texts) < 2 or evidence.stats.max_act <= 0:
         return {}  # nothing to steer on, or no scale to steer at
     clamp = STEER_TIMES * evidence.stats.max_act
@@ -42,11 +45,7 @@ async def outputs(state: AgentState, deps: AgentDeps) -> dict[str, Any]:
     half = len(texts) // 2
     seen = await deps.probe.promotions(texts[:half], steering)
     tested = await deps.probe.promotions(texts[half:], steering)
-    n = len(state.output_tests)
-    tests = [
-        _test(f"S{n + 1}", texts[:half], clamp, seen),
-        _test(f"S{n + 2}", texts[half:], clamp, tested),
-    ]
+    tests = [_test("S1", texts[:half], clamp, seen), _test("S2", texts[half:], clamp, tested)]
     cost = state.cost.model_copy(update={"probe_texts": state.cost.probe_texts + len(texts)})
     state = state.model_copy(update={"cost": cost, "output_tests": tests})
     if not seen.promoted_count:  # no token made twice as likely: nothing to claim

@@ -15,10 +15,13 @@ import pytest
 from runtime.redis_server import EmbeddedRedis
 from tests.browser_fixtures import Tab, unlabelled
 from tests.cli_helpers import run_cli
-from tests.server_fixtures import api_key, serving, settings_of, sse_events
+from tests.server_fixtures import api_key, read_stream, serving, settings_of, sse_events
 from tests.steering_helpers import TOKEN_FEATURE, saved_token_dictionary
 
 pytestmark = pytest.mark.slow  # builds evidence with `glossator`, serves the tiny model
+
+
+STEER_ENV: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,7 @@ def steer_service(
     built = run_cli("evidence", "build", "--corpus", str(corpus), "--no-redis", env=env)
     assert built.returncode == 0, built.stderr
     with serving(settings_of(env), planted=False) as url:
+        STEER_ENV.update(env)  # for an API key of this service's Redis
         yield url, token
 
 
@@ -180,3 +184,20 @@ def test_the_chat_says_what_happens_when_it_is_turned_up(
     body = {"feature": feature, "texts": ["The quick brown fox"], "times": 5, "tokens": 12}
     steered = httpx.post(f"{url}/steer", json=body, timeout=60).json()["texts"][0]
     assert " ".join(steered["steered_continuation"].split()) in answer
+
+
+def test_a_run_shows_its_steering_experiments(steer_service: tuple[str, str]) -> None:
+    """The agent steers an SAE feature after its input side (S1 to propose output claims,
+    S2 on other texts to judge them), and the run's page shows both experiments."""
+    url, _ = steer_service
+    key = {"Authorization": f"Bearer {api_key(STEER_ENV)}"}
+    started = httpx.post(f"{url}/features/{TOKEN_FEATURE}/runs", headers=key, json={"new": True})
+    assert started.status_code == 202, started.text
+    run = started.json()
+    events = read_stream(f"{url}{run['events_url']}")
+    assert events[-1][0] == "done", events[-1]
+    state = httpx.get(f"{url}/runs/{run['run_id']}", timeout=30).json()["state"]
+    assert [t["id"] for t in state["output_tests"]] == ["S1", "S2"]
+    assert all(t["texts"] and t["clamp"] > 0 for t in state["output_tests"])
+    page = httpx.get(f"{url}/runs/{run['run_id']}", headers={"Accept": "text/html"}, timeout=30)
+    assert page.status_code == 200 and 'id="exp-S1"' in page.text and 'id="exp-S2"' in page.text
