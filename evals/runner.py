@@ -105,7 +105,7 @@ async def _floor(bench: Bench, feature: int, partner: int) -> None:
                 continue
             if examples is None:
                 examples = _examples(bench, feature)
-            judge = pick_judge(bench.judges, floor)
+            judge = pick_judge(bench.judges, floor, reads_output(scorer))
             bench.results.put_score(await scorer.score(floor, examples, judge))
     bench._sets.pop(feature, None)  # its last use
 
@@ -183,7 +183,11 @@ async def _feature(bench: Bench, feature: int) -> None:
                 if shared is not None:
                     bench.results.put_score(shared)
                     continue
-            judge = pick_judge(bench.judges, explained if needs_explanation(scorer) else None)
+            judge = pick_judge(
+                bench.judges,
+                explained if needs_explanation(scorer) else None,
+                reads_output(scorer),
+            )
             bench.results.put_score(await scorer.score(explained, examples, judge))
 
 
@@ -227,9 +231,19 @@ def _unscorable(bench: Bench, feature: int) -> None:
             bench.results.put_score(unscored)
 
 
-def pick_judge(judges: Sequence[Judge], explained: Explained | None) -> Judge:
+def reads_output(scorer: Scorer) -> bool:
+    """Whether `scorer` judges an explanation's output claim (the output scorers)."""
+    return bool(getattr(scorer, "reads_output", False))
+
+
+def pick_judge(judges: Sequence[Judge], explained: Explained | None, output: bool = False) -> Judge:
     """The first judge that can read the explanation (None: that can judge without
-    one), else one that says why none can."""
+    one), else one that says why none can. For an `output` scorer, an output predicate
+    goes to the predicate judge, which runs it."""
+    if output and explained is not None and explained.output_predicate is not None:
+        for judge in judges:
+            if judge.name == "predicate":
+                return judge
     for judge in judges:
         if judge.can_judge(explained):
             return judge

@@ -70,6 +70,7 @@ def clamp_of(max_act_of: MaxAct, feature: int) -> Steering:
 
 class OutputScorer:
     name = "output"
+    reads_output = True
 
     def __init__(self, runner: ProbeRunner, max_act_of: MaxAct) -> None:
         self.runner = runner
@@ -119,6 +120,7 @@ class OutputScorer:
 
 class OutputPickScorer:
     name = "output-pick"
+    reads_output = True
 
     def __init__(
         self, runner: ProbeRunner, max_act_of: MaxAct, features: Sequence[int], seed: int = 0

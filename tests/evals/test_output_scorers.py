@@ -15,6 +15,8 @@ import torch
 
 from evals.core import Explained, ScoringSet
 from evals.judges.predicate import PredicateJudge
+from evals.runner import NoJudge, pick_judge, reads_output
+from evals.scorers.detection import DetectionScorer
 from evals.scorers.output import DISTRACTORS, ROUNDS, OutputPickScorer, OutputScorer
 from predicates.language import TokenIn, as_dict
 from probes.probe_runner import ProbeRunner
@@ -114,3 +116,14 @@ def test_the_judge_picks_the_features_steered_continuations(
     prose = Explained(feature=TOKEN_FEATURE, explainer="test", text="Says foxes.")
     unscored = asyncio.run(scorer.score(prose, scoring_set(), judge))
     assert unscored.score is None and "output predicate" in str(unscored.error)
+
+
+def test_an_output_predicate_goes_to_the_predicate_judge_only_for_output_scorers(
+    steered: tuple[ProbeRunner, str],
+) -> None:
+    lens = claim("zebra")  # an output predicate, and no input predicate
+    predicate = PredicateJudge()
+    assert pick_judge([predicate], lens, output=True) is predicate
+    assert pick_judge([predicate], lens).name == NoJudge.name  # detection cannot run it
+    assert reads_output(OutputScorer(steered[0], lambda feature: MAX_ACT))
+    assert not reads_output(DetectionScorer())
