@@ -2,10 +2,10 @@
 the next tokens this holds for", judged on one steering experiment's candidates
 (`probes.promotions`).
 
-- precision: of the candidates the claim names, the share steering promotes; a listed
-  word (`TokenIn`, `WordIn`) that is no candidate at all counts as named and not
-  promoted (the claim names a token steering never made plausible);
-- recall: of the promoted tokens, the share the claim names;
+- precision: of the candidates the claim names, the share among the tokens steering
+  boosted most (at least twice as likely, the top 50); a listed word (`TokenIn`, `WordIn`) that is no candidate at all
+  counts as named and not boosted (the claim names a token steering never made likely);
+- recall: of the top promoted tokens, the share the claim names;
 both counted in words: " Friend", "friend" and "friends" are two words, not three tokens.
 
 A candidate is judged as the one token it is (the predicate sees a one-token text), so
@@ -26,8 +26,9 @@ from probes.promotions import Promotions
 @dataclass(frozen=True)
 class ClaimFit:
     named: int  # words the claim names among the candidates (and unseen listed words)
-    hits: int  # of them, promoted
-    promoted: int  # words steering promoted
+    hits: int  # of them, boosted (among the top gains, at least twice as likely)
+    promoted: int  # words among the top promoted tokens
+    recalled: int  # of them, named
 
     @property
     def precision(self) -> float:
@@ -35,7 +36,7 @@ class ClaimFit:
 
     @property
     def recall(self) -> float:
-        return self.hits / self.promoted if self.promoted else 0.0
+        return self.recalled / self.promoted if self.promoted else 0.0
 
     @property
     def f1(self) -> float:
@@ -58,9 +59,15 @@ def claim_fit(predicate: Predicate, promotions: Promotions) -> ClaimFit:
     """Counted in words (`word_of`): a word is promoted when one of its tokens is, and
     named when the claim names one of its tokens."""
     promoted = {word_of(c.token) for c in promotions.promoted}
+    boosted = {word_of(c.token) for c in promotions.boosted}
     named = {word_of(c.token) for c in promotions.candidates if names_token(predicate, c.token)}
     named |= {normal(w) for w in _listed_words(predicate)}  # listed, whether likely or not
-    return ClaimFit(named=len(named), hits=len(named & promoted), promoted=len(promoted))
+    return ClaimFit(
+        named=len(named),
+        hits=len(named & boosted),
+        promoted=len(promoted),
+        recalled=len(named & promoted),
+    )
 
 
 def _listed_words(predicate: Predicate) -> list[str]:

@@ -4,9 +4,9 @@ makes more likely, told apart from those it leaves alone.
 A token is a *candidate* when some text makes it at least PLAUSIBLE_PROB likely, clean or
 steered (tokens nobody would predict are not claims anyone can check). Its *gain* is the
 change of its log-probability, steered minus clean, averaged over the texts. The
-*promoted* tokens are the PROMOTED_TOP candidates of largest gain among those at least
-twice as likely on average; the other candidates are what an output claim should not
-name. `predicates.output` checks a claim against this.
+*boosted* tokens are the BOOSTED_TOP of largest gain among those at least twice as
+likely on average, and the *promoted* ones the first PROMOTED_TOP of them: a claim
+should name the promoted tokens, and only boosted ones. `predicates.output` checks a claim against this.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ import torch
 from probes.steering import SteeringError, SteeringResult
 
 PROMOTED_TOP = 10  # the promoted tokens one steering experiment names
+# The tokens a claim may name without being wrong: strong steering flattens the
+# distribution, and then hundreds of tokens (most capitalised words, on SmolLM2) are
+# twice as likely; only the top of them are what the feature promotes.
+BOOSTED_TOP = 5 * PROMOTED_TOP
 MIN_GAIN = math.log(2)  # promoted: at least twice as likely, averaged over the texts
 
 
@@ -37,6 +41,12 @@ class Promotions:
     kl: float  # median KL(steered || clean) after the texts, nats
     candidates: tuple[Candidate, ...]  # largest gain first
     promoted_count: int  # the first this many candidates are the promoted ones
+    boosted_count: int = 0  # the first this many are the boosted ones (>= promoted)
+
+    @property
+    def boosted(self) -> tuple[Candidate, ...]:
+        """The BOOSTED_TOP candidates of largest gain made at least twice as likely."""
+        return self.candidates[: max(self.boosted_count, self.promoted_count)]
 
     @property
     def promoted(self) -> tuple[Candidate, ...]:
@@ -69,14 +79,13 @@ def promotions_of(
         token = decode(token_id)
         if token is not None:
             candidates.append(Candidate(token, token_id, float(gain_V[token_id])))
-    promoted = 0
-    while promoted < min(PROMOTED_TOP, len(candidates)) and candidates[promoted].gain >= min_gain:
-        promoted += 1
+    boosted = min(BOOSTED_TOP, sum(c.gain >= min_gain for c in candidates))  # a prefix
     return Promotions(
         texts=len(results),
         kl=statistics.median(r.kl_last for r in results),
         candidates=tuple(candidates),
-        promoted_count=promoted,
+        promoted_count=min(PROMOTED_TOP, boosted),
+        boosted_count=boosted,
     )
 
 

@@ -57,7 +57,7 @@ def output_claims(promotions: Promotions, lens: list[str]) -> list[tuple[Predica
     candidates += [FunctionWord(category=c) for c in CATEGORIES]
     candidates += list(SHAPES)
     fits = [(claim, claim_fit(claim, promotions)) for claim in dict.fromkeys(candidates)]
-    fits = [(claim, fit) for claim, fit in fits if fit.hits]
+    fits = [(claim, fit) for claim, fit in fits if fit.recalled]
     fits.sort(key=lambda pair: (-(pair[1].f1 - SIZE_COST * pair[0].size()), pair[0].size()))
     return fits[:CLAIMS]
 
@@ -103,7 +103,8 @@ def claim_statement(claim: Predicate) -> str:
 
 def fit_reason(fit: ClaimFit, test: str) -> str:
     return (
-        f"steered on other texts ({test}), it names {fit.hits} of the {fit.promoted} tokens "
-        f"steering promoted (recall {fit.recall:.2f}), and {fit.hits} of the {fit.named} it "
-        f"names were promoted (precision {fit.precision:.2f}): F1 {fit.f1:.2f}"
+        f"steered on other texts ({test}), it names {fit.recalled} of the {fit.promoted} words "
+        f"steering promoted most (recall {fit.recall:.2f}), and {fit.hits} of the "
+        f"{fit.named} it names were made at least twice as likely (precision "
+        f"{fit.precision:.2f}): F1 {fit.f1:.2f}"
     )

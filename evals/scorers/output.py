@@ -94,6 +94,7 @@ class OutputScorer:
                     "recall": fit.recall,
                     "named": fit.named,
                     "hits": fit.hits,
+                    "recalled": fit.recalled,
                     "promoted": promotions.promoted_tokens,
                     "kl": promotions.kl,
                     "texts": promotions.texts,

@@ -3,6 +3,8 @@ recall of the promoted tokens a claim names, counted as the scorer and agent cou
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from predicates.language import AnyOf, Preceded, TokenIn, TokenRegex
@@ -47,6 +49,13 @@ def test_a_class_claim_is_judged_on_the_candidates_it_covers() -> None:
     assert (fit.named, fit.hits) == (2, 0) and fit.f1 == 0.0
     punctuation = claim_fit(TokenRegex(pattern=r"[^\w\s]+", meaning="punctuation"), STEERED)
     assert (punctuation.named, punctuation.hits) == (1, 0)
+
+
+def test_a_word_boosted_below_the_top_is_right_to_name_but_recalls_nothing() -> None:
+    steered = dataclasses.replace(STEERED, promoted_count=2, boosted_count=4)
+    fit = claim_fit(TokenIn(words=("pal",)), steered)  # 4th: boosted, not among the top 2
+    assert (fit.named, fit.hits, fit.promoted, fit.recalled) == (1, 1, 1, 0)
+    assert fit.precision == 1.0 and fit.recall == 0.0
 
 
 def test_a_context_claim_names_no_next_token() -> None:

@@ -66,7 +66,7 @@ def test_the_token_a_feature_writes_is_promoted_first(token_steering: Any) -> No
         for c in found.candidates[found.promoted_count :]
         if (word := c.token.strip().lower()) and word not in promoted
     )
-    assert claim_fit(TokenIn(words=(other,)), found).hits == 0
+    assert claim_fit(TokenIn(words=(other,)), found).recalled == 0
 
 
 def test_without_steering_nothing_is_promoted(token_steering: Any) -> None:
