@@ -3,8 +3,9 @@ the next tokens this holds for", judged on one steering experiment's candidates
 (`probes.promotions`).
 
 - precision: of the candidates the claim names, the share among the tokens steering
-  boosted most (at least twice as likely, the top 50); a listed word (`TokenIn`, `WordIn`) that is no candidate at all
-  counts as named and not boosted (the claim names a token steering never made likely);
+  boosted most (at least twice as likely, the top 50); a listed word (`TokenIn`,
+  `WordIn`) that is no candidate at all counts as named and not boosted (the claim
+  names a token steering never made likely);
 - recall: of the top promoted tokens, the share the claim names;
 both counted in words: " Friend", "friend" and "friends" are two words, not three tokens.
 

@@ -6,7 +6,8 @@ steered (tokens nobody would predict are not claims anyone can check). Its *gain
 change of its log-probability, steered minus clean, averaged over the texts. The
 *boosted* tokens are the BOOSTED_TOP of largest gain among those at least twice as
 likely on average, and the *promoted* ones the first PROMOTED_TOP of them: a claim
-should name the promoted tokens, and only boosted ones. `predicates.output` checks a claim against this.
+should name the promoted tokens, and only boosted ones. `predicates.output` checks a
+claim against this.
 """
 
 from __future__ import annotations
