@@ -19,7 +19,7 @@ from probes.evidence.store import FeatureEvidence
 from probes.promotions import STEER_TIMES, Promotions
 from probes.steering import Steering
 
-TEXTS = 6  # quiet contexts per steering experiment
+TEXTS = 8  # contexts per steering experiment: fewer gave noisy promoted sets
 TEXT_TOKENS = 32  # each cut to its first tokens
 
 

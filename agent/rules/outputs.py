@@ -7,7 +7,7 @@ experiment:
 - the tokens steering promoted most (normalised as predicates compare tokens);
 - the tokens the decoder's logit lens points at (what the evidence predicts);
 - a WordNet class or a function-word class most promoted tokens belong to, and a token
-  shape (numbers, punctuation, capitalised words, word pieces): a class reaches tokens
+  shape (numbers, punctuation, capitalised words): a class reaches tokens
   the experiment never promoted.
 """
 

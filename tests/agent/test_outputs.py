@@ -48,7 +48,7 @@ def sharp_head(tiny_llama: Any) -> Any:
 
 
 def evidence_of(token: str, token_id: int, max_act: float) -> FeatureEvidence:
-    quiet = [example([f"Note {i}:", *WORDS[i % 5 : i % 5 + 5]], [0.0] * 6) for i in range(14)]
+    quiet = [example([f"Note {i}:", *WORDS[i % 5 : i % 5 + 5]], [0.0] * 6) for i in range(20)]
     stats = FeatureStatistics(
         fired_tokens=5, tokens=500, density=0.01, mean_act=max_act / 2, max_act=max_act,
         hist_counts=[5], hist_edges=[0.0, max_act],
