@@ -40,6 +40,7 @@ from agent.state import (
     Explanation,
     Hypothesis,
     Outcome,
+    OutputTest,
     Status,
 )
 from errors import ServiceError
@@ -55,6 +56,7 @@ CHECKPOINTED_TYPES = (
     Hypothesis,
     Experiment,
     Outcome,
+    OutputTest,
     Budget,
     Cost,
     Explanation,
