@@ -109,6 +109,7 @@ def make_scorers(
     names: list[str],
     planted: PlantedFeatures | None,
     features: Sequence[int] = (),
+    seed: int = 0,
 ) -> list[Scorer]:
     """`features`: the benchmark's; output-pick draws its distractors among those that
     fire (their steering is then shared), or among every firing feature when too few."""
@@ -299,7 +300,7 @@ def plan_bench(
         explainers=make_explainers(
             settings, setup, explainers, budget, options.oneshot_llm, imported
         ),
-        scorers=make_scorers(setup, scorers, planted, options.features),
+        scorers=make_scorers(setup, scorers, planted, options.features, options.seed),
         judges=make_judges(settings, setup, judges),
         results=BenchResults(connect(settings), run_id),
         concurrency=concurrency,
