@@ -205,6 +205,10 @@ def test_bench_cli_errors_say_what_to_fix(cli_env: dict[str, str]) -> None:
     assert no_llm.returncode == 2 and "GLOSSATOR_LLM_BASE_URL" in no_llm.stderr
     missing = run_cli("bench", "report", "no-such-run", env=cli_env)
     assert missing.returncode == 2 and "no benchmark run" in missing.stderr
+    planted_output = run_cli(
+        "bench", "--planted", "--features", "digits", "--scorers", "output", env=cli_env
+    )
+    assert planted_output.returncode == 2 and "planted features have none" in planted_output.stderr
 
 
 def test_bench_cli_scores_imported_explanations(cli_env: dict[str, str], tmp_path: Path) -> None:
