@@ -18,6 +18,7 @@ from probes.promotions import Promotions
 
 SHOWN = 12  # tokens listed per side of a steering experiment
 MAX_CLAIMS = 2
+MIN_CLAIM_WORDS = 3  # "Promotes plural nouns."
 
 
 class OutputClaimsOut(BaseModel):
@@ -26,6 +27,12 @@ class OutputClaimsOut(BaseModel):
     @model_validator(mode="after")
     def _own(self) -> OutputClaimsOut:
         _refuse_copy(self.claims, EXAMPLE_OUTPUT_CLAIMS.claims)
+        bare = [c for c in self.claims if len(c.split()) < MIN_CLAIM_WORDS]
+        if bare:  # SmolLM2-135M answered "Promotes", the instruction's first word
+            raise ValueError(
+                f"{bare[0]!r} names nothing: say what it promotes, in a sentence of at "
+                f"least {MIN_CLAIM_WORDS} words"
+            )
         return self
 
 

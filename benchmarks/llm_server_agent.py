@@ -159,7 +159,9 @@ def main() -> None:
     for column in ("explainer", "scores (mean)", "explained / failed", "calls", "tokens", "s"):
         table.add_column(column)
     for explainer, row in rows.items():
-        scores = ", ".join(f"{s} {v:.3f}" for s, v in row["scores"].items())
+        scores = ", ".join(
+            f"{s} {'–' if v is None else f'{v:.3f}'}" for s, v in row["scores"].items()
+        )
         table.add_row(
             explainer,
             scores,

@@ -11,9 +11,10 @@ from typing import Any, cast
 
 import pytest
 import torch
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from agent.deps import AgentDeps
+from agent.llm_outputs import EXAMPLE_OUTPUT_CLAIMS, OutputClaimsOut
 from agent.llm_reasoner import LLMReasoner
 from agent.nodes.outputs import TEXTS, outputs
 from agent.rules.reasoner import RulesReasoner
@@ -138,3 +139,11 @@ def test_the_llm_reasoner_states_and_judges_an_output_claim_in_prose(sharp_head:
     assert f"<<<S1_promoted\n{token!r}" in propose and "<<<logit_lens" in propose
     assert "<<<claim\nPromotes one rare word" in judge and f"<<<S2_promoted\n{token!r}" in judge
     assert update["cost"].llm_calls == 2
+
+
+def test_an_output_claim_that_names_nothing_is_refused() -> None:
+    with pytest.raises(ValidationError, match="names nothing"):
+        OutputClaimsOut.model_validate({"claims": ["Promotes"]})
+    with pytest.raises(ValidationError, match="copied from the worked example"):
+        OutputClaimsOut.model_validate({"claims": EXAMPLE_OUTPUT_CLAIMS.claims})
+    assert OutputClaimsOut.model_validate({"claims": ["Promotes plural nouns."]}).claims
