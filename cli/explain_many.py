@@ -149,9 +149,9 @@ def run_many(
     concurrency: int,
     thread_of: Any,
 ) -> tuple[list[AgentState], dict[int, str]]:
-    """The finished runs, and the features whose LLM kept failing or that never fired in
-    the explain split (with the reason): one failing run does not take the others'
-    results with it."""
+    """The finished runs, and the features whose LLM kept failing (with the reason): one
+    failing run does not take the others' results with it. A feature that never fired
+    in the explain split is skipped, with why, as one that never fired at all is."""
     from agent.nodes.observe import NothingToExplainError
     from cli.llm_progress import llm_progress
     from llm_client import LLMError
@@ -172,8 +172,10 @@ def run_many(
                     start = AgentState(feature=feature, budget=budget)
                     try:
                         state = await drive(graph, start, thread_of(feature), on_state=None)
-                    except (LLMError, NothingToExplainError) as err:
+                    except LLMError as err:
                         failed[feature] = str(err)
+                    except NothingToExplainError as err:  # skipped, as never-fired ones
+                        err_console.print(f"skipped: {err}")
                 progress.advance(task)
                 return state
 

@@ -16,6 +16,8 @@ from pydantic import SecretStr, ValidationError
 from agent.deps import AgentDeps
 from agent.llm_outputs import EXAMPLE_OUTPUT_CLAIMS, OutputClaimsOut
 from agent.llm_reasoner import LLMReasoner
+from agent.nodes.hypothesize import hypothesize
+from agent.nodes.observe import NothingToExplainError, observe
 from agent.nodes.outputs import TEXTS, outputs
 from agent.rules.reasoner import RulesReasoner
 from agent.state import AgentState, Cost, Explanation, Status
@@ -147,3 +149,15 @@ def test_an_output_claim_that_names_nothing_is_refused() -> None:
     with pytest.raises(ValidationError, match="copied from the worked example"):
         OutputClaimsOut.model_validate({"claims": EXAMPLE_OUTPUT_CLAIMS.claims})
     assert OutputClaimsOut.model_validate({"claims": ["Promotes plural nouns."]}).claims
+
+
+def test_a_feature_that_never_fired_in_the_explain_split_is_refused_with_why(
+    tiny_llama: Any,
+) -> None:
+    deps, _ = deps_for(tiny_llama, max_act=1.0)
+    silent = deps._evidence[TOKEN_FEATURE].model_copy(update={"top": [], "quantiles": []})
+    deps._evidence[TOKEN_FEATURE] = silent
+    state = AgentState(feature=TOKEN_FEATURE)
+    for node in (observe, hypothesize):  # a run checkpointed past observe resumes at hypothesize
+        with pytest.raises(NothingToExplainError, match="never in its explain split"):
+            asyncio.run(node(state, deps))
