@@ -35,7 +35,7 @@ from agent.rules.outputs import CONFIRM_F1, word_list
 from predicates.output import claim_fit
 from probes.model import SubjectModel
 from probes.promotions import Promotions, promotions_of
-from probes.steering import Steering, steer_texts
+from probes.steering import Steering, steer_texts, token_text
 from runtime import loaders
 from runtime.evidence import evidence_folder, open_store
 from runtime.settings import get_settings
@@ -74,14 +74,7 @@ def promotions(
 ) -> Promotions:
     results = steer_texts(subject, sae, hookpoint, texts, clamp, continuation_tokens=0,
                           top_tokens=0, keep_vocabulary=True)  # fmt: skip
-    tokenizer = subject.tokenizer
-
-    def decode(token_id: int) -> str | None:
-        if token_id >= len(tokenizer):
-            return None
-        return str(tokenizer.decode([token_id], clean_up_tokenization_spaces=False))
-
-    return promotions_of(results, decode)
+    return promotions_of(results, lambda token_id: token_text(subject.tokenizer, token_id))
 
 
 def split_half(first: Promotions, second: Promotions) -> float:

@@ -121,19 +121,14 @@ class ProbeRunner:
     ) -> Promotions:
         """What steering does to the next token after `texts` (`probes.promotions`)."""
         from probes.promotions import promotions_of
+        from probes.steering import token_text
 
         results = await self.steer(
             texts, steering, continuation_tokens=0, top_tokens=0, batch_size=batch_size,
             keep_vocabulary=True,
         )  # fmt: skip
         tokenizer = self.source.subject.tokenizer  # type: ignore[attr-defined]
-
-        def decode(token_id: int) -> str | None:
-            if token_id >= len(tokenizer):  # a padded LM head's ids past the vocabulary
-                return None
-            return str(tokenizer.decode([token_id], clean_up_tokenization_spaces=False))
-
-        return promotions_of(results, decode)
+        return promotions_of(results, lambda token_id: token_text(tokenizer, token_id))
 
     async def _submit(
         self, texts: Sequence[str], answer: Callable[[FeatureActivations], Any]

@@ -42,12 +42,12 @@ class Promotions:
     kl: float  # median KL(steered || clean) after the texts, nats
     candidates: tuple[Candidate, ...]  # largest gain first
     promoted_count: int  # the first this many candidates are the promoted ones
-    boosted_count: int = 0  # the first this many are the boosted ones (>= promoted)
+    boosted_count: int  # the first this many are the boosted ones (>= promoted_count)
 
     @property
     def boosted(self) -> tuple[Candidate, ...]:
         """The BOOSTED_TOP candidates of largest gain made at least twice as likely."""
-        return self.candidates[: max(self.boosted_count, self.promoted_count)]
+        return self.candidates[: self.boosted_count]
 
     @property
     def promoted(self) -> tuple[Candidate, ...]:

@@ -57,6 +57,7 @@ __all__ = [
     "TokenShift",
     "VocabularyShift",
     "steer_texts",
+    "token_text",
 ]
 
 
@@ -263,10 +264,8 @@ class _Run:
         ]
 
     def _token(self, token_id: int) -> str:
-        tokenizer = self.subject.tokenizer
-        if not 0 <= token_id < len(tokenizer):  # padded LM heads have ids past the vocabulary
-            return f"<unused id {token_id}>"
-        return str(tokenizer.decode([token_id], clean_up_tokenization_spaces=False))
+        text = token_text(self.subject.tokenizer, token_id)
+        return f"<unused id {token_id}>" if text is None else text
 
     def _continue(
         self,
@@ -317,6 +316,14 @@ class _Run:
                 str(self.subject.tokenizer.decode(row[:end], clean_up_tokenization_spaces=False))
             )
         return texts
+
+
+def token_text(tokenizer: Any, token_id: int) -> str | None:
+    """An LM-head id's token as text; None for an id past the vocabulary (LM heads may
+    be padded wider than the tokenizer)."""
+    if not 0 <= token_id < len(tokenizer):
+        return None
+    return str(tokenizer.decode([token_id], clean_up_tokenization_spaces=False))
 
 
 # A token ranks as promoted only if steering makes it at least this likely (demoted: only

@@ -36,14 +36,14 @@ SHAPES = (
 )
 
 
-def word_list(tokens: list[str]) -> TokenIn | None:
-    """The first MAX_WORDS distinct normalised words of `tokens` as a list claim."""
+def word_list(tokens: list[str], n: int = MAX_WORDS) -> TokenIn | None:
+    """The first `n` distinct normalised words of `tokens` as a list claim."""
     words: list[str] = []
     for token in tokens:
         word = normal(token)
         if word and word not in words:
             words.append(word)
-    return TokenIn(words=tuple(words[:MAX_WORDS])) if words else None
+    return TokenIn(words=tuple(words[:n])) if words else None
 
 
 def output_claims(promotions: Promotions, lens: list[str]) -> list[tuple[Predicate, ClaimFit]]:

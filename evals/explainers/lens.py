@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 
+from agent.rules.outputs import claim_statement, word_list
 from evals.core import Explained, ExplainerCost
-from predicates.language import TokenIn, as_dict, normal
+from predicates.language import as_dict
 from probes.evidence.store import FeatureEvidence
 
 N_TOKENS = 10
@@ -35,17 +36,10 @@ class LogitLensExplainer:
                 f"{self.name}: evidence {evidence.evidence_id} has no logit lens (a "
                 "dictionary without an output side, or evidence built without it)"
             )
-        words: list[str] = []
-        for lens in evidence.promoted:
-            word = normal(lens.token)
-            if word and word not in words:
-                words.append(word)
-            if len(words) == self.n:
-                break
-        if not words:
+        claim = word_list([lens.token for lens in evidence.promoted], self.n)
+        if claim is None:
             raise ValueError(f"{self.name}: the logit lens of feature {feature} names no word")
-        claim = TokenIn(words=tuple(words))
-        text = f"Promotes {claim.describe()} as the next token."
+        text = claim_statement(claim)
         return Explained(
             feature=feature,
             explainer=self.name,

@@ -40,6 +40,11 @@ from probes.evidence.store import EvidenceStore, Example
 TOP = 10.0  # Bills et al. (2023): simulated activations on a 0-10 scale
 
 
+def split_among(chosen: list[bool]) -> list[float]:
+    """Probability 1 split evenly among the chosen items (ties split: no free win)."""
+    return [1 / sum(chosen) if c else 0.0 for c in chosen]
+
+
 class PredicateJudge:
     """Judges explanations by running their predicate. `pool` is where `generate` draws
     its texts from (see `for_store`); without one, `generate` refuses."""
@@ -99,8 +104,7 @@ class PredicateJudge:
         out: list[list[float]] = []
         for items in rounds:
             fits = await self.fuzz(explained, items)
-            lowest = [f == min(fits) for f in fits]  # ties split: no free win
-            out.append([1 / sum(lowest) if low else 0.0 for low in lowest])
+            out.append(split_among([f == min(fits) for f in fits]))
         return out
 
     async def pick_steered(
@@ -112,8 +116,7 @@ class PredicateJudge:
             raise JudgeUnavailable("the explanation carries no output predicate to run")
         claim = from_dict(explained.output_predicate)
         counts = [sum(named_in(claim, text) for text in option) for option in options]
-        best = [c == max(counts) for c in counts]
-        return [1 / sum(best) if b else 0.0 for b in best]
+        return split_among([c == max(counts) for c in counts])
 
     async def simulate(
         self, explained: Explained, examples: Sequence[Example]

@@ -23,6 +23,7 @@ def promotions(promoted: list[str], others: list[str]) -> Promotions:
             for i, token in enumerate(tokens)
         ),
         promoted_count=len(promoted),
+        boosted_count=len(promoted),
     )
 
 
